@@ -1,0 +1,43 @@
+# Every target installs what it needs: a fresh clone needs only Python 3.11 and make.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export RECFLOW_HOME ?= $(CURDIR)/var
+# The machines have no internet: no library may wait on telemetry.
+export GX_ANALYTICS_ENABLED := False
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export AIRFLOW__USAGE_DATA_COLLECTION__ENABLED := False
+export SCARF_ANALYTICS := false
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test test-unit lint typecheck clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt requirements/base.in requirements/dev.in
+	@echo ">> creating/updating the virtual environment in $(VENV) (first time: ~2 minutes)"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements/base.in -r requirements/dev.in -c requirements/constraints.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -m "unit or dags or integration" tests
+
+test-unit: install
+	$(BIN)/python -m pytest -m unit tests
+
+lint: install
+	$(BIN)/ruff check src tests dags
+	$(BIN)/ruff format --check src tests dags
+
+typecheck: install
+	$(BIN)/mypy
+
+clean:
+	rm -rf var

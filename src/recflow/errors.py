@@ -1,0 +1,104 @@
+"""The project's exception hierarchy.
+
+Every error the platform raises on purpose derives from :class:`RecflowError`, so callers
+(Airflow tasks, the CLI, tests) can catch one type. Messages say what was expected, what was
+found, and what to do next.
+
+    RecflowError
+    ├── ConfigError              bad DAG params / configuration values
+    ├── DataError
+    │   ├── DataSourceError      input files missing, unreadable, wrong format or mapping
+    │   └── ValidationFailed     data failed its expectations (carries the details)
+    ├── ContractError            a SavedModel does not meet the serving contract
+    ├── TrainingError            training could not produce a usable model
+    ├── RegistryError            the model registry (MLflow) refused or is unreachable
+    ├── ServingError
+    │   ├── ServerUnavailable    no model server answered at the address
+    │   ├── ModelNotFound        unknown model name, version or label (gRPC NOT_FOUND)
+    │   ├── InvalidRequest       the server rejected the inputs (gRPC INVALID_ARGUMENT)
+    │   ├── ModelNotReady        a version did not become AVAILABLE in time
+    │   └── VerificationFailed   the served answers differ from the exported model's
+    └── PromotionError           a promotion step could not complete; serving is unchanged
+
+A candidate declined by the gate is not an error: see ``recflow.gate.GateDecision``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+class RecflowError(Exception):
+    """Base class of every error raised on purpose by recflow."""
+
+
+class ConfigError(RecflowError):
+    """A configuration value or DAG param is invalid."""
+
+
+class DataError(RecflowError):
+    """Input data cannot be used."""
+
+
+class DataSourceError(DataError):
+    """Input files are missing, unreadable, or not in the expected format."""
+
+
+class ValidationFailed(DataError):
+    """Data failed one or more expectations.
+
+    ``failures`` holds one mapping per failed expectation with at least the keys
+    ``expectation`` (its type), ``column`` (or None), ``observed`` (what was found) and
+    ``sample_rows`` (a few offending rows as dicts, possibly empty).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        failures: Sequence[Mapping[str, Any]] = (),
+        data_docs: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.failures = list(failures)
+        self.data_docs = data_docs
+
+
+class ContractError(RecflowError):
+    """A SavedModel does not meet the serving contract."""
+
+
+class TrainingError(RecflowError):
+    """Training could not produce a usable model."""
+
+
+class RegistryError(RecflowError):
+    """The model registry refused a request or could not be reached."""
+
+
+class ServingError(RecflowError):
+    """A model server request failed."""
+
+
+class ServerUnavailable(ServingError):
+    """No model server answered at the configured address."""
+
+
+class ModelNotFound(ServingError):
+    """The server does not know the model, version or label asked for."""
+
+
+class InvalidRequest(ServingError):
+    """The server rejected the request's inputs."""
+
+
+class ModelNotReady(ServingError):
+    """A model version did not become AVAILABLE within the timeout."""
+
+
+class VerificationFailed(ServingError):
+    """Answers from the served model differ from the exported model's answers."""
+
+
+class PromotionError(RecflowError):
+    """A promotion step failed; what is serving was left unchanged."""
