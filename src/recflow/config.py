@@ -268,6 +268,11 @@ def check(cfg: PipelineConfig) -> None:
             f"data_path is required for data_source={cfg.data.source!r}: "
             "give the folder (MovieLens) or file (csv/parquet) to read"
         )
+    if cfg.data.source in ("csv", "parquet") and not cfg.data.items_path:
+        raise ConfigError(
+            f"items_path is required for data_source={cfg.data.source!r}: "
+            "give a table with item_id, title and optionally genres"
+        )
     if cfg.train.model not in MODELS:
         raise ConfigError(f"model: expected one of {MODELS}, found {cfg.train.model!r}")
     if cfg.gate.rule not in GATE_RULES:

@@ -1,0 +1,173 @@
+"""The promotion gate: may a candidate model replace the champion?
+
+A declined candidate is a normal outcome, not an error: :func:`decide` returns a
+:class:`GateDecision` whose reasons say why. Only a gate that cannot be evaluated (a floor
+or metric that was not computed, an unknown rule) raises :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from recflow.config import GATE_RULES, GateConfig
+from recflow.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One check. ``baseline`` is the compared model's value (popularity/champion) if any."""
+
+    name: str  # "floor", "lift_over_popularity" or "champion"
+    metric: str  # e.g. "ndcg@10"
+    value: float  # the candidate's value
+    threshold: float | None  # what value had to reach (None when skipped)
+    passed: bool  # a skipped check passes: it does not block
+    baseline: float | None = None
+    skipped: bool = False
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    checks: list[GateCheck] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "reasons": list(self.reasons),
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+    def summary(self) -> str:
+        verdict = "passed" if self.passed else "failed"
+        return f"gate {verdict}: " + "; ".join(self.reasons)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def _get(metrics: Mapping[str, float], metric: str, whose: str, purpose: str) -> float:
+    if metric not in metrics:
+        raise ConfigError(
+            f"gate {purpose}: expected metric {metric!r} in the {whose} metrics, found only "
+            f"{sorted(metrics)}; use one of those names (without '@k') in the gate config"
+        )
+    return float(metrics[metric])
+
+
+def _floor_checks(candidate: Mapping[str, float], cfg: GateConfig, k: int) -> list[GateCheck]:
+    checks = []
+    for name, floor in sorted(cfg.floors.items()):
+        metric = f"{name}@{k}"
+        value = _get(candidate, metric, "candidate", f"floor on {name!r}")
+        ok = value >= floor
+        relation = "is at or above" if ok else "is below"
+        checks.append(
+            GateCheck(
+                "floor",
+                metric,
+                value,
+                float(floor),
+                ok,
+                message=f"{metric} {_fmt(value)} {relation} the floor {_fmt(floor)}",
+            )
+        )
+    return checks
+
+
+def _lift_check(
+    candidate: Mapping[str, float], popularity: Mapping[str, float], cfg: GateConfig, metric: str
+) -> GateCheck:
+    value = _get(candidate, metric, "candidate", "metric")
+    base = _get(popularity, metric, "popularity baseline", "lift over popularity")
+    threshold = base * (1.0 + cfg.min_lift_over_popularity)
+    # Must also be strictly better: a lift of 0 would otherwise admit a popularity clone.
+    ok = value >= threshold and value > base
+    need = f"popularity {_fmt(base)} x (1 + {cfg.min_lift_over_popularity:g}) = {_fmt(threshold)}"
+    if ok:
+        msg = f"{metric} {_fmt(value)} beats popularity {_fmt(base)} (needed >= {need})"
+    else:
+        msg = (
+            f"{metric} {_fmt(value)} does not beat popularity: needed >= {need} and > {_fmt(base)}"
+        )
+    return GateCheck("lift_over_popularity", metric, value, threshold, ok, base, message=msg)
+
+
+def _champion_check(
+    candidate: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    cfg: GateConfig,
+    metric: str,
+) -> GateCheck:
+    value = _get(candidate, metric, "candidate", "metric")
+    if champion is None:
+        return GateCheck(
+            "champion",
+            metric,
+            value,
+            None,
+            True,
+            skipped=True,
+            message=f"champion check skipped: no champion to compare with ({cfg.rule})",
+        )
+    base = _get(champion, metric, "champion", "champion comparison")
+    if cfg.rule == "non-inferiority":
+        threshold = base - cfg.tolerance
+        ok = value >= threshold
+        rule = f"champion {_fmt(base)} - tolerance {cfg.tolerance:g} = {_fmt(threshold)}"
+    else:
+        threshold = base + cfg.min_improvement
+        ok = value >= threshold and value > base
+        rule = (
+            f"champion {_fmt(base)} + min_improvement {cfg.min_improvement:g} = "
+            f"{_fmt(threshold)}, strictly above the champion"
+        )
+    if ok:
+        msg = f"{metric} {_fmt(value)} meets {cfg.rule} against the {rule}"
+    else:
+        msg = f"{metric} {_fmt(value)} fails {cfg.rule}: needed >= {rule}"
+    return GateCheck("champion", metric, value, threshold, ok, base, message=msg)
+
+
+def decide(
+    candidate: Mapping[str, float],
+    popularity: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    cfg: GateConfig,
+    k: int,
+) -> GateDecision:
+    """Apply floors, lift over popularity and the champion rule to validation metrics.
+
+    All metrics must come from the same split and evaluator (the champion re-scored, not
+    its logged metrics). NaN values fail every comparison.
+    """
+    if cfg.rule not in GATE_RULES:
+        raise ConfigError(f"gate rule: expected one of {GATE_RULES}, found {cfg.rule!r}")
+    metric = f"{cfg.metric}@{k}"
+    checks = [
+        *_floor_checks(candidate, cfg, k),
+        _lift_check(candidate, popularity, cfg, metric),
+        _champion_check(candidate, champion, cfg, metric),
+    ]
+    checks = [_nan_failed(c) if math.isnan(c.value) and not c.skipped else c for c in checks]
+    passed = all(c.passed for c in checks)
+    reasons = [c.message for c in checks if passed or not c.passed]
+    return GateDecision(passed=passed, reasons=reasons, checks=checks)
+
+
+def _nan_failed(check: GateCheck) -> GateCheck:
+    return GateCheck(
+        check.name,
+        check.metric,
+        check.value,
+        check.threshold,
+        False,
+        check.baseline,
+        message=f"{check.metric} is NaN: the candidate's evaluation is broken",
+    )
