@@ -10,6 +10,8 @@ Signature ``serving_default`` (what TF Serving and the client call):
              titles    DT_STRING [-1, K]     their titles, for display
     Items the user interacted with in the training data are excluded. Unknown users get the
     most popular items (cold start), never an error. K is fixed at export (``top_k``).
+    A known user with fewer than K unseen items gets the remaining slots padded with
+    item_id "", title "" and score -inf (the shape stays fixed; a seen item is never returned).
 
 Restored attributes for offline evaluation (``m = tf.saved_model.load(path)``):
     m.score_all(user_id: DT_STRING [B]) -> DT_FLOAT [B, N]   raw scores over the catalogue,
