@@ -14,7 +14,7 @@ export SCARF_ANALYTICS := false
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-unit lint typecheck clean
+.PHONY: install demo demo-movielens test test-unit lint typecheck clean
 
 install: $(STAMP)
 
@@ -25,6 +25,13 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/base.in requi
 	$(BIN)/python -m pip install --quiet -r requirements/base.in -r requirements/dev.in -c requirements/constraints.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# DATA=<MovieLens-100K folder> runs the same demo on MovieLens.
+demo: install
+	$(BIN)/python -m recflow.demo $(if $(DATA),--data $(DATA)) $(DEMO_ARGS)
+
+demo-movielens: install
+	$(BIN)/python -m recflow.demo --data $(or $(DATA),../shared/datasets/movielens-100k) $(DEMO_ARGS)
 
 test: install
 	$(BIN)/python -m pytest -m "unit or dags or integration" tests

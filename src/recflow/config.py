@@ -79,7 +79,7 @@ class GateConfig:
     # absolute floors on validation metrics; a metric missing here is not floored
     floors: Mapping[str, float] = field(default_factory=lambda: {"ndcg": 0.02, "hr": 0.05})
     # candidate[metric] must be >= popularity[metric] * (1 + min_lift_over_popularity)
-    min_lift_over_popularity: float = 0.0
+    min_lift_over_popularity: float = 0.1
     rule: str = "non-inferiority"
     # non-inferiority: candidate >= champion - tolerance (absolute, on `metric`)
     # superiority:     candidate >= champion + min_improvement

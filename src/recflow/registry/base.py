@@ -34,6 +34,7 @@ MAX_PARAM_VALUE_LENGTH = 6000
 MAX_TAG_VALUE_LENGTH = 8000
 MAX_KEY_LENGTH = 250
 MAX_ALIAS_LENGTH = 255
+MAX_DATASET_DIGEST = 36  # MLflow rejects longer dataset digests
 TRUNCATION_MARK = "...[truncated]"
 
 _UNSAFE_KEY_CHARS = re.compile(r"[^/\w.\- :]")

@@ -124,7 +124,9 @@ class InMemoryRegistry:
         self, run_id: str, df: Any, *, name: str, digest: str, source: str, context: str
     ) -> None:
         run = self._run(run_id)
-        ref = base.DatasetRef(name=name, digest=digest, source=source, context=context)
+        ref = base.DatasetRef(
+            name=name, digest=digest[: base.MAX_DATASET_DIGEST], source=source, context=context
+        )
         if ref not in run.datasets:  # MLflow records the same input once
             run.datasets.append(ref)
 

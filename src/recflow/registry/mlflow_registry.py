@@ -237,7 +237,11 @@ class MlflowRegistry:
             # the source string and canonical dtypes are ours, so they say nothing useful.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                ds = mlflow.data.from_pandas(df, source=source, name=name, digest=digest)
+                # MLflow caps dataset digests at 36 characters; a sha256 prefix stays unique
+                # enough to tell batches apart (the full digest is in the run's tags).
+                ds = mlflow.data.from_pandas(
+                    df, source=source, name=name, digest=digest[: base.MAX_DATASET_DIGEST]
+                )
                 entity = ds._to_mlflow_entity()
             tags = [InputTag(base.DATASET_CONTEXT_TAG, context)]
             self._client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=tags)])

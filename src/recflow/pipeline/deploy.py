@@ -1,0 +1,111 @@
+"""Stages 9-11: load the challenger as ``canary``, verify it over gRPC, move ``stable`` to it.
+
+MLflow aliases follow the serving labels one to one: challenger <-> canary, champion <-> stable;
+the champion being replaced keeps alias ``previous`` (and stays loaded) for rollback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from recflow.config import PipelineConfig
+from recflow.errors import RecflowError
+from recflow.pipeline.context import (
+    RunContext,
+    make_promoter,
+    make_registry,
+    say,
+    tracking_run,
+)
+from recflow.registry import Registry
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS = "previous"
+VERIFY_USERS = 16
+UNKNOWN_USER = "__recflow_unknown_user__"
+
+
+def _fail(cfg: PipelineConfig, ctx: RunContext, registry: Registry, version: int, step: str,
+          error: Exception) -> None:
+    mlflow_run = tracking_run(cfg, ctx, registry)
+    registry.set_version_tag(cfg.registry.model_name, version, "serving", f"{step} failed")
+    registry.delete_alias(cfg.registry.model_name, CHALLENGER)
+    registry.set_tags(mlflow_run, {"decision": f"{step} failed", "serving.error": str(error)[:4900]})
+    registry.end_run(mlflow_run, "FAILED")
+    say(f"{step}: FAILED: {error}")
+
+
+def deploy_canary(
+    cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None, promoter: Any = None
+) -> dict[str, Any]:
+    registry = registry or make_registry(cfg)
+    promoter = promoter or make_promoter(cfg)
+    version = int(ctx.read_json("register.json")["version"])
+    say(f"deploy: copying version {version} into {promoter.model_dir} and loading it as canary")
+    try:
+        promoter.deploy_canary(ctx.saved_model_dir, version)
+    except RecflowError as error:
+        _fail(cfg, ctx, registry, version, "deploy_canary", error)
+        raise
+    registry.set_version_tag(cfg.registry.model_name, version, "serving", "canary")
+    say(f"deploy: version {version} is AVAILABLE under label canary")
+    return {"version": version}
+
+
+def verify_canary(
+    cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None, promoter: Any = None
+) -> dict[str, Any]:
+    from recflow.features import load_features
+    from recflow.models import load_recommender
+
+    registry = registry or make_registry(cfg)
+    promoter = promoter or make_promoter(cfg)
+    version = int(ctx.read_json("register.json")["version"])
+    features = load_features(ctx.features_dir)
+    # Known users plus one the model never saw: the cold-start path must match too.
+    users = [str(u) for u in features.user_ids[:VERIFY_USERS]] + [UNKNOWN_USER]
+    expected = load_recommender(ctx.saved_model_dir)(np.asarray(users, dtype=object))
+    try:
+        result = promoter.verify_canary(version, users, expected)
+    except RecflowError as error:
+        _fail(cfg, ctx, registry, version, "verify_canary", error)
+        raise
+    registry.set_version_tag(cfg.registry.model_name, version, "serving.verified", "true")
+    say(f"verify: canary v{version} answered {len(users)} users exactly as the exported model")
+    return result
+
+
+def promote(
+    cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None, promoter: Any = None
+) -> dict[str, Any]:
+    registry = registry or make_registry(cfg)
+    promoter = promoter or make_promoter(cfg)
+    mlflow_run = tracking_run(cfg, ctx, registry)
+    name = cfg.registry.model_name
+    version = int(ctx.read_json("register.json")["version"])
+    old_champion = registry.get_version_by_alias(name, CHAMPION)
+    previous_stable = promoter.promote_stable(version)
+    if old_champion is not None and old_champion.version != version:
+        registry.set_alias(name, PREVIOUS, old_champion.version)
+        registry.set_version_tag(name, old_champion.version, "serving", "previous")
+    registry.set_alias(name, CHAMPION, version)
+    registry.delete_alias(name, CHALLENGER)
+    registry.set_version_tag(name, version, "serving", "stable")
+    info = registry.get_version(name, version)
+    registry.update_description(
+        name,
+        version,
+        (info.description or "")
+        + f" Promoted: verified as canary over gRPC, now serving as stable"
+        + (f" (replacing v{previous_stable})." if previous_stable else "."),
+    )
+    registry.set_tags(mlflow_run, {"decision": "promoted"})
+    registry.end_run(mlflow_run, "FINISHED")
+    say(
+        f"promote: version {version} is now stable and champion"
+        + (f"; v{previous_stable} kept loaded as previous" if previous_stable else "")
+    )
+    return {"version": version, "previous": previous_stable}

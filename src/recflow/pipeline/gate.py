@@ -1,0 +1,45 @@
+"""Stage 7: bless or decline the candidate. Declining is a normal outcome, not a failure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recflow.config import PipelineConfig
+from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
+from recflow.registry import Registry
+
+
+def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+    from recflow.gate import decide
+
+    registry = registry or make_registry(cfg)
+    mlflow_run = tracking_run(cfg, ctx, registry)
+    evaluation = ctx.read_json("evaluation.json")
+    champion = evaluation["champion"]
+    decision = decide(
+        evaluation["candidate"]["validation"],
+        evaluation["popularity"]["validation"],
+        champion["validation"] if champion else None,
+        cfg.gate,
+        cfg.eval_k,
+    )
+    record = decision.to_dict()
+    record["champion_version"] = evaluation.get("champion_version")
+    registry.log_dict(mlflow_run, record, "gate/decision.json")
+    registry.set_tags(
+        mlflow_run,
+        {
+            "gate": "passed" if decision.passed else "declined",
+            "gate.reasons": "; ".join(decision.reasons)[:4900],
+        },
+    )
+    ctx.write_json("gate.json", record)
+    verdict = "PASSED" if decision.passed else "DECLINED"
+    say(f"gate: {verdict}")
+    for reason in decision.reasons:
+        say(f"gate:   - {reason}")
+    if not decision.passed:
+        registry.set_tags(mlflow_run, {"decision": "declined"})
+        registry.end_run(mlflow_run, "FINISHED")
+        say("gate: the champion keeps serving; promotion steps are skipped")
+    return record

@@ -1,0 +1,48 @@
+"""Stage 8: a blessed candidate becomes a registered model version with alias ``challenger``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recflow.config import PipelineConfig
+from recflow.pipeline.context import DAG_RUN_TAG, RunContext, make_registry, say, tracking_run
+from recflow.pipeline.export import MODEL_ARTIFACT_PATH
+from recflow.registry import Registry
+
+CHALLENGER = "challenger"
+
+
+def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+    from recflow.contract import CONTRACT_VERSION
+
+    registry = registry or make_registry(cfg)
+    mlflow_run = tracking_run(cfg, ctx, registry)
+    gate = ctx.read_json("gate.json")
+    ingest = ctx.read_json("ingest.json")
+    evaluation = ctx.read_json("evaluation.json")
+    k = evaluation["k"]
+    cand = evaluation["candidate"]["validation"]
+    tags = {
+        "gate": "passed",
+        "dataset.digest": ingest["digest"],
+        "serving.contract_version": CONTRACT_VERSION,
+        "model.kind": cfg.train.model,
+        DAG_RUN_TAG: ctx.run_id,
+        f"validation.ndcg@{k}": f"{cand[f'ndcg@{k}']:.5f}",
+        f"validation.hr@{k}": f"{cand[f'hr@{k}']:.5f}",
+    }
+    champion_version = gate.get("champion_version")
+    description = (
+        f"{cfg.train.model} trained by DAG run {ctx.run_id} on dataset {ingest['digest'][:12]} "
+        f"({ingest['rows']} interactions). Gate passed: " + "; ".join(gate["reasons"])
+    )
+    if champion_version is not None:
+        description += f". Challenges champion v{champion_version}."
+    version = registry.register_version(
+        cfg.registry.model_name, mlflow_run, MODEL_ARTIFACT_PATH, tags=tags, description=description
+    )
+    registry.set_alias(cfg.registry.model_name, CHALLENGER, version)
+    registry.set_tags(mlflow_run, {"registered_version": str(version)})
+    ctx.write_json("register.json", {"version": version})
+    say(f"register: {cfg.registry.model_name} version {version} (alias {CHALLENGER})")
+    return {"version": version}

@@ -1,0 +1,204 @@
+"""Moving a blessed model into serving without ever exposing an unverified version.
+
+Every change to what is served is a new model config (TF Serving's ``model_config_list``),
+written atomically to the config file (so a restarted or polling server sees it) and applied
+at once with ``HandleReloadConfigRequest``. If the server refuses a config, the file is put
+back as it was: the config on disk and the config in force never disagree for long.
+
+Label moves take two writes because TF Serving only lets a label point at a loaded version:
+    deploy_canary:  serve {stable, new}          -> wait AVAILABLE -> label canary=new
+    promote_stable: label stable=new (canary=new) -> drop canary, serve {previous, new}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import filecmp
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from recflow.errors import PromotionError, RecflowError, VerificationFailed
+from recflow.serving.model_config import ModelEntry, read_entries, write_entries
+from recflow.storage import copy_tree_atomic
+
+STABLE = "stable"
+CANARY = "canary"
+
+
+class ModelServer(Protocol):
+    """The part of a TF-Serving-compatible server that promotion needs (see ServingClient)."""
+
+    def reload_config(self, entries: Mapping[str, ModelEntry]) -> None: ...
+
+    def wait_until_available(self, model: str, version: int, *, timeout: float) -> None: ...
+
+    def predict(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+    ) -> dict[str, np.ndarray]: ...
+
+
+def install_version(saved_model_dir: Path, model_dir: Path, version: int) -> Path:
+    """Copy a SavedModel to ``<model_dir>/<version>/`` in one rename (TF Serving's layout).
+
+    A retried task finds the folder already there: accepted if it holds the same model.
+    """
+    target = model_dir / str(version)
+    if target.exists():
+        same = filecmp.cmp(saved_model_dir / "saved_model.pb", target / "saved_model.pb", False)
+        if not same:
+            raise PromotionError(
+                f"{target} already holds a different model than {saved_model_dir}; "
+                "version folders are immutable: register a new version instead"
+            )
+        return target
+    copy_tree_atomic(saved_model_dir, target)
+    return target
+
+
+class Promoter:
+    """Applies the promotion steps for one model through the config file and the server."""
+
+    def __init__(
+        self,
+        server: ModelServer,
+        config_file: Path,
+        model_name: str,
+        model_base_path: Path,
+        *,
+        load_timeout: float = 120.0,
+    ) -> None:
+        self.server = server
+        self.config_file = Path(config_file)
+        self.model_name = model_name
+        self.model_dir = Path(model_base_path) / model_name
+        self.load_timeout = load_timeout
+
+    # -- reading state --------------------------------------------------------------------
+    def entries(self) -> dict[str, ModelEntry]:
+        return dict(read_entries(self.config_file))
+
+    def entry(self) -> ModelEntry:
+        found = self.entries().get(self.model_name)
+        if found is not None:
+            return found
+        return ModelEntry(
+            name=self.model_name, base_path=str(self.model_dir), versions=(), labels={}
+        )
+
+    def label(self, label: str) -> int | None:
+        return self.entry().labels.get(label)
+
+    # -- applying a config ----------------------------------------------------------------
+    def _apply(self, entry: ModelEntry, why: str) -> None:
+        before = self.entries()
+        after = {**before, self.model_name: entry}
+        write_entries(self.config_file, after)
+        try:
+            self.server.reload_config(after)
+        except RecflowError as error:
+            write_entries(self.config_file, before)
+            raise PromotionError(
+                f"the model server refused the config for step '{why}': {error}; "
+                "the previous config is back in force"
+            ) from error
+
+    # -- steps ------------------------------------------------------------------------------
+    def deploy_canary(self, saved_model_dir: Path, version: int) -> None:
+        install_version(saved_model_dir, self.model_dir, version)
+        entry = self.entry()
+        if version not in entry.versions:
+            entry = dataclasses.replace(entry, versions=tuple(sorted({*entry.versions, version})))
+            self._apply(entry, f"load version {version}")
+        try:
+            self.server.wait_until_available(self.model_name, version, timeout=self.load_timeout)
+        except RecflowError as error:
+            self.abort_canary(version)
+            raise PromotionError(
+                f"version {version} did not become AVAILABLE: {error}; it was removed from "
+                "the config and the stable version keeps serving"
+            ) from error
+        self._apply(
+            dataclasses.replace(entry, labels={**entry.labels, CANARY: version}),
+            f"label canary={version}",
+        )
+
+    def verify_canary(
+        self,
+        version: int,
+        user_ids: Sequence[str],
+        expected: Mapping[str, np.ndarray],
+        *,
+        atol: float = 1e-5,
+    ) -> dict[str, Any]:
+        """Predict through the ``canary`` label and compare with the exported model's answers."""
+        from recflow.contract import INPUT_USER_ID, OUTPUT_ITEM_IDS, OUTPUT_SCORES
+
+        if self.label(CANARY) != version:
+            raise VerificationFailed(
+                f"label canary points at {self.label(CANARY)}, expected version {version}"
+            )
+        served = self.server.predict(
+            self.model_name, {INPUT_USER_ID: np.asarray(user_ids, dtype=object)}, label=CANARY
+        )
+        problems = []
+        got_items = np.asarray(served[OUTPUT_ITEM_IDS]).astype(str)
+        want_items = np.asarray(expected[OUTPUT_ITEM_IDS]).astype(str)
+        if got_items.shape != want_items.shape or not np.array_equal(got_items, want_items):
+            problems.append("item ids differ from the exported model's")
+        got_scores = np.asarray(served[OUTPUT_SCORES], dtype=np.float64)
+        want_scores = np.asarray(expected[OUTPUT_SCORES], dtype=np.float64)
+        if got_scores.shape != want_scores.shape or not np.allclose(
+            got_scores, want_scores, atol=atol, rtol=1e-4
+        ):
+            problems.append("scores differ from the exported model's")
+        if problems:
+            self.abort_canary(version)
+            raise VerificationFailed(
+                f"canary version {version} answered {len(user_ids)} requests unlike the exported "
+                f"model ({'; '.join(problems)}); it was withdrawn, stable keeps serving"
+            )
+        return {"users_checked": len(user_ids), "version": version}
+
+    def abort_canary(self, version: int) -> None:
+        """Withdraw a version that is not (yet) stable; stable keeps serving."""
+        entry = self.entry()
+        if entry.labels.get(STABLE) == version:
+            return
+        labels = {k: v for k, v in entry.labels.items() if v != version}
+        versions = tuple(v for v in entry.versions if v != version)
+        # Labels first: TF Serving refuses a label on a version it is about to unload.
+        if labels != dict(entry.labels):
+            self._apply(dataclasses.replace(entry, labels=labels), f"unlabel {version}")
+        self._apply(
+            dataclasses.replace(entry, versions=versions, labels=labels), f"unload {version}"
+        )
+
+    def promote_stable(self, version: int) -> int | None:
+        """Move ``stable`` to ``version``; returns the version that was stable before."""
+        entry = self.entry()
+        if entry.labels.get(CANARY) != version and entry.labels.get(STABLE) != version:
+            raise PromotionError(
+                f"version {version} is not the canary (labels: {dict(entry.labels)}); "
+                "deploy and verify it as canary first"
+            )
+        previous = entry.labels.get(STABLE)
+        if previous == version:
+            previous = None
+        self._apply(
+            dataclasses.replace(entry, labels={**entry.labels, STABLE: version}),
+            f"label stable={version}",
+        )
+        keep = tuple(sorted({version} | ({previous} if previous is not None else set())))
+        self._apply(
+            dataclasses.replace(entry, versions=keep, labels={STABLE: version}),
+            f"serve only {keep}",
+        )
+        return previous
