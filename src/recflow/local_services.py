@@ -62,6 +62,9 @@ class ModelServerProcess:
             f"--model_config_file={self.model_config_file}",
             f"--model_config_file_poll_wait_seconds={self.poll_seconds}",
             f"--file_system_poll_wait_seconds={self.poll_seconds}",
+            # At start-up nothing is loaded yet, so without this TF Serving (and we) would
+            # refuse a config file that already names the stable label.
+            "--allow_version_labels_for_unavailable_models=true",
             *self.extra_args,
         ]
         with open(self.log_file, "ab") as log:

@@ -1,0 +1,100 @@
+"""``recommend``: ask the model server for a user's top-k, or show what it serves."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from recflow.errors import RecflowError
+
+COMMANDS = {
+    "status": "versions of a model with their state (AVAILABLE, LOADING, END + error)",
+}
+EPILOG = (
+    "commands:\n"
+    "  (none)    top-k recommendations for --user from the served model\n"
+    + "".join(f"  {name:<9} {text}\n" for name, text in COMMANDS.items())
+    + "\nexamples:\n"
+    "  recommend --user 42 -k 5\n"
+    "  recommend --user 42 --version 3\n"
+    "  recommend status --model recommender\n"
+)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--server", default="127.0.0.1:8500", help="gRPC host:port (default %(default)s)"
+    )
+    p.add_argument("--model", default="recommender", help="model name (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
+
+
+def recommend_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="recommend",
+        description="Top-k recommendations from the model server (TF Serving gRPC API).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--user", action="append", required=True, help="user id (repeatable)")
+    p.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--label", default=None, help="version label (default stable)")
+    which.add_argument("--version", type=int, default=None, help="a specific version")
+    _common(p)
+    return p
+
+
+def status_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recommend status", description=COMMANDS["status"])
+    p.add_argument("--version", type=int, default=None, help="only this version")
+    _common(p)
+    return p
+
+
+def _run_recommend(args: argparse.Namespace) -> int:
+    from recflow.serving.client import ServingClient
+
+    label = None if args.version is not None else (args.label or "stable")
+    with ServingClient(args.server, timeout=args.timeout) as client:
+        recs = client.recommend(args.model, args.user, k=args.k, version=args.version, label=label)
+    for rec in recs:
+        via = f"version {args.version}" if args.version is not None else f"label {label!r}"
+        print(
+            f"Top {len(rec.items)} for user {rec.user_id} — model {args.model} "
+            f"version {rec.model_version} (asked for {via})"
+        )
+        width = max([len("item_id"), *(len(i) for i, _, _ in rec.items)])
+        print(f"{'rank':>4}  {'item_id':<{width}}  {'score':>8}  title")
+        for rank, (item, title, score) in enumerate(rec.items, start=1):
+            print(f"{rank:>4}  {item:<{width}}  {score:>8.4f}  {title}")
+        print()
+    return 0
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from recflow.serving.client import ServingClient
+
+    with ServingClient(args.server, timeout=args.timeout) as client:
+        rows = client.model_status(args.model, args.version)
+    print(f"model {args.model} at {args.server}")
+    print(f"{'version':>7}  {'state':<10}  error")
+    for version, state, error in rows:
+        print(f"{version:>7}  {state:<10}  {error or ''}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "status":
+            return _run_status(status_parser().parse_args(argv[1:]))
+        return _run_recommend(recommend_parser().parse_args(argv))
+    except RecflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

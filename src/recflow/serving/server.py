@@ -1,0 +1,957 @@
+"""A local model server speaking TensorFlow Serving's gRPC API (``recflow-model-server``).
+
+It stands in for the ``tensorflow_model_server`` binary where that cannot run (no Docker), so it
+follows TF Serving's behaviour and messages (checked against server_core.cc, predict_util.cc,
+get_model_status_impl.cc); the deliberate differences are listed in ``serving/README.md``:
+
+* A reload (RPC or config file) checks version labels *first*: a label may only point at an
+  AVAILABLE version (FAILED_PRECONDITION otherwise, and nothing changes), except that with
+  ``--allow_version_labels_for_unavailable_models`` a label not yet assigned elsewhere may.
+* A reload then loads every listed version found on disk before answering (TF Serving only
+  waits for new *models*), and unloads versions and models no longer listed.
+* A version whose load (or warmup) fails ends in state END with the error and is not retried
+  while it stays listed and on disk.
+* The config file is re-applied when its content changes or the last attempt failed.
+* ``--enable_batching`` is parsed and validated but requests run one by one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import re
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from recflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    import grpc
+    from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
+
+log = logging.getLogger("recflow.serving.server")
+
+DEFAULT_SIGNATURE = "serving_default"
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000
+_VERSION_DIR = re.compile(r"^\d+$")
+
+# tensorflow_serving.apis.get_model_status_pb2.ModelVersionStatus.State values (no import).
+START, LOADING, AVAILABLE, UNLOADING, END = 10, 20, 30, 40, 50
+
+
+class ServableError(Exception):
+    """A request failure carrying the gRPC status code name TF Serving would return."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # grpc.StatusCode member name, e.g. "NOT_FOUND"
+        self.message = message
+
+
+# ---------------------------------------------------------------------------------------------
+# One loaded version
+
+
+@dataclasses.dataclass
+class Servable:
+    name: str
+    version: int
+    path: Path
+    functions: dict[str, Any]  # signature name -> ConcreteFunction
+    signature_defs: dict[str, Any]  # signature name -> SignatureDef proto (from saved_model.pb)
+    owner: Any = None  # the restored object; its functions need it alive
+
+    def predict(self, request: Any) -> Any:
+        """Run a PredictRequest; validation and messages follow TF Serving's predict_util."""
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        sig_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        sig = self.signature_defs.get(sig_name)
+        fn = self.functions.get(sig_name)
+        if sig is None or fn is None:
+            raise ServableError(
+                "FAILED_PRECONDITION",
+                f'Serving signature key "{sig_name}" not found. Signatures of {self.name} '
+                f"version {self.version}: {sorted(self.functions)}",
+            )
+        sent, expected = set(request.inputs), set(sig.inputs)
+        if len(sent) != len(expected):
+            raise ServableError(
+                "INVALID_ARGUMENT",
+                f"input size does not match signature: {len(sent)}!={len(expected)} "
+                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
+                f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
+                f"Missing but required: {{{','.join(sorted(expected - sent))}}}.",
+            )
+        kwargs: dict[str, Any] = {}
+        for i, alias in enumerate(sorted(request.inputs)):
+            if alias not in sig.inputs:
+                raise ServableError(
+                    "INVALID_ARGUMENT",
+                    f"input tensor alias not found in signature: {alias}. Inputs expected to "
+                    f"be in the set {{{','.join(sorted(expected))}}}.",
+                )
+            proto, want = request.inputs[alias], sig.inputs[alias].dtype
+            if proto.dtype != want:
+                raise ServableError(
+                    "INVALID_ARGUMENT",
+                    f"Expects arg[{i}] to be {tf.dtypes.as_dtype(want).name} but "
+                    f"{_dtype_name(proto.dtype)} is provided (input {alias!r} of signature "
+                    f"{sig_name!r})",
+                )
+            try:
+                kwargs[alias] = tf.constant(tf.make_ndarray(proto), dtype=want)
+            except Exception:
+                raise ServableError("INVALID_ARGUMENT", f"tensor parsing error: {alias}") from None
+        wanted = list(request.output_filter) or sorted(sig.outputs)
+        for alias in request.output_filter:
+            if alias not in sig.outputs:
+                raise ServableError(
+                    "INVALID_ARGUMENT",
+                    f"output tensor alias not found in signature: {alias} Outputs expected to be "
+                    f"in the set {{{','.join(sorted(sig.outputs))}}}.",
+                )
+        if len(set(wanted)) != len(wanted):
+            raise ServableError("INVALID_ARGUMENT", f"duplicate output tensor alias in {wanted}")
+        outputs = _call(fn, kwargs, sig_name)
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = self.name
+        response.model_spec.version.value = self.version
+        response.model_spec.signature_name = sig_name
+        for alias in wanted:
+            response.outputs[alias].CopyFrom(tf.make_tensor_proto(outputs[alias].numpy()))
+        return response
+
+
+def _dtype_name(enum: int) -> str:
+    import tensorflow as tf
+
+    try:
+        return str(tf.dtypes.as_dtype(enum).name)
+    except (TypeError, ValueError):
+        return f"dtype enum {enum}"
+
+
+def _call(fn: Any, kwargs: dict[str, Any], sig_name: str) -> dict[str, Any]:
+    import tensorflow as tf
+
+    try:
+        return dict(fn(**kwargs))
+    except (TypeError, ValueError) as exc:  # shapes/structure rejected by the signature
+        raise ServableError(
+            "INVALID_ARGUMENT", f"inputs do not fit signature {sig_name!r}: {exc}"
+        ) from None
+    except tf.errors.OpError as exc:
+        raise ServableError(_TF_CODES.get(exc.error_code, "UNKNOWN"), exc.message) from None
+
+
+_TF_CODES = {
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+}
+
+
+def load_servable(name: str, version: int, path: Path) -> Servable:
+    """tf.saved_model.load + replay of the warmup requests; any failure raises."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((path / "saved_model.pb").read_bytes())
+    metas = [m for m in saved.meta_graphs if "serve" in m.meta_info_def.tags]
+    if not metas:
+        raise ValueError(f"{path}: no MetaGraph tagged 'serve' in saved_model.pb")
+    signature_defs = {k: v for k, v in metas[0].signature_def.items()}
+    loaded = tf.saved_model.load(str(path), tags=["serve"])
+    functions = {k: loaded.signatures[k] for k in loaded.signatures}
+    servable = Servable(name, version, path, functions, signature_defs, owner=loaded)
+    _warmup(servable)
+    return servable
+
+
+def _warmup(servable: Servable) -> None:
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    file = servable.path / WARMUP_FILE
+    if not file.exists():
+        return
+    count = 0
+    for record in tf.data.TFRecordDataset(str(file)):
+        count += 1
+        if count > MAX_WARMUP_RECORDS:
+            raise ValueError(
+                f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {file}"
+            )
+        entry = prediction_log_pb2.PredictionLog()
+        entry.ParseFromString(record.numpy())
+        if entry.WhichOneof("log_type") != "predict_log":
+            raise ValueError(f"{file}: unsupported warmup log_type {entry.WhichOneof('log_type')}")
+        try:
+            servable.predict(entry.predict_log.request)
+        except ServableError as exc:
+            raise ValueError(f"warmup request {count} of {file} failed: {exc.message}") from None
+    log.info(
+        "Finished reading warmup data for model %s version %d: %d records",
+        servable.name,
+        servable.version,
+        count,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Versions of every model: what the policy asks for, what is loaded, and the labels
+
+
+@dataclasses.dataclass
+class VersionRecord:
+    state: int
+    error: str | None = None
+    servable: Servable | None = None
+
+
+def scan_versions(base_path: Path) -> dict[int, Path]:
+    """Integer-named folders holding a saved_model.pb; scratch folders such as '.3.tmp-x' skip."""
+    if not base_path.is_dir():
+        return {}
+    out: dict[int, Path] = {}
+    for child in base_path.iterdir():
+        if _VERSION_DIR.match(child.name) and (child / "saved_model.pb").is_file():
+            out[int(child.name)] = child
+    return out
+
+
+def aspired_versions(model: Any, on_disk: dict[int, Path]) -> set[int]:
+    policy = model.model_version_policy
+    which = policy.WhichOneof("policy_choice")
+    if which == "specific":
+        return set(policy.specific.versions) & set(on_disk)
+    if which == "all":
+        return set(on_disk)
+    n = policy.latest.num_versions if which == "latest" else 1
+    return set(sorted(on_disk)[-max(n, 1) :])
+
+
+class ModelManager:
+    """The state of every model; reload/poll are serialised, requests only take a short lock."""
+
+    def __init__(
+        self,
+        *,
+        allow_version_labels_for_unavailable_models: bool = False,
+        loader: Callable[[str, int, Path], Servable] = load_servable,
+    ) -> None:
+        from tensorflow_serving.config import model_server_config_pb2 as pb
+
+        self._allow_unavailable_labels = allow_version_labels_for_unavailable_models
+        self._loader = loader
+        self._apply_lock = threading.Lock()  # one reload or poll at a time
+        self._lock = threading.Lock()  # guards the three maps below; never held while loading
+        self._config = pb.ModelServerConfig()
+        self._records: dict[str, dict[int, VersionRecord]] = {}
+        self._labels: dict[str, dict[str, int]] = {}
+        self._blocked: set[tuple[str, int]] = set()  # failed loads, not retried while aspired
+        self._missing_logged: set[str] = set()
+        self.requests: Counter[tuple[str, str, str]] = Counter()  # (model, api, code)
+
+    # -- config ------------------------------------------------------------------------------
+    @property
+    def config(self) -> ModelServerConfig:
+        with self._lock:
+            return self._config
+
+    def reload(self, new: ModelServerConfig) -> None:
+        """Apply a config the way ServerCore::ReloadConfig does; raises ServableError."""
+        with self._apply_lock:
+            which = new.WhichOneof("config")
+            if which is None:
+                log.info("Taking no action for empty config.")
+                return
+            if which != "model_config_list":
+                raise ServableError(
+                    "INVALID_ARGUMENT",
+                    "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+                    "ModelConfigList is currently supported",
+                )
+            self._validate(new)
+            labels = self._check_labels(new)
+            old_names = {m.name for m in self.config.model_config_list.config}
+            with self._lock:
+                self._config = new
+                self._labels = labels
+            self._sync()
+            self._raise_if_new_models_failed(
+                [m.name for m in new.model_config_list.config if m.name not in old_names]
+            )
+
+    @staticmethod
+    def _validate(config: ModelServerConfig) -> None:
+        names = Counter(m.name for m in config.model_config_list.config)
+        for name, n in names.items():
+            if n > 1:
+                raise ServableError(
+                    "INVALID_ARGUMENT", f"Illegal to list model {name}, {n} times in config list"
+                )
+        for m in config.model_config_list.config:
+            if not m.name or not m.base_path:
+                raise ServableError(
+                    "INVALID_ARGUMENT",
+                    f"every model config needs a name and a base_path, found name={m.name!r} "
+                    f"base_path={m.base_path!r}",
+                )
+            if m.model_platform not in ("", "tensorflow"):
+                raise ServableError(
+                    "INVALID_ARGUMENT",
+                    f"Model {m.name} requests unsupported platform {m.model_platform}",
+                )
+
+    def _check_labels(self, config: ModelServerConfig) -> dict[str, dict[str, int]]:
+        with self._lock:
+            current = {k: dict(v) for k, v in self._labels.items()}
+            available = {
+                (name, v)
+                for name, recs in self._records.items()
+                for v, r in recs.items()
+                if r.state == AVAILABLE
+            }
+        out: dict[str, dict[str, int]] = {}
+        for m in config.model_config_list.config:
+            for label, version in m.version_labels.items():
+                existing = current.get(m.name, {}).get(label)
+                allowed = self._allow_unavailable_labels and existing in (None, version)
+                if not allowed and (m.name, version) not in available:
+                    raise ServableError(
+                        "FAILED_PRECONDITION",
+                        f"Request to assign label to version {version} of model {m.name}, "
+                        "which is not currently available for inference",
+                    )
+                out.setdefault(m.name, {})[label] = version
+        return out
+
+    def _raise_if_new_models_failed(self, names: list[str]) -> None:
+        failed = []
+        with self._lock:
+            for name in names:
+                recs = self._records.get(name, {})
+                if recs and not any(r.state == AVAILABLE for r in recs.values()):
+                    errors = "; ".join(f"version {v}: {r.error}" for v, r in recs.items())
+                    failed.append(f"{{name: {name} due to error: {errors}}}")
+        if failed:
+            raise ServableError(
+                "UNKNOWN",
+                f"{len(failed)} model(s) did not become available: {{{', '.join(failed)}}}",
+            )
+
+    # -- file system -------------------------------------------------------------------------
+    def poll(self) -> None:
+        """One pass over every base path: load newly aspired versions, unload the others."""
+        with self._apply_lock:
+            self._sync()
+
+    def _sync(self) -> None:
+        config = self.config
+        listed = set()
+        for model in config.model_config_list.config:
+            listed.add(model.name)
+            base = Path(model.base_path)
+            if not base.is_dir() and model.name not in self._missing_logged:
+                self._missing_logged.add(model.name)
+                log.warning("model %s: base path %s does not exist yet; polling", model.name, base)
+            on_disk = scan_versions(base)
+            aspired = aspired_versions(model, on_disk)
+            # A failed version is retried only after it stopped being aspired for a while.
+            self._blocked = {(n, v) for n, v in self._blocked if n != model.name or v in aspired}
+            for version in sorted(aspired):
+                if (
+                    self._state(model.name, version) != AVAILABLE
+                    and (model.name, version) not in self._blocked
+                ):
+                    self._load(model.name, version, on_disk[version])
+            # Unload after loading, so a model keeps serving while its versions change.
+            for version in self._loaded_versions(model.name) - aspired:
+                self._unload(model.name, version)
+        with self._lock:
+            gone = [n for n in self._records if n not in listed]
+        for name in gone:
+            for version in self._loaded_versions(name):
+                self._unload(name, version)
+
+    def _state(self, name: str, version: int) -> int | None:
+        with self._lock:
+            rec = self._records.get(name, {}).get(version)
+            return rec.state if rec else None
+
+    def _loaded_versions(self, name: str) -> set[int]:
+        with self._lock:
+            return {v for v, r in self._records.get(name, {}).items() if r.servable is not None}
+
+    def _set(self, name: str, version: int, record: VersionRecord) -> None:
+        with self._lock:
+            self._records.setdefault(name, {})[version] = record
+
+    def _load(self, name: str, version: int, path: Path) -> None:
+        self._set(name, version, VersionRecord(START))
+        self._set(name, version, VersionRecord(LOADING))
+        log.info("Loading servable: {name: %s version: %d} from %s", name, version, path)
+        started = time.monotonic()
+        try:
+            servable = self._loader(name, version, path)
+        except Exception as exc:  # any load or warmup failure ends this version with an error
+            self._blocked.add((name, version))
+            self._set(name, version, VersionRecord(END, f"{type(exc).__name__}: {exc}"))
+            log.error("Loading servable: {name: %s version: %d} failed: %s", name, version, exc)
+            return
+        self._set(name, version, VersionRecord(AVAILABLE, None, servable))
+        log.info(
+            "Successfully loaded servable version {name: %s version: %d} in %.2fs",
+            name,
+            version,
+            time.monotonic() - started,
+        )
+
+    def _unload(self, name: str, version: int) -> None:
+        # Requests already holding the Servable finish with it; new ones cannot find it.
+        self._set(name, version, VersionRecord(UNLOADING))
+        self._set(name, version, VersionRecord(END))
+        log.info("Unloaded servable version {name: %s version: %d}", name, version)
+
+    # -- requests ----------------------------------------------------------------------------
+    def resolve_version(self, spec: Any) -> tuple[str, int | None]:
+        """(name, version or None for latest) from a ModelSpec; label errors as TF Serving."""
+        if not spec.name:
+            raise ServableError("INVALID_ARGUMENT", "ModelSpec has no name specified.")
+        choice = spec.WhichOneof("version_choice")
+        if choice == "version":
+            return spec.name, int(spec.version.value)
+        if choice == "version_label":
+            with self._lock:
+                version = self._labels.get(spec.name, {}).get(spec.version_label)
+            if version is None:
+                raise ServableError(
+                    "INVALID_ARGUMENT",
+                    f"Unrecognized servable version label: {spec.version_label}",
+                )
+            return spec.name, version
+        return spec.name, None
+
+    def servable(self, spec: Any) -> Servable:
+        name, version = self.resolve_version(spec)
+        with self._lock:
+            recs = self._records.get(name, {})
+            if version is None:
+                ready = [v for v, r in recs.items() if r.servable is not None]
+                if not ready:
+                    raise ServableError(
+                        "NOT_FOUND", f"Servable not found for request: Latest({name})"
+                    )
+                version = max(ready)
+            rec = recs.get(version)
+            if rec is None or rec.servable is None:
+                raise ServableError(
+                    "NOT_FOUND", f"Servable not found for request: Specific({name}, {version})"
+                )
+            return rec.servable
+
+    def status(self, spec: Any) -> list[tuple[int, int, str | None]]:
+        """(version, state, error) as GetModelStatus reports them, NOT_FOUND as TF Serving."""
+        name, version = self.resolve_version(spec)
+        with self._lock:
+            recs = dict(self._records.get(name, {}))
+        if version is not None:
+            if version not in recs:
+                raise ServableError(
+                    "NOT_FOUND", f"Could not find version {version} of model {name}"
+                )
+            recs = {version: recs[version]}
+        if not recs:
+            raise ServableError("NOT_FOUND", f"Could not find any versions of model {name}")
+        return [(v, r.state, r.error) for v, r in sorted(recs.items())]
+
+    def snapshot(self) -> dict[str, dict[int, int]]:
+        with self._lock:
+            return {n: {v: r.state for v, r in recs.items()} for n, recs in self._records.items()}
+
+    def unload_all(self) -> None:
+        with self._apply_lock:
+            for name in list(self.snapshot()):
+                for version in self._loaded_versions(name):
+                    self._unload(name, version)
+
+
+# ---------------------------------------------------------------------------------------------
+# gRPC services
+
+
+def _abort(context: grpc.ServicerContext, exc: ServableError) -> NoReturn:
+    import grpc
+
+    context.abort(getattr(grpc.StatusCode, exc.code, grpc.StatusCode.UNKNOWN), exc.message)
+    raise AssertionError("grpc context.abort returned")  # it raises; keeps type checkers honest
+
+
+def _build_servicers(manager: ModelManager) -> tuple[Any, Any]:
+    from tensorflow_serving.apis import (
+        get_model_metadata_pb2,
+        get_model_status_pb2,
+        model_management_pb2,
+        model_service_pb2_grpc,
+        prediction_service_pb2_grpc,
+    )
+
+    class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
+            name = request.model_spec.name
+            try:
+                response = manager.servable(request.model_spec).predict(request)
+            except ServableError as exc:
+                manager.requests[(name, "Predict", exc.code)] += 1
+                _abort(context, exc)
+            manager.requests[(name, "Predict", "OK")] += 1
+            return response
+
+        def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                if not request.metadata_field:
+                    raise ServableError(
+                        "INVALID_ARGUMENT",
+                        "GetModelMetadataRequest must specify at least one metadata_field",
+                    )
+                for fld in request.metadata_field:
+                    if fld != "signature_def":
+                        raise ServableError(
+                            "INVALID_ARGUMENT", f"Metadata field {fld} is not supported"
+                        )
+                servable = manager.servable(request.model_spec)
+            except ServableError as exc:
+                _abort(context, exc)
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = servable.name
+            response.model_spec.version.value = servable.version
+            sigs = get_model_metadata_pb2.SignatureDefMap()
+            for key, sig in servable.signature_defs.items():
+                sigs.signature_def[key].CopyFrom(sig)
+            response.metadata["signature_def"].Pack(sigs)
+            return response
+
+    class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+        def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                rows = manager.status(request.model_spec)
+            except ServableError as exc:
+                _abort(context, exc)
+            response = get_model_status_pb2.GetModelStatusResponse()
+            for version, state, error in rows:
+                item = response.model_version_status.add(version=version, state=state)
+                if error:
+                    item.status.error_code = 2  # tensorflow.error.UNKNOWN
+                    item.status.error_message = error
+            return response
+
+        def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                manager.reload(request.config)
+            except ServableError as exc:
+                log.error("HandleReloadConfigRequest failed: %s", exc.message)
+                _abort(context, exc)
+            return model_management_pb2.ReloadConfigResponse()
+
+    return PredictionService(), ModelService()
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics over the REST port (Prometheus text format)
+
+
+def _metrics_text(manager: ModelManager) -> str:
+    lines = [
+        "# TYPE :tensorflow:serving:request_count counter",
+        *(
+            f':tensorflow:serving:request_count{{model_name="{m}",api="{a}",status="{c}"}} {n}'
+            for (m, a, c), n in sorted(manager.requests.items())
+        ),
+        "# TYPE :tensorflow:serving:model_version_state gauge",
+        *(
+            f':tensorflow:serving:model_version_state{{model_name="{m}",version="{v}"}} {s}'
+            for m, versions in sorted(manager.snapshot().items())
+            for v, s in sorted(versions.items())
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _start_metrics(manager: ModelManager, port: int, path: str) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            found = self.path.split("?")[0] == path
+            body = (_metrics_text(manager) if found else f"only {path} is served here\n").encode()
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet access log
+            return
+
+    httpd = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True).start()
+    return httpd
+
+
+# ---------------------------------------------------------------------------------------------
+# The server
+
+
+class LocalModelServer:
+    """gRPC PredictionService + ModelService over a ModelManager, with the polling loops.
+
+    ``config`` is the model config file (re-read when ``model_config_file_poll_wait_seconds``
+    > 0) or a ModelServerConfig. ``start()`` loads the initial config before opening the port,
+    as TF Serving does; it raises ServableError if that fails.
+    """
+
+    def __init__(
+        self,
+        config: Path | ModelServerConfig,
+        *,
+        port: int = 8500,
+        file_system_poll_wait_seconds: float = 1.0,
+        model_config_file_poll_wait_seconds: float = 0.0,
+        allow_version_labels_for_unavailable_models: bool = False,
+        max_workers: int = 8,
+        rest_api_port: int = 0,
+        metrics_path: str | None = None,
+    ) -> None:
+        self.manager = ModelManager(
+            allow_version_labels_for_unavailable_models=allow_version_labels_for_unavailable_models
+        )
+        self._config_file = Path(config) if isinstance(config, str | Path) else None
+        self._initial = None if self._config_file else config
+        self._port = port
+        self._fs_wait = file_system_poll_wait_seconds
+        self._config_wait = model_config_file_poll_wait_seconds if self._config_file else 0.0
+        self._max_workers = max_workers
+        self._rest_port = rest_api_port
+        self._metrics_path = metrics_path
+        self._stop = threading.Event()
+        self._grpc: grpc.Server | None = None
+        self._http: ThreadingHTTPServer | None = None
+        self._poller: threading.Thread | None = None
+        self._file_text: str | None = None  # last config file content applied successfully
+        self._file_error: str | None = None
+        self.port = port
+
+    def _read_file_config(self) -> tuple[str, ModelServerConfig]:
+        from recflow.serving.model_config import parse_text
+
+        assert self._config_file is not None
+        try:
+            text = self._config_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(
+                f"model config file {self._config_file} does not exist; write one (an empty "
+                "file is a valid empty config) or pass --model_name/--model_base_path"
+            ) from None
+        return text, parse_text(text, source=str(self._config_file))
+
+    def start(self) -> LocalModelServer:
+        import grpc
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+        if self._config_file is not None:
+            text, config = self._read_file_config()
+            self.manager.reload(config)
+            self._file_text = text
+        elif self._initial is not None:
+            self.manager.reload(self._initial)
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="grpc"),
+            # TF Serving lifts gRPC's 4 MB receive limit on the server side.
+            options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
+        )
+        prediction, models = _build_servicers(self.manager)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
+        self.port = server.add_insecure_port(f"0.0.0.0:{self._port}")
+        if self.port == 0:
+            raise OSError(f"could not bind gRPC port {self._port}; is another server using it?")
+        server.start()
+        self._grpc = server
+        log.info("Running gRPC ModelServer at 0.0.0.0:%d ...", self.port)
+        if self._rest_port > 0 and self._metrics_path:
+            self._http = _start_metrics(self.manager, self._rest_port, self._metrics_path)
+            log.info("Exporting metrics at 0.0.0.0:%d%s", self._rest_port, self._metrics_path)
+        self._poller = threading.Thread(target=self._poll_loop, name="poll", daemon=True)
+        self._poller.start()
+        return self
+
+    def _poll_loop(self) -> None:
+        # Zero or negative intervals poll once (at start, done above), as TF Serving's flags say.
+        next_fs = time.monotonic() + self._fs_wait if self._fs_wait > 0 else None
+        next_cfg = time.monotonic() + self._config_wait if self._config_wait > 0 else None
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if next_cfg is not None and now >= next_cfg:
+                self._poll_config_file()
+                next_cfg = now + self._config_wait
+            if next_fs is not None and now >= next_fs:
+                self.manager.poll()
+                next_fs = now + self._fs_wait
+            due = [t for t in (next_fs, next_cfg) if t is not None]
+            if not due:
+                return
+            self._stop.wait(max(0.01, min(due) - time.monotonic()))
+
+    def _poll_config_file(self) -> None:
+        try:
+            text, config = self._read_file_config()
+            if text == self._file_text:
+                return
+            self.manager.reload(config)
+            self._file_text, self._file_error = text, None
+            log.info("Applied model config file %s", self._config_file)
+        except (ServableError, ConfigError) as exc:
+            message = str(exc)
+            if message != self._file_error:  # one log line per distinct failure
+                log.error(
+                    "Reloading %s failed; previous config stays: %s", self._config_file, message
+                )
+            self._file_error = message
+
+    def stop(self, grace: float = 5.0) -> None:
+        self._stop.set()
+        if self._grpc is not None:
+            self._grpc.stop(grace).wait()
+            self._grpc = None
+        if self._http is not None:
+            self._http.shutdown()
+            self._http = None
+        if self._poller is not None:
+            self._poller.join(timeout=60)
+        self.manager.unload_all()
+
+    def wait(self) -> None:
+        self._stop.wait()
+
+    def __enter__(self) -> LocalModelServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags (TF Serving's names)
+
+
+_BATCHING_FIELDS = {
+    "max_batch_size",
+    "batch_timeout_micros",
+    "num_batch_threads",
+    "max_enqueued_batches",
+    "pad_variable_length_inputs",
+    "allowed_batch_sizes",
+    "thread_pool_name",
+    "enable_large_batch_splitting",
+    "max_execution_batch_size",
+}
+
+
+def parse_batching_parameters(text: str, *, source: str = "<text>") -> dict[str, Any]:
+    """Read TF Serving's BatchingParameters text format (``max_batch_size { value: 32 }``)."""
+    out: dict[str, Any] = {}
+    for key, value in re.findall(r"(\w+)\s*\{\s*value\s*:\s*([^}\s]+)\s*\}", text):
+        if key not in _BATCHING_FIELDS:
+            raise ConfigError(
+                f"{source}: unknown batching parameter {key!r}; expected some of "
+                f"{sorted(_BATCHING_FIELDS)}"
+            )
+        parsed: Any = value.strip('"')
+        if re.fullmatch(r"-?\d+", parsed):
+            parsed = int(parsed)
+        elif parsed in ("true", "false"):
+            parsed = parsed == "true"
+        if key == "allowed_batch_sizes":
+            out.setdefault(key, []).append(parsed)
+        else:
+            out[key] = parsed
+    leftover = re.sub(r"(\w+)\s*\{\s*value\s*:\s*([^}\s]+)\s*\}", "", text)
+    leftover = re.sub(r"#.*", "", leftover).strip()
+    if leftover:
+        raise ConfigError(
+            f"{source}: could not read {leftover[:60]!r}; expected lines like "
+            "'max_batch_size { value: 128 }'"
+        )
+    return out
+
+
+def parse_monitoring_config(text: str) -> str | None:
+    """The Prometheus path if ``prometheus_config { enable: true path: ... }`` is set."""
+    block = re.search(r"prometheus_config\s*\{([^}]*)\}", text)
+    if not block or not re.search(r"enable\s*:\s*true", block.group(1)):
+        return None
+    path = re.search(r'path\s*:\s*"([^"]+)"', block.group(1))
+    return path.group(1) if path else "/monitoring/prometheus/metrics"
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, found {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="recflow-model-server",
+        description="Local stand-in for tensorflow_model_server (same gRPC API and flags).",
+    )
+    p.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    p.add_argument(
+        "--rest_api_port",
+        type=int,
+        default=0,
+        help="HTTP port; only Prometheus metrics are served there (0 = off)",
+    )
+    p.add_argument("--model_config_file", default="", help="text-format ModelServerConfig")
+    p.add_argument(
+        "--model_config_file_poll_wait_seconds",
+        type=float,
+        default=0.0,
+        help="re-read the config file this often (0 = read once)",
+    )
+    p.add_argument(
+        "--file_system_poll_wait_seconds",
+        type=float,
+        default=1.0,
+        help="look for new version directories this often (0 = once)",
+    )
+    p.add_argument("--model_name", default="default", help="single-model mode: model name")
+    p.add_argument("--model_base_path", default="", help="single-model mode: base path")
+    p.add_argument(
+        "--allow_version_labels_for_unavailable_models",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="let a new label point at a version that is not loaded yet",
+    )
+    p.add_argument(
+        "--enable_batching",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="accepted and validated; requests still run one by one",
+    )
+    p.add_argument("--batching_parameters_file", default="")
+    p.add_argument(
+        "--monitoring_config_file",
+        default="",
+        help="prometheus_config { enable: true path: ... } (needs --rest_api_port)",
+    )
+    p.add_argument("--grpc_max_threads", type=int, default=8, help="gRPC worker threads")
+    return p
+
+
+def _single_model_config(name: str, base_path: str) -> ModelServerConfig:
+    from tensorflow_serving.config import model_server_config_pb2 as pb
+
+    config = pb.ModelServerConfig()
+    model = config.model_config_list.config.add(
+        name=name, base_path=str(Path(base_path).resolve()), model_platform="tensorflow"
+    )
+    model.model_version_policy.latest.num_versions = 1
+    return config
+
+
+def server_from_args(args: argparse.Namespace) -> LocalModelServer:
+    if args.enable_batching and args.batching_parameters_file:
+        params = parse_batching_parameters(
+            Path(args.batching_parameters_file).read_text(encoding="utf-8"),
+            source=args.batching_parameters_file,
+        )
+        log.info("Batching parameters accepted (requests run unbatched here): %s", params)
+    metrics_path = None
+    if args.monitoring_config_file:
+        metrics_path = parse_monitoring_config(
+            Path(args.monitoring_config_file).read_text(encoding="utf-8")
+        )
+        if metrics_path and args.rest_api_port <= 0:
+            log.warning("monitoring config asks for Prometheus but --rest_api_port is 0; skipped")
+    config: Path | ModelServerConfig
+    if args.model_config_file:  # wins over --model_name/--model_base_path, as in TF Serving
+        config = Path(args.model_config_file)
+    elif args.model_base_path:
+        config = _single_model_config(args.model_name, args.model_base_path)
+    else:
+        raise ConfigError(
+            "no models to serve: pass --model_config_file <file> or --model_base_path <dir>"
+        )
+    return LocalModelServer(
+        config,
+        port=args.port,
+        file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+        model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+        allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+        max_workers=args.grpc_max_threads,
+        rest_api_port=args.rest_api_port,
+        metrics_path=metrics_path,
+    )
+
+
+@contextlib.contextmanager
+def _signals_set(event: threading.Event) -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        log.info("Received signal %d; shutting down", signum)
+        event.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    args = build_parser().parse_args(argv)
+    try:
+        server = server_from_args(args)
+        server.start()
+    except (ConfigError, ServableError, OSError) as exc:
+        log.error("recflow-model-server could not start: %s", exc)
+        return 1
+    shutdown = threading.Event()
+    with _signals_set(shutdown):
+        while not shutdown.wait(0.5):  # a timeout keeps the main thread responsive to signals
+            pass
+        server.stop()
+    log.info("recflow-model-server stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
