@@ -14,7 +14,7 @@ export SCARF_ANALYTICS := false
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo demo-movielens test test-unit lint typecheck clean
+.PHONY: install demo demo-movielens test test-unit lint typecheck clean bench-ope
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+
+# OBD=<Open Bandit sample folder> DATA=<MovieLens-100K folder>; writes bench/results/ope.{json,md}
+bench-ope: install
+	$(BIN)/python bench/ope.py --data $(or $(OBD),../shared/datasets/open-bandit-small) --movielens $(or $(DATA),../shared/datasets/movielens-100k) --out bench/results
 
 clean:
 	rm -rf var

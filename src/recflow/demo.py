@@ -8,11 +8,14 @@ promotes it or declines it, with the reasons shown.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from recflow.airflow_env import airflow_env
@@ -109,9 +112,25 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence native libraries writing straight to fd 2 (TensorFlow's absl start-up lines)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
+
+
 def _show_recommendations(cfg, run_id: str, args: argparse.Namespace) -> int:
     from recflow.data import read_dataset
     from recflow.errors import RecflowError
+    from recflow.features import load_split
     from recflow.pipeline.context import RunContext
     from recflow.schema import ITEM_ID, TIMESTAMP, TITLE, USER_ID
     from recflow.serving.client import ServingClient
@@ -123,13 +142,23 @@ def _show_recommendations(cfg, run_id: str, args: argparse.Namespace) -> int:
         print(f"  - {reason}")
 
     ds = read_dataset(ctx.data_dir)
-    inter = ds.interactions
-    user = args.user or str(sorted(inter[USER_ID].astype(str).unique())[0])
+    split = load_split(ctx.split_dir)
+    user = args.user or str(sorted(split.train[USER_ID].astype(str).unique())[0])
     titles = dict(zip(ds.items[ITEM_ID].astype(str), ds.items[TITLE].astype(str), strict=False))
-    recent = inter[inter[USER_ID].astype(str) == user].sort_values(TIMESTAMP).tail(5)
-    print(f"\nUser {user}: last items in the log:")
-    for item in recent[ITEM_ID].astype(str):
+    seen = split.train[split.train[USER_ID].astype(str) == user].sort_values(TIMESTAMP)
+    held_out = [
+        str(frame.loc[frame[USER_ID].astype(str) == user, ITEM_ID].iloc[0])
+        for frame in (split.validation, split.test)
+        if (frame[USER_ID].astype(str) == user).any()
+    ]
+    print(f"\nUser {user}: last items the model trained on:")
+    for item in seen[ITEM_ID].astype(str).tail(5):
         print(f"  - {titles.get(item, item)}")
+    if held_out:
+        print("held out for evaluation (the model never saw them): "
+              + ", ".join(titles.get(i, i) for i in held_out))
+    with _quiet_native_stderr():
+        import tensorflow  # noqa: F401  (its start-up chatter would bury the answer)
     try:
         with ServingClient(cfg.server_address, timeout=cfg.serving.timeout_seconds) as client:
             recs = client.recommend(cfg.serving.model_name, [user], k=args.k, label="stable")
@@ -142,7 +171,8 @@ def _show_recommendations(cfg, run_id: str, args: argparse.Namespace) -> int:
         f"(model '{cfg.serving.model_name}', label stable = version {rec.model_version}):"
     )
     for rank, (item_id, title, score) in enumerate(rec.items, start=1):
-        print(f"  {rank:2d}. {title:<50.50s}  item {item_id:<8s} score {score:.4f}")
+        mark = "  <- held out" if item_id in held_out else ""
+        print(f"  {rank:2d}. {title:<50.50s}  item {item_id:<8s} score {score:.4f}{mark}")
     return 0
 
 

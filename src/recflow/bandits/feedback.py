@@ -1,0 +1,76 @@
+"""Logged bandit feedback as arrays: the one shape every loader returns and every estimator reads.
+
+Rounds are slots: a request that showed three items at positions 0, 1, 2 is three rounds, each
+with the propensity the logging policy gave *that* item at *that* position (the Open Bandit
+Dataset's convention, which position-wise estimators rely on).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recflow.errors import DataError
+
+
+@dataclass(frozen=True)
+class LoggedFeedback:
+    context: np.ndarray  # float64 [n, D]
+    action: np.ndarray  # int64 [n], index into action_ids
+    position: np.ndarray  # int64 [n], 0-based slot
+    reward: np.ndarray  # float64 [n]; NaN marks a reward that never arrived
+    pscore: np.ndarray  # float64 [n], logging policy's probability of (action, position)
+    action_ids: tuple[str, ...]  # catalogue, index -> external id
+    len_list: int = 1
+    # item features [A, F] for reward models (OBD's item_context); None: one-hot actions
+    action_context: np.ndarray | None = None
+    policy_version: tuple[str, ...] = field(default=())  # per round, when the log records it
+
+    @property
+    def n_rounds(self) -> int:
+        return int(self.action.shape[0])
+
+    @property
+    def n_actions(self) -> int:
+        return len(self.action_ids)
+
+    @property
+    def dim_context(self) -> int:
+        return int(self.context.shape[1])
+
+    def on_policy_value(self) -> float:
+        """Mean observed reward: the logging policy's value measured on-policy."""
+        return float(np.mean(self.reward))
+
+    def subset(self, index: np.ndarray) -> LoggedFeedback:
+        """The rounds at ``index`` (a boolean mask or integer indices), same catalogue."""
+        return LoggedFeedback(
+            context=self.context[index],
+            action=self.action[index],
+            position=self.position[index],
+            reward=self.reward[index],
+            pscore=self.pscore[index],
+            action_ids=self.action_ids,
+            len_list=self.len_list,
+            action_context=self.action_context,
+            policy_version=tuple(np.asarray(self.policy_version, dtype=object)[index])
+            if self.policy_version
+            else (),
+        )
+
+    def check_shapes(self) -> None:
+        """Raise DataError when the arrays disagree in length (a loader bug, not bad data)."""
+        n = self.n_rounds
+        sizes = {
+            "context": self.context.shape[0],
+            "position": self.position.shape[0],
+            "reward": self.reward.shape[0],
+            "pscore": self.pscore.shape[0],
+        }
+        bad = {k: v for k, v in sizes.items() if v != n}
+        if bad or self.context.ndim != 2:
+            raise DataError(
+                f"logged feedback: expected {n} rows in every array and a 2-D context, found "
+                f"{bad or 'context ndim ' + str(self.context.ndim)}; rebuild it with a loader"
+            )
