@@ -54,8 +54,8 @@ class RunContext:
         return self.run_dir / "split"
 
     @property
-    def keras_model_path(self) -> Path:
-        return self.run_dir / "train" / "model.keras"
+    def train_dir(self) -> Path:
+        return self.run_dir / "train"
 
     @property
     def saved_model_dir(self) -> Path:

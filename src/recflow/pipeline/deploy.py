@@ -99,7 +99,7 @@ def promote(
         name,
         version,
         (info.description or "")
-        + f" Promoted: verified as canary over gRPC, now serving as stable"
+        + " Promoted: verified as canary over gRPC, now serving as stable"
         + (f" (replacing v{previous_stable})." if previous_stable else "."),
     )
     registry.set_tags(mlflow_run, {"decision": "promoted"})

@@ -18,28 +18,15 @@ WARMUP_USERS = 8
 
 def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
     from recflow.features import load_features
-    from recflow.models import TrainedModel, check_contract, export_model
+    from recflow.models import check_contract
+    from recflow.models.zoo import get_kind
 
     registry = registry or make_registry(cfg)
     mlflow_run = tracking_run(cfg, ctx, registry)
     features = load_features(ctx.features_dir)
     warmup_ids = [str(u) for u in features.user_ids[:WARMUP_USERS]]
-
-    trained = None
-    if cfg.train.model != "popularity":
-        import keras
-
-        trained = TrainedModel(
-            model=keras.models.load_model(ctx.keras_model_path), history={}, seconds=0.0
-        )
-    export_model(
-        trained,
-        features,
-        ctx.saved_model_dir,
-        top_k=cfg.serving.top_k,
-        warmup_user_ids=warmup_ids,
-        model_kind=cfg.train.model,
-    )
+    kind = get_kind(cfg.train.model)
+    kind.export(ctx.train_dir, features, ctx.saved_model_dir, cfg.serving.top_k, warmup_ids)
     summary = check_contract(
         ctx.saved_model_dir, top_k=cfg.serving.top_k, sample_user_ids=warmup_ids[:2]
     )

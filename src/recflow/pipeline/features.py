@@ -11,8 +11,13 @@ from recflow.registry import Registry
 
 def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
     from recflow.data import read_dataset
-    from recflow.features import build_features, profile_tables, save_features, save_split
-    from recflow.features import split_leave_last_out
+    from recflow.features import (
+        build_features,
+        profile_tables,
+        save_features,
+        save_split,
+        split_leave_last_out,
+    )
 
     registry = registry or make_registry(cfg)
     mlflow_run = tracking_run(cfg, ctx, registry)

@@ -11,38 +11,34 @@ from recflow.registry import Registry
 
 
 def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
-    from recflow.features import load_features
+    from recflow.features import load_features, load_split
+    from recflow.models.zoo import get_kind
 
     registry = registry or make_registry(cfg)
     mlflow_run = tracking_run(cfg, ctx, registry)
+    kind = get_kind(cfg.train.model)
     features = load_features(ctx.features_dir)
-    if cfg.train.model == "popularity":
-        say("train: popularity baseline needs no fitting")
-        summary: dict[str, Any] = {"model": "popularity", "seconds": 0.0, "final_loss": None}
-        ctx.write_json("train.json", summary)
-        return summary
-
-    from recflow.models import train_ranking_mlp
-
+    split = load_split(ctx.split_dir)
     say(
-        f"train: {cfg.train.model}, {cfg.train.epochs} epochs, {features.n_users} users x "
-        f"{features.n_items} items, {cfg.train.negatives_per_positive} negatives per positive"
+        f"train: {kind.name} ({kind.description}); {features.n_users} users x "
+        f"{features.n_items} items, {len(features.train_user_idx)} training events"
     )
     started = time.perf_counter()
-    trained = train_ranking_mlp(features, cfg.train, progress=say)
+    summary = kind.fit(features, split, cfg.train, say, ctx.train_dir)
     seconds = time.perf_counter() - started
-    ctx.keras_model_path.parent.mkdir(parents=True, exist_ok=True)
-    trained.model.save(ctx.keras_model_path)
-    for epoch, loss in enumerate(trained.history.get("loss", []), start=1):
-        registry.log_metrics(mlflow_run, {"train.loss": float(loss)}, step=epoch)
-    losses = trained.history.get("loss", [])
-    summary = {
-        "model": cfg.train.model,
+    history = summary.get("history", {})
+    for name, values in history.items():
+        for epoch, value in enumerate(values, start=1):
+            registry.log_metrics(mlflow_run, {f"train.{name}": float(value)}, step=epoch)
+    losses = history.get("loss", [])
+    result = {
+        "model": kind.name,
         "seconds": round(seconds, 2),
         "final_loss": float(losses[-1]) if losses else None,
-        "keras_model": str(ctx.keras_model_path),
+        "history": history,
+        "train_dir": str(ctx.train_dir),
     }
     registry.log_metrics(mlflow_run, {"train.seconds": seconds})
-    ctx.write_json("train.json", summary)
-    say(f"train: done in {seconds:.1f} s, final loss {summary['final_loss']}")
-    return summary
+    ctx.write_json("train.json", result)
+    say(f"train: done in {seconds:.1f} s" + (f", final loss {losses[-1]:.4f}" if losses else ""))
+    return {k: v for k, v in result.items() if k != "history"}

@@ -1,0 +1,115 @@
+"""Every model the pipeline can train, behind one interface (the trigger form's `model` param).
+
+A model kind provides two functions:
+    fit(features, split, cfg, progress, train_dir) -> summary
+        trains on ``features`` (training data only; ``split`` is there for models that need
+        the chronological order of events) and saves whatever export needs under
+        ``train_dir``; the summary is JSON-able and may hold ``history`` (per-epoch lists,
+        e.g. ``{"loss": [...]}``).
+    export(train_dir, features, out_dir, top_k, warmup_user_ids) -> out_dir
+        writes a SavedModel meeting ``recflow.contract`` (loads with only tensorflow).
+Both run in separate Airflow tasks, possibly separate processes: nothing passes in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recflow.config import TrainConfig
+from recflow.errors import ConfigError
+from recflow.types import Features, Split
+
+Progress = Callable[[str], None]
+FitFn = Callable[[Features, Split, TrainConfig, Progress, Path], dict[str, Any]]
+ExportFn = Callable[[Path, Features, Path, int, Sequence[str]], Path]
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    name: str
+    description: str
+    fit: FitFn
+    export: ExportFn
+
+
+# -- ranking_mlp ------------------------------------------------------------------------------
+KERAS_FILE = "model.keras"
+HISTORY_FILE = "history.json"
+
+
+def _fit_ranking_mlp(
+    features: Features, split: Split, cfg: TrainConfig, progress: Progress, train_dir: Path
+) -> dict[str, Any]:
+    from recflow.models.training import train_ranking_mlp
+
+    trained = train_ranking_mlp(features, cfg, progress=progress)
+    train_dir.mkdir(parents=True, exist_ok=True)
+    trained.model.save(train_dir / KERAS_FILE)
+    history = {k: [float(x) for x in v] for k, v in trained.history.items()}
+    (train_dir / HISTORY_FILE).write_text(json.dumps(history))
+    return {"history": history, "seconds": trained.seconds}
+
+
+def _export_ranking_mlp(
+    train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
+) -> Path:
+    import keras
+
+    from recflow.models.export import export_model
+    from recflow.models.training import TrainedModel
+
+    model = keras.models.load_model(train_dir / KERAS_FILE)
+    trained = TrainedModel(model=model, history={}, seconds=0.0)
+    return export_model(
+        trained, features, out_dir, top_k=top_k, warmup_user_ids=warmup, model_kind="ranking_mlp"
+    )
+
+
+# -- popularity -------------------------------------------------------------------------------
+def _fit_popularity(
+    features: Features, split: Split, cfg: TrainConfig, progress: Progress, train_dir: Path
+) -> dict[str, Any]:
+    progress("popularity: counts of training events, nothing to fit")
+    return {"history": {}, "seconds": 0.0}
+
+
+def _export_popularity(
+    train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
+) -> Path:
+    from recflow.models.export import export_model
+
+    return export_model(
+        None, features, out_dir, top_k=top_k, warmup_user_ids=warmup, model_kind="popularity"
+    )
+
+
+_KINDS: dict[str, ModelKind] = {
+    "ranking_mlp": ModelKind(
+        "ranking_mlp",
+        "deep ranking network: user/item embeddings + profile features -> Dense 64-32-1",
+        _fit_ranking_mlp,
+        _export_ranking_mlp,
+    ),
+    "popularity": ModelKind(
+        "popularity", "most popular unseen items (baseline)", _fit_popularity, _export_popularity
+    ),
+}
+
+
+def register_kind(kind: ModelKind) -> None:
+    """Add a model kind (its name must also be listed in ``recflow.config.MODELS``)."""
+    _KINDS[kind.name] = kind
+
+
+def get_kind(name: str) -> ModelKind:
+    if name not in _KINDS:
+        raise ConfigError(f"model: expected one of {sorted(_KINDS)}, found {name!r}")
+    return _KINDS[name]
+
+
+def kind_names() -> tuple[str, ...]:
+    return tuple(sorted(_KINDS))
