@@ -14,7 +14,7 @@ export SCARF_ANALYTICS := false
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo demo-movielens test test-unit lint typecheck clean bench-ope
+.PHONY: install system-deps demo demo-movielens test test-unit lint typecheck clean bench-ope
 
 install: $(STAMP)
 
@@ -33,7 +33,19 @@ demo: install
 demo-movielens: install
 	$(BIN)/python -m recflow.demo --data $(or $(DATA),../shared/datasets/movielens-100k) $(DEMO_ARGS)
 
-test: install
+# Debian packages some tests need: docker-compose (validates the compose file without an engine)
+# and chromium (the browser test). Installed when missing and we are root; otherwise those
+# tests skip and say why.
+system-deps:
+	@missing=""; command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo ">> installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo ">> not root: not installing$$missing (the tests that need them will skip)"; fi
+
+test: install system-deps
 	$(BIN)/python -m pytest -m "unit or dags or integration" tests
 
 test-unit: install
