@@ -8,6 +8,7 @@ replaces the champion through canary -> stable.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import grpc
@@ -118,7 +119,7 @@ def test_first_run_promotes_and_serves(env):
     run = client(env).get_run(mv.run_id)
     assert run.data.tags["gate"] == "passed"
     assert run.data.tags["dataset.digest"]
-    assert "mlflow.source.git.commit" in run.data.tags
+    assert re.fullmatch(r"[0-9a-f]{40}", run.data.tags["mlflow.source.git.commit"])
     assert run.data.params["train.epochs"] == "3"
     assert any(k.startswith("candidate.validation.ndcg") for k in run.data.metrics)
     assert run.inputs.dataset_inputs, "dataset lineage missing"

@@ -5,7 +5,10 @@ a function needs them. Modules: ``feedback`` (LoggedFeedback arrays), ``obd`` (O
 Dataset reader), ``logformat`` (serving-log format v1), ``validate`` (GX checks),
 ``estimators`` (IPS, SNIPS, DM, DR, bootstrap), ``bts`` (ZOZOTOWN's Bernoulli TS),
 ``policies`` (LinUCB, LinearTS, NeuralPolicy), ``simulator`` (MovieLens environment with known
-truth), ``export`` (SavedModel for TF Serving), ``gate`` (promotion rule).
+truth), ``export`` (SavedModel for TF Serving), ``gate`` (promotion rule), ``slates``
+(slates drawn without replacement and their exact per-position propensities), ``client``
+(PolicyClient: Predict on the served policy, show a slate, write the serving log),
+``synthetic`` (a seeded bandit with known rewards that drives PolicyClient).
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ Dataset's convention, which position-wise estimators rely on).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,3 +76,63 @@ class LoggedFeedback:
                 f"logged feedback: expected {n} rows in every array and a 2-D context, found "
                 f"{bad or 'context ndim ' + str(self.context.ndim)}; rebuild it with a loader"
             )
+
+
+FEEDBACK_FILE = "feedback.npz"
+FEEDBACK_META = "feedback.json"
+
+
+def save_feedback(
+    feedback: LoggedFeedback, folder: Path, meta: dict[str, Any] | None = None
+) -> Path:
+    """Write ``feedback`` (arrays + catalogue + ``meta``) to ``folder`` in one rename."""
+    import json
+
+    from recflow.storage import atomic_directory
+
+    arrays = {
+        "context": feedback.context,
+        "action": feedback.action,
+        "position": feedback.position,
+        "reward": feedback.reward,
+        "pscore": feedback.pscore,
+        "policy_version": np.asarray(feedback.policy_version, dtype=str),
+    }
+    if feedback.action_context is not None:
+        arrays["action_context"] = feedback.action_context
+    head = {
+        "action_ids": list(feedback.action_ids),
+        "len_list": feedback.len_list,
+        "n_rounds": feedback.n_rounds,
+        **(meta or {}),
+    }
+    with atomic_directory(Path(folder)) as scratch:
+        np.savez(scratch / FEEDBACK_FILE, **arrays)  # type: ignore[arg-type]
+        (scratch / FEEDBACK_META).write_text(json.dumps(head, indent=2), encoding="utf-8")
+    return Path(folder)
+
+
+def read_feedback(folder: Path) -> tuple[LoggedFeedback, dict[str, Any]]:
+    """(feedback, meta) written by :func:`save_feedback`."""
+    import json
+
+    folder = Path(folder)
+    if not (folder / FEEDBACK_FILE).is_file():
+        raise DataError(
+            f"logged feedback: expected {folder / FEEDBACK_FILE}, found nothing; run the "
+            "load_feedback step first"
+        )
+    meta = json.loads((folder / FEEDBACK_META).read_text(encoding="utf-8"))
+    with np.load(folder / FEEDBACK_FILE, allow_pickle=False) as z:
+        feedback = LoggedFeedback(
+            context=z["context"],
+            action=z["action"],
+            position=z["position"],
+            reward=z["reward"],
+            pscore=z["pscore"],
+            action_ids=tuple(meta["action_ids"]),
+            len_list=int(meta["len_list"]),
+            action_context=z["action_context"] if "action_context" in z.files else None,
+            policy_version=tuple(str(v) for v in z["policy_version"]),
+        )
+    return feedback, meta

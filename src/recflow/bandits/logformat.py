@@ -25,7 +25,10 @@ reward::
      "position": 0, "action_id": "14", "reward": 1.0}
 
 ``propensity`` is the serving policy's probability of showing that action at that position
-(the ``action_probs`` output of the SavedModel at the shown action). Positions are 0-based.
+(the ``action_probs`` output of the SavedModel at the shown action for position 0; for later
+positions of a slate drawn without replacement, the exact marginal computed by
+``recflow.bandits.slates.slate_marginals``, as ``recflow.bandits.client.PolicyClient`` logs it).
+Positions are 0-based. Full description: docs/serving_log.md.
 When several reward records hit the same slot, the latest timestamp wins; a slot with no
 reward is NaN (a validation failure) unless the reader is told a default (e.g. 0 for clicks
 never seen within the attribution window).

@@ -85,15 +85,8 @@ def tracking_run(cfg: PipelineConfig, ctx: RunContext, registry: Registry) -> st
     existing = registry.find_run(cfg.registry.experiment, tags)
     if existing:
         return existing
-    from recflow.registry import code_version
-
-    version = code_version()
-    tags = {
-        **tags,
-        "mlflow.source.git.commit": str(version.get("git_commit", "unknown")),
-        "recflow.version": str(version.get("recflow_version", "unknown")),
-        "recflow.run_dir": str(ctx.run_dir),
-    }
+    # start_run records the code version (git commit, recflow version) itself.
+    tags = {**tags, "recflow.run_dir": str(ctx.run_dir)}
     run_name = f"{ctx.dag_id}:{ctx.run_id}"
     return registry.start_run(cfg.registry.experiment, run_name, tags)
 

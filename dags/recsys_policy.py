@@ -1,0 +1,113 @@
+"""Policy pipeline: logged bandit feedback -> validated -> policies -> off-policy gate -> serving.
+
+This file only wires tasks; each step's logic lives in ``recflow.pipeline.policy.<stage>``.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, get_current_context, task
+
+from recflow.pipeline.policy_params import policy_params
+
+DOC_MD = """
+# Contextual-bandit policy pipeline
+
+Learns a recommendation *policy* from logged bandit feedback (what a policy showed, with which
+probability, and what the user did), estimates its value off-policy, and serves it over gRPC
+only when it credibly beats the policy that produced the logs. Clients of the served policy
+(`recflow.bandits.client.PolicyClient`) write the serving log this DAG reads next time: the
+loop is closed (format: `docs/serving_log.md`).
+
+| step | what it does |
+|---|---|
+| `load_feedback` | reads the Open Bandit Dataset (behaviour policy + campaign) or a folder of serving-log files (JSON-lines v1, late rewards joined by request id and position) into arrays under the run folder |
+| `validate_feedback` | Great Expectations: propensities in (0, 1], actions in the catalogue, positions in range, rewards present (and 0/1), finite contexts. **A failure stops the run** with the failed expectations and sample rows |
+| `learn_policies` | cross-fitted reward model; the neural softmax policy (Keras, doubly robust objective), LinUCB and linear Thompson sampling; the candidate is exported as a SavedModel (`context`, `epsilon` -> `action_ids`, `action_scores`, `action_probs`) |
+| `estimate_values` | IPS, SNIPS and DR with bootstrap intervals for every policy, and the logging policy's own value; all logged to MLflow as metrics |
+| `gate_policy` | the candidate's lower bound must beat the logging value x (1 + margin). **Declining skips the steps below; the run still succeeds and the reasons are in the log and in MLflow** |
+| `register_policy` | MLflow model version with alias `challenger` |
+| `deploy_canary` | copies the version into the model base path and loads it under TF Serving label `canary` |
+| `verify_canary` | gRPC Predict through `canary` with sample contexts and epsilons must equal the exported model's answers |
+| `promote_stable` | label `stable` and alias `champion` move to it; the old champion becomes `previous` |
+"""
+
+
+def _stage():
+    from recflow.pipeline.policy.common import from_airflow
+
+    return from_airflow(get_current_context())
+
+
+@dag(
+    dag_id="recsys_policy",
+    schedule=None,
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    params=policy_params(),
+    doc_md=DOC_MD,
+    tags=["recflow", "bandits", "policy"],
+)
+def recsys_policy():
+    @task
+    def load_feedback() -> dict:
+        from recflow.pipeline.policy import load as stage
+
+        return stage.run(*_stage())
+
+    @task
+    def validate_feedback(_: dict) -> dict:
+        from recflow.pipeline.policy import validate as stage
+
+        return stage.run(*_stage())
+
+    @task
+    def learn_policies(_: dict) -> dict:
+        from recflow.pipeline.policy import learn as stage
+
+        return stage.run(*_stage())
+
+    @task
+    def estimate_values(_: dict) -> dict:
+        from recflow.pipeline.policy import estimate as stage
+
+        return stage.run(*_stage())
+
+    @task.short_circuit
+    def gate_policy(_: dict) -> bool:
+        from recflow.pipeline.policy import gate as stage
+
+        return bool(stage.run(*_stage())["passed"])
+
+    @task
+    def register_policy() -> dict:
+        from recflow.pipeline.policy import register as stage
+
+        return stage.run(*_stage())
+
+    @task
+    def deploy_canary(_: dict) -> dict:
+        from recflow.pipeline.policy import deploy
+
+        return deploy.deploy_canary(*_stage())
+
+    @task
+    def verify_canary(_: dict) -> dict:
+        from recflow.pipeline.policy import deploy
+
+        return deploy.verify_canary(*_stage())
+
+    @task
+    def promote_stable(_: dict) -> dict:
+        from recflow.pipeline.policy import deploy
+
+        return deploy.promote(*_stage())
+
+    estimated = estimate_values(learn_policies(validate_feedback(load_feedback())))
+    registered = register_policy()
+    gate_policy(estimated) >> registered
+    promote_stable(verify_canary(deploy_canary(registered)))
+
+
+recsys_policy()

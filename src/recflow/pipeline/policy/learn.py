@@ -1,0 +1,125 @@
+"""Stage 3: learn the neural policy (TF/Keras, doubly robust objective) and two baselines.
+
+One cross-fitted reward model serves twice: as the neural policy's DR pseudo-rewards and as
+q_hat of the DR estimates in the next stage. Each policy is turned into the distribution it
+would serve at the configured epsilon, slate by slate (``recflow.bandits.slates``), at each
+logged slot's position; the estimate stage needs nothing else. The candidate (neural or
+LinUCB; Thompson sampling is offline-only) is exported as a SavedModel and checked to answer
+like the Python policy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from recflow.config import PolicyConfig
+from recflow.errors import ContractError
+from recflow.pipeline.context import RunContext, say
+from recflow.pipeline.policy.common import (
+    POLICY_ARTIFACT_PATH,
+    exported_outputs,
+    feedback_dir,
+    make_registry,
+    policies_dir,
+    tracking_run,
+)
+
+if TYPE_CHECKING:
+    from recflow.registry import Registry
+
+POLICIES = ("neural", "linucb", "linear_ts")
+PROBS_FILE = "probs.npz"
+WARMUP_CONTEXTS = 16
+CHECK_CONTEXTS = 8
+
+
+def _check_export(policy: Any, ctx: RunContext, context: np.ndarray, epsilon: float) -> None:
+    """The SavedModel's action_probs equal the Python policy's (catches export drift early)."""
+    x = context[:CHECK_CONTEXTS].astype(np.float32)
+    eps = np.full(x.shape[0], epsilon, dtype=np.float32)
+    out = exported_outputs(ctx.saved_model_dir, x, eps)
+    index = {a: i for i, a in enumerate(policy.action_ids)}
+    ids = np.vectorize(lambda v: index[v.decode()])(out["action_ids"])
+    want = np.take_along_axis(policy.action_probs(x.astype(np.float64), eps), ids, axis=1)
+    if not np.allclose(out["action_probs"], want, atol=1e-4):
+        raise ContractError(
+            f"the exported policy's action_probs differ from the trained policy's by up to "
+            f"{np.abs(out['action_probs'] - want).max():.2e} on {x.shape[0]} contexts; "
+            "the export is broken: do not serve it"
+        )
+
+
+def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+    from recflow.bandits.estimators import fit_reward_model
+    from recflow.bandits.export import export_policy
+    from recflow.bandits.feedback import read_feedback
+    from recflow.bandits.policies import LinearTS, LinUCB, NeuralPolicy
+    from recflow.bandits.slates import marginals_by_context
+    from recflow.storage import atomic_directory
+
+    registry = registry or make_registry(cfg)
+    mlflow_run = tracking_run(cfg, ctx, registry)
+    fb, _ = read_feedback(feedback_dir(ctx))
+    say(f"learn_policies: cross-fitting the {cfg.reward_model} reward model")
+    q_hat = fit_reward_model(fb, kind=cfg.reward_model, seed=cfg.seed)
+    say(f"learn_policies: training the neural policy ({cfg.epochs} epochs, DR objective)")
+    neural = NeuralPolicy.fit(
+        fb,
+        q_hat=q_hat,
+        objective="dr",
+        hidden=(cfg.hidden_units,),
+        epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        seed=cfg.seed,
+    )
+    for epoch, value in enumerate(neural.history):
+        registry.log_metrics(mlflow_run, {"neural.train_objective": value}, step=epoch)
+    policies: dict[str, Any] = {
+        "neural": neural,
+        "linucb": LinUCB.fit(fb, alpha=cfg.linucb_alpha),
+        "linear_ts": LinearTS.fit(fb, scale=cfg.ts_scale, seed=cfg.seed),
+    }
+    rows = np.arange(fb.n_rounds)
+    arrays = {"q_hat": q_hat[rows, :, fb.position]}
+    for name, policy in policies.items():
+        marginals, inverse = marginals_by_context(
+            lambda x, p=policy: p.action_probs(x, cfg.epsilon), fb.context, fb.len_list
+        )
+        # The distribution at each slot's own position: what position-wise estimators read.
+        arrays[f"pi_{name}"] = marginals[inverse, :, fb.position]
+    with atomic_directory(policies_dir(ctx)) as scratch:
+        np.savez(scratch / PROBS_FILE, **arrays)  # type: ignore[arg-type]
+
+    candidate = policies[cfg.candidate]
+    say(f"learn_policies: exporting the {cfg.candidate} policy (epsilon {cfg.epsilon})")
+    export_policy(
+        candidate,
+        ctx.saved_model_dir,
+        warmup_contexts=fb.context[:WARMUP_CONTEXTS],
+        warmup_epsilon=cfg.epsilon,
+    )
+    _check_export(candidate, ctx, fb.context, cfg.epsilon)
+    registry.log_artifacts(mlflow_run, ctx.saved_model_dir, POLICY_ARTIFACT_PATH)
+    from recflow.bandits.export import POLICY_CONTRACT_VERSION
+
+    registry.set_tags(
+        mlflow_run,
+        {"policy.candidate": cfg.candidate, "serving.contract_version": POLICY_CONTRACT_VERSION},
+    )
+    summary = {
+        "policies": list(POLICIES),
+        "candidate": cfg.candidate,
+        "epsilon": cfg.epsilon,
+        "neural_objective": neural.history[-1],
+        "saved_model": str(ctx.saved_model_dir),
+        "dim_context": fb.dim_context,
+        "actions": fb.n_actions,
+    }
+    ctx.write_json("learn.json", summary)
+    say(
+        f"learn_policies: neural objective {neural.history[0]:.4f} -> {neural.history[-1]:.4f}; "
+        f"LinUCB (alpha {cfg.linucb_alpha}) and Thompson (scale {cfg.ts_scale}) fitted"
+    )
+    return summary

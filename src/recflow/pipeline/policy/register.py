@@ -1,0 +1,58 @@
+"""Stage 6: the blessed policy becomes a registered model version with alias ``challenger``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from recflow.config import PolicyConfig
+from recflow.pipeline.context import DAG_RUN_TAG, RunContext, say
+from recflow.pipeline.policy.common import (
+    CHALLENGER,
+    POLICY_ARTIFACT_PATH,
+    make_registry,
+    tracking_run,
+)
+
+if TYPE_CHECKING:
+    from recflow.registry import Registry
+
+
+def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+    from recflow.bandits.export import POLICY_CONTRACT_VERSION
+
+    registry = registry or make_registry(cfg)
+    mlflow_run = tracking_run(cfg, ctx, registry)
+    gate = ctx.read_json("gate.json")
+    feedback = ctx.read_json("feedback.json")
+    values = ctx.read_json("estimates.json")
+    est = values["policies"][cfg.candidate][cfg.gate_estimator]
+    tags = {
+        "gate": "passed",
+        "policy.kind": cfg.candidate,
+        "policy.epsilon": cfg.epsilon,
+        "dataset.digest": feedback["digest"],
+        "serving.contract_version": POLICY_CONTRACT_VERSION,
+        DAG_RUN_TAG: ctx.run_id,
+        f"ope.{cfg.gate_estimator}.value": f"{est['value']:.6g}",
+        f"ope.{cfg.gate_estimator}.ci_low": f"{est['ci_low']:.6g}",
+        "ope.logging_value": f"{values['logging']['value']:.6g}",
+    }
+    description = (
+        f"{cfg.candidate} policy learned by DAG run {ctx.run_id} from {feedback['rounds']} logged "
+        f"slots ({feedback['source']}, digest {feedback['digest'][:12]}), served with epsilon "
+        f"{cfg.epsilon}. Gate passed: " + "; ".join(gate["reasons"])
+    )
+    if gate.get("champion_version") is not None:
+        description += f". Challenges champion v{gate['champion_version']}."
+    version = registry.register_version(
+        cfg.registry.model_name,
+        mlflow_run,
+        POLICY_ARTIFACT_PATH,
+        tags=tags,
+        description=description,
+    )
+    registry.set_alias(cfg.registry.model_name, CHALLENGER, version)
+    registry.set_tags(mlflow_run, {"registered_version": str(version)})
+    ctx.write_json("register.json", {"version": version})
+    say(f"register_policy: {cfg.registry.model_name} version {version} (alias {CHALLENGER})")
+    return {"version": version}
