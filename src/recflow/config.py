@@ -11,12 +11,16 @@ from typing import Any, Literal
 
 from recflow.errors import ConfigError
 
-DataSource = Literal["synthetic", "movielens-100k", "movielens-1m", "csv", "parquet"]
+DataSource = Literal["synthetic", "movielens-100k", "movielens-1m", "csv", "parquet", "history"]
 GateRule = Literal["non-inferiority", "superiority"]
 
-DATA_SOURCES: tuple[str, ...] = ("synthetic", "movielens-100k", "movielens-1m", "csv", "parquet")
+# "history": every batch landed by the recsys_ingest DAG (recflow.data.history); data_path
+# optional (default work_dir/history).
+DATA_SOURCES: tuple[str, ...] = (
+    "synthetic", "movielens-100k", "movielens-1m", "csv", "parquet", "history"
+)
 GATE_RULES: tuple[str, ...] = ("non-inferiority", "superiority")
-MODELS: tuple[str, ...] = ("ranking_mlp", "popularity")
+MODELS: tuple[str, ...] = ("ranking_mlp", "popularity", "ease", "neumf", "sasrec", "sasrec_sqn")
 
 
 def default_work_dir() -> Path:
@@ -25,6 +29,34 @@ def default_work_dir() -> Path:
     ``RECFLOW_HOME`` wins; otherwise ``./var`` under the current directory.
     """
     return Path(os.environ.get("RECFLOW_HOME", "var")).resolve()
+
+
+# Deployment defaults from the environment: a container (docker-compose.yml) points the DAG at
+# its shared model volume, the tf-serving service and the MLflow server without DAG params;
+# explicit DAG params still win. Read when a config is built, never at import time.
+ENV_SERVING_HOST = "RECFLOW_SERVING_HOST"
+ENV_SERVING_PORT = "RECFLOW_SERVING_PORT"
+ENV_MODEL_BASE_PATH = "RECFLOW_MODEL_BASE_PATH"
+ENV_MODEL_CONFIG_FILE = "RECFLOW_MODEL_CONFIG_FILE"
+ENV_TRACKING_URI = "RECFLOW_TRACKING_URI"
+ENV_TRAIN_DISTRIBUTION = "RECFLOW_TRAIN_DISTRIBUTION"
+DISTRIBUTIONS: tuple[str, ...] = ("default", "mirrored", "multi_worker")
+
+
+def _env_str(name: str, default: str) -> str:
+    return os.environ.get(name, "") or default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"environment variable {name}: expected an integer, found {raw!r}; fix or unset it"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -70,6 +102,28 @@ class TrainConfig:
     learning_rate: float = 0.002
     negatives_per_positive: int = 4
     seed: int = 42
+    # tf.distribute strategy the model is built and fitted under (see models/training.py):
+    # "default" (one device), "mirrored" (all local GPUs), "multi_worker" (TF_CONFIG cluster).
+    distribution: str = field(default_factory=lambda: _env_str(ENV_TRAIN_DISTRIBUTION, "default"))
+    # EASE's L2 weight (lambda in B = I - P/diag(P), P = (X^T X + lambda I)^-1)
+    ease_lambda: float = 250.0
+    # SASRec / SQN (models/sasrec.py, models/sqn.py): own epochs/batch/lr, since a Transformer
+    # over sequences wants other values than the ranking MLP.
+    sasrec_epochs: int = 60
+    sasrec_batch_size: int = 128
+    sasrec_learning_rate: float = 0.001
+    sasrec_max_len: int = 50
+    sasrec_dim: int = 64
+    sasrec_blocks: int = 2
+    sasrec_heads: int = 1
+    sasrec_dropout: float = 0.2
+    sasrec_negatives: int = 0  # 0: full softmax over the catalogue; > 0: sampled softmax
+    sqn_gamma: float = 0.5
+    sqn_negative_reward: float = 0.0  # reward of an event rated below 4 (explicit data)
+    sqn_target_every: int = 100  # training steps between target-network updates
+    sqn_tau: float = 1.0  # 1: copy at each update; < 1: Polyak averaging
+    sqn_q_weight: float = 1.0  # weight of the Q loss next to the cross-entropy
+    sqn_serve_head: str = "supervised"  # "supervised" | "q": head sasrec_sqn serves
 
 
 @dataclass(frozen=True)
@@ -85,11 +139,39 @@ class GateConfig:
     # superiority:     candidate >= champion + min_improvement
     tolerance: float = 0.005
     min_improvement: float = 0.0
+    # slice name (e.g. "activity:cold", "popularity:tail", "genre:Drama") -> floor on `metric`
+    slice_floors: Mapping[str, float] = field(default_factory=dict)
+    # paired bootstrap over users for the champion rule (used when per-user values exist)
+    bootstrap_samples: int = 1000
+    confidence: float = 0.95
+    bootstrap_seed: int = 0
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Limits of the drift and skew checks (recflow.drift) against the champion's training data.
+
+    Jensen-Shannon divergences use log base 2, so they lie in [0, 1]; L-infinity is the largest
+    absolute difference of two categorical distributions' probabilities (as TFDV uses).
+    """
+
+    # Measured on synthetic data (300 users x 200 items): a different generator seed, i.e. a
+    # new popularity ranking, gives 0.16-0.18; a batch of only the 10 top items gives 0.85.
+    max_item_popularity_jsd: float = 0.3
+    max_user_activity_jsd: float = 0.15
+    max_rating_linf: float = 0.15
+    max_unseen_users: float = 0.5  # share of the batch's distinct users unknown to the champion
+    max_unseen_items: float = 0.2  # share of the batch's distinct items unknown to the champion
+    max_serving_unknown_users: float = 0.5  # share of served requests for untrained users
+    max_serving_user_jsd: float = 0.5  # requested-user distribution vs training activity
+    accept_drift: bool = False  # report the checks but do not block (operator release)
+    serving_log_dir: str = ""  # empty: work_dir/serving/requests
 
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    tracking_uri: str = ""  # empty: sqlite under work_dir/mlflow
+    # empty: sqlite under work_dir/mlflow
+    tracking_uri: str = field(default_factory=lambda: _env_str(ENV_TRACKING_URI, ""))
     experiment: str = "recflow-training"
     model_name: str = "recflow-recommender"
 
@@ -97,13 +179,20 @@ class RegistryConfig:
 @dataclass(frozen=True)
 class ServingConfig:
     model_name: str = "recommender"
-    model_base_path: str = ""  # empty: work_dir/models
-    model_config_file: str = ""  # empty: work_dir/serving/models.config
-    host: str = "127.0.0.1"
-    grpc_port: int = 8500
+    # empty: work_dir/models
+    model_base_path: str = field(default_factory=lambda: _env_str(ENV_MODEL_BASE_PATH, ""))
+    # empty: work_dir/serving/models.config
+    model_config_file: str = field(default_factory=lambda: _env_str(ENV_MODEL_CONFIG_FILE, ""))
+    host: str = field(default_factory=lambda: _env_str(ENV_SERVING_HOST, "127.0.0.1"))
+    grpc_port: int = field(default_factory=lambda: _env_int(ENV_SERVING_PORT, 8500))
     timeout_seconds: float = 10.0
     load_timeout_seconds: float = 120.0
     top_k: int = 20  # K of the exported serving signature
+    # Infra validation (sandboxed server before promotion): load timeout, start-up attempts,
+    # and which server: "" picks tensorflow_model_server when on PATH, else the local one.
+    infra_load_timeout_seconds: float = 120.0
+    infra_attempts: int = 2
+    infra_server: str = ""
 
 
 @dataclass(frozen=True)
@@ -114,6 +203,7 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval_k: int = 10
     gate: GateConfig = field(default_factory=GateConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
 
@@ -167,6 +257,22 @@ _FLAT_PARAMS: dict[str, tuple[str | None, str]] = {
     "learning_rate": ("train", "learning_rate"),
     "negatives": ("train", "negatives_per_positive"),
     "seed": ("train", "seed"),
+    "ease_lambda": ("train", "ease_lambda"),
+    "sasrec_epochs": ("train", "sasrec_epochs"),
+    "sasrec_batch_size": ("train", "sasrec_batch_size"),
+    "sasrec_learning_rate": ("train", "sasrec_learning_rate"),
+    "sasrec_max_len": ("train", "sasrec_max_len"),
+    "sasrec_dim": ("train", "sasrec_dim"),
+    "sasrec_blocks": ("train", "sasrec_blocks"),
+    "sasrec_heads": ("train", "sasrec_heads"),
+    "sasrec_dropout": ("train", "sasrec_dropout"),
+    "sasrec_negatives": ("train", "sasrec_negatives"),
+    "sqn_gamma": ("train", "sqn_gamma"),
+    "sqn_negative_reward": ("train", "sqn_negative_reward"),
+    "sqn_target_every": ("train", "sqn_target_every"),
+    "sqn_tau": ("train", "sqn_tau"),
+    "sqn_q_weight": ("train", "sqn_q_weight"),
+    "sqn_serve_head": ("train", "sqn_serve_head"),
     "k": (None, "eval_k"),
     "gate_metric": ("gate", "metric"),
     "floor_ndcg": ("gate", "floors.ndcg"),
@@ -175,6 +281,18 @@ _FLAT_PARAMS: dict[str, tuple[str | None, str]] = {
     "gate_rule": ("gate", "rule"),
     "tolerance": ("gate", "tolerance"),
     "min_improvement": ("gate", "min_improvement"),
+    "slice_floors": ("gate", "slice_floors"),
+    "bootstrap_samples": ("gate", "bootstrap_samples"),
+    "confidence": ("gate", "confidence"),
+    "drift_max_item_popularity_jsd": ("drift", "max_item_popularity_jsd"),
+    "drift_max_user_activity_jsd": ("drift", "max_user_activity_jsd"),
+    "drift_max_rating_linf": ("drift", "max_rating_linf"),
+    "drift_max_unseen_users": ("drift", "max_unseen_users"),
+    "drift_max_unseen_items": ("drift", "max_unseen_items"),
+    "skew_max_unknown_users": ("drift", "max_serving_unknown_users"),
+    "skew_max_user_jsd": ("drift", "max_serving_user_jsd"),
+    "accept_drift": ("drift", "accept_drift"),
+    "serving_log_dir": ("drift", "serving_log_dir"),
     "tracking_uri": ("registry", "tracking_uri"),
     "registered_model_name": ("registry", "model_name"),
     "serving_model_name": ("serving", "model_name"),
@@ -183,6 +301,9 @@ _FLAT_PARAMS: dict[str, tuple[str | None, str]] = {
     "serving_host": ("serving", "host"),
     "serving_port": ("serving", "grpc_port"),
     "top_k": ("serving", "top_k"),
+    "infra_load_timeout": ("serving", "infra_load_timeout_seconds"),
+    "infra_attempts": ("serving", "infra_attempts"),
+    "infra_server": ("serving", "infra_server"),
     "work_dir": (None, "work_dir"),
 }
 
@@ -251,6 +372,7 @@ def from_params(params: Mapping[str, Any], base: PipelineConfig | None = None) -
         validation=apply(cfg.validation, "validation"),
         train=apply(cfg.train, "train"),
         gate=apply(cfg.gate, "gate"),
+        drift=apply(cfg.drift, "drift"),
         registry=apply(cfg.registry, "registry"),
         serving=apply(cfg.serving, "serving"),
         **top,
@@ -263,7 +385,7 @@ def check(cfg: PipelineConfig) -> None:
     """Raise ConfigError naming the first inconsistent value."""
     if cfg.data.source not in DATA_SOURCES:
         raise ConfigError(f"data_source: expected one of {DATA_SOURCES}, found {cfg.data.source!r}")
-    if cfg.data.source != "synthetic" and not cfg.data.path:
+    if cfg.data.source not in ("synthetic", "history") and not cfg.data.path:
         raise ConfigError(
             f"data_path is required for data_source={cfg.data.source!r}: "
             "give the folder (MovieLens) or file (csv/parquet) to read"
@@ -275,6 +397,11 @@ def check(cfg: PipelineConfig) -> None:
         )
     if cfg.train.model not in MODELS:
         raise ConfigError(f"model: expected one of {MODELS}, found {cfg.train.model!r}")
+    if cfg.train.distribution not in DISTRIBUTIONS:
+        raise ConfigError(
+            f"distribution ({ENV_TRAIN_DISTRIBUTION}): expected one of {DISTRIBUTIONS}, "
+            f"found {cfg.train.distribution!r}"
+        )
     if cfg.gate.rule not in GATE_RULES:
         raise ConfigError(f"gate_rule: expected one of {GATE_RULES}, found {cfg.gate.rule!r}")
     if cfg.train.epochs < 1:
@@ -293,4 +420,176 @@ def to_dict(cfg: PipelineConfig) -> dict[str, Any]:
     """A JSON-friendly view, for logging as MLflow params."""
     out = dataclasses.asdict(cfg)
     out["work_dir"] = str(cfg.work_dir)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The policy pipeline (dags/recsys_policy.py): logged bandit feedback -> policy -> serving.
+# A section of its own rather than more PipelineConfig fields: the two DAGs share only the
+# registry and serving shapes, with their own names (a policy is not a recommender).
+
+POLICY_SOURCES: tuple[str, ...] = ("serving_log", "obd")
+POLICY_CANDIDATES: tuple[str, ...] = ("neural", "linucb")  # exportable; Thompson is a baseline
+POLICY_ESTIMATORS: tuple[str, ...] = ("ips", "snips", "dr")
+POLICY_REWARD_MODELS: tuple[str, ...] = ("logistic", "ridge")
+OBD_BEHAVIOR_POLICIES: tuple[str, ...] = ("random", "bts")
+OBD_CAMPAIGNS: tuple[str, ...] = ("all", "men", "women")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    work_dir: Path = field(default_factory=default_work_dir)
+    # feedback: a folder of serving-log JSON-lines files, or the Open Bandit Dataset root
+    source: str = "serving_log"
+    data_path: str = ""
+    log_glob: str = "*.jsonl"
+    catalogue: tuple[str, ...] = ()  # serving log: every action id; empty: the logged ones
+    fill_missing_rewards: bool = True  # a reward never reported counts as missing_reward
+    missing_reward: float = 0.0
+    obd_behavior_policy: str = "random"
+    obd_campaign: str = "all"
+    # validation
+    binary_reward: bool = True
+    min_rounds: int = 1000  # logged slots; also the gate's minimum
+    # learning: the candidate is exported and served with exploration rate `epsilon`
+    candidate: str = "neural"
+    epsilon: float = 0.1
+    epochs: int = 20
+    hidden_units: int = 64
+    learning_rate: float = 0.003
+    linucb_alpha: float = 0.5
+    ts_scale: float = 0.25
+    reward_model: str = "logistic"
+    seed: int = 0
+    # estimation and gate
+    n_boot: int = 2000
+    confidence: float = 0.95
+    gate_estimator: str = "dr"
+    margin: float = 0.0  # relative: the lower bound must beat logging value x (1 + margin)
+    registry: RegistryConfig = field(
+        default_factory=lambda: RegistryConfig(
+            experiment="recflow-policy", model_name="recflow-policy"
+        )
+    )
+    serving: ServingConfig = field(default_factory=lambda: ServingConfig(model_name="policy"))
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.work_dir / "runs"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.registry.tracking_uri or f"sqlite:///{self.work_dir / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.work_dir / "mlflow" / "artifacts"
+
+    @property
+    def model_base_path(self) -> Path:
+        return Path(self.serving.model_base_path or self.work_dir / "models")
+
+    @property
+    def model_config_file(self) -> Path:
+        return Path(self.serving.model_config_file or self.work_dir / "serving" / "models.config")
+
+    @property
+    def server_address(self) -> str:
+        return f"{self.serving.host}:{self.serving.grpc_port}"
+
+
+# flat param name -> field; "registry." / "serving." prefixes name the nested sections.
+_POLICY_PARAMS: dict[str, str] = {
+    **{
+        f.name: f.name
+        for f in dataclasses.fields(PolicyConfig)
+        if f.name not in ("registry", "serving")
+    },
+    "tracking_uri": "registry.tracking_uri",
+    "registered_model_name": "registry.model_name",
+    "experiment": "registry.experiment",
+    "serving_model_name": "serving.model_name",
+    "model_base_path": "serving.model_base_path",
+    "model_config_file": "serving.model_config_file",
+    "serving_host": "serving.host",
+    "serving_port": "serving.grpc_port",
+}
+
+
+def policy_param_names() -> tuple[str, ...]:
+    return tuple(_POLICY_PARAMS)
+
+
+def from_policy_params(params: Mapping[str, Any], base: PolicyConfig | None = None) -> PolicyConfig:
+    """A PolicyConfig from the policy DAG's flat params; unknown names and bad values raise."""
+    cfg = base or PolicyConfig()
+    unknown = sorted(set(params) - set(_POLICY_PARAMS))
+    if unknown:
+        raise ConfigError(
+            f"unknown policy params {unknown}; expected some of {sorted(_POLICY_PARAMS)}"
+        )
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {"registry": {}, "serving": {}}
+    for name, value in params.items():
+        if value is None or (value == "" and name != "data_path"):
+            continue
+        section, _, fld = _POLICY_PARAMS[name].rpartition(".")
+        obj = getattr(cfg, section) if section else cfg
+        if fld == "catalogue":
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list | tuple):
+                raise ConfigError(f"param 'catalogue': expected a list of ids, found {value!r}")
+            coerced: Any = tuple(str(v) for v in value)
+        else:
+            coerced = _coerce(value, getattr(obj, fld), name)
+        (nested[section] if section else top)[fld] = coerced
+    cfg = dataclasses.replace(
+        cfg,
+        registry=dataclasses.replace(cfg.registry, **nested["registry"]),
+        serving=dataclasses.replace(cfg.serving, **nested["serving"]),
+        **top,
+    )
+    check_policy(cfg)
+    return cfg
+
+
+def check_policy(cfg: PolicyConfig) -> None:
+    """Raise ConfigError naming the first inconsistent policy-pipeline value."""
+    choices = {
+        "source": (cfg.source, POLICY_SOURCES),
+        "candidate": (cfg.candidate, POLICY_CANDIDATES),
+        "gate_estimator": (cfg.gate_estimator, POLICY_ESTIMATORS),
+        "reward_model": (cfg.reward_model, POLICY_REWARD_MODELS),
+        "obd_behavior_policy": (cfg.obd_behavior_policy, OBD_BEHAVIOR_POLICIES),
+        "obd_campaign": (cfg.obd_campaign, OBD_CAMPAIGNS),
+    }
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{name}: expected one of {allowed}, found {value!r}")
+    if not cfg.data_path:
+        raise ConfigError(
+            f"data_path is required for source={cfg.source!r}: give the serving-log folder "
+            "(JSON-lines files) or the Open Bandit Dataset folder that holds random/ and bts/"
+        )
+    # epsilon 0 would log zero propensities for every non-greedy action: the next policy
+    # could then not be evaluated from what this one serves.
+    if not 0.0 < cfg.epsilon <= 1.0:
+        raise ConfigError(f"epsilon: expected 0 < epsilon <= 1, found {cfg.epsilon}")
+    if not 0.0 < cfg.confidence < 1.0:
+        raise ConfigError(f"confidence: expected a level in (0, 1), found {cfg.confidence}")
+    for name in ("min_rounds", "epochs", "hidden_units", "n_boot"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name}: expected >= 1, found {getattr(cfg, name)}")
+    if cfg.margin <= -1.0:
+        raise ConfigError(
+            f"margin: expected > -1 (relative to the logging value), found {cfg.margin}"
+        )
+
+
+def policy_to_dict(cfg: PolicyConfig) -> dict[str, Any]:
+    """A JSON-friendly view, for logging as MLflow params."""
+    out = dataclasses.asdict(cfg)
+    out["work_dir"] = str(cfg.work_dir)
+    out["catalogue"] = ",".join(cfg.catalogue)
     return out

@@ -10,6 +10,7 @@ DATA = "Data"
 VALIDATION = "Validation"
 MODEL = "Model and training"
 GATE = "Evaluation and gate"
+DRIFT = "Drift and skew"
 SERVING = "Registry and serving"
 
 
@@ -45,7 +46,7 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
         "max_rating": (v.max_rating, {"type": "number", "section": VALIDATION,
             "title": "Maximum rating", "description": "Highest valid rating (inclusive)."}),
         "model": (t.model, {"type": "string", "enum": list(MODELS), "section": MODEL,
-            "title": "Model", "description": "ranking_mlp: deep ranking network (embeddings + profile features -> Dense 64-32-1); popularity: the baseline itself."}),
+            "title": "Model", "description": "ranking_mlp: deep ranking network (embeddings + profile features -> Dense 64-32-1); popularity: the baseline itself; ease: closed-form item-item model (Steck 2019); neumf: GMF + MLP (He et al. 2017); other kinds are described in the model zoo."}),
         "epochs": (t.epochs, {"type": "integer", "minimum": 1, "maximum": 500, "section": MODEL,
             "title": "Epochs", "description": "Passes over the training interactions (negatives are re-sampled each epoch)."}),
         "batch_size": (t.batch_size, {"type": "integer", "minimum": 16, "maximum": 65536, "section": MODEL,
@@ -58,6 +59,38 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
             "title": "Negatives per positive", "description": "Sampled unseen items per observed interaction."}),
         "seed": (t.seed, {"type": "integer", "minimum": 0, "section": MODEL,
             "title": "Training seed", "description": "Seed for initialisation and negative sampling."}),
+        "ease_lambda": (t.ease_lambda, {"type": "number", "exclusiveMinimum": 0, "maximum": 100000, "section": MODEL,
+            "title": "EASE lambda", "description": "model=ease only: L2 weight of the closed-form item-item model; larger is smoother (tuned on MovieLens-100K)."}),
+        "sasrec_epochs": (t.sasrec_epochs, {"type": "integer", "minimum": 1, "maximum": 1000, "section": MODEL,
+            "title": "SASRec epochs", "description": "model=sasrec/sasrec_sqn: passes over all users' training sequences (cut into windows of the maximum length)."}),
+        "sasrec_batch_size": (t.sasrec_batch_size, {"type": "integer", "minimum": 1, "maximum": 4096, "section": MODEL,
+            "title": "SASRec batch size", "description": "model=sasrec/sasrec_sqn: sequence windows per gradient step."}),
+        "sasrec_learning_rate": (t.sasrec_learning_rate, {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "section": MODEL,
+            "title": "SASRec learning rate", "description": "model=sasrec/sasrec_sqn: Adam learning rate (beta_2 0.98)."}),
+        "sasrec_max_len": (t.sasrec_max_len, {"type": "integer", "minimum": 2, "maximum": 1000, "section": MODEL,
+            "title": "SASRec maximum sequence length", "description": "model=sasrec/sasrec_sqn: most recent items the Transformer reads (e.g. 50 or 200); longer histories are cut into several training windows."}),
+        "sasrec_dim": (t.sasrec_dim, {"type": "integer", "minimum": 2, "maximum": 1024, "section": MODEL,
+            "title": "SASRec hidden size", "description": "model=sasrec/sasrec_sqn: item/position embedding and Transformer width (a multiple of the heads)."}),
+        "sasrec_blocks": (t.sasrec_blocks, {"type": "integer", "minimum": 1, "maximum": 12, "section": MODEL,
+            "title": "SASRec blocks", "description": "model=sasrec/sasrec_sqn: stacked causal self-attention blocks."}),
+        "sasrec_heads": (t.sasrec_heads, {"type": "integer", "minimum": 1, "maximum": 16, "section": MODEL,
+            "title": "SASRec attention heads", "description": "model=sasrec/sasrec_sqn: heads per attention layer; must divide the hidden size."}),
+        "sasrec_dropout": (t.sasrec_dropout, {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "section": MODEL,
+            "title": "SASRec dropout", "description": "model=sasrec/sasrec_sqn: dropout on embeddings, attention and feed-forward layers."}),
+        "sasrec_negatives": (t.sasrec_negatives, {"type": "integer", "minimum": 0, "maximum": 100000, "section": MODEL,
+            "title": "SASRec sampled negatives", "description": "model=sasrec/sasrec_sqn: 0 = full softmax over the catalogue; > 0 = sampled softmax with this many uniform negatives (for large catalogues)."}),
+        "sqn_gamma": (t.sqn_gamma, {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "section": MODEL,
+            "title": "SQN discount", "description": "model=sasrec_sqn: gamma of the Bellman target r + gamma * max Q'(s', a')."}),
+        "sqn_negative_reward": (t.sqn_negative_reward, {"type": "number", "minimum": -1, "maximum": 1, "section": MODEL,
+            "title": "SQN reward below rating 4", "description": "model=sasrec_sqn: reward of an event rated below 4 (rated >= 4: 1; implicit data: every event 1)."}),
+        "sqn_target_every": (t.sqn_target_every, {"type": "integer", "minimum": 1, "maximum": 100000, "section": MODEL,
+            "title": "SQN target update period", "description": "model=sasrec_sqn: training steps between updates of the target network."}),
+        "sqn_tau": (t.sqn_tau, {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "section": MODEL,
+            "title": "SQN target update rate", "description": "model=sasrec_sqn: 1 = copy the online network at each update; < 1 = Polyak averaging."}),
+        "sqn_q_weight": (t.sqn_q_weight, {"type": "number", "minimum": 0, "maximum": 100, "section": MODEL,
+            "title": "SQN Q-loss weight", "description": "model=sasrec_sqn: weight of the Q-learning loss next to the cross-entropy."}),
+        "sqn_serve_head": (t.sqn_serve_head, {"type": "string", "enum": ["supervised", "q"], "section": MODEL,
+            "title": "SQN served head", "description": "model=sasrec_sqn: which head the exported model ranks with (the paper serves the supervised one)."}),
         "k": (d.eval_k, {"type": "integer", "minimum": 1, "maximum": 100, "section": GATE,
             "title": "K (cut-off)", "description": "Metrics are computed on the top K of a full ranking (HR@K, NDCG@K, MRR@K, coverage@K)."}),
         "gate_metric": (g.metric, {"type": "string", "enum": ["ndcg", "hr", "mrr"], "section": GATE,
@@ -74,6 +107,13 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
             "title": "Non-inferiority tolerance", "description": "Absolute amount the gate metric may fall below the champion's."}),
         "min_improvement": (g.min_improvement, {"type": "number", "minimum": 0, "maximum": 1, "section": GATE,
             "title": "Superiority margin", "description": "Absolute improvement over the champion required by the superiority rule."}),
+        **_drift_spec(d),
+        "slice_floors": ({}, {"type": "object", "section": GATE, "title": "Slice floors",
+            "description": "Slice name -> floor on the gate metric for that slice, e.g. {\"activity:cold\": 0.02, \"popularity:tail\": 0.01, \"genre:Drama\": 0.03}. Slices: activity:cold|medium|heavy (terciles of training events), popularity:head|tail (top 20% items), genre:<name>."}),
+        "bootstrap_samples": (g.bootstrap_samples, {"type": "integer", "minimum": 100, "maximum": 100000, "section": GATE,
+            "title": "Bootstrap resamples", "description": "Resamples of users for the paired bootstrap interval of candidate - champion NDCG."}),
+        "confidence": (g.confidence, {"type": "number", "exclusiveMinimum": 0.5, "exclusiveMaximum": 1, "section": GATE,
+            "title": "Bootstrap confidence", "description": "Confidence level of the paired interval the champion rule is decided on (0.95 = 95%)."}),
         "tracking_uri": (None, {**opt_str, "section": SERVING, "title": "MLflow tracking URI",
             "description": "Empty: a SQLite store under the work folder."}),
         "registered_model_name": (d.registry.model_name, {"type": "string", "minLength": 1, "section": SERVING,
@@ -90,8 +130,39 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
             "title": "Model server gRPC port", "description": "gRPC port (TF Serving's default is 8500)."}),
         "top_k": (d.serving.top_k, {"type": "integer", "minimum": 1, "maximum": 1000, "section": SERVING,
             "title": "Served top K", "description": "How many items the serving signature returns per user (>= K)."}),
+        "infra_load_timeout": (d.serving.infra_load_timeout_seconds, {"type": "number", "minimum": 1, "maximum": 3600, "section": SERVING,
+            "title": "Infra validation load timeout (s)", "description": "How long the sandboxed model server may take to load the candidate (AVAILABLE) before infra validation fails."}),
+        "infra_attempts": (d.serving.infra_attempts, {"type": "integer", "minimum": 1, "maximum": 5, "section": SERVING,
+            "title": "Infra validation attempts", "description": "Sandbox start-ups tried when the infrastructure fails (port, start-up); a model that fails to load or answers wrongly is refused at once."}),
+        "infra_server": (d.serving.infra_server, {"type": "string", "enum": ["", "tensorflow_model_server", "recflow-model-server"], "section": SERVING,
+            "title": "Infra validation server", "description": "Model server for the sandbox: empty picks tensorflow_model_server when it is on PATH, else recflow-model-server."}),
         "work_dir": (None, {**opt_str, "section": SERVING, "title": "Work folder",
             "description": "Where run data, the MLflow store and models live. Empty: $RECFLOW_HOME or ./var."}),
+    }
+
+
+def _drift_spec(d: PipelineConfig) -> dict[str, tuple[Any, dict[str, Any]]]:
+    x = d.drift
+    share = {"type": "number", "minimum": 0, "maximum": 1, "section": DRIFT}
+    return {
+        "drift_max_item_popularity_jsd": (x.max_item_popularity_jsd, {**share,
+            "title": "Item popularity drift limit (JSD)", "description": "Largest Jensen-Shannon divergence (log2, 0..1) between the batch's item popularity and the champion's training data."}),
+        "drift_max_user_activity_jsd": (x.max_user_activity_jsd, {**share,
+            "title": "User activity drift limit (JSD)", "description": "Largest JSD between the events-per-user histograms of the batch and the champion's training data."}),
+        "drift_max_rating_linf": (x.max_rating_linf, {**share,
+            "title": "Rating drift limit (L-inf)", "description": "Largest change of any rating value's share (L-infinity distance)."}),
+        "drift_max_unseen_users": (x.max_unseen_users, {**share,
+            "title": "Unseen users limit", "description": "Largest share of the batch's users the champion was not trained on."}),
+        "drift_max_unseen_items": (x.max_unseen_items, {**share,
+            "title": "Unseen items limit", "description": "Largest share of the batch's items the champion was not trained on."}),
+        "skew_max_unknown_users": (x.max_serving_unknown_users, {**share,
+            "title": "Serving skew: unknown users limit", "description": "Largest share of served requests (serving logs) for users the champion was not trained on."}),
+        "skew_max_user_jsd": (x.max_serving_user_jsd, {**share,
+            "title": "Serving skew: requested users limit (JSD)", "description": "Largest JSD between users requested in serving logs and the champion's training users."}),
+        "accept_drift": (x.accept_drift, {"type": "boolean", "section": DRIFT,
+            "title": "Accept drift (release quarantine)", "description": "Report the drift checks but do not stop the run: re-run a quarantined batch with this on to train on it."}),
+        "serving_log_dir": (None, {"type": ["null", "string"], "section": DRIFT,
+            "title": "Serving logs folder", "description": "JSON-lines request logs for the skew checks. Empty: <work folder>/serving/requests."}),
     }
 
 
@@ -100,3 +171,34 @@ def training_params() -> dict[str, Any]:
     from airflow.sdk import Param
 
     return {name: Param(default, **schema) for name, (default, schema) in _spec().items()}
+
+
+# The rollback DAG only needs where the registry and the model server are.
+_ROLLBACK_KEYS = (
+    "tracking_uri",
+    "registered_model_name",
+    "serving_model_name",
+    "model_base_path",
+    "model_config_file",
+    "serving_host",
+    "serving_port",
+    "work_dir",
+)
+ROLLBACK = "Rollback"
+
+
+def rollback_params() -> dict[str, Any]:
+    """Airflow Params of ``recsys_rollback``: target version, reason, registry and serving."""
+    from airflow.sdk import Param
+
+    spec = _spec()
+    params = {
+        "target_version": Param(None, type=["null", "integer"], minimum=1, section=ROLLBACK,
+            title="Target version", description="Registered model version to serve again. Empty: the version with MLflow alias 'previous' (the champion before the last promotion)."),
+        "reason": Param("", type="string", section=ROLLBACK, title="Reason",
+            description="Why the rollback happens (incident, metric, ticket); recorded on the rolled-back version and the MLflow run."),
+    }  # fmt: skip
+    for name in _ROLLBACK_KEYS:
+        default, schema = spec[name]
+        params[name] = Param(default, **schema)
+    return params

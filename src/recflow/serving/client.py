@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
@@ -41,9 +42,12 @@ _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Recommendation:
-    user_id: str
+    user_id: str  # as the caller passed it
     items: list[tuple[str, str, float]]  # (item_id, title, score), best first
     model_version: int
+    # why each item is recommended, aligned with ``items`` (contract 1.1; [] for older models)
+    reasons: list[str] = field(default_factory=list)
+    pseudonym: str = ""  # the id the model saw (recflow.privacy) when the client hashed it
 
 
 class VersionStatus(NamedTuple):
@@ -98,9 +102,22 @@ def map_rpc_error(
 class ServingClient:
     """``with ServingClient("127.0.0.1:8500") as c: c.recommend("recommender", ["u1"])``."""
 
-    def __init__(self, address: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float = 10.0,
+        pseudonym_key: bytes | None = None,
+        request_log: Path | None = None,
+    ) -> None:
+        """``pseudonym_key``: the key of ``recflow.privacy`` held by the application; with it,
+        ``recommend`` sends keyed pseudonyms instead of the ids it is given. ``request_log``: a
+        folder for serving logs (``recflow.drift``: pseudonymous ids only) used by skew checks.
+        """
         self.address = address
         self.timeout = timeout
+        self.pseudonym_key = pseudonym_key
+        self.request_log = request_log
         self._channel = grpc.insecure_channel(
             address,
             options=[
@@ -191,6 +208,28 @@ class ServingClient:
         )
         return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
 
+    def predict_with_version(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str = contract.SIGNATURE_NAME,
+    ) -> tuple[dict[str, np.ndarray], int]:
+        """Like :meth:`predict`, plus the version that answered (a label resolves to one).
+
+        A serving log (``recflow.bandits.client.PolicyClient``) must record which version
+        chose a slate, and only the response knows it when the request named a label.
+        """
+        import tensorflow as tf
+
+        response = self._predict_response(
+            model, inputs, version=version, label=label, signature=signature
+        )
+        outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+        return outputs, int(response.model_spec.version.value)
+
     def recommend(
         self,
         model: str,
@@ -199,8 +238,14 @@ class ServingClient:
         k: int = 10,
         version: int | None = None,
         label: str | None = "stable",
+        pseudonymised: bool | None = None,
     ) -> list[Recommendation]:
-        """Top-``k`` per user (a version, when given, wins over the label)."""
+        """Top-``k`` per user (a version, when given, wins over the label).
+
+        ``pseudonymised``: True means the ids already are pseudonyms (sent as they are); False
+        means hash them with the client's key or the configured one (``recflow.privacy``;
+        ConfigError without any); None (default) hashes when the client was given a key.
+        """
         import tensorflow as tf
 
         if k < 1:
@@ -208,9 +253,21 @@ class ServingClient:
         users = [str(u) for u in user_ids]
         if not users:
             return []
+        sent = users
+        hashed = pseudonymised is False or (
+            pseudonymised is None and self.pseudonym_key is not None
+        )
+        if hashed:
+            from recflow.privacy import load_key, pseudonymise
+
+            sent = pseudonymise(users, self.pseudonym_key or load_key(create=False))
+        if self.request_log is not None and (hashed or pseudonymised):
+            from recflow.drift import append_serving_log
+
+            append_serving_log(self.request_log, model, sent, time.time())
         response = self._predict_response(
             model,
-            {contract.INPUT_USER_ID: np.asarray(users, dtype=object)},
+            {contract.INPUT_USER_ID: np.asarray(sent, dtype=object)},
             version=version,
             label=None if version is not None else label,
             signature=contract.SIGNATURE_NAME,
@@ -242,7 +299,12 @@ class ServingClient:
                 )
                 for j in range(k)
             ]
-            recs.append(Recommendation(user, items, served))
+            reasons = (
+                [_text(out[contract.OUTPUT_REASONS][row, j]) for j in range(k)]
+                if contract.OUTPUT_REASONS in out
+                else []
+            )
+            recs.append(Recommendation(user, items, served, reasons, sent[row] if hashed else ""))
         return recs
 
     # -- model management --------------------------------------------------------------------
