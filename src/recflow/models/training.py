@@ -89,22 +89,62 @@ def _check_inputs(features: Features, cfg: TrainConfig) -> None:
         )
 
 
+def distribution_strategy(name: str) -> Any:
+    """The tf.distribute strategy called ``name`` ("default", "mirrored", "multi_worker").
+
+    "mirrored" replicates the model on every local GPU (the CPU when there is none) and splits
+    each batch between them; "multi_worker" does the same across the hosts listed in the
+    ``TF_CONFIG`` environment variable (without it, this process is a one-worker cluster). Both
+    keep ``batch_size`` as the *global* batch: per-replica batches shrink as devices are added.
+    """
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        # Must be created before this process runs any other TensorFlow op (collective ops
+        # are configured at start-up); an Airflow task runs in a fresh process, so it is.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise TrainingError(
+        f"training: expected distribution 'default', 'mirrored' or 'multi_worker', found "
+        f"{name!r}; set TrainConfig.distribution (env RECFLOW_TRAIN_DISTRIBUTION)"
+    )
+
+
 def train_ranking_mlp(
-    features: Features, cfg: TrainConfig, *, progress: Callable[[str], None] = print
+    features: Features,
+    cfg: TrainConfig,
+    *,
+    progress: Callable[[str], None] = print,
+    strategy: Any = None,
 ) -> TrainedModel:
     """Fit the ranking network; one ``progress`` line per epoch so task logs show progress.
 
     Deterministic given ``cfg.seed``: Keras' weight init and our negative draws and shuffles
     are all seeded (CPU float reductions may still differ in the last bits).
+
+    ``strategy`` (a tf.distribute.Strategy) overrides ``cfg.distribution``; the model and its
+    optimizer state are created in the strategy's scope, which is all Keras 3 needs to fit
+    data-parallel.
     """
     import keras
 
     from recflow.models.ranking_mlp import build_ranking_mlp
 
     _check_inputs(features, cfg)
+    if strategy is None:
+        strategy = distribution_strategy(getattr(cfg, "distribution", "default"))
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = build_ranking_mlp(features, cfg)
+    with strategy.scope():
+        model = build_ranking_mlp(features, cfg)
+    if strategy.num_replicas_in_sync > 1:
+        progress(
+            f"training on {strategy.num_replicas_in_sync} replicas "
+            f"({type(strategy).__name__}); global batch {cfg.batch_size}"
+        )
     pos_u, pos_i = unique_positives(features)
     history: dict[str, list[float]] = {"loss": [], "seconds": []}
     started = time.perf_counter()
