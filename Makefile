@@ -14,7 +14,7 @@ export SCARF_ANALYTICS := false
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install system-deps demo demo-movielens test test-unit lint typecheck clean bench-ope
+.PHONY: install system-deps demo demo-movielens test test-unit lint typecheck clean bench-ope bench-serving
 
 install: $(STAMP)
 
@@ -61,6 +61,10 @@ typecheck: install
 # OBD=<Open Bandit sample folder> DATA=<MovieLens-100K folder>; writes bench/results/ope.{json,md}
 bench-ope: install
 	$(BIN)/python bench/ope.py --data $(or $(OBD),../shared/datasets/open-bandit-small) --movielens $(or $(DATA),../shared/datasets/movielens-100k) --out bench/results
+
+# Top-10 Predict latency over gRPC (one client, open-loop rates); writes bench/results/serving.{json,md}
+bench-serving: install
+	$(BIN)/python bench/serving.py --out bench/results
 
 clean:
 	rm -rf var

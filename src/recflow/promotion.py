@@ -202,3 +202,49 @@ class Promoter:
             f"serve only {keep}",
         )
         return previous
+
+    def rollback(self, version: int) -> int:
+        """Move ``stable`` back to ``version``; returns the version that was stable.
+
+        Two writes when needed, as for promotion: first serve ``version`` beside the current
+        stable one and wait until it is AVAILABLE (``version`` must already be installed
+        under the model base path), then move the label and stop serving the rolled-back
+        version. Requests by label never see an unloaded version.
+        """
+        entry = self.entry()
+        current = entry.labels.get(STABLE)
+        if current is None:
+            raise PromotionError(
+                f"nothing to roll back: label {STABLE} is not set for {self.model_name} in "
+                f"{self.config_file}; promote a version first"
+            )
+        if current == version:
+            return current  # already done (a retried task)
+        if not (self.model_dir / str(version) / "saved_model.pb").is_file():
+            raise PromotionError(
+                f"cannot roll back to version {version}: expected "
+                f"{self.model_dir / str(version) / 'saved_model.pb'}, found nothing; install it "
+                "first (recflow.promotion.install_version)"
+            )
+        if version not in entry.versions:
+            entry = dataclasses.replace(entry, versions=tuple(sorted({*entry.versions, version})))
+            self._apply(entry, f"load version {version} for rollback")
+        try:
+            self.server.wait_until_available(self.model_name, version, timeout=self.load_timeout)
+        except RecflowError as error:
+            self.abort_canary(version)
+            raise PromotionError(
+                f"rollback target version {version} did not become AVAILABLE: {error}; it was "
+                f"removed again and version {current} keeps serving as {STABLE}"
+            ) from error
+        labels = {k: v for k, v in entry.labels.items() if v != current}
+        self._apply(
+            dataclasses.replace(entry, labels={**labels, STABLE: version}),
+            f"label stable={version} (rollback from {current})",
+        )
+        self._apply(
+            # Labels on other versions go with them: only the restored version keeps serving.
+            dataclasses.replace(entry, versions=(version,), labels={STABLE: version}),
+            f"serve only {version} (rolled back {current})",
+        )
+        return current

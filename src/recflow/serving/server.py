@@ -12,7 +12,8 @@ get_model_status_impl.cc); the deliberate differences are listed in ``serving/RE
 * A version whose load (or warmup) fails ends in state END with the error and is not retried
   while it stays listed and on disk.
 * The config file is re-applied when its content changes or the last attempt failed.
-* ``--enable_batching`` is parsed and validated but requests run one by one.
+* ``--enable_batching`` merges concurrent Predict requests along dimension 0 (see
+  ``recflow.serving.batching`` for how the parameters are used).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from recflow.errors import ConfigError
+from recflow.serving.batching import Batcher, BatchingOptions, QueueFull
 
 if TYPE_CHECKING:
     import grpc
@@ -64,6 +66,19 @@ class ServableError(Exception):
 
 
 @dataclasses.dataclass
+class PreparedRequest:
+    """A validated PredictRequest: inputs as numpy, outputs wanted, rows if batchable."""
+
+    sig_name: str
+    inputs: dict[str, Any]  # alias -> numpy array
+    wanted: list[str]
+    rows: int | None  # size of the shared batch dimension 0; None: cannot be merged
+
+    def batch_key(self) -> tuple[Any, ...]:
+        return (self.sig_name, tuple(sorted((k, v.dtype.str) for k, v in self.inputs.items())))
+
+
+@dataclasses.dataclass
 class Servable:
     name: str
     version: int
@@ -74,9 +89,11 @@ class Servable:
 
     def predict(self, request: Any) -> Any:
         """Run a PredictRequest; validation and messages follow TF Serving's predict_util."""
-        import tensorflow as tf
-        from tensorflow_serving.apis import predict_pb2
+        prepared = self.prepare(request)
+        return self.respond(prepared, self.run_batch([prepared])[0])
 
+    def prepare(self, request: Any) -> PreparedRequest:
+        """Validate a PredictRequest and convert its inputs; raises ServableError."""
         sig_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         sig = self.signature_defs.get(sig_name)
         fn = self.functions.get(sig_name)
@@ -95,7 +112,9 @@ class Servable:
                 f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
                 f"Missing but required: {{{','.join(sorted(expected - sent))}}}.",
             )
-        kwargs: dict[str, Any] = {}
+        inputs: dict[str, Any] = {}
+        rows: set[int] = set()
+        batchable = True
         for i, alias in enumerate(sorted(request.inputs)):
             if alias not in sig.inputs:
                 raise ServableError(
@@ -103,18 +122,25 @@ class Servable:
                     f"input tensor alias not found in signature: {alias}. Inputs expected to "
                     f"be in the set {{{','.join(sorted(expected))}}}.",
                 )
-            proto, want = request.inputs[alias], sig.inputs[alias].dtype
-            if proto.dtype != want:
+            proto, info = request.inputs[alias], sig.inputs[alias]
+            if proto.dtype != info.dtype:
                 raise ServableError(
                     "INVALID_ARGUMENT",
-                    f"Expects arg[{i}] to be {tf.dtypes.as_dtype(want).name} but "
+                    f"Expects arg[{i}] to be {_dtype_name(info.dtype)} but "
                     f"{_dtype_name(proto.dtype)} is provided (input {alias!r} of signature "
                     f"{sig_name!r})",
                 )
             try:
-                kwargs[alias] = tf.constant(tf.make_ndarray(proto), dtype=want)
+                array = tensor_proto_to_numpy(proto)
             except Exception:
                 raise ServableError("INVALID_ARGUMENT", f"tensor parsing error: {alias}") from None
+            inputs[alias] = array
+            # Mergeable only along a batch dimension the signature leaves open ([-1, ...]).
+            dims = info.tensor_shape.dim
+            if array.ndim == 0 or info.tensor_shape.unknown_rank or not dims or dims[0].size != -1:
+                batchable = False
+            else:
+                rows.add(int(array.shape[0]))
         wanted = list(request.output_filter) or sorted(sig.outputs)
         for alias in request.output_filter:
             if alias not in sig.outputs:
@@ -125,14 +151,98 @@ class Servable:
                 )
         if len(set(wanted)) != len(wanted):
             raise ServableError("INVALID_ARGUMENT", f"duplicate output tensor alias in {wanted}")
-        outputs = _call(fn, kwargs, sig_name)
+        n_rows = rows.pop() if batchable and len(rows) == 1 else None
+        return PreparedRequest(sig_name, inputs, wanted, n_rows)
+
+    def run_batch(self, prepared: Sequence[PreparedRequest]) -> list[dict[str, Any]]:
+        """Outputs (numpy) of each request; several requests are merged along dimension 0."""
+        import numpy as np
+
+        first = prepared[0]
+        if len(prepared) == 1:
+            return [self._run(first.sig_name, first.inputs)]
+        merged = {
+            alias: np.concatenate([p.inputs[alias] for p in prepared], axis=0)
+            for alias in first.inputs
+        }
+        outputs = self._run(first.sig_name, merged)
+        total = sum(p.rows or 0 for p in prepared)
+        if any(v.ndim == 0 or v.shape[0] != total for v in outputs.values()):
+            # The signature does not keep rows aligned with its inputs: no safe split.
+            return [self._run(p.sig_name, p.inputs) for p in prepared]
+        out, start = [], 0
+        for p in prepared:
+            end = start + (p.rows or 0)
+            out.append({k: v[start:end] for k, v in outputs.items()})
+            start = end
+        return out
+
+    def _run(self, sig_name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        import tensorflow as tf
+
+        sig = self.signature_defs[sig_name]
+        kwargs = {}
+        for alias, array in inputs.items():
+            try:
+                kwargs[alias] = tf.constant(array, dtype=sig.inputs[alias].dtype)
+            except (TypeError, ValueError):
+                raise ServableError("INVALID_ARGUMENT", f"tensor parsing error: {alias}") from None
+        return {k: v.numpy() for k, v in _call(self.functions[sig_name], kwargs, sig_name).items()}
+
+    def respond(self, prepared: PreparedRequest, outputs: dict[str, Any]) -> Any:
+        from tensorflow_serving.apis import predict_pb2
+
+        sig = self.signature_defs[prepared.sig_name]
         response = predict_pb2.PredictResponse()
         response.model_spec.name = self.name
         response.model_spec.version.value = self.version
-        response.model_spec.signature_name = sig_name
-        for alias in wanted:
-            response.outputs[alias].CopyFrom(tf.make_tensor_proto(outputs[alias].numpy()))
+        response.model_spec.signature_name = prepared.sig_name
+        for alias in prepared.wanted:
+            numpy_to_tensor_proto(outputs[alias], sig.outputs[alias].dtype, response.outputs[alias])
         return response
+
+
+# TensorProto <-> numpy without tf.make_ndarray / tf.make_tensor_proto on the request path:
+# those cost ~10 and ~30 us per tensor; reading string_val and writing tensor_content directly
+# costs ~1 us (measured on the top-10 model, see bench/serving.py).
+_DT_STRING = 7
+_NUMERIC = {1: "<f4", 2: "<f8", 3: "<i4", 4: "|u1", 5: "<i2", 6: "|i1", 9: "<i8", 10: "|b1",
+            17: "<u2", 19: "<f2", 22: "<u4", 23: "<u8"}  # fmt: skip
+
+
+def tensor_proto_to_numpy(proto: Any) -> Any:
+    import numpy as np
+
+    dims = tuple(int(d.size) for d in proto.tensor_shape.dim)
+    count = int(np.prod(dims)) if dims else 1
+    if proto.dtype == _DT_STRING and len(proto.string_val) == count:
+        array = np.empty(count, dtype=object)
+        array[:] = list(proto.string_val)
+        return array.reshape(dims)
+    if proto.dtype in _NUMERIC and proto.tensor_content:
+        flat = np.frombuffer(proto.tensor_content, dtype=_NUMERIC[proto.dtype])
+        if flat.size == count:
+            return flat.reshape(dims)
+    import tensorflow as tf  # repeated values, *_val fields, other dtypes: TF's own reader
+
+    return tf.make_ndarray(proto)
+
+
+def numpy_to_tensor_proto(array: Any, dtype: int, out: Any) -> None:
+    """Fill the TensorProto ``out`` with ``array`` (of signature dtype enum ``dtype``)."""
+    import numpy as np
+
+    out.dtype = dtype
+    for size in array.shape:
+        out.tensor_shape.dim.add(size=size)
+    if dtype == _DT_STRING:
+        out.string_val.extend(array.ravel().tolist())
+    elif dtype in _NUMERIC:
+        out.tensor_content = np.ascontiguousarray(array, dtype=_NUMERIC[dtype]).tobytes()
+    else:
+        import tensorflow as tf
+
+        out.CopyFrom(tf.make_tensor_proto(array, dtype=dtype))
 
 
 def _dtype_name(enum: int) -> str:
@@ -270,7 +380,12 @@ class ModelManager:
         self._labels: dict[str, dict[str, int]] = {}
         self._blocked: set[tuple[str, int]] = set()  # failed loads, not retried while aspired
         self._missing_logged: set[str] = set()
-        self.requests: Counter[tuple[str, str, str]] = Counter()  # (model, api, code)
+        self.metrics = ServingMetrics()
+
+    @property
+    def requests(self) -> Counter[tuple[str, str, str]]:
+        """Request counts by (model, api, status code), as in the Prometheus text."""
+        return self.metrics.counts()
 
     # -- config ------------------------------------------------------------------------------
     @property
@@ -507,7 +622,9 @@ def _abort(context: grpc.ServicerContext, exc: ServableError) -> NoReturn:
     raise AssertionError("grpc context.abort returned")  # it raises; keeps type checkers honest
 
 
-def _build_servicers(manager: ModelManager) -> tuple[Any, Any]:
+def _build_servicers(
+    manager: ModelManager, batching: BatchingOptions | None = None
+) -> tuple[Any, Any]:
     from tensorflow_serving.apis import (
         get_model_metadata_pb2,
         get_model_status_pb2,
@@ -516,15 +633,42 @@ def _build_servicers(manager: ModelManager) -> tuple[Any, Any]:
         prediction_service_pb2_grpc,
     )
 
+    metrics = manager.metrics
+
+    def run_merged(key: Any, items: Sequence[tuple[Servable, PreparedRequest]]) -> list[Any]:
+        return items[0][0].run_batch([prepared for _, prepared in items])
+
+    batcher: Batcher[tuple[Servable, PreparedRequest], Any] | None = None
+    if batching is not None:
+        batcher = Batcher(run_merged, batching, on_batch=metrics.observe_batch)
+
     class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
             name = request.model_spec.name
+            submitted = False
+            if batcher is not None:
+                batcher.arrive()  # lets a waiting batch know this request is on its way
             try:
-                response = manager.servable(request.model_spec).predict(request)
+                servable = manager.servable(request.model_spec)
+                prepared = servable.prepare(request)
+                if batcher is not None and prepared.rows is not None:
+                    submitted = True
+                    key = (id(servable), *prepared.batch_key())
+                    outputs = batcher.submit(key, (servable, prepared), prepared.rows, arrived=True)
+                else:
+                    outputs = servable.run_batch([prepared])[0]
+                response = servable.respond(prepared, outputs)
             except ServableError as exc:
-                manager.requests[(name, "Predict", exc.code)] += 1
+                metrics.observe(name, "Predict", exc.code, time.perf_counter() - started)
                 _abort(context, exc)
-            manager.requests[(name, "Predict", "OK")] += 1
+            except QueueFull as exc:
+                metrics.observe(name, "Predict", "UNAVAILABLE", time.perf_counter() - started)
+                _abort(context, ServableError("UNAVAILABLE", str(exc)))
+            finally:
+                if batcher is not None and not submitted:
+                    batcher.depart()
+            metrics.observe(name, "Predict", "OK", time.perf_counter() - started)
             return response
 
         def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -580,21 +724,118 @@ def _build_servicers(manager: ModelManager) -> tuple[Any, Any]:
 # Metrics over the REST port (Prometheus text format)
 
 
+# Microsecond buckets, as TF Serving's :tensorflow:serving:request_latency histogram uses.
+LATENCY_BUCKETS_US = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000,
+                      250000, 1000000, 10000000)  # fmt: skip
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class _Histogram:
+    __slots__ = ("bounds", "counts", "total", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * len(self.bounds)
+        self.total = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+        self.total += 1
+        self.sum += value
+
+    def lines(self, name: str, labels: str) -> list[str]:
+        out, cumulative = [], 0
+        for bound, count in zip(self.bounds, self.counts, strict=True):
+            cumulative += count
+            out.append(f'{name}_bucket{{{labels},le="{bound:g}"}} {cumulative}')
+        out.append(f'{name}_bucket{{{labels},le="+Inf"}} {self.total}')
+        out.append(f"{name}_sum{{{labels}}} {self.sum:g}")
+        out.append(f"{name}_count{{{labels}}} {self.total}")
+        return out
+
+
+class ServingMetrics:
+    """Request counts, latency and batch sizes; one short lock per observation (~1 us)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[str, str, str]] = Counter()
+        self._latency: dict[tuple[str, str], _Histogram] = {}
+        self._batch_sizes = _Histogram(BATCH_SIZE_BUCKETS)
+        self._batch_requests = 0
+
+    def observe(self, model: str, api: str, status: str, seconds: float) -> None:
+        with self._lock:
+            self._counts[(model, api, status)] += 1
+            hist = self._latency.get((model, api))
+            if hist is None:
+                hist = self._latency[(model, api)] = _Histogram(LATENCY_BUCKETS_US)
+            hist.observe(seconds * 1e6)
+
+    def observe_batch(self, requests: int, rows: int) -> None:
+        with self._lock:
+            self._batch_sizes.observe(rows)
+            self._batch_requests += requests
+
+    def counts(self) -> Counter[tuple[str, str, str]]:
+        with self._lock:
+            return Counter(self._counts)
+
+    def text(self, snapshot: dict[str, dict[int, int]]) -> str:
+        """Prometheus text exposition format 0.0.4."""
+        with self._lock:
+            counts = sorted(self._counts.items())
+            latency = [(k, h.lines) for k, h in sorted(self._latency.items())]
+            batch_lines = self._batch_sizes.lines(
+                ":tensorflow:serving:batching_session:processed_batch_size", 'api="Predict"'
+            )
+            batched = self._batch_sizes.total
+        lines = [
+            "# HELP :tensorflow:serving:request_count Requests by model, API and status.",
+            "# TYPE :tensorflow:serving:request_count counter",
+            *(
+                f':tensorflow:serving:request_count{{model_name="{m}",api="{a}",status="{c}"}} {n}'
+                for (m, a, c), n in counts
+            ),
+            "# HELP :tensorflow:serving:request_latency Request latency in microseconds.",
+            "# TYPE :tensorflow:serving:request_latency histogram",
+        ]
+        for (model, api), hist_lines in latency:
+            labels = f'model_name="{model}",API="{api}",entrypoint="GRPC"'
+            lines += hist_lines(":tensorflow:serving:request_latency", labels)
+        lines += [
+            "# HELP :tensorflow:serving:model_version_state State of each version "
+            "(10 START, 20 LOADING, 30 AVAILABLE, 40 UNLOADING, 50 END).",
+            "# TYPE :tensorflow:serving:model_version_state gauge",
+            *(
+                f':tensorflow:serving:model_version_state{{model_name="{m}",version="{v}"}} {st}'
+                for m, versions in sorted(snapshot.items())
+                for v, st in sorted(versions.items())
+            ),
+            "# HELP :recflow:serving:loaded_versions Versions AVAILABLE for inference per model.",
+            "# TYPE :recflow:serving:loaded_versions gauge",
+            *(
+                f':recflow:serving:loaded_versions{{model_name="{m}"}} '
+                f"{sum(1 for st in versions.values() if st == AVAILABLE)}"
+                for m, versions in sorted(snapshot.items())
+            ),
+        ]
+        if batched:
+            lines += [
+                "# HELP :tensorflow:serving:batching_session:processed_batch_size Rows per "
+                "executed batch.",
+                "# TYPE :tensorflow:serving:batching_session:processed_batch_size histogram",
+                *batch_lines,
+            ]
+        return "\n".join(lines) + "\n"
+
+
 def _metrics_text(manager: ModelManager) -> str:
-    lines = [
-        "# TYPE :tensorflow:serving:request_count counter",
-        *(
-            f':tensorflow:serving:request_count{{model_name="{m}",api="{a}",status="{c}"}} {n}'
-            for (m, a, c), n in sorted(manager.requests.items())
-        ),
-        "# TYPE :tensorflow:serving:model_version_state gauge",
-        *(
-            f':tensorflow:serving:model_version_state{{model_name="{m}",version="{v}"}} {s}'
-            for m, versions in sorted(manager.snapshot().items())
-            for v, s in sorted(versions.items())
-        ),
-    ]
-    return "\n".join(lines) + "\n"
+    return manager.metrics.text(manager.snapshot())
 
 
 def _start_metrics(manager: ModelManager, port: int, path: str) -> ThreadingHTTPServer:
@@ -639,6 +880,7 @@ class LocalModelServer:
         max_workers: int = 8,
         rest_api_port: int = 0,
         metrics_path: str | None = None,
+        batching: BatchingOptions | None = None,
     ) -> None:
         self.manager = ModelManager(
             allow_version_labels_for_unavailable_models=allow_version_labels_for_unavailable_models
@@ -651,6 +893,7 @@ class LocalModelServer:
         self._max_workers = max_workers
         self._rest_port = rest_api_port
         self._metrics_path = metrics_path
+        self.batching = batching
         self._stop = threading.Event()
         self._grpc: grpc.Server | None = None
         self._http: ThreadingHTTPServer | None = None
@@ -687,7 +930,7 @@ class LocalModelServer:
             # TF Serving lifts gRPC's 4 MB receive limit on the server side.
             options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
         )
-        prediction, models = _build_servicers(self.manager)
+        prediction, models = _build_servicers(self.manager, self.batching)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
         self.port = server.add_insecure_port(f"0.0.0.0:{self._port}")
@@ -861,7 +1104,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const=True,
         default=False,
-        help="accepted and validated; requests still run one by one",
+        help="merge concurrent Predict requests (see --batching_parameters_file)",
     )
     p.add_argument("--batching_parameters_file", default="")
     p.add_argument(
@@ -885,12 +1128,16 @@ def _single_model_config(name: str, base_path: str) -> ModelServerConfig:
 
 
 def server_from_args(args: argparse.Namespace) -> LocalModelServer:
-    if args.enable_batching and args.batching_parameters_file:
-        params = parse_batching_parameters(
-            Path(args.batching_parameters_file).read_text(encoding="utf-8"),
-            source=args.batching_parameters_file,
-        )
-        log.info("Batching parameters accepted (requests run unbatched here): %s", params)
+    batching = None
+    if args.enable_batching:
+        params: dict[str, Any] = {}
+        if args.batching_parameters_file:
+            params = parse_batching_parameters(
+                Path(args.batching_parameters_file).read_text(encoding="utf-8"),
+                source=args.batching_parameters_file,
+            )
+        batching = BatchingOptions.from_params(params)
+        log.info("Batching Predict requests: %s", batching)
     metrics_path = None
     if args.monitoring_config_file:
         metrics_path = parse_monitoring_config(
@@ -916,6 +1163,7 @@ def server_from_args(args: argparse.Namespace) -> LocalModelServer:
         max_workers=args.grpc_max_threads,
         rest_api_port=args.rest_api_port,
         metrics_path=metrics_path,
+        batching=batching,
     )
 
 

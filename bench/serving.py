@@ -1,0 +1,346 @@
+"""Serving latency of a top-10 Predict over gRPC (`make bench-serving`).
+
+Measures, on a SavedModel exported by the real pipeline code (the ranking MLP, trained for one
+epoch on the default synthetic data, exported with ``recflow.models.export_model``, top_k=10):
+
+1. the floor: the same SavedModel's ``serving_default`` called in-process, one user per call;
+2. one client in a closed loop over gRPC against ``recflow-model-server`` (a subprocess);
+3. open-loop load at fixed arrival rates from one process (grpc.aio), latency measured from
+   each request's *scheduled* send time, so a client falling behind shows up as latency
+   (no coordinated omission).
+
+Writes ``<out>/serving.json`` and ``<out>/serving.md``. Targets are reported, not asserted:
+one-client p50 at most 1 ms above the in-process floor; p99 < 20 ms with no errors at
+>= 1,000 requests/s, load generator included on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "recommender"
+TOP_K = 10
+P99_TARGET_MS = 20.0
+RATE_TARGET = 1000
+FLOOR_GAP_TARGET_MS = 1.0
+
+
+def percentiles(latencies_s: list[float]) -> dict[str, float]:
+    if not latencies_s:
+        return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
+    ms = np.asarray(latencies_s) * 1e3
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return {"p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3),
+            "p99_ms": round(float(p99), 3), "max_ms": round(float(ms.max()), 3)}  # fmt: skip
+
+
+def export_bench_model(out_dir: Path, epochs: int) -> dict[str, Any]:
+    """The ranking MLP through the pipeline's own functions (synthetic data, default sizes)."""
+    from recflow.config import SyntheticConfig, TrainConfig
+    from recflow.data import generate_synthetic
+    from recflow.features import build_features
+    from recflow.features.split import split_leave_last_out
+    from recflow.models import export_model, train_ranking_mlp
+
+    synthetic = SyntheticConfig()
+    data = generate_synthetic(synthetic)
+    split = split_leave_last_out(data.interactions)
+    features = build_features(split.train, data.items, data.users)
+    trained = train_ranking_mlp(features, TrainConfig(epochs=epochs), progress=lambda _: None)
+    users = [str(u) for u in features.user_ids]
+    export_model(trained, features, out_dir, top_k=TOP_K, warmup_user_ids=users[:8])
+    return {
+        "kind": "ranking_mlp",
+        "epochs": epochs,
+        "users": features.n_users,
+        "items": features.n_items,
+        "top_k": TOP_K,
+        "user_ids": users,
+    }
+
+
+def measure_floor(model_dir: Path, users: list[str], n: int) -> dict[str, Any]:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(model_dir))
+    serve = loaded.signatures["serving_default"]
+    for u in users[:50]:
+        serve(user_id=tf.constant([u]))
+    lat = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        out = serve(user_id=tf.constant([users[i % len(users)]]))
+        _ = {k: v.numpy() for k, v in out.items()}
+        lat.append(time.perf_counter() - t0)
+    return {"requests": n, **percentiles(lat)}
+
+
+def make_request(user: str, label: str = "stable") -> Any:
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    request.model_spec.version_label = label
+    request.model_spec.signature_name = "serving_default"
+    tensor = request.inputs["user_id"]
+    tensor.dtype = 7  # DT_STRING
+    tensor.tensor_shape.dim.add(size=1)
+    tensor.string_val.append(user.encode())
+    return request
+
+
+def closed_loop(address: str, users: list[str], n: int) -> dict[str, Any]:
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    requests = [make_request(u) for u in users]
+    with grpc.insecure_channel(address) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for r in requests[:50]:
+            stub.Predict(r, timeout=10)
+        lat, errors = [], 0
+        for i in range(n):
+            t0 = time.perf_counter()
+            try:
+                response = stub.Predict(requests[i % len(requests)], timeout=10)
+                assert len(response.outputs["item_ids"].string_val) == TOP_K
+            except grpc.RpcError:
+                errors += 1
+            lat.append(time.perf_counter() - t0)
+    return {"requests": n, "errors": errors, **percentiles(lat)}
+
+
+async def _open_loop(address: str, users: list[str], rate: float, seconds: float) -> dict[str, Any]:
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    requests = [make_request(u).SerializeToString() for u in users]
+    total = int(rate * seconds)
+    lat: list[float] = []
+    errors: dict[str, int] = {}
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        # The serialized bytes are sent as-is: the generator spends no time re-encoding.
+        predict = channel.unary_unary(
+            "/tensorflow.serving.PredictionService/Predict",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        del stub
+        for r in requests[:20]:
+            await predict(r, timeout=10)
+
+        async def one(i: int, scheduled: float) -> None:
+            try:
+                await predict(requests[i % len(requests)], timeout=5)
+            except grpc.RpcError as exc:
+                code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
+                errors[code] = errors.get(code, 0) + 1
+            lat.append(time.perf_counter() - scheduled)
+
+        tasks = []
+        start = time.perf_counter() + 0.05
+        sent = 0
+        while sent < total:
+            now = time.perf_counter()
+            due = min(total, int((now - start) * rate) + 1) if now >= start else 0
+            while sent < due:
+                tasks.append(asyncio.ensure_future(one(sent, start + sent / rate)))
+                sent += 1
+            await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    return {
+        "rate": rate,
+        "seconds": round(elapsed, 2),
+        "requests": total,
+        "achieved_rps": round(total / elapsed, 1),
+        "errors": sum(errors.values()),
+        "error_codes": errors,
+        **percentiles(lat),
+    }
+
+
+def open_loop(address: str, users: list[str], rate: float, seconds: float) -> dict[str, Any]:
+    return asyncio.run(_open_loop(address, users, rate, seconds))
+
+
+def start_server(model_dir: Path, work: Path, port: int, args: argparse.Namespace) -> Any:
+    from recflow.local_services import port_open
+    from recflow.promotion import install_version
+    from recflow.serving.model_config import ModelEntry, write_entries
+
+    base = work / "models" / MODEL
+    install_version(model_dir, base, 1)
+    config = work / "models.config"
+    write_entries(config, [ModelEntry(MODEL, str(base), (1,), {"stable": 1})])
+    command = [
+        sys.executable, "-m", "recflow.serving.server", f"--port={port}",
+        f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models=true",
+        "--file_system_poll_wait_seconds=0", f"--grpc_max_threads={args.grpc_threads}",
+    ]  # fmt: skip
+    if args.batching:
+        command += ["--enable_batching", f"--batching_parameters_file={args.batching_file}"]
+    log = open(work / "server.log", "wb")  # noqa: SIM115 (closed by the caller)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not port_open("127.0.0.1", port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"server did not start; see {work / 'server.log'}")
+        time.sleep(0.2)
+    return process, command, log
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import grpc
+    import tensorflow as tf
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "grpcio": grpc.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def write_markdown(result: dict[str, Any], path: Path) -> None:
+    m, f, c = result["machine"], result["floor"], result["one_client"]
+    lines = [
+        "# Serving latency: top-10 Predict over gRPC",
+        "",
+        f"- date: {result['date']}",
+        f"- command: `{result['command']}`",
+        f"- machine: {m['cpu']}, {m['cores']} cores, load average at start "
+        f"{m['load_average_at_start']}, at end {result['load_average_at_end']} "
+        "(other jobs share this machine)",
+        f"- software: Python {m['python']}, TensorFlow {m['tensorflow']}, grpcio {m['grpcio']}",
+        f"- model: {result['model']['kind']} ({result['model']['epochs']} epoch, "
+        f"{result['model']['users']} users x {result['model']['items']} items, top_k "
+        f"{result['model']['top_k']}), exported by `recflow.models.export_model`",
+        f"- server: `{result['server_command']}`",
+        "",
+        "| measurement | requests | errors | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|---|---|",
+        f"| in-process floor | {f['requests']} | 0 | {f['p50_ms']} | {f['p95_ms']} | "
+        f"{f['p99_ms']} |",
+        f"| one client, closed loop, gRPC | {c['requests']} | {c['errors']} | {c['p50_ms']} | "
+        f"{c['p95_ms']} | {c['p99_ms']} |",
+    ]
+    for r in result["open_loop"]:
+        lines.append(
+            f"| open loop {r['rate']:.0f} req/s (achieved {r['achieved_rps']}) | {r['requests']} "
+            f"| {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} |"
+        )
+    t = result["targets"]
+    lines += [
+        "",
+        "## Targets",
+        "",
+        f"- one-client p50 - floor p50 = {t['one_client_gap_ms']} ms (target <= "
+        f"{FLOOR_GAP_TARGET_MS} ms): **{'met' if t['one_client_gap_met'] else 'NOT met'}**",
+        f"- highest rate with p99 < {P99_TARGET_MS:.0f} ms and no errors: "
+        f"{t['max_rate_p99_under_20ms']} req/s (target >= {RATE_TARGET}): "
+        f"**{'met' if t['rate_met'] else 'NOT met'}**",
+        "",
+        "Latency under open loop counts from each request's scheduled send time, so time a",
+        "request waited in the load generator is included. The load generator, the server and",
+        "TensorFlow's threads share the same cores.",
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--rates", default="250,500,1000,1500,2000")
+    p.add_argument("--seconds", type=float, default=6.0, help="per open-loop rate")
+    p.add_argument("--closed-requests", type=int, default=3000)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--grpc-threads", type=int, default=8)
+    p.add_argument("--batching", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--batching-file", default=str(ROOT / "serving" / "batching_parameters.txt"))
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from recflow.local_services import free_port
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now(dt.UTC)
+    info = machine()
+    with tempfile.TemporaryDirectory(prefix="recflow-bench-serving-") as tmp:
+        work = Path(tmp)
+        model = export_bench_model(work / "export", args.epochs)
+        users = model.pop("user_ids")
+        print(f"[bench] model exported: {model}", flush=True)
+        floor = measure_floor(work / "export", users, args.closed_requests)
+        print(f"[bench] in-process floor: {floor}", flush=True)
+        port = free_port()
+        process, command, log = start_server(work / "export", work, port, args)
+        address = f"127.0.0.1:{port}"
+        try:
+            one = closed_loop(address, users, args.closed_requests)
+            print(f"[bench] one client: {one}", flush=True)
+            runs = []
+            for rate in [float(r) for r in args.rates.split(",") if r]:
+                r = open_loop(address, users, rate, args.seconds)
+                print(f"[bench] open loop: {r}", flush=True)
+                runs.append(r)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+            log.close()
+    held = [r["rate"] for r in runs if r["errors"] == 0 and r["p99_ms"] < P99_TARGET_MS]
+    best = max(held) if held else 0.0
+    gap = round(one["p50_ms"] - floor["p50_ms"], 3)
+    result = {
+        "date": started.isoformat(timespec="seconds"),
+        "command": "python bench/serving.py "
+        + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "machine": info,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "model": model,
+        "server_command": " ".join(Path(c).name if c == sys.executable else c for c in command),
+        "floor": floor,
+        "one_client": one,
+        "open_loop": runs,
+        "targets": {
+            "one_client_gap_ms": gap,
+            "one_client_gap_met": gap <= FLOOR_GAP_TARGET_MS,
+            "max_rate_p99_under_20ms": best,
+            "rate_met": best >= RATE_TARGET,
+        },
+    }
+    (out / "serving.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_markdown(result, out / "serving.md")
+    print(f"[bench] wrote {out / 'serving.json'} and {out / 'serving.md'}: {result['targets']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

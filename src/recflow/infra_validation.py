@@ -1,0 +1,353 @@
+"""Infra validation: load a candidate in a sandboxed model server before it may be promoted.
+
+What TFX's InfraValidator does, for this platform: the SavedModel is copied into a temporary
+model base path with its own model config, a model server is started for it alone on a free
+port (``tensorflow_model_server`` if it is on PATH, else ``recflow-model-server`` in a
+subprocess), the version is loaded through ``HandleReloadConfigRequest`` and must become
+AVAILABLE within a timeout, then the warmup requests stored in the model
+(``assets.extra/tf_serving_warmup_requests``) plus one cold-start request are replayed over
+gRPC Predict and every answer must equal what the same SavedModel answers in-process
+(``recflow.models.load_recommender``).
+
+The production server is never touched: a model that crashes the loader, loads too slowly, or
+answers differently once served is caught here. ``validate_model`` returns a result with the
+reason instead of raising, so the pipeline stage can record it before failing the task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recflow import contract
+from recflow.errors import (
+    ContractError,
+    ModelNotReady,
+    RecflowError,
+    ServerUnavailable,
+    ServingError,
+)
+
+SANDBOX_MODEL = "infra-validation"
+SANDBOX_VERSION = 1
+COLD_START_USER = "__recflow_infra_validation_unknown_user__"
+TF_SERVING_BINARY = "tensorflow_model_server"
+
+
+@dataclasses.dataclass(frozen=True)
+class InfraValidationConfig:
+    load_timeout_seconds: float = 120.0  # until AVAILABLE, per attempt
+    start_timeout_seconds: float = 60.0  # until the sandbox server listens
+    attempts: int = 2  # sandbox start-ups tried when the infrastructure (not the model) fails
+    request_timeout_seconds: float = 30.0
+    atol: float = 1e-5
+    rtol: float = 1e-4
+    # None: tensorflow_model_server if on PATH, else the local server; or force either one
+    server: str | None = None
+
+
+@dataclasses.dataclass
+class InfraValidationResult:
+    passed: bool
+    reason: str
+    server: str = ""
+    attempts: int = 0
+    load_seconds: float | None = None
+    requests: int = 0
+    rows: int = 0
+    problems: list[str] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class _Refused(RecflowError):
+    """The candidate itself is at fault (no retry): load error, wrong answers, bad warmup."""
+
+
+def server_command(kind: str | None, port: int, config_file: Path) -> tuple[str, list[str]]:
+    """(name, argv) of the sandbox server; TF Serving's binary when present or asked for."""
+    binary = shutil.which(TF_SERVING_BINARY)
+    if kind == TF_SERVING_BINARY or (kind is None and binary):
+        if not binary:
+            raise ServerUnavailable(
+                f"infra validation: expected {TF_SERVING_BINARY} on PATH, found none; install "
+                "it or leave the server choice empty to use recflow-model-server"
+            )
+        args = [binary]
+        name = TF_SERVING_BINARY
+    else:
+        args = [sys.executable, "-m", "recflow.serving.server"]
+        name = "recflow-model-server"
+    return name, [
+        *args,
+        f"--port={port}",
+        f"--model_config_file={config_file}",
+        # Loads happen only through the reload RPC below: no polling races with it.
+        "--file_system_poll_wait_seconds=0",
+    ]
+
+
+def read_warmup_requests(saved_model_dir: Path) -> list[Any]:
+    """The PredictRequests of ``assets.extra/tf_serving_warmup_requests`` (ContractError if none)."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = Path(saved_model_dir) / contract.WARMUP_RELATIVE_PATH
+    if not path.is_file():
+        raise ContractError(
+            f"infra validation: expected warmup requests at {path}, found none; export the "
+            "model with recflow.models.export_model (it writes them)"
+        )
+    requests = []
+    try:
+        for record in tf.data.TFRecordDataset(str(path)):
+            entry = prediction_log_pb2.PredictionLog()
+            entry.ParseFromString(record.numpy())
+            if entry.WhichOneof("log_type") == "predict_log":
+                requests.append(entry.predict_log.request)
+    except (tf.errors.OpError, ValueError) as exc:
+        raise ContractError(f"infra validation: unreadable warmup file {path}: {exc}") from exc
+    if not requests:
+        raise ContractError(
+            f"infra validation: expected Predict requests in {path}, found none; re-export"
+        )
+    return requests[: contract.MAX_WARMUP_RECORDS]
+
+
+def compare_outputs(
+    served: dict[str, np.ndarray], offline: dict[str, np.ndarray], *, atol: float, rtol: float
+) -> list[str]:
+    """What differs between the served and the in-process answers (empty: identical)."""
+    problems = []
+    for name in sorted(offline):
+        if name not in served:
+            problems.append(f"output {name!r} missing from the served answer")
+            continue
+        got, want = np.asarray(served[name]), np.asarray(offline[name])
+        if got.shape != want.shape:
+            problems.append(f"output {name!r}: shape {got.shape} served, {want.shape} offline")
+        elif want.dtype.kind in "fc":
+            close = np.isclose(got.astype(np.float64), want.astype(np.float64), atol=atol,
+                               rtol=rtol, equal_nan=True)  # fmt: skip
+            if not close.all():
+                worst = float(np.nanmax(np.abs(got.astype(np.float64) - want)[~close]))
+                problems.append(
+                    f"output {name!r}: {int((~close).sum())} of {close.size} values differ "
+                    f"(largest difference {worst:.3g}, tolerance atol={atol} rtol={rtol})"
+                )
+        elif not np.array_equal(got.astype(str), want.astype(str)):
+            rows = int((got.astype(str) != want.astype(str)).any(axis=-1).sum())
+            problems.append(f"output {name!r}: {rows} rows differ from the offline model's")
+    return problems
+
+
+def _decode(values: np.ndarray) -> np.ndarray:
+    return np.vectorize(lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else v,
+                        otypes=[object])(values) if values.size else values  # fmt: skip
+
+
+class _Sandbox:
+    """One model server process serving only the candidate, from a temporary base path."""
+
+    def __init__(self, saved_model_dir: Path, root: Path, cfg: InfraValidationConfig) -> None:
+        from recflow.local_services import EMPTY_MODEL_CONFIG, free_port
+        from recflow.storage import atomic_write_text, copy_tree_atomic
+
+        self.cfg = cfg
+        self.base = root / "models" / SANDBOX_MODEL
+        if not (self.base / str(SANDBOX_VERSION)).exists():
+            copy_tree_atomic(saved_model_dir, self.base / str(SANDBOX_VERSION))
+        self.config_file = root / "models.config"
+        atomic_write_text(self.config_file, EMPTY_MODEL_CONFIG)
+        self.port = free_port()
+        self.name, self.argv = server_command(cfg.server, self.port, self.config_file)
+        self.log_file = root / f"server-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def start(self) -> None:
+        from recflow.local_services import port_open
+
+        with open(self.log_file, "wb") as log:
+            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.cfg.start_timeout_seconds
+        while not port_open("127.0.0.1", self.port):
+            if self.process.poll() is not None:
+                raise ServerUnavailable(
+                    f"sandbox {self.name} exited with code {self.process.returncode} before "
+                    f"listening; log:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise ServerUnavailable(
+                    f"sandbox {self.name} did not listen on port {self.port} within "
+                    f"{self.cfg.start_timeout_seconds:.0f} s; log:\n{self.log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+def _load(sandbox: _Sandbox, client: Any) -> float:
+    """Load the candidate by reload RPC and wait for AVAILABLE; seconds taken."""
+    from recflow.serving.model_config import ModelEntry
+
+    started = time.monotonic()
+    entry = ModelEntry(SANDBOX_MODEL, str(sandbox.base), (SANDBOX_VERSION,), {})
+    try:
+        client.reload_config([entry])
+    except ServerUnavailable:
+        raise
+    except ServingError as exc:
+        # The server refused the config because the version failed to load: the model's fault.
+        raise _Refused(f"the SavedModel failed to load in {sandbox.name}: {exc}") from None
+    try:
+        client.wait_until_available(
+            SANDBOX_MODEL, SANDBOX_VERSION, timeout=sandbox.cfg.load_timeout_seconds, poll=0.2
+        )
+    except ModelNotReady as exc:
+        if "failed to load" in str(exc):
+            raise _Refused(f"the SavedModel failed to load in {sandbox.name}: {exc}") from None
+        raise
+    return time.monotonic() - started
+
+
+def _users_of(requests: Sequence[Any]) -> list[np.ndarray]:
+    """The user ids of each warmup request (the contract's only input)."""
+    import tensorflow as tf
+
+    out = []
+    for i, request in enumerate(requests):
+        if set(request.inputs) != {contract.INPUT_USER_ID}:
+            raise ContractError(
+                f"infra validation: warmup request {i + 1} has inputs {sorted(request.inputs)}; "
+                f"expected only {contract.INPUT_USER_ID!r} (serving contract "
+                f"{contract.CONTRACT_VERSION}); re-export the model"
+            )
+        # Decoded: the offline recommender takes str ids (str(b"u1") would be another user).
+        out.append(_decode(np.asarray(tf.make_ndarray(request.inputs[contract.INPUT_USER_ID]))))
+    return out
+
+
+def _replay(
+    sandbox: _Sandbox,
+    client: Any,
+    batches: Sequence[np.ndarray],
+    offline: Callable[[np.ndarray], dict[str, np.ndarray]],
+) -> tuple[int, list[str]]:
+    """Send each batch through gRPC Predict and compare with the in-process answers."""
+    rows, problems = 0, []
+    for i, users in enumerate(batches):
+        try:
+            served = client.predict(
+                SANDBOX_MODEL, {contract.INPUT_USER_ID: users}, version=SANDBOX_VERSION
+            )
+        except ServerUnavailable:
+            raise
+        except ServingError as exc:
+            raise _Refused(f"request {i + 1} failed when served: {exc}") from None
+        for key in (contract.OUTPUT_ITEM_IDS, contract.OUTPUT_TITLES):
+            if key in served:
+                served[key] = _decode(served[key])
+        want = offline(users)
+        for problem in compare_outputs(served, want, atol=sandbox.cfg.atol, rtol=sandbox.cfg.rtol):
+            problems.append(f"request {i + 1} ({len(users)} users): {problem}")
+        rows += len(users)
+    return rows, problems
+
+
+def validate_model(
+    saved_model_dir: Path,
+    cfg: InfraValidationConfig | None = None,
+    *,
+    reference: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None,
+    work_dir: Path | None = None,
+) -> InfraValidationResult:
+    """Load ``saved_model_dir`` in a sandboxed server and compare served with offline answers.
+
+    ``reference`` is what the served answers must equal; by default the same SavedModel loaded
+    in-process. Returns a result with ``passed`` and the ``reason``; never promotes anything.
+    """
+    from recflow.models import load_recommender
+    from recflow.serving.client import ServingClient
+
+    cfg = cfg or InfraValidationConfig()
+    saved_model_dir = Path(saved_model_dir)
+    result = InfraValidationResult(passed=False, reason="")
+    if not (saved_model_dir / "saved_model.pb").is_file():
+        result.reason = f"expected a SavedModel at {saved_model_dir}, found no saved_model.pb"
+        return result
+    try:
+        # The warmup requests, then one user the model never saw (the cold-start path).
+        batches = _users_of(read_warmup_requests(saved_model_dir))
+        batches.append(np.asarray([COLD_START_USER], dtype=object))
+    except ContractError as exc:
+        result.reason = str(exc)
+        return result
+    last_error = ""
+    with tempfile.TemporaryDirectory(prefix="recflow-infra-", dir=work_dir) as tmp:
+        for attempt in range(1, max(1, cfg.attempts) + 1):
+            result.attempts = attempt
+            sandbox = _Sandbox(saved_model_dir, Path(tmp), cfg)
+            result.server = sandbox.name
+            try:
+                sandbox.start()
+                with ServingClient(sandbox.address, timeout=cfg.request_timeout_seconds) as client:
+                    result.load_seconds = round(_load(sandbox, client), 3)
+                    try:
+                        offline = reference or load_recommender(saved_model_dir)
+                    except ContractError as exc:
+                        raise _Refused(f"the SavedModel does not load in-process: {exc}") from None
+                    result.rows, result.problems = _replay(sandbox, client, batches, offline)
+                    result.requests = len(batches)
+                if result.problems:
+                    result.reason = (
+                        f"served answers differ from the offline model's in "
+                        f"{len(result.problems)} place(s): " + "; ".join(result.problems[:5])
+                    )
+                    return result
+                result.passed = True
+                result.reason = (
+                    f"loaded in {sandbox.name} in {result.load_seconds:.1f} s and answered "
+                    f"{result.requests} requests ({result.rows} users) exactly as offline"
+                )
+                return result
+            except _Refused as exc:
+                result.reason = str(exc)
+                return result
+            except (ServerUnavailable, ModelNotReady) as exc:
+                # Infrastructure trouble (port taken, slow start): worth another sandbox.
+                last_error = f"attempt {attempt}: {exc}"
+            finally:
+                sandbox.stop()
+    result.reason = (
+        f"the sandbox could not validate the model in {cfg.attempts} attempt(s); last: {last_error}"
+    )
+    return result

@@ -1,0 +1,114 @@
+"""Rollback: serving label ``stable`` and MLflow alias ``champion`` go back to an earlier version.
+
+The target is the version with alias ``previous`` unless one is given. It is re-installed
+from the registry if its folder left the model base path, loaded beside the current stable
+version, and only then does ``stable`` move (``Promoter.rollback``). In the registry the target
+becomes ``champion`` again; the rolled-back version gets alias ``rolled_back`` and tags
+``serving=rolled_back`` and ``rollback.reason``; the whole step is an MLflow run of its own.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from recflow.config import PipelineConfig
+from recflow.errors import ConfigError, PromotionError, RecflowError
+from recflow.pipeline.context import RunContext, make_promoter, make_registry, say, tracking_run
+from recflow.registry import Registry
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+ROLLED_BACK = "rolled_back"
+ROLLBACK_PARAMS = ("target_version", "reason")
+
+
+def run(
+    cfg: PipelineConfig,
+    ctx: RunContext,
+    registry: Registry | None = None,
+    promoter: Any = None,
+    *,
+    target_version: int | None = None,
+    reason: str = "",
+) -> dict[str, Any]:
+    from recflow.promotion import STABLE, install_version
+
+    registry = registry or make_registry(cfg)
+    promoter = promoter or make_promoter(cfg)
+    name = cfg.registry.model_name
+    reason = reason.strip() or "no reason given"
+    mlflow_run = tracking_run(cfg, ctx, registry)
+    # A retried task finds the target it chose in its run (alias previous is gone by then).
+    done_before = registry.get_run(mlflow_run).tags.get("rollback.to_version")
+    registry.set_tags(mlflow_run, {"rollback.reason": reason, "decision": "rollback"})
+    try:
+        if target_version is None and done_before:
+            target_version = int(done_before)
+        if target_version is None:
+            previous = registry.get_version_by_alias(name, PREVIOUS)
+            if previous is None:
+                raise PromotionError(
+                    f"no version of {name} has alias {PREVIOUS!r}: nothing to roll back to; "
+                    "pass target_version explicitly"
+                )
+            target_version = previous.version
+        target = int(target_version)
+        registry.get_version(name, target)  # raises RegistryError for an unknown version
+        current = promoter.label(STABLE)
+        if current is None:
+            raise PromotionError(
+                f"label {STABLE} is not set in {promoter.config_file}: nothing is being served "
+                "to roll back from"
+            )
+        if not (promoter.model_dir / str(target) / "saved_model.pb").is_file():
+            say(f"rollback: version {target} is not under {promoter.model_dir}; fetching it")
+            with tempfile.TemporaryDirectory(prefix="recflow-rollback-") as tmp:
+                fetched = registry.download_version(name, target, Path(tmp) / "model")
+                install_version(fetched, promoter.model_dir, target)
+        say(f"rollback: moving {STABLE} from version {current} back to {target} ({reason})")
+        rolled_back = promoter.rollback(target)
+    except RecflowError as error:
+        registry.set_tags(mlflow_run, {"rollback.error": str(error)})
+        registry.end_run(mlflow_run, "FAILED")
+        say(f"rollback: FAILED: {error}")
+        raise
+    registry.set_alias(name, CHAMPION, target)
+    registry.set_version_tag(name, target, "serving", "stable")
+    if rolled_back != target:
+        registry.set_alias(name, ROLLED_BACK, rolled_back)
+        registry.set_version_tag(name, rolled_back, "serving", "rolled_back")
+        registry.set_version_tag(name, rolled_back, "rollback.reason", reason)
+    prev = registry.get_version_by_alias(name, PREVIOUS)
+    if prev is not None and prev.version == target:
+        registry.delete_alias(name, PREVIOUS)  # it is the champion again, not a fallback
+    registry.set_tags(
+        mlflow_run,
+        {"rollback.from_version": str(rolled_back), "rollback.to_version": str(target)},
+    )
+    registry.end_run(mlflow_run, "FINISHED")
+    say(f"rollback: version {target} is stable and champion again; v{rolled_back} rolled back")
+    return {"version": target, "rolled_back": rolled_back, "reason": reason}
+
+
+def from_airflow(context: Mapping[str, Any]) -> tuple[PipelineConfig, RunContext, dict[str, Any]]:
+    """Config, run identity and the rollback's own params (target_version, reason)."""
+    from recflow.config import from_params
+
+    params = dict(context["params"])
+    own = {k: params.pop(k, None) for k in ROLLBACK_PARAMS}
+    target = own["target_version"]
+    if target not in (None, ""):
+        try:
+            target = int(target)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"target_version: expected a version number or empty, found {target!r}"
+            ) from None
+    else:
+        target = None
+    cfg = from_params(params)
+    ctx = RunContext.create(cfg, context["dag"].dag_id, context["run_id"])
+    return cfg, ctx, {"target_version": target, "reason": str(own["reason"] or "")}
