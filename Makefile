@@ -14,7 +14,7 @@ export SCARF_ANALYTICS := false
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install system-deps demo demo-movielens test test-unit lint typecheck clean bench-ope bench-serving
+.PHONY: install system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality
 
 install: $(STAMP)
 
@@ -32,6 +32,20 @@ demo: install
 
 demo-movielens: install
 	$(BIN)/python -m recflow.demo --data $(or $(DATA),../shared/datasets/movielens-100k) $(DEMO_ARGS)
+
+# Local UIs on the same $(RECFLOW_HOME) as the demo; each runs in the foreground (Ctrl-C stops it).
+AIRFLOW_PORT ?= 8080
+MLFLOW_PORT ?= 5000
+SERVE_PORT ?= 8500
+
+airflow: install
+	$(BIN)/python -m recflow.launch airflow --port $(AIRFLOW_PORT)
+
+mlflow: install
+	$(BIN)/python -m recflow.launch mlflow --port $(MLFLOW_PORT)
+
+serve: install
+	$(BIN)/python -m recflow.launch serve --port $(SERVE_PORT)
 
 # Debian packages some tests need: docker-compose (validates the compose file without an engine)
 # and chromium (the browser test). Installed when missing and we are root; otherwise those
@@ -61,6 +75,10 @@ typecheck: install
 # OBD=<Open Bandit sample folder> DATA=<MovieLens-100K folder>; writes bench/results/ope.{json,md}
 bench-ope: install
 	$(BIN)/python bench/ope.py --data $(or $(OBD),../shared/datasets/open-bandit-small) --movielens $(or $(DATA),../shared/datasets/movielens-100k) --out bench/results
+
+# Every model, both evaluation protocols, on MovieLens-100K; writes bench/results/quality.{json,md}
+bench-quality: install
+	$(BIN)/python bench/quality.py --data $(or $(DATA),../shared/datasets/movielens-100k) --out bench/results
 
 # Top-10 Predict latency over gRPC (one client, open-loop rates); writes bench/results/serving.{json,md}
 bench-serving: install

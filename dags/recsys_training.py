@@ -6,8 +6,9 @@ This file only wires tasks; each step's logic lives in ``recflow.pipeline.<stage
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import Asset, dag, get_current_context, task
 
+from recflow.pipeline.landing import HISTORY_ASSET_URI
 from recflow.pipeline.params import training_params
 
 DOC_MD = """
@@ -20,17 +21,20 @@ and recorded in MLflow.
 |---|---|
 | `ingest` | reads the data source (synthetic, MovieLens-100K/1M, CSV/Parquet) into canonical tables under the run's folder |
 | `validate` | Great Expectations suites: schema, nulls, rating range, duplicates, timestamps, item references, minimum counts; Data Docs are logged to MLflow. **A failure stops the run.** |
+| `check_drift` | drift and training/serving skew against the champion's training data (item popularity, user activity, ratings, unseen users/items, requested users in serving logs). **A batch beyond the limits is quarantined and the run stops**; `accept_drift: true` releases it. |
 | `build_features` | chronological leave-last-out split (ties broken by log order), user and item profiles from training data only |
 | `train` | fits the chosen model (epoch progress in the task log) |
 | `export_model` | writes a SavedModel in the serving contract (`serving_default`: `user_id` -> top-K `item_ids`, `scores`, `titles`) with warmup requests, checked in a fresh TensorFlow-only process |
 | `evaluate` | full-ranking HR/NDCG/MRR/coverage@K on validation and test for the candidate, popularity and the current champion (re-scored on this split) |
 | `gate` | absolute floors, lift over popularity, and the champion rule (non-inferiority or superiority). **Declining skips the steps below; the run still succeeds and the reasons are in the log and in MLflow.** |
 | `register` | MLflow model version with alias `challenger` |
+| `infra_validate` | loads the version in a sandboxed model server (free port, temporary base path), waits for AVAILABLE, replays the model's warmup requests over gRPC and compares the answers with the offline model. **A model that fails to load or answers differently is refused: tag `infra_validation`, alias `challenger` removed, run FAILED.** |
 | `deploy_canary` | copies the version into the model base path and loads it under TF Serving label `canary` |
 | `verify_canary` | gRPC Predict through `canary` must equal the exported model's answers |
 | `promote_stable` | label `stable` and alias `champion` move to it; the old champion becomes `previous` |
+| `report_run` | logs plots (training curves, candidate vs popularity vs champion, metrics per slice, long-tail coverage by item-popularity decile) and `report/summary.md` (data, decision and reasons, metrics with deltas vs champion) to the run in MLflow, for promoted and declined candidates alike |
 
-Params are grouped in the trigger form: data, validation, model, gate, registry and serving.
+Params are grouped in the trigger form by section (data, validation, model and training, evaluation and gate, drift and skew, registry and serving); each field says what it does and its bounds.
 """
 
 
@@ -42,7 +46,9 @@ def _stage():
 
 @dag(
     dag_id="recsys_training",
-    schedule=None,
+    # New history landed by recsys_ingest starts a run (on data_source "history"); manual
+    # triggers work as before.
+    schedule=[Asset(HISTORY_ASSET_URI)],
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -55,11 +61,18 @@ def recsys_training():
     def ingest() -> dict:
         from recflow.pipeline import ingest as stage
 
-        return stage.run(*_stage())
+        asset_run = bool(get_current_context().get("triggering_asset_events"))
+        return stage.run(*_stage(), triggered_by_asset=asset_run)
 
     @task
     def validate(_: dict) -> dict:
         from recflow.pipeline import validate as stage
+
+        return stage.run(*_stage())
+
+    @task
+    def check_drift(_: dict) -> dict:
+        from recflow.pipeline import drift as stage
 
         return stage.run(*_stage())
 
@@ -87,7 +100,9 @@ def recsys_training():
 
         return stage.run(*_stage())
 
-    @task.short_circuit
+    # Skip only the direct downstream (register, and by all_success the promotion steps after
+    # it), so that report_run still runs for a declined candidate.
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
     def gate(_: dict) -> bool:
         from recflow.pipeline import gate as stage
 
@@ -96,6 +111,12 @@ def recsys_training():
     @task
     def register() -> dict:
         from recflow.pipeline import register as stage
+
+        return stage.run(*_stage())
+
+    @task
+    def infra_validate(_: dict) -> dict:
+        from recflow.pipeline import infra_validate as stage
 
         return stage.run(*_stage())
 
@@ -117,10 +138,19 @@ def recsys_training():
 
         return deploy.promote(*_stage())
 
-    evaluated = evaluate(export_model(train(build_features(validate(ingest())))))
+    # Plots and a summary in MLflow for promoted and declined candidates alike; a run that
+    # failed before evaluation (e.g. validation) leaves it upstream_failed, so the run fails.
+    @task(trigger_rule="none_failed_min_one_success")
+    def report_run() -> dict:
+        from recflow import reporting
+
+        return reporting.log_run_report(*_stage())
+
+    evaluated = evaluate(export_model(train(build_features(check_drift(validate(ingest()))))))
     registered = register()
     gate(evaluated) >> registered
-    promote_stable(verify_canary(deploy_canary(registered)))
+    promoted = promote_stable(verify_canary(deploy_canary(infra_validate(registered))))
+    [evaluated, promoted] >> report_run()
 
 
 recsys_training()

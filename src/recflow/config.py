@@ -123,6 +123,7 @@ class TrainConfig:
     sqn_target_every: int = 100  # training steps between target-network updates
     sqn_tau: float = 1.0  # 1: copy at each update; < 1: Polyak averaging
     sqn_q_weight: float = 1.0  # weight of the Q loss next to the cross-entropy
+    sqn_negatives: int = 0  # unlogged actions per state in the Q loss (SNQN); 0: SQN as published
     sqn_serve_head: str = "supervised"  # "supervised" | "q": head sasrec_sqn serves
 
 
@@ -272,6 +273,7 @@ _FLAT_PARAMS: dict[str, tuple[str | None, str]] = {
     "sqn_target_every": ("train", "sqn_target_every"),
     "sqn_tau": ("train", "sqn_tau"),
     "sqn_q_weight": ("train", "sqn_q_weight"),
+    "sqn_negatives": ("train", "sqn_negatives"),
     "sqn_serve_head": ("train", "sqn_serve_head"),
     "k": (None, "eval_k"),
     "gate_metric": ("gate", "metric"),
@@ -317,6 +319,11 @@ def _coerce(value: Any, current: Any, name: str) -> Any:
         return current
     try:
         if isinstance(current, bool):
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return lowered in ("true", "1", "yes")
             return bool(value)
         if isinstance(current, int):
             if isinstance(value, float) and not value.is_integer():

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,13 +40,49 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+HEARTBEAT_SECONDS = 30.0
+
+
+class _Progress:
+    """Prints progress lines with elapsed seconds, and a heartbeat when nothing was printed for
+    HEARTBEAT_SECONDS: a step such as training on MovieLens can be quiet for a while, and a
+    silent terminal looks like a hang."""
+
+    def __init__(self, heartbeat: float = HEARTBEAT_SECONDS) -> None:
+        self.started = self.last = time.monotonic()
+        self.heartbeat = heartbeat
+        self.task = ""
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def __enter__(self) -> _Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def say(self, text: str) -> None:
+        with self._lock:
+            now = time.monotonic()
+            print(f"  {now - self.started:6.1f}s  {text}", flush=True)
+            self.last = now
+
+    def _beat(self) -> None:
+        while not self._done.wait(1.0):
+            if time.monotonic() - self.last >= self.heartbeat:
+                where = f"in task {self.task}" if self.task else "starting Airflow"
+                self.say(f"... still running ({where})")
+
+
 def _run_dag(conf: dict, env: dict[str, str], log_path: Path) -> tuple[str, str]:
     """Run the DAG, echo our progress lines, keep Airflow's full output in ``log_path``."""
     cmd = ["airflow", "dags", "test", DAG_ID, "-c", json.dumps(conf)]
     print(f"$ {' '.join(cmd[:4])} -c '{json.dumps(conf)}'   (full log: {log_path})", flush=True)
-    run_id, state, last_task = "", "unknown", ""
-    started = time.monotonic()
-    with open(log_path, "w", encoding="utf-8") as log:
+    run_id, state = "", "unknown"
+    with open(log_path, "w", encoding="utf-8") as log, _Progress() as progress:
         proc = subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -53,16 +90,16 @@ def _run_dag(conf: dict, env: dict[str, str], log_path: Path) -> tuple[str, str]
         for line in proc.stdout:
             log.write(line)
             if "[recflow]" in line:
-                print(f"  {time.monotonic() - started:6.1f}s  {line.strip()}", flush=True)
+                progress.say(line.strip())
             task = _TASK_ID.search(line)
             if task:
-                last_task = task.group(1)
+                progress.task = task.group(1)
             if "Task instance state updated" in line:
                 new_state = _TASK_STATE.search(line)
                 if new_state and new_state.group(1) in ("failed", "skipped"):
-                    print(f"  task {last_task}: {new_state.group(1)}", flush=True)
+                    progress.say(f"task {progress.task}: {new_state.group(1)}")
             if "Skipping downstream tasks" in line and "short_circuit" in line:
-                print("  gate declined: promotion tasks are skipped", flush=True)
+                progress.say("gate declined: promotion tasks are skipped")
             finished = _FINISHED.search(line)
             if finished:
                 run_id, state = finished.group(2), finished.group(3)
@@ -88,8 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
 
     print(f"recflow demo: work folder {work_dir}", flush=True)
-    subprocess.run(["airflow", "db", "migrate"], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["airflow", "db", "migrate"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
     server = None
     if port_open(cfg.serving.host, cfg.serving.grpc_port):
@@ -104,8 +146,19 @@ def main(argv: list[str] | None = None) -> int:
         run_id, state = _run_dag(conf, env, logs / f"dag-{stamp}.log")
         print(f"DAG run {run_id or '?'} finished: {state} ({time.monotonic() - t0:.0f} s)")
         if state != "success":
-            print(f"the run did not succeed; see {logs / f'dag-{stamp}.log'}", file=sys.stderr)
+            print(
+                f"the run did not succeed: the failed task is named above; its error is in "
+                f"{logs / f'dag-{stamp}.log'} (search for 'ERROR'). Fix the cause (data, params "
+                "in --conf, a busy --port) and run the demo again; `make airflow` shows the "
+                "same run in the Airflow UI.",
+                file=sys.stderr,
+            )
             return 1
+        print(
+            "plots and a summary of this run are in MLflow: `make mlflow`, experiment "
+            f"'{cfg.registry.experiment}', run '{DAG_ID}:{run_id}', Artifacts > report/",
+            flush=True,
+        )
         return _show_recommendations(cfg, run_id, args)
     finally:
         if server is not None:
@@ -155,8 +208,10 @@ def _show_recommendations(cfg, run_id: str, args: argparse.Namespace) -> int:
     for item in seen[ITEM_ID].astype(str).tail(5):
         print(f"  - {titles.get(item, item)}")
     if held_out:
-        print("held out for evaluation (the model never saw them): "
-              + ", ".join(titles.get(i, i) for i in held_out))
+        print(
+            "held out for evaluation (the model never saw them): "
+            + ", ".join(titles.get(i, i) for i in held_out)
+        )
     with _quiet_native_stderr():
         import tensorflow  # noqa: F401  (its start-up chatter would bury the answer)
     try:

@@ -3,6 +3,13 @@
 A declined candidate is a normal outcome, not an error: :func:`decide` returns a
 :class:`GateDecision` whose reasons say why. Only a gate that cannot be evaluated (a floor
 or metric that was not computed, an unknown rule) raises :class:`ConfigError`.
+
+Given per-user values of the gate metric for candidate and champion (same users, same
+order), the champion rule is decided on a paired bootstrap interval of the per-user
+difference candidate - champion, so noise neither promotes nor blocks a model:
+superiority needs the interval's lower end above ``min_improvement`` (default 0: the whole
+interval above zero); non-inferiority needs it above ``-tolerance``. Without per-user values
+the rule compares the two means (the original behaviour).
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from recflow.config import GATE_RULES, GateConfig
 from recflow.errors import ConfigError
 
@@ -20,7 +29,7 @@ from recflow.errors import ConfigError
 class GateCheck:
     """One check. ``baseline`` is the compared model's value (popularity/champion) if any."""
 
-    name: str  # "floor", "lift_over_popularity" or "champion"
+    name: str  # "floor", "slice_floor", "lift_over_popularity" or "champion"
     metric: str  # e.g. "ndcg@10"
     value: float  # the candidate's value
     threshold: float | None  # what value had to reach (None when skipped)
@@ -28,6 +37,8 @@ class GateCheck:
     baseline: float | None = None
     skipped: bool = False
     message: str = ""
+    # paired bootstrap interval of candidate - champion, when per-user values were given
+    interval: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,25 +146,109 @@ def _champion_check(
     return GateCheck("champion", metric, value, threshold, ok, base, message=msg)
 
 
+def _slice_floor_checks(
+    slices: Mapping[str, Mapping[str, float]] | None, cfg: GateConfig, metric: str
+) -> list[GateCheck]:
+    checks = []
+    for name, floor in sorted(cfg.slice_floors.items()):
+        if slices is None or name not in slices:
+            found = sorted(slices) if slices else []
+            raise ConfigError(
+                f"gate slice floor {name!r}: expected sliced metrics for it, found only slices "
+                f"{found}; fix the slice name (e.g. 'activity:cold', 'popularity:tail', "
+                "'genre:Drama') or drop the floor"
+            )
+        value = _get(slices[name], metric, f"slice {name!r}", f"slice floor on {name!r}")
+        ok = value >= floor
+        relation = "is at or above" if ok else "is below"
+        checks.append(
+            GateCheck(
+                "slice_floor",
+                f"{name}/{metric}",
+                value,
+                float(floor),
+                ok,
+                message=f"{name} {metric} {_fmt(value)} {relation} the floor {_fmt(floor)}",
+            )
+        )
+    return checks
+
+
+def _bootstrap_champion_check(
+    value: float,
+    base: float,
+    candidate_per_user: np.ndarray,
+    champion_per_user: np.ndarray,
+    cfg: GateConfig,
+    metric: str,
+) -> GateCheck:
+    from recflow.evaluation.bootstrap import paired_bootstrap
+
+    ci = paired_bootstrap(
+        candidate_per_user,
+        champion_per_user,
+        samples=cfg.bootstrap_samples,
+        confidence=cfg.confidence,
+        seed=cfg.bootstrap_seed,
+    )
+    if cfg.rule == "non-inferiority":
+        threshold = -cfg.tolerance
+        need = f"lower end above -tolerance = {-cfg.tolerance:g}"
+    else:
+        threshold = cfg.min_improvement
+        need = f"lower end above min_improvement = {cfg.min_improvement:g}"
+    ok = ci.low > threshold
+    interval = (ci.low, ci.high)
+    pct = f"{100 * cfg.confidence:g}%"
+    detail = (
+        f"{metric} {_fmt(value)} vs champion {_fmt(base)}: paired bootstrap {pct} interval of "
+        f"the per-user difference [{ci.low:+.4f}, {ci.high:+.4f}] over {ci.users} users"
+    )
+    if ok:
+        msg = f"{detail} meets {cfg.rule} ({need})"
+    else:
+        msg = f"{detail} fails {cfg.rule}: needed its {need}"
+    return GateCheck("champion", metric, value, threshold, ok, base, message=msg, interval=interval)
+
+
 def decide(
     candidate: Mapping[str, float],
     popularity: Mapping[str, float],
     champion: Mapping[str, float] | None,
     cfg: GateConfig,
     k: int,
+    *,
+    candidate_per_user: np.ndarray | None = None,
+    champion_per_user: np.ndarray | None = None,
+    slices: Mapping[str, Mapping[str, float]] | None = None,
 ) -> GateDecision:
-    """Apply floors, lift over popularity and the champion rule to validation metrics.
+    """Apply floors, slice floors, lift over popularity and the champion rule.
 
     All metrics must come from the same split and evaluator (the champion re-scored, not
-    its logged metrics). NaN values fail every comparison.
+    its logged metrics). NaN values fail every comparison. ``candidate_per_user`` and
+    ``champion_per_user`` (the gate metric per evaluated user, same users in the same order)
+    switch the champion rule to the paired bootstrap; ``slices`` (slice name -> candidate
+    metrics) feeds ``cfg.slice_floors``.
     """
     if cfg.rule not in GATE_RULES:
         raise ConfigError(f"gate rule: expected one of {GATE_RULES}, found {cfg.rule!r}")
     metric = f"{cfg.metric}@{k}"
+    champion_check = _champion_check(candidate, champion, cfg, metric)
+    paired = candidate_per_user is not None and champion_per_user is not None
+    if champion is not None and paired and not champion_check.skipped:
+        champion_check = _bootstrap_champion_check(
+            champion_check.value,
+            float(champion_check.baseline or 0.0),
+            np.asarray(candidate_per_user),
+            np.asarray(champion_per_user),
+            cfg,
+            metric,
+        )
     checks = [
         *_floor_checks(candidate, cfg, k),
+        *_slice_floor_checks(slices, cfg, metric),
         _lift_check(candidate, popularity, cfg, metric),
-        _champion_check(candidate, champion, cfg, metric),
+        champion_check,
     ]
     checks = [_nan_failed(c) if math.isnan(c.value) and not c.skipped else c for c in checks]
     passed = all(c.passed for c in checks)
@@ -170,4 +265,5 @@ def _nan_failed(check: GateCheck) -> GateCheck:
         False,
         check.baseline,
         message=f"{check.metric} is NaN: the candidate's evaluation is broken",
+        interval=check.interval,
     )

@@ -25,21 +25,26 @@ if dag is not None:
     out["tasks"] = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
     out["params"] = {k: {**dag.params.get_param(k).schema, "description": dag.params.get_param(k).description} for k in dag.params.keys()}
     out["doc_md"] = bool(dag.doc_md)
+    out["trigger_rules"] = {t.task_id: getattr(t.trigger_rule, "value", str(t.trigger_rule)) for t in dag.tasks}
+    out["gate_skips_all"] = getattr(dag.get_task("gate"), "ignore_downstream_trigger_rules", None)
 print("RESULT" + json.dumps(out))
 """
 
 EXPECTED_EDGES = {
     "ingest": ["validate"],
-    "validate": ["build_features"],
+    "validate": ["check_drift"],
+    "check_drift": ["build_features"],
     "build_features": ["train"],
     "train": ["export_model"],
     "export_model": ["evaluate"],
-    "evaluate": ["gate"],
+    "evaluate": ["gate", "report_run"],
     "gate": ["register"],
-    "register": ["deploy_canary"],
+    "register": ["infra_validate"],
+    "infra_validate": ["deploy_canary"],
     "deploy_canary": ["verify_canary"],
     "verify_canary": ["promote_stable"],
-    "promote_stable": [],
+    "promote_stable": ["report_run"],
+    "report_run": [],
 }
 
 
@@ -64,6 +69,14 @@ def test_no_import_errors(parsed):
 
 def test_tasks_and_edges(parsed):
     assert parsed["tasks"] == EXPECTED_EDGES
+
+
+def test_report_runs_for_declined_candidates_but_not_after_failures(parsed):
+    # The gate skips only its direct downstream; report_run runs when promotion was skipped
+    # (declined) or succeeded, and is upstream_failed when an earlier step failed.
+    assert parsed["gate_skips_all"] is False
+    assert parsed["trigger_rules"]["report_run"] == "none_failed_min_one_success"
+    assert parsed["trigger_rules"]["deploy_canary"] == "all_success"
 
 
 def test_parse_does_not_import_heavy_libraries(parsed):

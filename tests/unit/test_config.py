@@ -55,3 +55,10 @@ def test_every_param_has_a_trigger_form_entry():
     for name, (_, schema) in spec.items():
         assert schema.get("title") and schema.get("description"), name
         assert schema.get("section"), name
+
+
+def test_boolean_params_accept_strings():
+    assert config.from_params({"accept_drift": "false"}).drift.accept_drift is False
+    assert config.from_params({"accept_drift": "true"}).drift.accept_drift is True
+    with pytest.raises(ConfigError, match="accept_drift"):
+        config.from_params({"accept_drift": "maybe"})

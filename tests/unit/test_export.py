@@ -100,7 +100,7 @@ def test_mlp_export_meets_contract(mlp_dir, features):
     assert summary["n_items"] == N_ITEMS
     assert summary["contract_version"] == contract.CONTRACT_VERSION
     assert summary["warmup_records"] == 1
-    assert set(summary["outputs"]) == set(contract.OUTPUTS)
+    assert set(summary["outputs"]) == set(contract.required_outputs(contract.CONTRACT_VERSION))
     assert not list(mlp_dir.parent.glob(".1.tmp-*")), "scratch folder left behind"
 
 

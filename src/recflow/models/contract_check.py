@@ -103,6 +103,13 @@ if hasattr(m, args["version_attr"]):
     summary["contract_version"] = found
     if found.split(".")[0] != args["contract_version"].split(".")[0]:
         problem(f"{args['version_attr']}: expected major version of {args['contract_version']!r}, found {found!r}")
+    # Outputs added by minor versions are required from the version the model claims on.
+    def vt(v):
+        return tuple(int(p) for p in v.split(".") if p.isdigit())
+    for name, (dtype, shape, since) in args["versioned_outputs"].items():
+        if vt(found) >= vt(since):
+            args["outputs"][name] = [dtype, shape]
+            expect("output", outputs, name, dtype, shape)
 
 ids = list(args["sample_user_ids"]) + [args["unknown_user_id"]]
 if not problems:
@@ -128,6 +135,11 @@ if not problems:
             problem(f"item_ids for user {uid!r}: expected catalogue ids, found {unknown_items[:5]}")
         if len(set(i for i in items if i)) != len([i for i in items if i]):
             problem(f"item_ids for user {uid!r}: expected no repeats, found {items}")
+        if args["reasons_name"] in out:
+            reasons = [r.decode() for r in out[args["reasons_name"]][row].tolist()]
+            blank = [j for j, (i, r) in enumerate(zip(items, reasons)) if i and not r]
+            if blank:
+                problem(f"reasons for user {uid!r}: expected a reason for every returned item, found none at positions {blank[:5]}")
     # Cold start excludes nothing, so its answer must be score_all's own top K.
     unknown_top = sorted(raw[-1].tolist(), reverse=True)[:k]
     diff = max(abs(a - b) for a, b in zip(unknown_top, scores[-1].tolist()))
@@ -183,6 +195,8 @@ def check_contract(
         "item_ids_name": contract.OUTPUT_ITEM_IDS,
         "inputs": contract.INPUTS,
         "outputs": contract.OUTPUTS,
+        "versioned_outputs": contract.VERSIONED_OUTPUTS,
+        "reasons_name": contract.OUTPUT_REASONS,
         "top_k": top_k,
         "sample_user_ids": [str(u) for u in sample_user_ids],
         "unknown_user_id": UNKNOWN_USER_ID,

@@ -37,6 +37,7 @@ def _seen_csr(features: Features) -> tuple[np.ndarray, np.ndarray]:
 def _build_module(model: Any, features: Features, top_k: int) -> Any:
     import tensorflow as tf
 
+    from recflow.models.explain import build_explainer
     from recflow.models.ranking_mlp import score_matrix
 
     n_items = features.n_items
@@ -67,6 +68,8 @@ def _build_module(model: Any, features: Features, top_k: int) -> Any:
             self.contract_version = tf.Variable(
                 contract.CONTRACT_VERSION, dtype=tf.string, trainable=False
             )
+            # Reasons shown next to each item (contract 1.1): tables of recflow.models.explain.
+            self.explainer = build_explainer(features)
             # Tracking the Keras variables embeds the weights; the Keras model itself is not
             # saved, so loading needs no Keras or custom objects.
             self.model_variables = list(model.variables) if model is not None else []
@@ -109,6 +112,7 @@ def _build_module(model: Any, features: Features, top_k: int) -> Any:
                 contract.OUTPUT_TITLES: tf.where(
                     valid, tf.gather(self.item_titles, top.indices), ""
                 ),
+                contract.OUTPUT_REASONS: self.explainer.reasons(idx, top.indices, valid),
             }
 
     return Recommender()

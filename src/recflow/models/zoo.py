@@ -100,6 +100,80 @@ _KINDS: dict[str, ModelKind] = {
 }
 
 
+# -- ease, neumf (modules imported on use: TensorFlow stays out of DAG parsing) --------------
+def _fit_ease(
+    features: Features, split: Split, cfg: TrainConfig, progress: Progress, train_dir: Path
+) -> dict[str, Any]:
+    from recflow.models import ease
+
+    return ease.fit(features, split, cfg, progress, train_dir)
+
+
+def _export_ease(
+    train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
+) -> Path:
+    from recflow.models import ease
+
+    return ease.export(train_dir, features, out_dir, top_k, warmup)
+
+
+def _fit_neumf(
+    features: Features, split: Split, cfg: TrainConfig, progress: Progress, train_dir: Path
+) -> dict[str, Any]:
+    from recflow.models import neumf
+
+    return neumf.fit(features, split, cfg, progress, train_dir)
+
+
+def _export_neumf(
+    train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
+) -> Path:
+    from recflow.models import neumf
+
+    return neumf.export(train_dir, features, out_dir, top_k, warmup)
+
+
+_KINDS["ease"] = ModelKind(
+    "ease",
+    "EASE: closed-form item-item model (Steck 2019), scores = x_u B; strength ease_lambda",
+    _fit_ease,
+    _export_ease,
+)
+_KINDS["neumf"] = ModelKind(
+    "neumf",
+    "NeuMF (He et al. 2017): GMF + MLP branches fused, implicit feedback, sampled negatives",
+    _fit_neumf,
+    _export_neumf,
+)
+
+
+# -- sasrec, sasrec_sqn (models/sasrec.py, imported on use) -----------------------------------
+def _sasrec_kind(name: str, description: str) -> ModelKind:
+    def fit(
+        features: Features, split: Split, cfg: TrainConfig, progress: Progress, train_dir: Path
+    ) -> dict[str, Any]:
+        from recflow.models import sasrec
+
+        return sasrec.fit(name, features, split, cfg, progress, train_dir)
+
+    def export(
+        train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
+    ) -> Path:
+        from recflow.models import sasrec
+
+        return sasrec.export(train_dir, features, out_dir, top_k, warmup)
+
+    return ModelKind(name, description, fit, export)
+
+
+_KINDS["sasrec"] = _sasrec_kind(
+    "sasrec", "SASRec (Kang & McAuley 2018): causal Transformer over each user's item sequence"
+)
+_KINDS["sasrec_sqn"] = _sasrec_kind(
+    "sasrec_sqn", "SASRec + SQN Q-learning head (Xin et al. 2020); serves sqn_serve_head"
+)
+
+
 def register_kind(kind: ModelKind) -> None:
     """Add a model kind (its name must also be listed in ``recflow.config.MODELS``)."""
     _KINDS[kind.name] = kind

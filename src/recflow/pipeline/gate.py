@@ -1,12 +1,29 @@
-"""Stage 7: bless or decline the candidate. Declining is a normal outcome, not a failure."""
+"""Stage 7: bless or decline the candidate. Declining is a normal outcome, not a failure.
+
+With a champion, the rule is decided on a paired bootstrap over users of the per-user
+validation NDCG (``per_user_ndcg.npz`` from evaluate) when the gate metric is NDCG; slice
+floors read the candidate's sliced validation metrics.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from recflow.config import PipelineConfig
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
 from recflow.registry import Registry
+
+
+def _per_user(evaluation: dict[str, Any], metric: str) -> dict[str, Any]:
+    """Per-user NDCG arrays saved by evaluate (empty when absent or the metric is not NDCG)."""
+    import numpy as np
+
+    path = evaluation.get("per_user_file")
+    if metric != "ndcg" or not path or not Path(path).exists():
+        return {}
+    with np.load(path) as data:
+        return {name: data[name] for name in data.files}
 
 
 def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
@@ -16,12 +33,16 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
     mlflow_run = tracking_run(cfg, ctx, registry)
     evaluation = ctx.read_json("evaluation.json")
     champion = evaluation["champion"]
+    per_user = _per_user(evaluation, cfg.gate.metric)
     decision = decide(
         evaluation["candidate"]["validation"],
         evaluation["popularity"]["validation"],
         champion["validation"] if champion else None,
         cfg.gate,
         cfg.eval_k,
+        candidate_per_user=per_user.get("candidate"),
+        champion_per_user=per_user.get("champion"),
+        slices=(evaluation.get("slices") or {}).get("candidate"),
     )
     record = decision.to_dict()
     record["champion_version"] = evaluation.get("champion_version")

@@ -46,7 +46,7 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
         "max_rating": (v.max_rating, {"type": "number", "section": VALIDATION,
             "title": "Maximum rating", "description": "Highest valid rating (inclusive)."}),
         "model": (t.model, {"type": "string", "enum": list(MODELS), "section": MODEL,
-            "title": "Model", "description": "ranking_mlp: deep ranking network (embeddings + profile features -> Dense 64-32-1); popularity: the baseline itself; ease: closed-form item-item model (Steck 2019); neumf: GMF + MLP (He et al. 2017); other kinds are described in the model zoo."}),
+            "title": "Model", "description": "ranking_mlp: deep ranking network (embeddings + profile features -> Dense 64-32-1); popularity: the baseline itself; ease: closed-form item-item model (Steck 2019); neumf: GMF + MLP (He et al. 2017); sasrec: causal Transformer over each user's item sequence (Kang & McAuley 2018), sasrec_sqn: the same plus an SQN Q-learning head (Xin et al. 2020), both with sasrec_* settings; other kinds are described in the model zoo."}),
         "epochs": (t.epochs, {"type": "integer", "minimum": 1, "maximum": 500, "section": MODEL,
             "title": "Epochs", "description": "Passes over the training interactions (negatives are re-sampled each epoch)."}),
         "batch_size": (t.batch_size, {"type": "integer", "minimum": 16, "maximum": 65536, "section": MODEL,
@@ -89,6 +89,8 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
             "title": "SQN target update rate", "description": "model=sasrec_sqn: 1 = copy the online network at each update; < 1 = Polyak averaging."}),
         "sqn_q_weight": (t.sqn_q_weight, {"type": "number", "minimum": 0, "maximum": 100, "section": MODEL,
             "title": "SQN Q-loss weight", "description": "model=sasrec_sqn: weight of the Q-learning loss next to the cross-entropy."}),
+        "sqn_negatives": (t.sqn_negatives, {"type": "integer", "minimum": 0, "maximum": 1000, "section": MODEL,
+            "title": "SQN negative actions", "description": "model=sasrec_sqn: random unlogged items per state trained toward reward 0 with the state unchanged (SNQN); 0 = SQN as published. Needed to serve the Q head."}),
         "sqn_serve_head": (t.sqn_serve_head, {"type": "string", "enum": ["supervised", "q"], "section": MODEL,
             "title": "SQN served head", "description": "model=sasrec_sqn: which head the exported model ranks with (the paper serves the supervised one)."}),
         "k": (d.eval_k, {"type": "integer", "minimum": 1, "maximum": 100, "section": GATE,
@@ -134,7 +136,9 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
             "title": "Infra validation load timeout (s)", "description": "How long the sandboxed model server may take to load the candidate (AVAILABLE) before infra validation fails."}),
         "infra_attempts": (d.serving.infra_attempts, {"type": "integer", "minimum": 1, "maximum": 5, "section": SERVING,
             "title": "Infra validation attempts", "description": "Sandbox start-ups tried when the infrastructure fails (port, start-up); a model that fails to load or answers wrongly is refused at once."}),
-        "infra_server": (d.serving.infra_server, {"type": "string", "enum": ["", "tensorflow_model_server", "recflow-model-server"], "section": SERVING,
+        # null, not "": the Airflow form treats an empty required string as missing and
+        # disables its Trigger button (found by tests/integration/test_browser_ui.py).
+        "infra_server": (d.serving.infra_server or None, {"type": ["null", "string"], "enum": [None, "tensorflow_model_server", "recflow-model-server"], "section": SERVING,
             "title": "Infra validation server", "description": "Model server for the sandbox: empty picks tensorflow_model_server when it is on PATH, else recflow-model-server."}),
         "work_dir": (None, {**opt_str, "section": SERVING, "title": "Work folder",
             "description": "Where run data, the MLflow store and models live. Empty: $RECFLOW_HOME or ./var."}),

@@ -38,10 +38,18 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
     )
     if champion_version is not None:
         description += f". Challenges champion v{champion_version}."
+    # What changed, in numbers: a reader of the registry should not need to open the run.
+    from recflow.reporting import deltas_sentence
+
+    description = description.rstrip(".") + ". " + deltas_sentence(evaluation)
     version = registry.register_version(
         cfg.registry.model_name, mlflow_run, MODEL_ARTIFACT_PATH, tags=tags, description=description
     )
     registry.set_alias(cfg.registry.model_name, CHALLENGER, version)
+    # The model card travels with the version (its run's artifacts), built from run records.
+    from recflow.model_card import CARD_FILE, card_for_run
+
+    registry.log_text(mlflow_run, card_for_run(cfg, ctx, version), CARD_FILE)
     registry.set_tags(mlflow_run, {"registered_version": str(version)})
     ctx.write_json("register.json", {"version": version})
     say(f"register: {cfg.registry.model_name} version {version} (alias {CHALLENGER})")

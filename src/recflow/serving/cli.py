@@ -39,6 +39,12 @@ def recommend_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--user", action="append", required=True, help="user id (repeatable)")
     p.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    p.add_argument(
+        "--pseudonymised",
+        action="store_true",
+        help="the --user ids already are pseudonyms (p_...); by default they are hashed with "
+        "the key in $RECFLOW_PSEUDONYM_KEY (or the local demo key) before sending",
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--label", default=None, help="version label (default stable)")
     which.add_argument("--version", type=int, default=None, help="a specific version")
@@ -58,7 +64,14 @@ def _run_recommend(args: argparse.Namespace) -> int:
 
     label = None if args.version is not None else (args.label or "stable")
     with ServingClient(args.server, timeout=args.timeout) as client:
-        recs = client.recommend(args.model, args.user, k=args.k, version=args.version, label=label)
+        recs = client.recommend(
+            args.model,
+            args.user,
+            k=args.k,
+            version=args.version,
+            label=label,
+            pseudonymised=bool(args.pseudonymised),
+        )
     for rec in recs:
         via = f"version {args.version}" if args.version is not None else f"label {label!r}"
         print(
@@ -67,8 +80,14 @@ def _run_recommend(args: argparse.Namespace) -> int:
         )
         width = max([len("item_id"), *(len(i) for i, _, _ in rec.items)])
         print(f"{'rank':>4}  {'item_id':<{width}}  {'score':>8}  title")
-        for rank, (item, title, score) in enumerate(rec.items, start=1):
-            print(f"{rank:>4}  {item:<{width}}  {score:>8.4f}  {title}")
+        reasons = rec.reasons or [""] * len(rec.items)
+        for rank, ((item, title, score), why) in enumerate(
+            zip(rec.items, reasons, strict=True), start=1
+        ):
+            print(
+                f"{rank:>4}  {item:<{width}}  {score:>8.4f}  {title}"
+                + (f"  ({why})" if why else "")
+            )
         print()
     return 0
 

@@ -56,6 +56,10 @@ def validate_dataset(
     the Data Docs are written) listing each failed expectation with sample offending rows.
     ``now`` (unix seconds, default the current time) bounds timestamps from above.
     """
+    # Personal data is refused before anything (Data Docs included) is written about it.
+    from recflow.validation.pii import check_dataset
+
+    check_dataset(ds)
     tables = {ex.INTERACTIONS: _prepare(ds.interactions), ex.ITEMS: _prepare(ds.items)}
     if ds.users is not None:
         tables[ex.USERS] = _prepare(ds.users)
