@@ -60,7 +60,7 @@ system-deps:
 	else echo ">> not root: not installing$$missing (the tests that need them will skip)"; fi
 
 test: install system-deps
-	$(BIN)/python -m pytest -m "unit or dags or integration" tests
+	$(BIN)/python -m pytest -m "unit or dags or integration" --durations=25 tests
 
 test-unit: install
 	$(BIN)/python -m pytest -m unit tests

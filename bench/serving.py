@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import json
 import os
 import platform
@@ -176,8 +177,22 @@ async def _open_loop(address: str, users: list[str], rate: float, seconds: float
     }
 
 
-def open_loop(address: str, users: list[str], rate: float, seconds: float) -> dict[str, Any]:
-    return asyncio.run(_open_loop(address, users, rate, seconds))
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), to report CPU cost per request."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_loop(
+    address: str, users: list[str], rate: float, seconds: float, server_pid: int
+) -> dict[str, Any]:
+    server0, client0 = process_cpu_seconds(server_pid), time.process_time()
+    result = asyncio.run(_open_loop(address, users, rate, seconds))
+    server1, client1 = process_cpu_seconds(server_pid), time.process_time()
+    # CPU per request shows whether a rate is missed for lack of cores or for other reasons.
+    result["server_cpu_us_per_request"] = round((server1 - server0) / result["requests"] * 1e6)
+    result["client_cpu_us_per_request"] = round((client1 - client0) / result["requests"] * 1e6)
+    return result
 
 
 def start_server(model_dir: Path, work: Path, port: int, args: argparse.Namespace) -> Any:
@@ -193,6 +208,7 @@ def start_server(model_dir: Path, work: Path, port: int, args: argparse.Namespac
         sys.executable, "-m", "recflow.serving.server", f"--port={port}",
         f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models=true",
         "--file_system_poll_wait_seconds=0", f"--grpc_max_threads={args.grpc_threads}",
+        f"--tensorflow_intra_op_parallelism={args.tf_intra_op}",
     ]  # fmt: skip
     if args.batching:
         command += ["--enable_batching", f"--batching_parameters_file={args.batching_file}"]
@@ -245,17 +261,19 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         f"{result['model']['top_k']}), exported by `recflow.models.export_model`",
         f"- server: `{result['server_command']}`",
         "",
-        "| measurement | requests | errors | p50 ms | p95 ms | p99 ms |",
-        "|---|---|---|---|---|---|",
+        "| measurement | requests | errors | p50 ms | p95 ms | p99 ms | max ms | server CPU "
+        "us/req | client CPU us/req |",
+        "|---|---|---|---|---|---|---|---|---|",
         f"| in-process floor | {f['requests']} | 0 | {f['p50_ms']} | {f['p95_ms']} | "
-        f"{f['p99_ms']} |",
+        f"{f['p99_ms']} | {f['max_ms']} | | |",
         f"| one client, closed loop, gRPC | {c['requests']} | {c['errors']} | {c['p50_ms']} | "
-        f"{c['p95_ms']} | {c['p99_ms']} |",
+        f"{c['p95_ms']} | {c['p99_ms']} | {c['max_ms']} | | |",
     ]
     for r in result["open_loop"]:
         lines.append(
             f"| open loop {r['rate']:.0f} req/s (achieved {r['achieved_rps']}) | {r['requests']} "
-            f"| {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} |"
+            f"| {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['max_ms']} "
+            f"| {r['server_cpu_us_per_request']} | {r['client_cpu_us_per_request']} |"
         )
     t = result["targets"]
     lines += [
@@ -270,7 +288,9 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "",
         "Latency under open loop counts from each request's scheduled send time, so time a",
         "request waited in the load generator is included. The load generator, the server and",
-        "TensorFlow's threads share the same cores.",
+        "TensorFlow's threads share the same cores, with whatever else runs on the machine (see",
+        "the load averages); CPU columns are the server process's and the load generator's CPU",
+        "time during each rate, divided by its requests.",
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -278,11 +298,15 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    p.add_argument("--rates", default="250,500,1000,1500,2000")
+    p.add_argument("--rates", default="250,500,750,1000,1250,1500,2000")
     p.add_argument("--seconds", type=float, default=6.0, help="per open-loop rate")
     p.add_argument("--closed-requests", type=int, default=3000)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--grpc-threads", type=int, default=8)
+    # One thread per op: the bench model runs ~190 small ops per call, for which handing work
+    # to a second intra-op thread costs more CPU than it saves (measured ~40% less CPU per
+    # batched call on 2 cores); the cores are better left to the gRPC loop and other batches.
+    p.add_argument("--tf-intra-op", type=int, default=1, help="0 = TensorFlow's default")
     p.add_argument("--batching", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--batching-file", default=str(ROOT / "serving" / "batching_parameters.txt"))
     args = p.parse_args(argv)
@@ -306,9 +330,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             one = closed_loop(address, users, args.closed_requests)
             print(f"[bench] one client: {one}", flush=True)
+            # The load generator has TensorFlow loaded (the floor above): freeze what exists,
+            # so its own full garbage collections (100+ ms) do not show up as server latency.
+            gc.collect()
+            gc.freeze()
             runs = []
             for rate in [float(r) for r in args.rates.split(",") if r]:
-                r = open_loop(address, users, rate, args.seconds)
+                r = open_loop(address, users, rate, args.seconds, process.pid)
                 print(f"[bench] open loop: {r}", flush=True)
                 runs.append(r)
         finally:

@@ -23,9 +23,9 @@ loop is closed (format: `docs/serving_log.md`).
 |---|---|
 | `load_feedback` | reads the Open Bandit Dataset (behaviour policy + campaign) or a folder of serving-log files (JSON-lines v1, late rewards joined by request id and position) into arrays under the run folder |
 | `validate_feedback` | Great Expectations: propensities in (0, 1], actions in the catalogue, positions in range, rewards present (and 0/1), finite contexts. **A failure stops the run** with the failed expectations and sample rows |
-| `learn_policies` | cross-fitted reward model; the neural softmax policy (Keras, doubly robust objective), LinUCB and linear Thompson sampling; the candidate is exported as a SavedModel (`context`, `epsilon` -> `action_ids`, `action_scores`, `action_probs`) |
-| `estimate_values` | IPS, SNIPS and DR with bootstrap intervals for every policy, and the logging policy's own value; all logged to MLflow as metrics |
-| `gate_policy` | the candidate's lower bound must beat the logging value x (1 + margin). **Declining skips the steps below; the run still succeeds and the reasons are in the log and in MLflow** |
+| `learn_policies` | splits the logs by request: `1 - holdout_fraction` of requests to learn from, the rest held out; on the learning part, a reward model; the neural softmax policy (Keras, doubly robust objective), LinUCB and linear Thompson sampling; the candidate is exported as a SavedModel (`context`, `epsilon` -> `action_ids`, `action_scores`, `action_probs`) |
+| `estimate_values` | IPS, SNIPS and DR with bootstrap intervals for every policy, and the logging policy's own value, on the held-out requests only (an estimate on the rounds a policy learned from is optimistic); all logged to MLflow as metrics |
+| `gate_policy` | the candidate's held-out lower bound must beat the logging value x (1 + margin); fewer held-out slots than `min_rounds` declines. **Declining skips the steps below; the run still succeeds and the reasons are in the log and in MLflow** |
 | `register_policy` | MLflow model version with alias `challenger` |
 | `deploy_canary` | copies the version into the model base path and loads it under TF Serving label `canary` |
 | `verify_canary` | gRPC Predict through `canary` with sample contexts and epsilons must equal the exported model's answers |

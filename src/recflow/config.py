@@ -20,7 +20,9 @@ DATA_SOURCES: tuple[str, ...] = (
     "synthetic", "movielens-100k", "movielens-1m", "csv", "parquet", "history"
 )
 GATE_RULES: tuple[str, ...] = ("non-inferiority", "superiority")
-MODELS: tuple[str, ...] = ("ranking_mlp", "popularity", "ease", "neumf", "sasrec", "sasrec_sqn")
+MODELS: tuple[str, ...] = (
+    "ranking_mlp", "popularity", "ease", "neumf", "sasrec", "sasrec_sqn", "multvae"
+)
 
 
 def default_work_dir() -> Path:
@@ -125,6 +127,22 @@ class TrainConfig:
     sqn_q_weight: float = 1.0  # weight of the Q loss next to the cross-entropy
     sqn_negatives: int = 0  # unlogged actions per state in the Q loss (SNQN); 0: SQN as published
     sqn_serve_head: str = "supervised"  # "supervised" | "q": head sasrec_sqn serves
+    # Mult-VAE (models/multvae.py; Liang et al. 2018): the paper's [N-600-200-600-N] network,
+    # input dropout 0.5 and KL weight annealed to 0.2; own epochs/batch/lr like SASRec.
+    multvae_epochs: int = 200
+    multvae_batch_size: int = 500
+    multvae_learning_rate: float = 0.001
+    multvae_hidden: int = 600
+    multvae_latent: int = 200
+    multvae_dropout: float = 0.5
+    multvae_beta_max: float = 0.2
+    multvae_anneal_epochs: int = 100  # epochs over which beta rises linearly from 0 to the cap
+    # DP-SGD for ranking_mlp (recflow.privacy_dp): per-example clipping to dp_l2_clip, Gaussian
+    # noise of std dp_noise_multiplier * dp_l2_clip, epsilon reported at dp_delta (None: 1/rows).
+    dp_enabled: bool = False
+    dp_l2_clip: float = 1.0
+    dp_noise_multiplier: float = 1.1
+    dp_delta: float | None = None
 
 
 @dataclass(frozen=True)
@@ -275,6 +293,18 @@ _FLAT_PARAMS: dict[str, tuple[str | None, str]] = {
     "sqn_q_weight": ("train", "sqn_q_weight"),
     "sqn_negatives": ("train", "sqn_negatives"),
     "sqn_serve_head": ("train", "sqn_serve_head"),
+    "multvae_epochs": ("train", "multvae_epochs"),
+    "multvae_batch_size": ("train", "multvae_batch_size"),
+    "multvae_learning_rate": ("train", "multvae_learning_rate"),
+    "multvae_hidden": ("train", "multvae_hidden"),
+    "multvae_latent": ("train", "multvae_latent"),
+    "multvae_dropout": ("train", "multvae_dropout"),
+    "multvae_beta_max": ("train", "multvae_beta_max"),
+    "multvae_anneal_epochs": ("train", "multvae_anneal_epochs"),
+    "dp_enabled": ("train", "dp_enabled"),
+    "dp_l2_clip": ("train", "dp_l2_clip"),
+    "dp_noise_multiplier": ("train", "dp_noise_multiplier"),
+    "dp_delta": ("train", "dp_delta"),
     "k": (None, "eval_k"),
     "gate_metric": ("gate", "metric"),
     "floor_ndcg": ("gate", "floors.ndcg"),
@@ -413,6 +443,16 @@ def check(cfg: PipelineConfig) -> None:
         raise ConfigError(f"gate_rule: expected one of {GATE_RULES}, found {cfg.gate.rule!r}")
     if cfg.train.epochs < 1:
         raise ConfigError(f"epochs: expected >= 1, found {cfg.train.epochs}")
+    if cfg.train.dp_enabled and cfg.train.model != "ranking_mlp":
+        # Only the ranking network has a DP-SGD step; a silent non-private fit would mislead.
+        raise ConfigError(
+            f"dp_enabled: DP-SGD exists for model 'ranking_mlp' only, found {cfg.train.model!r}"
+        )
+    if cfg.train.dp_enabled and not cfg.train.dp_noise_multiplier > 0:
+        raise ConfigError(
+            "dp_noise_multiplier: expected > 0 with dp_enabled (without noise epsilon is "
+            f"infinite), found {cfg.train.dp_noise_multiplier}"
+        )
     if cfg.eval_k < 1 or cfg.serving.top_k < cfg.eval_k:
         raise ConfigError(
             f"k: expected 1 <= k <= top_k ({cfg.serving.top_k}), found {cfg.eval_k}"
@@ -457,7 +497,7 @@ class PolicyConfig:
     obd_campaign: str = "all"
     # validation
     binary_reward: bool = True
-    min_rounds: int = 1000  # logged slots; also the gate's minimum
+    min_rounds: int = 1000  # the gate's minimum of held-out slots (the estimate's evidence)
     # learning: the candidate is exported and served with exploration rate `epsilon`
     candidate: str = "neural"
     epsilon: float = 0.1
@@ -468,7 +508,8 @@ class PolicyConfig:
     ts_scale: float = 0.25
     reward_model: str = "logistic"
     seed: int = 0
-    # estimation and gate
+    # estimation and gate: whole requests held out (seeded) and estimated on, never learned from
+    holdout_fraction: float = 0.3
     n_boot: int = 2000
     confidence: float = 0.95
     gate_estimator: str = "dr"
@@ -585,6 +626,12 @@ def check_policy(cfg: PolicyConfig) -> None:
         raise ConfigError(f"epsilon: expected 0 < epsilon <= 1, found {cfg.epsilon}")
     if not 0.0 < cfg.confidence < 1.0:
         raise ConfigError(f"confidence: expected a level in (0, 1), found {cfg.confidence}")
+    # 0 would evaluate on the learning rounds (optimistic); 1 would leave nothing to learn from.
+    if not 0.0 < cfg.holdout_fraction < 1.0:
+        raise ConfigError(
+            f"holdout_fraction: expected a share of requests in (0, 1), found "
+            f"{cfg.holdout_fraction}"
+        )
     for name in ("min_rounds", "epochs", "hidden_units", "n_boot"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name}: expected >= 1, found {getattr(cfg, name)}")

@@ -196,7 +196,18 @@ def _show_recommendations(cfg, run_id: str, args: argparse.Namespace) -> int:
 
     ds = read_dataset(ctx.data_dir)
     split = load_split(ctx.split_dir)
-    user = args.user or str(sorted(split.train[USER_ID].astype(str).unique())[0])
+    # The pipeline only ever stored pseudonyms; like an application holding the key, the demo
+    # turns the raw id it is asked about (default "1") into the pseudonym the model knows.
+    from recflow.privacy import is_pseudonym, load_key, pseudonymise_one
+
+    raw_user = args.user or "1"
+    user = (
+        raw_user if is_pseudonym(raw_user) else pseudonymise_one(raw_user, load_key(cfg.work_dir))
+    )
+    known = set(split.train[USER_ID].astype(str))
+    if user not in known:
+        print(f"user {raw_user} is not in this run's training data; showing the first user instead")
+        raw_user = user = sorted(known)[0]
     titles = dict(zip(ds.items[ITEM_ID].astype(str), ds.items[TITLE].astype(str), strict=False))
     seen = split.train[split.train[USER_ID].astype(str) == user].sort_values(TIMESTAMP)
     held_out = [
@@ -204,7 +215,8 @@ def _show_recommendations(cfg, run_id: str, args: argparse.Namespace) -> int:
         for frame in (split.validation, split.test)
         if (frame[USER_ID].astype(str) == user).any()
     ]
-    print(f"\nUser {user}: last items the model trained on:")
+    shown = raw_user if raw_user == user else f"{raw_user} (pseudonym {user})"
+    print(f"\nUser {shown}: last items the model trained on:")
     for item in seen[ITEM_ID].astype(str).tail(5):
         print(f"  - {titles.get(item, item)}")
     if held_out:
@@ -216,18 +228,23 @@ def _show_recommendations(cfg, run_id: str, args: argparse.Namespace) -> int:
         import tensorflow  # noqa: F401  (its start-up chatter would bury the answer)
     try:
         with ServingClient(cfg.server_address, timeout=cfg.serving.timeout_seconds) as client:
-            recs = client.recommend(cfg.serving.model_name, [user], k=args.k, label="stable")
+            recs = client.recommend(
+                cfg.serving.model_name, [user], k=args.k, label="stable", pseudonymised=True
+            )
     except RecflowError as error:
         print(f"could not fetch recommendations: {error}", file=sys.stderr)
         return 1
     rec = recs[0]
     print(
-        f"\nTop-{args.k} for user {user} over gRPC from {cfg.server_address} "
+        f"\nTop-{args.k} for user {shown} over gRPC from {cfg.server_address} "
         f"(model '{cfg.serving.model_name}', label stable = version {rec.model_version}):"
     )
-    for rank, (item_id, title, score) in enumerate(rec.items, start=1):
+    reasons = rec.reasons or [""] * len(rec.items)
+    for rank, ((item_id, title, score), why) in enumerate(
+        zip(rec.items, reasons, strict=True), start=1
+    ):
         mark = "  <- held out" if item_id in held_out else ""
-        print(f"  {rank:2d}. {title:<50.50s}  item {item_id:<8s} score {score:.4f}{mark}")
+        print(f"  {rank:2d}. {title:<40.40s} score {score:.4f}  {why}{mark}")
     return 0
 
 

@@ -192,8 +192,8 @@ def test_predict_status_metadata_errors_client_and_cli(
         with pytest.raises(InvalidRequest, match="Missing but required: {user_id}"):
             client.predict(MODEL, {"user": np.array(["u1"]), "x": np.array([1])})
 
-    # the CLI, as a user runs it
-    cli = [sys.executable, "-m", "recflow.serving.cli"]
+    # the CLI, as a user runs it; the fixture model knows raw ids, so they go as they are
+    cli = [sys.executable, "-m", "recflow.serving.cli", "--pseudonymised"]
     done = subprocess.run(
         [*cli, "--user", "u1", "-k", "3", "--server", server.address, "--model", MODEL],
         capture_output=True, text=True, cwd=ROOT, timeout=60,
@@ -205,9 +205,12 @@ def test_predict_status_metadata_errors_client_and_cli(
     # the other commands in-process (same code path, without another tensorflow import)
     assert cli_main(["status", "--server", server.address, "--model", MODEL]) == 0
     assert capsys.readouterr().out.count("AVAILABLE") == 2
-    assert cli_main(["--user", "u1", "-k", "99", "--server", server.address]) == 1
+    assert cli_main(["--pseudonymised", "--user", "u1", "-k", "99", "--server", server.address]) == 1
     assert "k=99 is larger" in capsys.readouterr().err
-    assert cli_main(["--user", "u1", "--server", "127.0.0.1:1", "--timeout", "2"]) == 1
+    assert (
+        cli_main(["--pseudonymised", "--user", "u1", "--server", "127.0.0.1:1", "--timeout", "2"])
+        == 1
+    )
     assert "make serve" in capsys.readouterr().err
 
 

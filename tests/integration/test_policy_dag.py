@@ -3,7 +3,7 @@
 A uniform cold-start policy's serving log (written by PolicyClient) teaches a first policy,
 which is promoted and served; PolicyClient then logs what *that* policy does, and the next run
 learns from those logs, this time with a margin no candidate can meet: declined, the champion
-keeps serving.
+keeps serving. Each run learns from 70% of the requests and gates on the held-out 30%.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def env(tmp_path_factory):
         "serving_model_name": SERVED,
         "epochs": 15,
         "n_boot": 500,
-        "min_rounds": 1000,
+        "min_rounds": 400,  # held-out slots: 30% of 1200 requests x 2 slots = 720
     }
     yield {
         "work": work,
@@ -127,6 +127,7 @@ def test_good_policy_is_promoted_served_and_logs_the_next_round(env):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     assert "gate_policy: PASSED" in out
+    assert "720 slots (360 requests, holdout_fraction 0.3, seed 0) held out" in out
     assert alias_version(env, "champion") == 1 and alias_version(env, "challenger") is None
     assert labels(env) == {"stable": 1}
 
@@ -145,6 +146,10 @@ def test_good_policy_is_promoted_served_and_logs_the_next_round(env):
     for key in ("neural.dr.ci_low", "neural.ips.value", "linucb.snips.value", "logging.value"):
         assert key in run.data.metrics, key
     assert run.data.metrics["neural.dr.ci_low"] > run.data.metrics["logging.value"]
+    assert run.data.metrics["split.holdout_rounds"] == 720
+    assert run.data.metrics["split.learn_rounds"] == 1680
+    assert run.data.params["holdout_fraction"] == "0.3"
+    assert mv.tags["ope.holdout_rounds"] == "720"
     assert {"policy", "gate", "estimates", "validation"} <= {
         a.path for a in mlflow(env).list_artifacts(mv.run_id)
     }

@@ -166,6 +166,27 @@ def fit_reward_model(
     return out
 
 
+def fit_predict_reward_model(
+    train: LoggedFeedback,
+    context: np.ndarray,
+    *,
+    kind: str = "logistic",
+    l2: float = 1.0,
+    max_iter: int = 1000,
+) -> np.ndarray:
+    """q_hat [m, A, L] for new contexts from one model fitted on all of ``train``.
+
+    For held-out evaluation: the model never saw the rounds it predicts, so no cross-fitting
+    is needed there.
+    """
+    if kind not in REWARD_MODELS:
+        raise ValueError(f"reward model: expected one of {REWARD_MODELS}, found {kind!r}")
+    if train.n_rounds == 0:
+        raise DataError("reward model: expected at least one training round, found none")
+    fit = _fit_predict_logistic if kind == "logistic" else _fit_predict_ridge
+    return fit(train, np.asarray(context, dtype=np.float64), l2=l2, max_iter=max_iter)
+
+
 def _fit_predict_logistic(
     train: LoggedFeedback, context: np.ndarray, *, l2: float, max_iter: int
 ) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Rounds are slots: a request that showed three items at positions 0, 1, 2 is three rounds, each
 with the propensity the logging policy gave *that* item at *that* position (the Open Bandit
-Dataset's convention, which position-wise estimators rely on).
+Dataset's convention, which position-wise estimators rely on). ``request`` says which rounds
+came from one request, so a learn/evaluate split can keep a slate's slots together.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class LoggedFeedback:
     # item features [A, F] for reward models (OBD's item_context); None: one-hot actions
     action_context: np.ndarray | None = None
     policy_version: tuple[str, ...] = field(default=())  # per round, when the log records it
+    # int64 [n]: equal values mark the slots of one request; None: not recorded by the loader
+    request: np.ndarray | None = None
 
     @property
     def n_rounds(self) -> int:
@@ -59,6 +62,7 @@ class LoggedFeedback:
             policy_version=tuple(np.asarray(self.policy_version, dtype=object)[index])
             if self.policy_version
             else (),
+            request=None if self.request is None else self.request[index],
         )
 
     def check_shapes(self) -> None:
@@ -69,6 +73,7 @@ class LoggedFeedback:
             "position": self.position.shape[0],
             "reward": self.reward.shape[0],
             "pscore": self.pscore.shape[0],
+            **({} if self.request is None else {"request": self.request.shape[0]}),
         }
         bad = {k: v for k, v in sizes.items() if v != n}
         if bad or self.context.ndim != 2:
@@ -100,6 +105,8 @@ def save_feedback(
     }
     if feedback.action_context is not None:
         arrays["action_context"] = feedback.action_context
+    if feedback.request is not None:
+        arrays["request"] = feedback.request
     head = {
         "action_ids": list(feedback.action_ids),
         "len_list": feedback.len_list,
@@ -134,5 +141,6 @@ def read_feedback(folder: Path) -> tuple[LoggedFeedback, dict[str, Any]]:
             len_list=int(meta["len_list"]),
             action_context=z["action_context"] if "action_context" in z.files else None,
             policy_version=tuple(str(v) for v in z["policy_version"]),
+            request=z["request"] if "request" in z.files else None,
         )
     return feedback, meta

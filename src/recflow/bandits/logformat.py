@@ -256,6 +256,10 @@ def to_feedback(frame: pd.DataFrame, catalogue: Sequence[str], len_list: int) ->
         action_ids=tuple(str(a) for a in catalogue),
         len_list=int(len_list),
         policy_version=tuple(frame["policy_version"].astype(str)),
+        # Codes of the request id: the slots of one request must stay on one side of a split.
+        request=np.unique(frame["request_id"].astype(str).to_numpy(), return_inverse=True)[1]
+        .reshape(-1)
+        .astype(np.int64),
     )
     feedback.check_shapes()
     return feedback

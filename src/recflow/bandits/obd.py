@@ -100,6 +100,8 @@ def load_obd(
         action_ids=tuple(str(i) for i in item_ids),
         len_list=int(levels.size),
         action_context=action_context,
+        # OBD has no request id; the slots of one impression share its timestamp.
+        request=pd.factorize(data["timestamp"].astype(str))[0].astype(np.int64),
     )
     feedback.check_shapes()
     return feedback

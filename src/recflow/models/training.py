@@ -113,6 +113,75 @@ def distribution_strategy(name: str) -> Any:
     )
 
 
+def _check_loss(loss: float, epoch: int) -> None:
+    if not np.isfinite(loss):
+        raise TrainingError(
+            f"training: expected a finite loss, found {loss} at epoch {epoch}; lower learning_rate"
+        )
+
+
+@dataclass
+class _DPRun:
+    """DP-SGD state of one training run (``TrainConfig.dp_enabled``; see recflow.privacy_dp).
+
+    Rows per epoch (positives plus their negatives) are the privacy unit; each step samples
+    them with probability q = batch_size / rows (Poisson), and an epoch is rows / batch_size
+    steps, so the expected work per epoch matches non-private training.
+    """
+
+    settings: Any  # recflow.privacy_dp.DPSettings
+    q: float
+    steps_per_epoch: int
+    step: Any = None
+
+    @classmethod
+    def start(
+        cls, cfg: TrainConfig, strategy: Any, positives: int, progress: Callable[[str], None]
+    ) -> _DPRun:
+        from recflow.privacy_dp import DPSettings
+
+        if strategy.num_replicas_in_sync > 1:
+            # Per-example clipping needs every example's gradient on one replica.
+            raise TrainingError(
+                "training: DP-SGD runs on one device; set distribution 'default' or turn "
+                "dp_enabled off"
+            )
+        rows = positives * (1 + cfg.negatives_per_positive)
+        q = min(1.0, cfg.batch_size / rows)
+        delta = cfg.dp_delta if cfg.dp_delta is not None else 1.0 / rows
+        settings = DPSettings(cfg.dp_l2_clip, cfg.dp_noise_multiplier, delta)
+        run = cls(settings=settings, q=q, steps_per_epoch=max(1, round(rows / cfg.batch_size)))
+        progress(
+            f"DP-SGD: clip {settings.l2_clip}, noise multiplier {settings.noise_multiplier}, "
+            f"q={q:.5f}, {run.steps_per_epoch} steps/epoch, delta={delta:.3g}"
+        )
+        return run
+
+    def epoch(
+        self,
+        model: Any,
+        users: np.ndarray,
+        items: np.ndarray,
+        labels: np.ndarray,
+        rng: np.random.Generator,
+    ) -> tuple[float, float]:
+        from recflow.privacy_dp import DPStep, dp_epoch
+
+        if self.step is None:
+            self.step = DPStep(model, self.settings, self.q * users.size)
+        return dp_epoch(self.step, users, items, labels, self.q, self.steps_per_epoch, rng)
+
+    def epsilon(self, epochs: int) -> float:
+        from recflow.privacy_dp import dp_sgd_epsilon
+
+        return dp_sgd_epsilon(
+            self.q,
+            self.settings.noise_multiplier,
+            epochs * self.steps_per_epoch,
+            self.settings.delta,
+        )
+
+
 def train_ranking_mlp(
     features: Features,
     cfg: TrainConfig,
@@ -147,6 +216,7 @@ def train_ranking_mlp(
         )
     pos_u, pos_i = unique_positives(features)
     history: dict[str, list[float]] = {"loss": [], "seconds": []}
+    dp = _DPRun.start(cfg, strategy, pos_u.size, progress) if cfg.dp_enabled else None
     started = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -154,6 +224,17 @@ def train_ranking_mlp(
         users = np.concatenate([pos_u, neg_u])
         items = np.concatenate([pos_i, neg_i])
         labels = np.concatenate([np.ones(pos_u.size, np.float32), np.zeros(neg_u.size, np.float32)])
+        if dp is not None:
+            loss, seconds = dp.epoch(model, users, items, labels, rng)
+            _check_loss(loss, epoch)
+            history["loss"].append(loss)
+            history["seconds"].append(seconds)
+            history.setdefault("dp_epsilon", []).append(dp.epsilon(epoch))
+            progress(
+                f"epoch {epoch}/{cfg.epochs} loss={loss:.4f} examples={users.size} "
+                f"seconds={seconds:.1f} dp_epsilon={history['dp_epsilon'][-1]:.3f}"
+            )
+            continue
         # Our own seeded shuffle, so the order does not depend on Keras' data pipeline.
         order = rng.permutation(users.size)
         fit = model.fit(

@@ -174,6 +174,32 @@ _KINDS["sasrec_sqn"] = _sasrec_kind(
 )
 
 
+# -- multvae (models/multvae.py, imported on use) ---------------------------------------------
+def _fit_multvae(
+    features: Features, split: Split, cfg: TrainConfig, progress: Progress, train_dir: Path
+) -> dict[str, Any]:
+    from recflow.models import multvae
+
+    return multvae.fit(features, split, cfg, progress, train_dir)
+
+
+def _export_multvae(
+    train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
+) -> Path:
+    from recflow.models import multvae
+
+    return multvae.export(train_dir, features, out_dir, top_k, warmup)
+
+
+_KINDS["multvae"] = ModelKind(
+    "multvae",
+    "Mult-VAE (Liang et al. 2018): variational autoencoder over each user's item row, "
+    "multinomial likelihood, KL annealing; multvae_* settings",
+    _fit_multvae,
+    _export_multvae,
+)
+
+
 def register_kind(kind: ModelKind) -> None:
     """Add a model kind (its name must also be listed in ``recflow.config.MODELS``)."""
     _KINDS[kind.name] = kind

@@ -119,8 +119,19 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
                 "type": "integer",
                 "minimum": 1,
                 "section": GATE,
-                "title": "Minimum logged slots",
-                "description": "The gate declines a candidate estimated from fewer logged slots (collect more feedback first).",
+                "title": "Minimum held-out slots",
+                "description": "The gate declines a candidate whose value was estimated on fewer held-out slots (collect more feedback or hold out a larger share first).",
+            },
+        ),
+        "holdout_fraction": (
+            d.holdout_fraction,
+            {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "exclusiveMaximum": 1,
+                "section": GATE,
+                "title": "Held-out share of requests",
+                "description": "Share of requests (all slots of a request together, drawn with the seed) kept out of learning: every policy and the logging policy are estimated on them only, so the gate is not fooled by a policy that memorised the learning logs. The rest is learned from.",
             },
         ),
         "candidate": (
@@ -214,7 +225,7 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
                 "minimum": 0,
                 "section": LEARNING,
                 "title": "Seed",
-                "description": "Seed of training, cross-fitting folds and bootstrap resampling.",
+                "description": "Seed of the held-out split, training, cross-fitting folds and bootstrap resampling.",
             },
         ),
         "n_boot": (

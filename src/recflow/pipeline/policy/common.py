@@ -19,6 +19,13 @@ POLICY_ARTIFACT_PATH = "policy"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous"
+# split summary key -> MLflow metric: the sizes of both parts, recorded by learn_policies
+SPLIT_METRICS = {
+    "learn_rounds": "split.learn_rounds",
+    "holdout_rounds": "split.holdout_rounds",
+    "learn_requests": "split.learn_requests",
+    "holdout_requests": "split.holdout_requests",
+}
 
 
 def run_context(cfg: PolicyConfig, dag_id: str, run_id: str) -> RunContext:

@@ -1,13 +1,18 @@
-"""Stage 5: promote only a candidate whose lower confidence bound beats the logging policy.
+"""Stage 5: promote only a candidate whose held-out lower confidence bound beats the logging
+policy's held-out value.
 
-Declining is a decision, not a failure: the run succeeds, the reasons go to the task log and
-to MLflow (tags ``gate``, ``gate.reasons``; artifact ``gate/decision.json``), and the
-promotion steps are skipped. When the logs came from the champion, beating the logging policy
-is beating the champion.
+Both values come from the requests ``learn_policies`` held out (``estimate_values``), never
+from the rounds the candidate was fitted to. Too few held-out slots (``min_rounds``) is a
+decline too: an interval from a handful of requests is not evidence. Declining is a decision,
+not a failure: the run succeeds, the reasons go to the task log and to MLflow (tags ``gate``,
+``gate.reasons``; artifact ``gate/decision.json``), and the promotion steps are skipped. When
+the logs came from the champion, beating the logging policy is beating the champion.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from recflow.config import PolicyConfig
@@ -15,16 +20,36 @@ from recflow.pipeline.context import RunContext, say
 from recflow.pipeline.policy.common import CHAMPION, make_registry, tracking_run
 
 if TYPE_CHECKING:
+    from recflow.bandits.gate import PolicyGateDecision
     from recflow.registry import Registry
 
 
-def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+def decide(cfg: PolicyConfig, values: Mapping[str, Any]) -> PolicyGateDecision:
+    """The gate's decision on ``estimate_values``' output (held-out estimates and split sizes)."""
     from recflow.bandits.estimators import Estimate
-    from recflow.bandits.gate import PolicyGateConfig, decide_policy
+    from recflow.bandits.gate import PolicyGateConfig, PolicyGateDecision, decide_policy
 
-    registry = registry or make_registry(cfg)
-    mlflow_run = tracking_run(cfg, ctx, registry)
-    values = ctx.read_json("estimates.json")
+    split = values["split"]
+    held_out = int(split["holdout_rounds"])
+    short: list[str] = []
+    if held_out < cfg.min_rounds:
+        short.append(
+            f"only {held_out} held-out slots ({split['holdout_requests']} requests, "
+            f"holdout_fraction {split['holdout_fraction']:g} of "
+            f"{held_out + int(split['learn_rounds'])} logged slots), expected at least "
+            f"{cfg.min_rounds} (min_rounds): collect more feedback or hold out a larger share "
+            "before deciding"
+        )
+    per = values["policies"].get(cfg.candidate, {})
+    if values["logging"] is None or not per:
+        return PolicyGateDecision(
+            False,
+            short or [f"no held-out estimate of the {cfg.candidate} policy to decide on"],
+            cfg.gate_estimator,
+            float("nan"),
+            None,
+            {"split": dict(split)},
+        )
     candidate = {
         k: Estimate(
             d["estimator"],
@@ -34,15 +59,31 @@ def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) ->
             d["n_rounds"],
             1 - d["confidence"],
         )
-        for k, d in values["policies"][cfg.candidate].items()
+        for k, d in per.items()
     }
+    # The held-out minimum is checked above with the split in the reason; 1 disables the
+    # generic (logged-rounds) check so a short log gets one reason, not two.
     decision = decide_policy(
         candidate,
         float(values["logging"]["value"]),
-        PolicyGateConfig(
-            estimator=cfg.gate_estimator, margin=cfg.margin, min_rounds=cfg.min_rounds
-        ),
+        PolicyGateConfig(estimator=cfg.gate_estimator, margin=cfg.margin, min_rounds=1),
     )
+    details = {**decision.details, "split": dict(split)}
+    if not short:
+        where = f" on {held_out} held-out slots ({split['holdout_requests']} requests)"
+        return dataclasses.replace(
+            decision, reasons=[r + where for r in decision.reasons], details=details
+        )
+    bound_reasons = [] if decision.passed else decision.reasons
+    return dataclasses.replace(
+        decision, passed=False, reasons=short + bound_reasons, details=details
+    )
+
+
+def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+    registry = registry or make_registry(cfg)
+    mlflow_run = tracking_run(cfg, ctx, registry)
+    decision = decide(cfg, ctx.read_json("estimates.json"))
     record = decision.to_dict()
     record["candidate"] = cfg.candidate
     champion = registry.get_version_by_alias(cfg.registry.model_name, CHAMPION)

@@ -1,11 +1,18 @@
 """Stage 3: learn the neural policy (TF/Keras, doubly robust objective) and two baselines.
 
-One cross-fitted reward model serves twice: as the neural policy's DR pseudo-rewards and as
-q_hat of the DR estimates in the next stage. Each policy is turned into the distribution it
-would serve at the configured epsilon, slate by slate (``recflow.bandits.slates``), at each
-logged slot's position; the estimate stage needs nothing else. The candidate (neural or
-LinUCB; Thompson sampling is offline-only) is exported as a SavedModel and checked to answer
-like the Python policy.
+The logged requests are first split (``recflow.bandits.split``, seeded, whole requests): the
+policies and reward models see the learning part only, the estimate stage reads the held-out
+part only. Evaluated on its own learning rounds a policy is credited with the noise it fitted:
+on the Open Bandit sample (random/all, seed 0) the neural policy's DR estimate on its learning
+rounds was 0.043 against a logging value of 0.0034 (~13x); on the held-out 30% it is 0.0019
+[0.0003, 0.0042] against 0.0047, and the gate declines.
+
+A reward model cross-fitted on the learning part gives the neural policy's DR pseudo-rewards;
+one fitted on the whole learning part predicts q_hat for the held-out DR estimates. Each
+policy is turned into the distribution it would serve at the configured epsilon, slate by
+slate (``recflow.bandits.slates``), at each held-out slot's position; the estimate stage needs
+nothing else. The candidate (neural or LinUCB; Thompson sampling is offline-only) is exported
+as a SavedModel and checked to answer like the Python policy.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from recflow.errors import ContractError
 from recflow.pipeline.context import RunContext, say
 from recflow.pipeline.policy.common import (
     POLICY_ARTIFACT_PATH,
+    SPLIT_METRICS,
     exported_outputs,
     feedback_dir,
     make_registry,
@@ -27,6 +35,7 @@ from recflow.pipeline.policy.common import (
 )
 
 if TYPE_CHECKING:
+    from recflow.bandits.feedback import LoggedFeedback
     from recflow.registry import Registry
 
 POLICIES = ("neural", "linucb", "linear_ts")
@@ -51,17 +60,50 @@ def _check_export(policy: Any, ctx: RunContext, context: np.ndarray, epsilon: fl
         )
 
 
+def slot_distributions(policy: Any, fb: LoggedFeedback, epsilon: float) -> np.ndarray:
+    """[n, A]: the policy's probability of each action at each round's own logged position."""
+    from recflow.bandits.slates import marginals_by_context
+
+    if fb.n_rounds == 0:
+        return np.zeros((0, fb.n_actions))
+    marginals, inverse = marginals_by_context(
+        lambda x: policy.action_probs(x, epsilon), fb.context, fb.len_list
+    )
+    # The distribution at each slot's own position: what position-wise estimators read.
+    return np.asarray(marginals[inverse, :, fb.position])
+
+
+def held_out_q_hat(learning: LoggedFeedback, held: LoggedFeedback, kind: str) -> np.ndarray:
+    """[m, A]: q_hat at the held-out slots' positions, from a model fitted on learning only."""
+    from recflow.bandits.estimators import fit_predict_reward_model
+
+    if held.n_rounds == 0:
+        return np.zeros((0, held.n_actions))
+    q = fit_predict_reward_model(learning, held.context, kind=kind)
+    return np.asarray(q[np.arange(held.n_rounds), :, held.position])
+
+
 def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
     from recflow.bandits.estimators import fit_reward_model
     from recflow.bandits.export import export_policy
     from recflow.bandits.feedback import read_feedback
     from recflow.bandits.policies import LinearTS, LinUCB, NeuralPolicy
-    from recflow.bandits.slates import marginals_by_context
+    from recflow.bandits.split import split_by_request
     from recflow.storage import atomic_directory
 
     registry = registry or make_registry(cfg)
     mlflow_run = tracking_run(cfg, ctx, registry)
-    fb, _ = read_feedback(feedback_dir(ctx))
+    all_fb, _ = read_feedback(feedback_dir(ctx))
+    split = split_by_request(all_fb, cfg.holdout_fraction, seed=cfg.seed)
+    fb, held = all_fb.subset(split.learn), all_fb.subset(split.holdout)
+    sizes = split.summary()
+    registry.log_metrics(mlflow_run, {SPLIT_METRICS[k]: float(sizes[k]) for k in SPLIT_METRICS})
+    registry.log_dict(mlflow_run, sizes, "feedback/split.json")
+    say(
+        f"learn_policies: learning from {fb.n_rounds} slots ({split.learn_requests} requests); "
+        f"{held.n_rounds} slots ({split.holdout_requests} requests, holdout_fraction "
+        f"{cfg.holdout_fraction:g}, seed {cfg.seed}) held out for estimation only"
+    )
     say(f"learn_policies: cross-fitting the {cfg.reward_model} reward model")
     q_hat = fit_reward_model(fb, kind=cfg.reward_model, seed=cfg.seed)
     say(f"learn_policies: training the neural policy ({cfg.epochs} epochs, DR objective)")
@@ -81,14 +123,13 @@ def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) ->
         "linucb": LinUCB.fit(fb, alpha=cfg.linucb_alpha),
         "linear_ts": LinearTS.fit(fb, scale=cfg.ts_scale, seed=cfg.seed),
     }
-    rows = np.arange(fb.n_rounds)
-    arrays = {"q_hat": q_hat[rows, :, fb.position]}
+    arrays = {
+        "learn_index": split.learn,
+        "holdout_index": split.holdout,
+        "q_hat": held_out_q_hat(fb, held, cfg.reward_model),
+    }
     for name, policy in policies.items():
-        marginals, inverse = marginals_by_context(
-            lambda x, p=policy: p.action_probs(x, cfg.epsilon), fb.context, fb.len_list
-        )
-        # The distribution at each slot's own position: what position-wise estimators read.
-        arrays[f"pi_{name}"] = marginals[inverse, :, fb.position]
+        arrays[f"pi_{name}"] = slot_distributions(policy, held, cfg.epsilon)
     with atomic_directory(policies_dir(ctx)) as scratch:
         np.savez(scratch / PROBS_FILE, **arrays)  # type: ignore[arg-type]
 
@@ -116,6 +157,7 @@ def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) ->
         "saved_model": str(ctx.saved_model_dir),
         "dim_context": fb.dim_context,
         "actions": fb.n_actions,
+        "split": sizes,
     }
     ctx.write_json("learn.json", summary)
     say(

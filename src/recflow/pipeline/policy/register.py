@@ -26,6 +26,7 @@ def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) ->
     feedback = ctx.read_json("feedback.json")
     values = ctx.read_json("estimates.json")
     est = values["policies"][cfg.candidate][cfg.gate_estimator]
+    split = values["split"]
     tags = {
         "gate": "passed",
         "policy.kind": cfg.candidate,
@@ -36,11 +37,15 @@ def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) ->
         f"ope.{cfg.gate_estimator}.value": f"{est['value']:.6g}",
         f"ope.{cfg.gate_estimator}.ci_low": f"{est['ci_low']:.6g}",
         "ope.logging_value": f"{values['logging']['value']:.6g}",
+        "ope.holdout_rounds": str(split["holdout_rounds"]),
+        "ope.holdout_fraction": f"{split['holdout_fraction']:g}",
     }
     description = (
-        f"{cfg.candidate} policy learned by DAG run {ctx.run_id} from {feedback['rounds']} logged "
-        f"slots ({feedback['source']}, digest {feedback['digest'][:12]}), served with epsilon "
-        f"{cfg.epsilon}. Gate passed: " + "; ".join(gate["reasons"])
+        f"{cfg.candidate} policy learned by DAG run {ctx.run_id} from {split['learn_rounds']} of "
+        f"{feedback['rounds']} logged slots ({feedback['source']}, digest "
+        f"{feedback['digest'][:12]}), estimated on the other {split['holdout_rounds']} "
+        f"(held-out requests), served with epsilon {cfg.epsilon}. Gate passed: "
+        + "; ".join(gate["reasons"])
     )
     if gate.get("champion_version") is not None:
         description += f". Challenges champion v{gate['champion_version']}."

@@ -1,0 +1,261 @@
+"""Mult-VAE (Liang et al., WWW 2018, "Variational Autoencoders for Collaborative Filtering").
+
+Each user is their binary row x_u of distinct training items over the catalogue:
+
+    h      = tanh(W_0 dropout(x_u / ||x_u||) + b_0)                encoder  N -> hidden
+    mu, lv = W_1 h + b_1                                           -> 2 x latent
+    z      = mu + exp(lv / 2) * eps   (training; mu when scoring)
+    logits = W_3 tanh(W_2 z + b_2) + b_3                           decoder  latent -> hidden -> N
+    loss   = -sum_i x_ui log softmax(logits)_i + beta * KL(q(z|x_u) || N(0, I))
+
+beta rises linearly from 0 to ``multvae_beta_max`` over the first ``multvae_anneal_epochs``
+epochs (the paper's KL annealing with a cap) and stays there. Scores for serving are the
+decoder logits at z = mu: softmax is monotone, so ranking by logits is ranking by the
+multinomial probabilities.
+
+Export re-implements the deterministic forward pass with tf ops over the trained weights and
+builds x_u for a batch of users from the seen-item table the serving contract keeps anyway
+(one scatter, as EASE does), through :func:`recflow.models.ease.save_score_module`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recflow.config import TrainConfig
+from recflow.errors import ContractError, TrainingError
+from recflow.types import Features
+
+WEIGHTS_FILE = "multvae_weights.npz"
+# Layer names, also the keys (with _kernel / _bias) of the saved weights.
+ENCODER = ("enc_hidden", "enc_out")
+DECODER = ("dec_hidden", "dec_out")
+
+
+def _check(features: Features, cfg: TrainConfig) -> None:
+    if features.n_users == 0 or features.n_items < 2 or features.train_user_idx.size == 0:
+        raise TrainingError(
+            "Mult-VAE: expected users, at least 2 items and training interactions, found "
+            f"{features.n_users} users, {features.n_items} items, "
+            f"{features.train_user_idx.size} interactions; check the split and features stage"
+        )
+    if min(cfg.multvae_epochs, cfg.multvae_batch_size, cfg.multvae_hidden) < 1 or (
+        cfg.multvae_latent < 1
+    ):
+        raise TrainingError(
+            "Mult-VAE: expected multvae_epochs, multvae_batch_size, multvae_hidden and "
+            f"multvae_latent >= 1, found {cfg.multvae_epochs}, {cfg.multvae_batch_size}, "
+            f"{cfg.multvae_hidden}, {cfg.multvae_latent}"
+        )
+    if not 0.0 <= cfg.multvae_dropout < 1.0 or cfg.multvae_beta_max < 0.0:
+        raise TrainingError(
+            f"Mult-VAE: expected 0 <= multvae_dropout < 1 and multvae_beta_max >= 0, found "
+            f"{cfg.multvae_dropout} and {cfg.multvae_beta_max}"
+        )
+
+
+def user_rows(features: Features) -> np.ndarray:
+    """Dense [U, N] float32 0/1 matrix of distinct training pairs (repeats count once)."""
+    x = np.zeros((features.n_users, features.n_items), np.float32)
+    x[features.train_user_idx, features.train_item_idx] = 1.0
+    return x
+
+
+def beta_schedule(epoch: int, step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    """KL weight at ``step`` (0-based) of ``epoch`` (0-based): linear to the cap, then flat."""
+    if cfg.multvae_anneal_epochs <= 0:
+        return float(cfg.multvae_beta_max)
+    done = (epoch * steps_per_epoch + step) / (cfg.multvae_anneal_epochs * steps_per_epoch)
+    return float(cfg.multvae_beta_max * min(1.0, done))
+
+
+def build_multvae(n_items: int, cfg: TrainConfig) -> tuple[Any, Any]:
+    """(compiled Keras model x -> logits [B, N], the beta variable the KL term reads)."""
+    import keras
+    from keras import ops
+
+    latent = cfg.multvae_latent
+    beta = keras.Variable(0.0, trainable=False, name="kl_beta")
+
+    class Sample(keras.layers.Layer):  # type: ignore[misc]
+        """z from (mu, log-variance); adds beta * KL as a loss; mu itself when not training."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.seed = keras.random.SeedGenerator(cfg.seed)
+
+        def call(self, stats: Any, training: bool | None = None) -> Any:
+            mu, log_var = stats[:, :latent], stats[:, latent:]
+            # KL of N(mu, exp(lv)) from N(0, I), summed over latent dims, mean over the batch.
+            kl = 0.5 * ops.sum(ops.exp(log_var) + ops.square(mu) - 1.0 - log_var, axis=1)
+            self.add_loss(beta * ops.mean(kl))
+            if not training:
+                return mu
+            eps = keras.random.normal(ops.shape(mu), seed=self.seed)
+            return mu + ops.exp(0.5 * log_var) * eps
+
+    x = keras.Input(shape=(n_items,), name="x")
+    h = keras.layers.UnitNormalization(axis=-1, name="l2_normalize")(x)
+    h = keras.layers.Dropout(cfg.multvae_dropout, seed=cfg.seed, name="input_dropout")(h)
+    init = keras.initializers.GlorotUniform(seed=cfg.seed)
+    h = keras.layers.Dense(
+        cfg.multvae_hidden, activation="tanh", kernel_initializer=init, name=ENCODER[0]
+    )(h)
+    stats = keras.layers.Dense(2 * latent, kernel_initializer=init, name=ENCODER[1])(h)
+    z = Sample(name="sample")(stats)
+    h = keras.layers.Dense(
+        cfg.multvae_hidden, activation="tanh", kernel_initializer=init, name=DECODER[0]
+    )(z)
+    logits = keras.layers.Dense(n_items, kernel_initializer=init, name=DECODER[1])(h)
+    model = keras.Model(x, logits, name="multvae")
+
+    def multinomial_nll(y_true: Any, y_pred: Any) -> Any:
+        return -ops.sum(y_true * ops.log_softmax(y_pred, axis=-1), axis=-1)
+
+    model.compile(optimizer=keras.optimizers.Adam(cfg.multvae_learning_rate), loss=multinomial_nll)
+    return model, beta
+
+
+def train_multvae(
+    features: Features, cfg: TrainConfig, progress: Callable[[str], None]
+) -> tuple[dict[str, np.ndarray], dict[str, list[float]]]:
+    """Fit Mult-VAE; returns (named weights for export, per-epoch history)."""
+    import keras
+
+    _check(features, cfg)
+    keras.utils.set_random_seed(cfg.seed)
+    x = user_rows(features)
+    x = x[x.sum(axis=1) > 0]  # users without training items carry no signal (and 0/0 norms)
+    model, beta = build_multvae(features.n_items, cfg)
+    batch = min(cfg.multvae_batch_size, x.shape[0])
+    steps = -(-x.shape[0] // batch)
+
+    class Anneal(keras.callbacks.Callback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.epoch = 0
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch_index: int, logs: Any = None) -> None:
+            beta.assign(beta_schedule(self.epoch, batch_index, steps, cfg))
+
+    class Report(keras.callbacks.Callback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.t0 = time.perf_counter()
+            self.history: dict[str, list[float]] = {"loss": [], "beta": [], "seconds": []}
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            loss = float((logs or {}).get("loss", float("nan")))
+            if not np.isfinite(loss):
+                raise TrainingError(
+                    f"Mult-VAE: expected a finite loss, found {loss} at epoch {epoch + 1}; "
+                    "lower multvae_learning_rate"
+                )
+            now = time.perf_counter()
+            self.history["loss"].append(loss)
+            self.history["beta"].append(float(keras.ops.convert_to_numpy(beta)))
+            self.history["seconds"].append(now - self.t0)
+            self.t0 = now
+            # A line per epoch would flood the task log over 200 epochs; every 10th suffices.
+            if (epoch + 1) % 10 == 0 or epoch + 1 == cfg.multvae_epochs:
+                progress(f"multvae epoch {epoch + 1}/{cfg.multvae_epochs} loss={loss:.3f}")
+
+    report = Report()
+    model.fit(
+        x,
+        x,
+        batch_size=batch,
+        epochs=cfg.multvae_epochs,
+        shuffle=True,
+        verbose=0,
+        callbacks=[Anneal(), report],
+    )
+    weights: dict[str, np.ndarray] = {}
+    for name in (*ENCODER, *DECODER):
+        kernel, bias = model.get_layer(name).get_weights()
+        weights[f"{name}_kernel"] = np.asarray(kernel, np.float32)
+        weights[f"{name}_bias"] = np.asarray(bias, np.float32)
+    return weights, report.history
+
+
+def score_numpy(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Decoder logits [B, N] at z = mu for binary rows ``x`` [B, N] (the reference in numpy)."""
+    latent = weights["dec_hidden_kernel"].shape[0]
+    norm = np.sqrt((x * x).sum(axis=1, keepdims=True))
+    h = x / np.maximum(norm, 1e-12)
+    h = np.tanh(h @ weights["enc_hidden_kernel"] + weights["enc_hidden_bias"])
+    mu = h @ weights["enc_out_kernel"][:, :latent] + weights["enc_out_bias"][:latent]
+    h = np.tanh(mu @ weights["dec_hidden_kernel"] + weights["dec_hidden_bias"])
+    return np.asarray(h @ weights["dec_out_kernel"] + weights["dec_out_bias"], np.float32)
+
+
+def _graph_scores(module: Any, idx: Any) -> Any:
+    import tensorflow as tf
+
+    rows, items = module.seen_positions(idx)
+    n_items = tf.shape(module.dec_out_bias)[0]
+    x = tf.scatter_nd(
+        tf.stack([rows, items], axis=1),
+        tf.ones(tf.shape(items), tf.float32),
+        tf.stack([tf.shape(idx)[0], n_items]),
+    )
+    latent = tf.shape(module.dec_hidden_kernel)[0]
+    # x / max(||x||, 1e-12) exactly as Keras' UnitNormalization did in training.
+    h = x / tf.maximum(tf.norm(x, axis=1, keepdims=True), 1e-12)
+    h = tf.tanh(tf.linalg.matmul(h, module.enc_hidden_kernel) + module.enc_hidden_bias)
+    mu = tf.linalg.matmul(h, module.enc_out_kernel[:, :latent]) + module.enc_out_bias[:latent]
+    h = tf.tanh(tf.linalg.matmul(mu, module.dec_hidden_kernel) + module.dec_hidden_bias)
+    return tf.linalg.matmul(h, module.dec_out_kernel) + module.dec_out_bias
+
+
+def export_multvae(
+    weights: dict[str, np.ndarray],
+    features: Features,
+    out_dir: Path,
+    top_k: int,
+    warmup: Sequence[str],
+) -> Path:
+    from recflow.models.ease import save_score_module
+
+    n = weights["dec_out_bias"].shape[0]
+    if n != features.n_items or weights["enc_hidden_kernel"].shape[0] != features.n_items:
+        raise ContractError(
+            f"Mult-VAE export: expected weights for {features.n_items} items, found {n}; "
+            "retrain on the same features"
+        )
+    return save_score_module(features, out_dir, top_k, warmup, _graph_scores, weights)
+
+
+# -- zoo adapters -----------------------------------------------------------------------------
+def fit(
+    features: Features,
+    split: Any,
+    cfg: TrainConfig,
+    progress: Callable[[str], None],
+    train_dir: Path,
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    weights, history = train_multvae(features, cfg, progress)
+    train_dir.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, Any] = dict(weights)  # numpy's stubs mistype **kwargs of savez
+    np.savez(train_dir / WEIGHTS_FILE, **arrays)
+    return {"history": history, "seconds": time.perf_counter() - t0}
+
+
+def export(
+    train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
+) -> Path:
+    path = Path(train_dir) / WEIGHTS_FILE
+    if not path.exists():
+        raise ContractError(f"Mult-VAE export: expected {path} from the train stage, found none")
+    with np.load(path) as data:
+        weights = {k: data[k] for k in data.files}
+    return export_multvae(weights, features, out_dir, top_k, warmup)
