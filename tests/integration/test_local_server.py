@@ -205,7 +205,9 @@ def test_predict_status_metadata_errors_client_and_cli(
     # the other commands in-process (same code path, without another tensorflow import)
     assert cli_main(["status", "--server", server.address, "--model", MODEL]) == 0
     assert capsys.readouterr().out.count("AVAILABLE") == 2
-    assert cli_main(["--pseudonymised", "--user", "u1", "-k", "99", "--server", server.address]) == 1
+    assert (
+        cli_main(["--pseudonymised", "--user", "u1", "-k", "99", "--server", server.address]) == 1
+    )
     assert "k=99 is larger" in capsys.readouterr().err
     assert (
         cli_main(["--pseudonymised", "--user", "u1", "--server", "127.0.0.1:1", "--timeout", "2"])

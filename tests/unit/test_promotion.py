@@ -78,7 +78,10 @@ def test_first_promotion_then_replacement(setup):
     for loaded, labels in server.history:
         assert set(labels.values()) <= set(loaded)
     assert _promote(promoter, saved, 3) == 2
-    assert read_entries(promoter.config_file)[MODEL].versions == (2, 3)  # older than previous unloaded
+    assert read_entries(promoter.config_file)[MODEL].versions == (
+        2,
+        3,
+    )  # older than previous unloaded
 
 
 def test_canary_never_gets_default_traffic_before_verification(setup):

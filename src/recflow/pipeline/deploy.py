@@ -28,12 +28,20 @@ VERIFY_USERS = 16
 UNKNOWN_USER = "__recflow_unknown_user__"
 
 
-def _fail(cfg: PipelineConfig, ctx: RunContext, registry: Registry, version: int, step: str,
-          error: Exception) -> None:
+def _fail(
+    cfg: PipelineConfig,
+    ctx: RunContext,
+    registry: Registry,
+    version: int,
+    step: str,
+    error: Exception,
+) -> None:
     mlflow_run = tracking_run(cfg, ctx, registry)
     registry.set_version_tag(cfg.registry.model_name, version, "serving", f"{step} failed")
     registry.delete_alias(cfg.registry.model_name, CHALLENGER)
-    registry.set_tags(mlflow_run, {"decision": f"{step} failed", "serving.error": str(error)[:4900]})
+    registry.set_tags(
+        mlflow_run, {"decision": f"{step} failed", "serving.error": str(error)[:4900]}
+    )
     registry.end_run(mlflow_run, "FAILED")
     say(f"{step}: FAILED: {error}")
 
