@@ -59,7 +59,8 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else echo ">> not root: not installing$$missing (the tests that need them will skip)"; fi
 
-test: install system-deps
+# Lint and types first: they fail in seconds where the tests take minutes.
+test: install system-deps lint typecheck
 	$(BIN)/python -m pytest -m "unit or dags or integration" --durations=25 tests
 
 test-unit: install

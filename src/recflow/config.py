@@ -17,11 +17,22 @@ GateRule = Literal["non-inferiority", "superiority"]
 # "history": every batch landed by the recsys_ingest DAG (recflow.data.history); data_path
 # optional (default work_dir/history).
 DATA_SOURCES: tuple[str, ...] = (
-    "synthetic", "movielens-100k", "movielens-1m", "csv", "parquet", "history"
+    "synthetic",
+    "movielens-100k",
+    "movielens-1m",
+    "csv",
+    "parquet",
+    "history",
 )
 GATE_RULES: tuple[str, ...] = ("non-inferiority", "superiority")
 MODELS: tuple[str, ...] = (
-    "ranking_mlp", "popularity", "ease", "neumf", "sasrec", "sasrec_sqn", "multvae"
+    "ranking_mlp",
+    "popularity",
+    "ease",
+    "neumf",
+    "sasrec",
+    "sasrec_sqn",
+    "multvae",
 )
 
 
@@ -375,9 +386,7 @@ def from_params(params: Mapping[str, Any], base: PipelineConfig | None = None) -
     cfg = base or PipelineConfig()
     unknown = sorted(set(params) - set(_FLAT_PARAMS))
     if unknown:
-        raise ConfigError(
-            f"unknown params {unknown}; expected some of {sorted(_FLAT_PARAMS)}"
-        )
+        raise ConfigError(f"unknown params {unknown}; expected some of {sorted(_FLAT_PARAMS)}")
     sections: dict[str, dict[str, Any]] = {}
     top: dict[str, Any] = {}
     for name, value in params.items():
@@ -454,9 +463,7 @@ def check(cfg: PipelineConfig) -> None:
             f"infinite), found {cfg.train.dp_noise_multiplier}"
         )
     if cfg.eval_k < 1 or cfg.serving.top_k < cfg.eval_k:
-        raise ConfigError(
-            f"k: expected 1 <= k <= top_k ({cfg.serving.top_k}), found {cfg.eval_k}"
-        )
+        raise ConfigError(f"k: expected 1 <= k <= top_k ({cfg.serving.top_k}), found {cfg.eval_k}")
     if cfg.validation.min_rating > cfg.validation.max_rating:
         raise ConfigError(
             f"min_rating {cfg.validation.min_rating} exceeds max_rating {cfg.validation.max_rating}"
