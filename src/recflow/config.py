@@ -225,17 +225,16 @@ class ServingConfig:
     infra_server: str = ""
 
 
-@dataclass(frozen=True)
-class PipelineConfig:
-    work_dir: Path = field(default_factory=default_work_dir)
-    data: DataConfig = field(default_factory=DataConfig)
-    validation: ValidationConfig = field(default_factory=ValidationConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval_k: int = 10
-    gate: GateConfig = field(default_factory=GateConfig)
-    drift: DriftConfig = field(default_factory=DriftConfig)
-    registry: RegistryConfig = field(default_factory=RegistryConfig)
-    serving: ServingConfig = field(default_factory=ServingConfig)
+class _WorkLayout:
+    """Where a pipeline keeps its files and finds its services (shared by both pipelines).
+
+    Not a dataclass: the configs that inherit it declare ``work_dir``, ``registry`` and
+    ``serving`` as their own fields.
+    """
+
+    work_dir: Path
+    registry: RegistryConfig
+    serving: ServingConfig
 
     @property
     def runs_dir(self) -> Path:
@@ -260,6 +259,19 @@ class PipelineConfig:
     @property
     def server_address(self) -> str:
         return f"{self.serving.host}:{self.serving.grpc_port}"
+
+
+@dataclass(frozen=True)
+class PipelineConfig(_WorkLayout):
+    work_dir: Path = field(default_factory=default_work_dir)
+    data: DataConfig = field(default_factory=DataConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval_k: int = 10
+    gate: GateConfig = field(default_factory=GateConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,7 +503,7 @@ OBD_CAMPAIGNS: tuple[str, ...] = ("all", "men", "women")
 
 
 @dataclass(frozen=True)
-class PolicyConfig:
+class PolicyConfig(_WorkLayout):
     work_dir: Path = field(default_factory=default_work_dir)
     # feedback: a folder of serving-log JSON-lines files, or the Open Bandit Dataset root
     source: str = "serving_log"
@@ -527,30 +539,6 @@ class PolicyConfig:
         )
     )
     serving: ServingConfig = field(default_factory=lambda: ServingConfig(model_name="policy"))
-
-    @property
-    def runs_dir(self) -> Path:
-        return self.work_dir / "runs"
-
-    @property
-    def tracking_uri(self) -> str:
-        return self.registry.tracking_uri or f"sqlite:///{self.work_dir / 'mlflow' / 'mlflow.db'}"
-
-    @property
-    def artifact_root(self) -> Path:
-        return self.work_dir / "mlflow" / "artifacts"
-
-    @property
-    def model_base_path(self) -> Path:
-        return Path(self.serving.model_base_path or self.work_dir / "models")
-
-    @property
-    def model_config_file(self) -> Path:
-        return Path(self.serving.model_config_file or self.work_dir / "serving" / "models.config")
-
-    @property
-    def server_address(self) -> str:
-        return f"{self.serving.host}:{self.serving.grpc_port}"
 
 
 # flat param name -> field; "registry." / "serving." prefixes name the nested sections.
