@@ -92,10 +92,26 @@ def promote(
     registry = registry or make_registry(cfg)
     promoter = promoter or make_promoter(cfg)
     mlflow_run = tracking_run(cfg, ctx, registry)
-    name = cfg.registry.model_name
     version = int(ctx.read_json("register.json")["version"])
+    previous_stable = promote_version(cfg, registry, promoter, mlflow_run, version)
+    say(
+        f"promote: version {version} is now stable and champion"
+        + (f"; v{previous_stable} kept loaded as previous" if previous_stable else "")
+    )
+    return {"version": version, "previous": previous_stable}
+
+
+def promote_version(
+    cfg: Any, registry: Registry, promoter: Any, mlflow_run: str, version: int
+) -> int | None:
+    """Move label ``stable`` and alias ``champion`` to a verified canary (both pipelines).
+
+    The champion being replaced keeps alias ``previous``; the MLflow run ends FINISHED.
+    Returns the version that was stable before, if any.
+    """
+    name = cfg.registry.model_name
     old_champion = registry.get_version_by_alias(name, CHAMPION)
-    previous_stable = promoter.promote_stable(version)
+    previous_stable: int | None = promoter.promote_stable(version)
     if old_champion is not None and old_champion.version != version:
         registry.set_alias(name, PREVIOUS, old_champion.version)
         registry.set_version_tag(name, old_champion.version, "serving", "previous")
@@ -112,8 +128,4 @@ def promote(
     )
     registry.set_tags(mlflow_run, {"decision": "promoted"})
     registry.end_run(mlflow_run, "FINISHED")
-    say(
-        f"promote: version {version} is now stable and champion"
-        + (f"; v{previous_stable} kept loaded as previous" if previous_stable else "")
-    )
-    return {"version": version, "previous": previous_stable}
+    return previous_stable

@@ -16,10 +16,9 @@ import numpy as np
 from recflow.config import PolicyConfig
 from recflow.errors import RecflowError, VerificationFailed
 from recflow.pipeline.context import RunContext, say
+from recflow.pipeline.deploy import promote_version
 from recflow.pipeline.policy.common import (
     CHALLENGER,
-    CHAMPION,
-    PREVIOUS,
     exported_outputs,
     feedback_dir,
     make_promoter,
@@ -146,26 +145,8 @@ def promote(
     registry = registry or make_registry(cfg)
     promoter = promoter or make_promoter(cfg)
     mlflow_run = tracking_run(cfg, ctx, registry)
-    name = cfg.registry.model_name
     version = _version(ctx)
-    old_champion = registry.get_version_by_alias(name, CHAMPION)
-    previous_stable = promoter.promote_stable(version)
-    if old_champion is not None and old_champion.version != version:
-        registry.set_alias(name, PREVIOUS, old_champion.version)
-        registry.set_version_tag(name, old_champion.version, "serving", "previous")
-    registry.set_alias(name, CHAMPION, version)
-    registry.delete_alias(name, CHALLENGER)
-    registry.set_version_tag(name, version, "serving", "stable")
-    info = registry.get_version(name, version)
-    registry.update_description(
-        name,
-        version,
-        (info.description or "")
-        + " Promoted: verified as canary over gRPC, now serving as stable"
-        + (f" (replacing v{previous_stable})." if previous_stable else "."),
-    )
-    registry.set_tags(mlflow_run, {"decision": "promoted"})
-    registry.end_run(mlflow_run, "FINISHED")
+    previous_stable = promote_version(cfg, registry, promoter, mlflow_run, version)
     say(
         f"promote_stable: policy v{version} is now stable and champion"
         + (f"; v{previous_stable} kept loaded as previous" if previous_stable else "")
