@@ -14,16 +14,20 @@ Protocols (recflow.evaluation.protocols):
     ms-recommenders  MS Recommenders' movielens.ipynb split (stratified by item, 75/25,
                      seed 42) and their ranking metric definitions; nDCG@10, P@10, R@10, MAP
 
-EASE's lambda is chosen on an inner split of the training part only (never on test): for
-MS, the same stratified split applied to the training part; for leave-last-out, the
-validation events.
+Hyperparameters are chosen on the training part only (never on test), in `_inner_folds`:
+for MS, two 90/10 stratified splits of the MS training part; for leave-last-out, the
+validation events. EASE's lambda comes from EASE_LAMBDAS, the blend's strengths and weights
+from BLEND_GRID (each fold trains the Mult-VAE ensemble once), by mean inner NDCG@10.
 
-Mult-VAE's settings in MODEL_OVERRIDES were chosen the same way, once, by hand: on the MS
-inner split (the MS stratified split applied to the MS training part), nDCG@10 of the paper's
-settings (200 epochs, beta cap 0.2 reached at epoch 100) was 0.240; the network overfits
-ML-100K's 943 users, and a stronger KL weight helped most (cap 1.0: 0.264; 0.5: 0.259;
-2.0: 0.256; cap 1.0 with input dropout 0.7: 0.261; 100 epochs at 0.2: 0.261; hidden 200 /
-latent 100: 0.254; 400 epochs: 0.213). EASE scores 0.266 on that split.
+Mult-VAE's defaults (config.TrainConfig) were chosen once, by hand, on the MS inner split
+(the MS stratified split applied to the MS training part): nDCG@10 of the paper's settings
+(200 epochs, beta cap 0.2 reached at epoch 100) was 0.240; the network overfits ML-100K's
+943 users, and a stronger KL weight helped most (cap 1.0: 0.264; 0.5: 0.259; 2.0: 0.256;
+cap 1.0 with input dropout 0.7: 0.261; 100 epochs at 0.2: 0.261; hidden 200 / latent 100:
+0.254; 400 epochs: 0.213). EASE scores 0.266 on that split. Members side by side
+(multvae_members; one-off runs on the MS split, 2026-11-28): one network 0.463, two 0.467,
+four 0.470, five 0.472; four is the default because an even count splits the per-member
+matrix products evenly over 2 cores (CPU/wall 1.63 vs 1.48 for three).
 
 Threads: each worker gets OMP/OpenBLAS threads and TensorFlow's intra-op pool sized to the
 machine's cores (os.cpu_count()), so CPU/wall can reach the core count; the 1-minute load
@@ -42,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +54,15 @@ import numpy as np
 
 K = 10
 PROTOCOLS = ("leave-last-out", "ms-recommenders")
-EASE_LAMBDAS = (50.0, 100.0, 200.0, 300.0, 500.0, 800.0, 1200.0)
+EASE_LAMBDAS = (50.0, 100.0, 200.0, 300.0, 400.0, 500.0, 800.0, 1200.0)
+# Inner folds of the MS training part for hyperparameter choice (never the test split).
+INNER_RATIO = 0.9
+INNER_SEEDS = (1, 2)
+BLEND_GRID: dict[str, tuple[float, ...]] = {
+    "item_lambda": (300.0, 400.0, 500.0),
+    "user_lambda": (400.0, 600.0, 800.0),
+    "vae_weight": (0.3, 0.5, 0.6, 0.7, 0.8),
+}
 PUBLISHED: dict[str, dict[str, Any]] = {
     "ms-recommenders (ML-100K, nDCG@10)": {
         "BiVAE": 0.4751,
@@ -67,7 +80,6 @@ PUBLISHED: dict[str, dict[str, Any]] = {
 MODEL_OVERRIDES: dict[str, dict[str, Any]] = {
     "neumf": {"epochs": 12, "embedding_dim": 32, "batch_size": 1024, "learning_rate": 0.002},
     "ranking_mlp": {"epochs": 10, "batch_size": 1024},
-    "multvae": {"multvae_beta_max": 1.0},  # chosen on the MS inner split: see the docstring
     # The DP-SGD variant of the ranking MLP (issue 6): its quality cost at a stated epsilon.
     "ranking_mlp+dp": {
         "epochs": 10,
@@ -117,37 +129,97 @@ def _ms_parts(ds: Any) -> tuple[Any, Any, Any]:
     return features, Split(train=train, validation=train.iloc[:0], test=test), test
 
 
-def _ease_lambda(ds: Any, protocol: str) -> tuple[float, dict[str, float]]:
-    """Lambda with the best inner-validation NDCG@10 (EASE fits in about a second)."""
+def _inner_folds(ds: Any, protocol: str) -> list[tuple[Any, Callable[[np.ndarray], float]]]:
+    """(features, table [U, N] -> inner NDCG@10) per inner fold of the TRAINING part only.
+
+    MS protocol: two 90/10 splits of the MS training part, stratified by item as the outer
+    split (seeds 1 and 2; 90 % keeps the inner training density close to the outer one).
+    Leave-last-out: the validation events (each user's second-to-last).
+    """
     from recflow.evaluation.protocols import evaluate_ms, ms_stratified_split
     from recflow.evaluation.slices import rank_users
     from recflow.features import build_features, split_leave_last_out
-    from recflow.models.ease import binary_matrix, fit_ease
+
+    folds: list[tuple[Any, Callable[[np.ndarray], float]]] = []
+
+    def scorer(f: Any, table: np.ndarray) -> Any:
+        def score(user_ids: np.ndarray) -> tuple[Any, Any]:
+            return table[np.searchsorted(f.user_ids, user_ids)], f.item_ids
+
+        return score
 
     if protocol == "ms-recommenders":
         train, _ = ms_stratified_split(ds.interactions)
-        inner_train, inner_val = ms_stratified_split(train)
-        f = build_features(inner_train, ds.items)
+        for seed in INNER_SEEDS:
+            inner_train, inner_val = ms_stratified_split(train, ratio=INNER_RATIO, seed=seed)
+            f = build_features(inner_train, ds.items)
+
+            def ms_ndcg(table: np.ndarray, f: Any = f, val: Any = inner_val) -> float:
+                return float(evaluate_ms(scorer(f, table), val, f, k=K)[0][f"ndcg@{K}"])
+
+            folds.append((f, ms_ndcg))
     else:
         split = split_leave_last_out(ds.interactions)
         f = build_features(split.train, ds.items)
-    x = binary_matrix(f)
-    scores: dict[str, float] = {}
-    for lam in EASE_LAMBDAS:
-        b = fit_ease(f, lam)
-        table = np.asarray(x @ b)
 
-        def score(user_ids: np.ndarray, table: np.ndarray = table) -> tuple[Any, Any]:
-            rows = np.searchsorted(f.user_ids, user_ids)
-            return table[rows], f.item_ids
+        def llo_ndcg(table: np.ndarray, f: Any = f) -> float:
+            ranked = rank_users(scorer(f, table), split, f, k=K, stage="validation")
+            return float(ranked.metrics(f.n_items)[f"ndcg@{K}"])
 
-        if protocol == "ms-recommenders":
-            m, _ = evaluate_ms(score, inner_val, f, k=K)
-        else:
-            m = rank_users(score, split, f, k=K, stage="validation").metrics(f.n_items)
-        scores[f"{lam:g}"] = m[f"ndcg@{K}"]
-    best = max(scores, key=lambda name: scores[name])
-    return float(best), scores
+        folds.append((f, llo_ndcg))
+    return folds
+
+
+def _ease_lambda(ds: Any, protocol: str) -> tuple[float, dict[str, float]]:
+    """Lambda with the best mean inner NDCG@10 (EASE fits in about a second)."""
+    from recflow.models.ease import binary_matrix, fit_ease
+
+    scores: dict[str, list[float]] = {f"{lam:g}": [] for lam in EASE_LAMBDAS}
+    for f, ndcg in _inner_folds(ds, protocol):
+        x = binary_matrix(f)
+        for lam in EASE_LAMBDAS:
+            scores[f"{lam:g}"].append(ndcg(np.asarray(x @ fit_ease(f, lam))))
+    mean = {name: round(float(np.mean(v)), 5) for name, v in scores.items()}
+    return float(max(mean, key=lambda name: mean[name])), mean
+
+
+def _blend_settings(ds: Any, protocol: str, cfg: Any) -> tuple[dict[str, float], dict[str, float]]:
+    """Blend strengths and weights with the best mean inner NDCG@10 over BLEND_GRID.
+
+    Each fold trains the Mult-VAE ensemble once (the expensive part) and the EASE sides for
+    every lambda; the weighted sums are cheap. The two EASE sides share the non-VAE weight.
+    """
+    from recflow.models.ease import binary_matrix, fit_ease, user_side_scores
+    from recflow.models.multvae import score_numpy, standardise_rows, train_multvae, user_rows
+
+    sums: dict[tuple[float, float, float], list[float]] = {}
+    for f, ndcg in _inner_folds(ds, protocol):
+        x = binary_matrix(f)
+        items = {
+            lam: standardise_rows(np.asarray(x @ fit_ease(f, lam)))
+            for lam in BLEND_GRID["item_lambda"]
+        }
+        users = {
+            lam: standardise_rows(user_side_scores(f, lam)) for lam in BLEND_GRID["user_lambda"]
+        }
+        vae_weights, _ = train_multvae(f, cfg, lambda line: None)
+        vae = score_numpy(vae_weights, user_rows(f))
+        for li, item in items.items():
+            for lu, user in users.items():
+                for w in BLEND_GRID["vae_weight"]:
+                    table = (1 - w) / 2 * (item + user) + w * vae
+                    sums.setdefault((li, lu, w), []).append(ndcg(table))
+    mean = {key: float(np.mean(v)) for key, v in sums.items()}
+    li, lu, w = max(mean, key=lambda key: mean[key])
+    settings = {
+        "blend_item_lambda": li,
+        "blend_user_lambda": lu,
+        "blend_item_weight": round((1 - w) / 2, 4),
+        "blend_user_weight": round((1 - w) / 2, 4),
+        "blend_vae_weight": w,
+    }
+    sweep = {f"item {k[0]:g} user {k[1]:g} vae {k[2]:g}": round(v, 5) for k, v in mean.items()}
+    return settings, sweep
 
 
 def _thread_env() -> dict[str, str]:
@@ -201,6 +273,12 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         lam, sweep = _ease_lambda(ds, args.protocol)
         cfg = dataclasses.replace(cfg, ease_lambda=lam)
         extra["ease_lambda_sweep_inner_validation_ndcg"] = sweep
+    if args.model == "blend":
+        t0 = time.perf_counter()
+        settings, sweep = _blend_settings(ds, args.protocol, cfg)
+        cfg = dataclasses.replace(cfg, **settings)
+        extra["blend_sweep_inner_validation_ndcg"] = sweep
+        extra["blend_selection_seconds"] = round(time.perf_counter() - t0, 1)
     if args.protocol == "ms-recommenders":
         features, split, test = _ms_parts(ds)
     else:

@@ -33,6 +33,7 @@ MODELS: tuple[str, ...] = (
     "sasrec",
     "sasrec_sqn",
     "multvae",
+    "blend",
 )
 
 
@@ -139,15 +140,24 @@ class TrainConfig:
     sqn_negatives: int = 0  # unlogged actions per state in the Q loss (SNQN); 0: SQN as published
     sqn_serve_head: str = "supervised"  # "supervised" | "q": head sasrec_sqn serves
     # Mult-VAE (models/multvae.py; Liang et al. 2018): the paper's [N-600-200-600-N] network,
-    # input dropout 0.5 and KL weight annealed to 0.2; own epochs/batch/lr like SASRec.
+    # input dropout 0.5, KL weight annealed to a cap; own epochs/batch/lr like SASRec.
     multvae_epochs: int = 200
     multvae_batch_size: int = 500
     multvae_learning_rate: float = 0.001
     multvae_hidden: int = 600
     multvae_latent: int = 200
     multvae_dropout: float = 0.5
-    multvae_beta_max: float = 0.2
+    multvae_beta_max: float = 1.0  # the paper's 0.2 overfits ML-100K (bench/quality.py)
     multvae_anneal_epochs: int = 100  # epochs over which beta rises linearly from 0 to the cap
+    multvae_members: int = 4  # networks trained side by side; served scores are their mean
+    # blend (models/blend.py): standardised scores of item EASE (blend_item_lambda), user-side
+    # EASE (blend_user_lambda) and Mult-VAE (multvae_*), weighted. The defaults are the
+    # settings chosen on inner folds of MovieLens-100K's MS training part (bench/quality.py).
+    blend_item_weight: float = 0.1
+    blend_user_weight: float = 0.1
+    blend_vae_weight: float = 0.8
+    blend_item_lambda: float = 400.0
+    blend_user_lambda: float = 800.0
     # DP-SGD for ranking_mlp (recflow.privacy_dp): per-example clipping to dp_l2_clip, Gaussian
     # noise of std dp_noise_multiplier * dp_l2_clip, epsilon reported at dp_delta (None: 1/rows).
     dp_enabled: bool = False
@@ -324,6 +334,12 @@ _FLAT_PARAMS: dict[str, tuple[str | None, str]] = {
     "multvae_dropout": ("train", "multvae_dropout"),
     "multvae_beta_max": ("train", "multvae_beta_max"),
     "multvae_anneal_epochs": ("train", "multvae_anneal_epochs"),
+    "multvae_members": ("train", "multvae_members"),
+    "blend_item_weight": ("train", "blend_item_weight"),
+    "blend_user_weight": ("train", "blend_user_weight"),
+    "blend_vae_weight": ("train", "blend_vae_weight"),
+    "blend_item_lambda": ("train", "blend_item_lambda"),
+    "blend_user_lambda": ("train", "blend_user_lambda"),
     "dp_enabled": ("train", "dp_enabled"),
     "dp_l2_clip": ("train", "dp_l2_clip"),
     "dp_noise_multiplier": ("train", "dp_noise_multiplier"),

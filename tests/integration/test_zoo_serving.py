@@ -32,7 +32,8 @@ def _free_port() -> int:
 
 def _fast_config(name: str) -> TrainConfig:
     cfg = TrainConfig(model=name, epochs=1, embedding_dim=8, batch_size=256)
-    fast = {f.name: 1 for f in dataclasses.fields(cfg) if f.name == "sasrec_epochs"}
+    epochs = ("sasrec_epochs", "multvae_epochs")
+    fast = {f.name: 1 for f in dataclasses.fields(cfg) if f.name in epochs}
     return dataclasses.replace(cfg, **fast)
 
 
@@ -70,6 +71,6 @@ def test_every_kind_serves_predict_through_the_local_server(tmp_path: Path) -> N
             assert set(ids[2]) <= set(features.item_ids), name
 
 
-@pytest.mark.parametrize("name", ["ease", "neumf"])
+@pytest.mark.parametrize("name", ["ease", "neumf", "multvae", "blend"])
 def test_new_kinds_are_registered(name: str) -> None:
     assert name in kind_names()

@@ -17,7 +17,9 @@ from recflow.models.multvae import (
     WEIGHTS_FILE,
     beta_schedule,
     build_multvae,
+    member_logits,
     score_numpy,
+    standardise_rows,
     user_rows,
 )
 from recflow.models.zoo import get_kind
@@ -32,6 +34,7 @@ CFG = TrainConfig(
     multvae_latent=16,
     multvae_learning_rate=0.003,
     multvae_anneal_epochs=20,
+    multvae_members=2,
     seed=1,
 )
 
@@ -89,7 +92,22 @@ def test_numpy_reference_matches_the_keras_network_at_inference(data) -> None:
         weights[f"{name}_kernel"], weights[f"{name}_bias"] = model.get_layer(name).get_weights()
     # training=False: no input dropout and z = mu, the deterministic path serving uses.
     direct = keras.ops.convert_to_numpy(model(x, training=False))
-    np.testing.assert_allclose(score_numpy(weights, x), direct, rtol=1e-4, atol=1e-5)
+    assert direct.shape == (3, CFG.multvae_members, f.n_items)
+    np.testing.assert_allclose(member_logits(weights, x), direct, rtol=1e-4, atol=1e-5)
+    # Served: the members' standardised logits averaged.
+    expected = standardise_rows(direct).mean(axis=1)
+    np.testing.assert_allclose(score_numpy(weights, x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_members_start_apart_and_standardised_rows_are_unit_scale(data) -> None:
+    _, f = data
+    model, _ = build_multvae(f.n_items, CFG)
+    kernel = model.get_layer("enc_hidden").get_weights()[0]
+    assert kernel.shape == (CFG.multvae_members, f.n_items, CFG.multvae_hidden)
+    assert not np.allclose(kernel[0], kernel[1])  # each member its own initialisation
+    rows = standardise_rows(np.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]]))
+    np.testing.assert_allclose(rows[0], [-1.2247449, 0.0, 1.2247449], rtol=1e-5)
+    np.testing.assert_allclose(rows[1], [0.0, 0.0, 0.0])  # a constant row stays finite
 
 
 def test_export_matches_the_weights_and_meets_the_contract(data, trained) -> None:
@@ -115,5 +133,7 @@ def test_bad_settings_and_missing_weights_fail_clearly(data, tmp_path) -> None:
     bad = TrainConfig(model="multvae", multvae_dropout=1.0)
     with pytest.raises(TrainingError, match="multvae_dropout"):
         kind.fit(f, split, bad, lambda _: None, tmp_path / "t")
+    with pytest.raises(TrainingError, match="multvae_members"):
+        kind.fit(f, split, TrainConfig(multvae_members=0), lambda _: None, tmp_path / "t")
     with pytest.raises(ContractError, match=WEIGHTS_FILE):
         kind.export(tmp_path, f, tmp_path / "m", 5, [])

@@ -25,6 +25,7 @@ from recflow.errors import ContractError, TrainingError
 from recflow.types import Features
 
 B_FILE = "ease_B.npy"
+MAX_USER_SIDE_USERS = 50_000
 
 # (module, known user indices [B] int64) -> raw scores [B, N] float32, built from tf ops.
 KnownScores = Callable[[Any, Any], Any]
@@ -46,20 +47,46 @@ def binary_matrix(features: Features) -> Any:
     return x
 
 
-def fit_ease(features: Features, l2: float) -> np.ndarray:
-    """The item-item weights B [N, N] float32 with a zero diagonal."""
-    if l2 <= 0:
-        raise TrainingError(f"ease_lambda: expected > 0, found {l2}; try 100-1000")
-    if features.train_user_idx.size == 0:
-        raise TrainingError("EASE: expected training interactions, found none")
-    x = binary_matrix(features)
-    gram = np.asarray((x.T @ x).toarray(), dtype=np.float64)
+def _closed_form(gram: np.ndarray, l2: float) -> np.ndarray:
+    """B = I - P / diag(P) with P = (gram + l2 I)^-1: the EASE weights, zero diagonal."""
     gram[np.diag_indices_from(gram)] += l2
     # The Gram matrix plus lambda I is symmetric positive definite, so inv is well conditioned.
     p = np.linalg.inv(gram)
     b = -p / np.diag(p)[None, :]
     b[np.diag_indices_from(b)] = 0.0
-    return b.astype(np.float32)
+    return b
+
+
+def _check_fit(features: Features, l2: float, name: str) -> None:
+    if l2 <= 0:
+        raise TrainingError(f"{name}: expected > 0, found {l2}; try 100-1000")
+    if features.train_user_idx.size == 0:
+        raise TrainingError("EASE: expected training interactions, found none")
+
+
+def fit_ease(features: Features, l2: float) -> np.ndarray:
+    """The item-item weights B [N, N] float32 with a zero diagonal."""
+    _check_fit(features, l2, "ease_lambda")
+    x = binary_matrix(features)
+    return _closed_form(np.asarray((x.T @ x).toarray(), dtype=np.float64), l2).astype(np.float32)
+
+
+def user_side_scores(features: Features, l2: float) -> np.ndarray:
+    """Scores [U, N] float32 of EASE on the transposed matrix: each user's row rebuilt from the
+    other users' rows (user-user weights C [U, U], zero diagonal; scores = C^T X).
+
+    The item model asks "what goes with what this user saw"; this one asks "what did users
+    like this one see". Its [U, U] inverse limits it to user bases of tens of thousands.
+    """
+    _check_fit(features, l2, "blend_user_lambda")
+    if features.n_users > MAX_USER_SIDE_USERS:
+        raise TrainingError(
+            f"user-side EASE: expected at most {MAX_USER_SIDE_USERS} users (it inverts a "
+            f"users x users matrix), found {features.n_users}; set blend_user_weight=0"
+        )
+    x = binary_matrix(features)
+    c = _closed_form(np.asarray((x @ x.T).toarray(), dtype=np.float64), l2)
+    return np.asarray(x.T @ c, dtype=np.float32).T
 
 
 def seen_csr(features: Features) -> tuple[np.ndarray, np.ndarray]:
@@ -198,17 +225,22 @@ def save_score_module(
     return out_dir
 
 
-def _ease_scores(module: Any, idx: Any) -> Any:
+def seen_rows_tf(module: Any, idx: Any, n_items: Any) -> Any:
+    """Binary rows [B, N] of the batch's known users, from the export's seen-item table."""
     import tensorflow as tf
 
     rows, items = module.seen_positions(idx)
-    n_items = tf.shape(module.ease_b)[0]
-    x = tf.scatter_nd(
+    return tf.scatter_nd(
         tf.stack([rows, items], axis=1),
         tf.ones(tf.shape(items), tf.float32),
         tf.stack([tf.shape(idx)[0], n_items]),
     )
-    return tf.linalg.matmul(x, module.ease_b)
+
+
+def ease_scores_tf(module: Any, idx: Any) -> Any:
+    import tensorflow as tf
+
+    return tf.linalg.matmul(seen_rows_tf(module, idx, tf.shape(module.ease_b)[0]), module.ease_b)
 
 
 def export_ease(
@@ -220,7 +252,7 @@ def export_ease(
             f"catalogue, found {b.shape}; retrain on the same features"
         )
     return save_score_module(
-        features, out_dir, top_k, warmup, _ease_scores, {"ease_b": np.asarray(b, np.float32)}
+        features, out_dir, top_k, warmup, ease_scores_tf, {"ease_b": np.asarray(b, np.float32)}
     )
 
 

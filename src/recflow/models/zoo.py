@@ -200,6 +200,32 @@ _KINDS["multvae"] = ModelKind(
 )
 
 
+# -- blend (models/blend.py, imported on use) -------------------------------------------------
+def _fit_blend(
+    features: Features, split: Split, cfg: TrainConfig, progress: Progress, train_dir: Path
+) -> dict[str, Any]:
+    from recflow.models import blend
+
+    return blend.fit(features, split, cfg, progress, train_dir)
+
+
+def _export_blend(
+    train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
+) -> Path:
+    from recflow.models import blend
+
+    return blend.export(train_dir, features, out_dir, top_k, warmup)
+
+
+_KINDS["blend"] = ModelKind(
+    "blend",
+    "blend of item EASE, user-side EASE and the Mult-VAE ensemble, each standardised per "
+    "user and weighted (blend_* settings)",
+    _fit_blend,
+    _export_blend,
+)
+
+
 def register_kind(kind: ModelKind) -> None:
     """Add a model kind (its name must also be listed in ``recflow.config.MODELS``)."""
     _KINDS[kind.name] = kind

@@ -28,6 +28,19 @@ VERIFY_USERS = 16
 UNKNOWN_USER = "__recflow_unknown_user__"
 
 
+def record_serving_failure(
+    registry: Registry, model_name: str, mlflow_run: str, version: int, step: str, error: Exception
+) -> None:
+    """A failed deploy/verify step: the version says so, loses ``challenger``, the run fails."""
+    registry.set_version_tag(model_name, version, "serving", f"{step} failed")
+    registry.delete_alias(model_name, CHALLENGER)
+    registry.set_tags(
+        mlflow_run, {"decision": f"{step} failed", "serving.error": str(error)[:4900]}
+    )
+    registry.end_run(mlflow_run, "FAILED")
+    say(f"{step}: FAILED: {error}")
+
+
 def _fail(
     cfg: PipelineConfig,
     ctx: RunContext,
@@ -36,14 +49,8 @@ def _fail(
     step: str,
     error: Exception,
 ) -> None:
-    mlflow_run = tracking_run(cfg, ctx, registry)
-    registry.set_version_tag(cfg.registry.model_name, version, "serving", f"{step} failed")
-    registry.delete_alias(cfg.registry.model_name, CHALLENGER)
-    registry.set_tags(
-        mlflow_run, {"decision": f"{step} failed", "serving.error": str(error)[:4900]}
-    )
-    registry.end_run(mlflow_run, "FAILED")
-    say(f"{step}: FAILED: {error}")
+    run = tracking_run(cfg, ctx, registry)
+    record_serving_failure(registry, cfg.registry.model_name, run, version, step, error)
 
 
 def deploy_canary(

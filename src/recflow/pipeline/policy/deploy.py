@@ -16,9 +16,8 @@ import numpy as np
 from recflow.config import PolicyConfig
 from recflow.errors import RecflowError, VerificationFailed
 from recflow.pipeline.context import RunContext, say
-from recflow.pipeline.deploy import promote_version
+from recflow.pipeline.deploy import promote_version, record_serving_failure
 from recflow.pipeline.policy.common import (
-    CHALLENGER,
     exported_outputs,
     feedback_dir,
     make_promoter,
@@ -46,14 +45,8 @@ def _fail(
     step: str,
     error: Exception,
 ) -> None:
-    mlflow_run = tracking_run(cfg, ctx, registry)
-    registry.set_version_tag(cfg.registry.model_name, version, "serving", f"{step} failed")
-    registry.delete_alias(cfg.registry.model_name, CHALLENGER)
-    registry.set_tags(
-        mlflow_run, {"decision": f"{step} failed", "serving.error": str(error)[:4900]}
-    )
-    registry.end_run(mlflow_run, "FAILED")
-    say(f"{step}: FAILED: {error}")
+    run = tracking_run(cfg, ctx, registry)
+    record_serving_failure(registry, cfg.registry.model_name, run, version, step, error)
 
 
 def deploy_canary(
