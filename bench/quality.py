@@ -388,8 +388,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"Command: `{doc['command']}`  ",
         f"Date: {doc['date']}  ",
-        f"Machine: {doc['machine']['platform']}, {doc['machine']['cpu_count']} CPUs "
-        f"(shared with other jobs), threads per worker {doc['machine']['cpu_count']}, Python {doc['machine']['python']}, TF "
+        f"Machine: {doc['machine']['platform']}, {doc['machine']['cpu_count']} CPUs, "
+        f"threads per worker {doc['machine']['cpu_count']}, Python {doc['machine']['python']}, TF "
         f"{doc['machine']['tensorflow']}",
         "",
         "Intervals are percentile bootstrap 95 % over users (1000 resamples unless stated).",
