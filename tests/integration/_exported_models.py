@@ -55,7 +55,7 @@ def export_popularity(out_dir: Path, shift: int = 0) -> Path:
 def export_noisy(out_dir: Path) -> Path:
     import tensorflow as tf
 
-    from recflow.models.export import _write_warmup
+    from recflow.models.score_module import write_warmup
 
     features = small_features()
 
@@ -79,7 +79,7 @@ def export_noisy(out_dir: Path) -> Path:
 
     module = Noisy()
     tf.saved_model.save(module, str(out_dir), signatures={"serving_default": module.serve})
-    _write_warmup(out_dir, [str(u) for u in features.user_ids[:6]])
+    write_warmup(out_dir, [str(u) for u in features.user_ids[:6]])
     return out_dir
 
 

@@ -27,10 +27,12 @@ import numpy as np
 
 from recflow.config import TrainConfig
 from recflow.errors import ContractError, TrainingError
+from recflow.models.score_module import load_arrays, save_arrays
 from recflow.types import Features
 
 BLEND_FILE = "blend.npz"
 VAE_PREFIX = "vae_"
+WEIGHTS_KEY = "blend_weights"
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -85,9 +87,9 @@ def score_numpy(
 def _graph_scores(module: Any, idx: Any) -> Any:
     import tensorflow as tf
 
-    from recflow.models.ease import seen_rows_tf
     from recflow.models.multvae import graph_scores as vae_graph
     from recflow.models.multvae import standardise_rows_tf
+    from recflow.models.score_module import seen_rows_tf
 
     n_items = tf.shape(module.popularity)[0]
     x = seen_rows_tf(module, idx, n_items)
@@ -110,7 +112,7 @@ def export_blend(
     top_k: int,
     warmup: Sequence[str],
 ) -> Path:
-    from recflow.models.ease import save_score_module
+    from recflow.models.score_module import save_score_module
 
     n, u = features.n_items, features.n_users
     expected = {"ease_b": (n, n), "user_scores": (u, n)}
@@ -141,19 +143,13 @@ def fit(
     t0 = time.perf_counter()
     arrays = blend_components(features, cfg, progress)
     weights = np.array([cfg.blend_item_weight, cfg.blend_user_weight, cfg.blend_vae_weight])
-    train_dir.mkdir(parents=True, exist_ok=True)
-    saved: dict[str, Any] = {**arrays, "blend_weights": weights}
-    np.savez(train_dir / BLEND_FILE, **saved)
+    save_arrays(train_dir, BLEND_FILE, {**arrays, WEIGHTS_KEY: weights})
     return {"history": {}, "seconds": time.perf_counter() - t0}
 
 
 def export(
     train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
 ) -> Path:
-    path = Path(train_dir) / BLEND_FILE
-    if not path.exists():
-        raise ContractError(f"blend export: expected {path} from the train stage, found none")
-    with np.load(path) as data:
-        arrays = {k: data[k] for k in data.files if k != "blend_weights"}
-        w = [float(v) for v in data["blend_weights"]]
+    arrays = load_arrays(train_dir, BLEND_FILE, "blend")
+    w = [float(v) for v in arrays.pop(WEIGHTS_KEY)]
     return export_blend(arrays, (w[0], w[1], w[2]), features, out_dir, top_k, warmup)

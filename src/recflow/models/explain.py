@@ -18,22 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from recflow.models.score_module import seen_csr
 from recflow.types import Features
 
 BECAUSE = "because you watched "
 POPULAR = "popular with all users"
 MAX_HISTORY = 1024  # history items compared per user (memory: B x K x H x D floats)
 DEFAULT_DIM = 32
-
-
-def seen_csr(features: Features) -> tuple[np.ndarray, np.ndarray]:
-    """(row_splits [U+1] int64, items [S] int32) of each user's distinct training items."""
-    from recflow.models.training import unique_positives
-
-    users, items = unique_positives(features)  # sorted by user, then item
-    counts = np.bincount(users, minlength=features.n_users)
-    splits = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return splits, items.astype(np.int32)
 
 
 def cooccurrence_vectors(features: Features, dim: int = DEFAULT_DIM) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 
 from recflow import contract
 from recflow.errors import ContractError
-from recflow.models.export import WARMUP_BATCH, _seen_csr, _write_warmup
+from recflow.models.score_module import WARMUP_BATCH, seen_csr, write_warmup
 from recflow.storage import atomic_directory
 from recflow.types import Features
 
@@ -38,7 +38,7 @@ def _build_module(model: Any, features: Features, recent: np.ndarray, head: str,
 
     n_items = features.n_items
     max_len = int(recent.shape[1])
-    splits, seen_items = _seen_csr(features)
+    splits, seen_items = seen_csr(features)
 
     class SequentialRecommender(tf.Module):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -214,5 +214,5 @@ def export_sequential(
                 HISTORY_SIGNATURE: module.recommend_history.get_concrete_function(),
             },
         )
-        _write_warmup(scratch, warmup)
+        write_warmup(scratch, warmup)
     return out_dir

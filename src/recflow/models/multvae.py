@@ -17,7 +17,7 @@ MovieLens-100K MS split, four members scored nDCG@10 0.470 where one scored 0.46
 
 Export re-implements the deterministic forward pass with tf ops over the trained weights and
 builds x_u for a batch of users from the seen-item table the serving contract keeps anyway
-(one scatter, as EASE does), through :func:`recflow.models.ease.save_score_module`.
+(one scatter, as EASE does), through :func:`recflow.models.score_module.save_score_module`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import numpy as np
 
 from recflow.config import TrainConfig
 from recflow.errors import ContractError, TrainingError
+from recflow.models.score_module import load_arrays, save_arrays
 from recflow.types import Features
 
 WEIGHTS_FILE = "multvae_weights.npz"
@@ -285,7 +286,7 @@ def graph_scores(module: Any, idx: Any) -> Any:
     """:func:`score_numpy` in tf ops over the module's weight variables (the served path)."""
     import tensorflow as tf
 
-    from recflow.models.ease import seen_rows_tf
+    from recflow.models.score_module import seen_rows_tf
 
     x = seen_rows_tf(module, idx, tf.shape(module.dec_out_bias)[1])
     latent = tf.shape(module.dec_hidden_kernel)[1]
@@ -308,7 +309,7 @@ def export_multvae(
     top_k: int,
     warmup: Sequence[str],
 ) -> Path:
-    from recflow.models.ease import save_score_module
+    from recflow.models.score_module import save_score_module
 
     n = weights["dec_out_bias"].shape[-1]
     if weights["dec_out_kernel"].ndim != 3 or weights["enc_hidden_kernel"].shape[1] != n:
@@ -334,18 +335,12 @@ def fit(
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     weights, history = train_multvae(features, cfg, progress)
-    train_dir.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, Any] = dict(weights)  # numpy's stubs mistype **kwargs of savez
-    np.savez(train_dir / WEIGHTS_FILE, **arrays)
+    save_arrays(train_dir, WEIGHTS_FILE, weights)
     return {"history": history, "seconds": time.perf_counter() - t0}
 
 
 def export(
     train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
 ) -> Path:
-    path = Path(train_dir) / WEIGHTS_FILE
-    if not path.exists():
-        raise ContractError(f"Mult-VAE export: expected {path} from the train stage, found none")
-    with np.load(path) as data:
-        weights = {k: data[k] for k in data.files}
+    weights = load_arrays(train_dir, WEIGHTS_FILE, "Mult-VAE")
     return export_multvae(weights, features, out_dir, top_k, warmup)

@@ -23,6 +23,7 @@ import numpy as np
 
 from recflow.config import TrainConfig
 from recflow.errors import ContractError, TrainingError
+from recflow.models.score_module import load_arrays, save_arrays
 from recflow.types import Features
 
 WEIGHTS_FILE = "neumf_weights.npz"
@@ -148,7 +149,7 @@ def export_neumf(
     top_k: int,
     warmup: Sequence[str],
 ) -> Path:
-    from recflow.models.ease import save_score_module
+    from recflow.models.score_module import save_score_module
 
     if weights["gmf_item"].shape[0] != features.n_items:
         raise ContractError(
@@ -168,18 +169,12 @@ def fit(
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     weights, history = train_neumf(features, cfg, progress)
-    train_dir.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, Any] = dict(weights)  # numpy's stubs mistype **kwargs of savez
-    np.savez(train_dir / WEIGHTS_FILE, **arrays)
+    save_arrays(train_dir, WEIGHTS_FILE, weights)
     return {"history": history, "seconds": time.perf_counter() - t0}
 
 
 def export(
     train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
 ) -> Path:
-    path = Path(train_dir) / WEIGHTS_FILE
-    if not path.exists():
-        raise ContractError(f"NeuMF export: expected {path} from the train stage, found none")
-    with np.load(path) as data:
-        weights = {k: data[k] for k in data.files}
+    weights = load_arrays(train_dir, WEIGHTS_FILE, "NeuMF")
     return export_neumf(weights, features, out_dir, top_k, warmup)

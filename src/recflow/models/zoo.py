@@ -13,6 +13,7 @@ Both run in separate Airflow tasks, possibly separate processes: nothing passes 
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -100,130 +101,67 @@ _KINDS: dict[str, ModelKind] = {
 }
 
 
-# -- ease, neumf (modules imported on use: TensorFlow stays out of DAG parsing) --------------
-def _fit_ease(
-    features: Features, split: Split, cfg: TrainConfig, progress: Progress, train_dir: Path
-) -> dict[str, Any]:
-    from recflow.models import ease
+# -- kinds in their own modules, imported on use (TensorFlow stays out of DAG parsing) --------
+def _module_kind(name: str, module: str, description: str, *, pass_name: bool = False) -> ModelKind:
+    """A kind whose ``fit``/``export`` live in ``recflow.models.<module>``.
 
-    return ease.fit(features, split, cfg, progress, train_dir)
+    ``pass_name``: the module serves several kinds and takes the kind's name first in ``fit``.
+    """
 
-
-def _export_ease(
-    train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
-) -> Path:
-    from recflow.models import ease
-
-    return ease.export(train_dir, features, out_dir, top_k, warmup)
-
-
-def _fit_neumf(
-    features: Features, split: Split, cfg: TrainConfig, progress: Progress, train_dir: Path
-) -> dict[str, Any]:
-    from recflow.models import neumf
-
-    return neumf.fit(features, split, cfg, progress, train_dir)
-
-
-def _export_neumf(
-    train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
-) -> Path:
-    from recflow.models import neumf
-
-    return neumf.export(train_dir, features, out_dir, top_k, warmup)
-
-
-_KINDS["ease"] = ModelKind(
-    "ease",
-    "EASE: closed-form item-item model (Steck 2019), scores = x_u B; strength ease_lambda",
-    _fit_ease,
-    _export_ease,
-)
-_KINDS["neumf"] = ModelKind(
-    "neumf",
-    "NeuMF (He et al. 2017): GMF + MLP branches fused, implicit feedback, sampled negatives",
-    _fit_neumf,
-    _export_neumf,
-)
-
-
-# -- sasrec, sasrec_sqn (models/sasrec.py, imported on use) -----------------------------------
-def _sasrec_kind(name: str, description: str) -> ModelKind:
     def fit(
         features: Features, split: Split, cfg: TrainConfig, progress: Progress, train_dir: Path
     ) -> dict[str, Any]:
-        from recflow.models import sasrec
-
-        return sasrec.fit(name, features, split, cfg, progress, train_dir)
+        impl = importlib.import_module(f"recflow.models.{module}")
+        if pass_name:
+            return dict(impl.fit(name, features, split, cfg, progress, train_dir))
+        return dict(impl.fit(features, split, cfg, progress, train_dir))
 
     def export(
         train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
     ) -> Path:
-        from recflow.models import sasrec
-
-        return sasrec.export(train_dir, features, out_dir, top_k, warmup)
+        impl = importlib.import_module(f"recflow.models.{module}")
+        return Path(impl.export(train_dir, features, out_dir, top_k, warmup))
 
     return ModelKind(name, description, fit, export)
 
 
-_KINDS["sasrec"] = _sasrec_kind(
-    "sasrec", "SASRec (Kang & McAuley 2018): causal Transformer over each user's item sequence"
-)
-_KINDS["sasrec_sqn"] = _sasrec_kind(
-    "sasrec_sqn", "SASRec + SQN Q-learning head (Xin et al. 2020); serves sqn_serve_head"
-)
-
-
-# -- multvae (models/multvae.py, imported on use) ---------------------------------------------
-def _fit_multvae(
-    features: Features, split: Split, cfg: TrainConfig, progress: Progress, train_dir: Path
-) -> dict[str, Any]:
-    from recflow.models import multvae
-
-    return multvae.fit(features, split, cfg, progress, train_dir)
-
-
-def _export_multvae(
-    train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
-) -> Path:
-    from recflow.models import multvae
-
-    return multvae.export(train_dir, features, out_dir, top_k, warmup)
-
-
-_KINDS["multvae"] = ModelKind(
-    "multvae",
-    "Mult-VAE (Liang et al. 2018): variational autoencoder over each user's item row, "
-    "multinomial likelihood, KL annealing; multvae_* settings",
-    _fit_multvae,
-    _export_multvae,
-)
-
-
-# -- blend (models/blend.py, imported on use) -------------------------------------------------
-def _fit_blend(
-    features: Features, split: Split, cfg: TrainConfig, progress: Progress, train_dir: Path
-) -> dict[str, Any]:
-    from recflow.models import blend
-
-    return blend.fit(features, split, cfg, progress, train_dir)
-
-
-def _export_blend(
-    train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
-) -> Path:
-    from recflow.models import blend
-
-    return blend.export(train_dir, features, out_dir, top_k, warmup)
-
-
-_KINDS["blend"] = ModelKind(
-    "blend",
-    "blend of item EASE, user-side EASE and the Mult-VAE ensemble, each standardised per "
-    "user and weighted (blend_* settings)",
-    _fit_blend,
-    _export_blend,
-)
+for _kind in (
+    _module_kind(
+        "ease",
+        "ease",
+        "EASE: closed-form item-item model (Steck 2019), scores = x_u B; strength ease_lambda",
+    ),
+    _module_kind(
+        "neumf",
+        "neumf",
+        "NeuMF (He et al. 2017): GMF + MLP branches fused, implicit feedback, sampled negatives",
+    ),
+    _module_kind(
+        "sasrec",
+        "sasrec",
+        "SASRec (Kang & McAuley 2018): causal Transformer over each user's item sequence",
+        pass_name=True,
+    ),
+    _module_kind(
+        "sasrec_sqn",
+        "sasrec",
+        "SASRec + SQN Q-learning head (Xin et al. 2020); serves sqn_serve_head",
+        pass_name=True,
+    ),
+    _module_kind(
+        "multvae",
+        "multvae",
+        "Mult-VAE (Liang et al. 2018): variational autoencoder over each user's item row, "
+        "multinomial likelihood, KL annealing; multvae_* settings",
+    ),
+    _module_kind(
+        "blend",
+        "blend",
+        "blend of item EASE, user-side EASE and the Mult-VAE ensemble, each standardised per "
+        "user and weighted (blend_* settings)",
+    ),
+):
+    _KINDS[_kind.name] = _kind
 
 
 def register_kind(kind: ModelKind) -> None:

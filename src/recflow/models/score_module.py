@@ -1,0 +1,218 @@
+"""The serving contract around any model that scores the catalogue for known users.
+
+A model supplies ``known_scores(module, user_indices) -> scores [B, N]`` built from tf ops
+(reading its weights as ``module.<name>`` variables); :func:`save_score_module` wraps it with
+everything else ``recflow.contract`` asks of an export: the user-id lookup (unknown -> -1),
+popularity for unknown users, seen-item masking from a CSR table (row splits + item indices,
+O(batch x catalogue) per request instead of a dense users x items mask), top-K with "" padding,
+the ``reasons`` output, and warmup requests for TF Serving. Also here: how score models keep
+their arrays between the train and export stages (``save_arrays`` / ``load_arrays``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recflow import contract
+from recflow.errors import ContractError
+from recflow.types import Features
+
+WARMUP_BATCH = 8  # user ids per warmup request
+
+# (module, known user indices [B] int64) -> raw scores [B, N] float32, built from tf ops.
+KnownScores = Callable[[Any, Any], Any]
+
+
+def seen_csr(features: Features) -> tuple[np.ndarray, np.ndarray]:
+    """(row_splits [U+1] int64, items [S] int32) of each user's distinct training items."""
+    from recflow.models.training import unique_positives
+
+    users, items = unique_positives(features)  # sorted by user, then item
+    counts = np.bincount(users, minlength=features.n_users)
+    splits = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return splits, items.astype(np.int32)
+
+
+def save_arrays(train_dir: Path, file_name: str, arrays: dict[str, np.ndarray]) -> Path:
+    """Write a score model's arrays for its export stage (another task, maybe another host)."""
+    train_dir.mkdir(parents=True, exist_ok=True)
+    saved: dict[str, Any] = dict(arrays)  # numpy's stubs mistype **kwargs of savez
+    np.savez(train_dir / file_name, **saved)
+    return train_dir / file_name
+
+
+def load_arrays(train_dir: Path, file_name: str, model: str) -> dict[str, np.ndarray]:
+    path = Path(train_dir) / file_name
+    if not path.exists():
+        raise ContractError(f"{model} export: expected {path} from the train stage, found none")
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def build_score_module(
+    features: Features,
+    top_k: int,
+    known_scores: KnownScores,
+    variables: dict[str, np.ndarray],
+    tracked: Sequence[Any] = (),
+) -> Any:
+    """A ``tf.Module`` meeting ``recflow.contract`` around ``known_scores``.
+
+    ``variables`` (name -> array) become attributes of the module before ``known_scores``
+    is traced, so it reads them as ``module.<name>`` and they are saved in variables/.
+    ``tracked`` are existing tf variables (e.g. a Keras model's) saved with the module; the
+    Keras model itself is not saved, so loading needs no Keras or custom objects.
+    """
+    import tensorflow as tf
+
+    from recflow.models.explain import build_explainer
+
+    n_items = features.n_items
+    splits, seen_items = seen_csr(features)
+
+    class ScoreModule(tf.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(name="recflow_recommender")
+            self.user_table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(
+                    tf.constant([str(u) for u in features.user_ids], tf.string),
+                    tf.range(features.n_users, dtype=tf.int64),
+                ),
+                default_value=-1,
+            )
+            self.catalogue_item_ids = tf.Variable(
+                [str(i) for i in features.item_ids], dtype=tf.string, trainable=False
+            )
+            self.item_titles = tf.Variable(
+                [str(t) for t in features.item_titles], dtype=tf.string, trainable=False
+            )
+            self.popularity = tf.Variable(
+                np.asarray(features.item_popularity, np.float32), trainable=False
+            )
+            self.seen_splits = tf.Variable(splits, trainable=False)
+            self.seen_items = tf.Variable(seen_items, trainable=False)
+            self.contract_version = tf.Variable(
+                contract.CONTRACT_VERSION, dtype=tf.string, trainable=False
+            )
+            # Reasons next to each item (contract 1.1), shared with every other export.
+            self.explainer = build_explainer(features)
+            for name, value in variables.items():
+                setattr(self, name, tf.Variable(value, trainable=False, name=name))
+            self.model_variables = list(tracked)
+
+        def seen_positions(self, idx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            """(row in batch, item index) of every seen item of the batch's known users."""
+            safe = tf.maximum(idx, 0)
+            starts = tf.gather(self.seen_splits, safe)
+            lengths = tf.where(idx >= 0, tf.gather(self.seen_splits, safe + 1) - starts, 0)
+            positions = tf.ragged.range(starts, starts + lengths)
+            items = tf.gather(self.seen_items, positions.flat_values)
+            return tf.cast(positions.value_rowids(), tf.int32), items
+
+        def _raw(self, user_id: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            idx = self.user_table.lookup(user_id)
+            batch = tf.shape(user_id)[0]
+            pop = tf.broadcast_to(self.popularity[None, :], [batch, n_items])
+            known = tf.cast(known_scores(self, idx), tf.float32)
+            return tf.where((idx >= 0)[:, None], known, pop), idx
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id")])
+        def score_all(self, user_id: tf.Tensor) -> tf.Tensor:
+            return self._raw(user_id)[0]
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id")])
+        def serve(self, user_id: tf.Tensor) -> dict[str, tf.Tensor]:
+            scores, idx = self._raw(user_id)
+            rows, items = self.seen_positions(idx)
+            masked = tf.tensor_scatter_nd_update(
+                scores, tf.stack([rows, items], axis=1), tf.fill(tf.shape(items), float("-inf"))
+            )
+            top = tf.math.top_k(masked, k=top_k, sorted=True)
+            valid = tf.math.is_finite(top.values)
+            return {
+                contract.OUTPUT_ITEM_IDS: tf.where(
+                    valid, tf.gather(self.catalogue_item_ids, top.indices), ""
+                ),
+                contract.OUTPUT_SCORES: top.values,
+                contract.OUTPUT_TITLES: tf.where(
+                    valid, tf.gather(self.item_titles, top.indices), ""
+                ),
+                contract.OUTPUT_REASONS: self.explainer.reasons(idx, top.indices, valid),
+            }
+
+    return ScoreModule()
+
+
+def save_score_module(
+    features: Features,
+    out_dir: Path,
+    top_k: int,
+    warmup_user_ids: Sequence[str],
+    known_scores: KnownScores,
+    variables: dict[str, np.ndarray],
+    tracked: Sequence[Any] = (),
+) -> Path:
+    """Build the module and write it (atomically) with warmup requests into ``out_dir``."""
+    import tensorflow as tf
+
+    from recflow.storage import atomic_directory
+
+    if not 1 <= top_k <= features.n_items:
+        raise ContractError(
+            f"export: expected 1 <= top_k <= catalogue size {features.n_items}, found {top_k}; "
+            "lower serving top_k"
+        )
+    warmup = [str(u) for u in warmup_user_ids] or [str(u) for u in features.user_ids[:WARMUP_BATCH]]
+    if not warmup:
+        raise ContractError("export: expected at least one warmup user id, found none")
+    module = build_score_module(features, top_k, known_scores, variables, tracked)
+    out_dir = Path(out_dir)
+    with atomic_directory(out_dir) as scratch:
+        tf.saved_model.save(
+            module,
+            str(scratch),
+            signatures={contract.SIGNATURE_NAME: module.serve.get_concrete_function()},
+        )
+        write_warmup(scratch, warmup)
+    return out_dir
+
+
+def seen_rows_tf(module: Any, idx: Any, n_items: Any) -> Any:
+    """Binary rows [B, N] of the batch's known users, from the export's seen-item table."""
+    import tensorflow as tf
+
+    rows, items = module.seen_positions(idx)
+    return tf.scatter_nd(
+        tf.stack([rows, items], axis=1),
+        tf.ones(tf.shape(items), tf.float32),
+        tf.stack([tf.shape(idx)[0], n_items]),
+    )
+
+
+def write_warmup(out_dir: Path, user_ids: Sequence[str]) -> int:
+    """TF Serving's assets.extra/tf_serving_warmup_requests: Predict requests of a few ids each."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    ids = [str(u) for u in user_ids]
+    batches = [ids[i : i + WARMUP_BATCH] for i in range(0, len(ids), WARMUP_BATCH)]
+    batches = batches[: contract.MAX_WARMUP_RECORDS]
+    path = out_dir / contract.WARMUP_RELATIVE_PATH
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for batch in batches:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(signature_name=contract.SIGNATURE_NAME)
+            )
+            request.inputs[contract.INPUT_USER_ID].CopyFrom(
+                tf.make_tensor_proto(batch, dtype=tf.string)
+            )
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+    return len(batches)
