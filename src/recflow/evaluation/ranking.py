@@ -2,15 +2,80 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from recflow.errors import ConfigError, ContractError, DataError
-from recflow.evaluation.metrics import ranking_metrics
+from recflow.evaluation.metrics import per_user_ndcg, ranking_metrics
 from recflow.schema import ITEM_ID, USER_ID
 from recflow.types import Features, ScoreFn, Split
 
 STAGES = ("validation", "test")
+
+
+@dataclass(frozen=True)
+class RankedUsers:
+    """Evaluated users (indices into ``features.user_ids``), their held-out item, their top-k."""
+
+    users: np.ndarray  # [U] int64
+    targets: np.ndarray  # [U] int64
+    topk: np.ndarray  # [U, k] int64, -1 for "no item"
+    k: int
+
+    def metrics(self, n_items: int) -> dict[str, float]:
+        """The same dict ``evaluate_scorer`` returns."""
+        out = ranking_metrics(self.topk, self.targets, n_items, self.k)
+        out["users"] = float(self.users.size)
+        return out
+
+    def per_user_ndcg(self) -> np.ndarray:
+        return per_user_ndcg(self.topk, self.targets, self.k)
+
+
+def rank_users(
+    score_fn: ScoreFn,
+    split: Split,
+    features: Features,
+    *,
+    k: int,
+    stage: str = "validation",
+    batch_size: int = 1024,
+) -> RankedUsers:
+    """Each evaluated user's top-k under the rules of :func:`evaluate_scorer`, kept per user."""
+    if stage not in STAGES:
+        raise ConfigError(f"stage: expected one of {STAGES}, found {stage!r}")
+    if k < 1 or batch_size < 1:
+        raise ConfigError(f"expected k >= 1 and batch_size >= 1, found k={k}, {batch_size=}")
+    frame = split.validation if stage == "validation" else split.test
+    users, targets = _held_out(frame, features, stage)
+    if users.size == 0:
+        raise DataError(
+            f"no users to evaluate on {stage!r}: expected held-out rows for users with training "
+            f"events, found {len(frame)} {stage} rows and none for the {features.n_users} "
+            "training users; check that users have at least 3 events"
+        )
+    also_excluded = None
+    if stage == "test":
+        val_users, val_items = _held_out(split.validation, features, "validation")
+        by_user = np.full(features.n_users, -1, dtype=np.int64)
+        by_user[val_users] = val_items
+        also_excluded = by_user[users]
+    exclusions = _TrainItems(features)
+    catalogue = _CatalogueMap(features.item_ids)
+    topk = np.empty((users.size, k), dtype=np.int64)
+    for start in range(0, users.size, batch_size):
+        batch = slice(start, start + batch_size)
+        batch_users = users[batch]
+        scores = catalogue.align(*score_fn(features.user_ids[batch_users]), len(batch_users))
+        exclusions.mask(scores, batch_users)
+        if also_excluded is not None:
+            extra = also_excluded[batch]
+            rows = np.flatnonzero(extra >= 0)
+            scores[rows, extra[rows]] = -np.inf
+        topk[batch] = top_k(scores, targets[batch], k)
+    return RankedUsers(users, targets, topk, k)
 
 
 def evaluate_scorer(
@@ -36,41 +101,9 @@ def evaluate_scorer(
 
     Returns ``hr@k``, ``ndcg@k``, ``mrr@k``, ``coverage@k`` and ``users`` (count evaluated).
     """
-    if stage not in STAGES:
-        raise ConfigError(f"stage: expected one of {STAGES}, found {stage!r}")
-    if k < 1 or batch_size < 1:
-        raise ConfigError(f"expected k >= 1 and batch_size >= 1, found k={k}, {batch_size=}")
-    frame = split.validation if stage == "validation" else split.test
-    users, targets = _held_out(frame, features, stage)
-    if users.size == 0:
-        raise DataError(
-            f"no users to evaluate on {stage!r}: expected held-out rows for users with training "
-            f"events, found {len(frame)} {stage} rows and none for the {features.n_users} "
-            "training users; check that users have at least 3 events"
-        )
-    also_excluded = None
-    if stage == "test":
-        val_users, val_items = _held_out(split.validation, features, "validation")
-        by_user = np.full(features.n_users, -1, dtype=np.int64)
-        by_user[val_users] = val_items
-        also_excluded = by_user[users]
-
-    exclusions = _TrainItems(features)
-    catalogue = _CatalogueMap(features.item_ids)
-    topk = np.empty((users.size, k), dtype=np.int64)
-    for start in range(0, users.size, batch_size):
-        batch = slice(start, start + batch_size)
-        batch_users = users[batch]
-        scores = catalogue.align(*score_fn(features.user_ids[batch_users]), len(batch_users))
-        exclusions.mask(scores, batch_users)
-        if also_excluded is not None:
-            extra = also_excluded[batch]
-            rows = np.flatnonzero(extra >= 0)
-            scores[rows, extra[rows]] = -np.inf
-        topk[batch] = top_k(scores, targets[batch], k)
-    metrics = ranking_metrics(topk, targets, features.n_items, k)
-    metrics["users"] = float(users.size)
-    return metrics
+    return rank_users(score_fn, split, features, k=k, stage=stage, batch_size=batch_size).metrics(
+        features.n_items
+    )
 
 
 def top_k(scores: np.ndarray, target: np.ndarray, k: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Per-user leave-last-out rankings and metrics sliced by user activity, item popularity, genre.
+"""Leave-last-out metrics sliced by user activity, item popularity and genre.
 
 Slices (names as the gate's ``slice_floors`` use them):
     activity:cold / activity:medium / activity:heavy   terciles of the user's training events
@@ -14,79 +14,17 @@ Slices (names as the gate's ``slice_floors`` use them):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-from recflow.errors import ConfigError, DataError
-from recflow.evaluation.metrics import per_user_ndcg, ranking_metrics
-from recflow.evaluation.ranking import STAGES, _CatalogueMap, _held_out, _TrainItems, top_k
-from recflow.types import Features, ScoreFn, Split
+from recflow.evaluation.metrics import ranking_metrics
+from recflow.evaluation.ranking import RankedUsers, rank_users
+from recflow.types import Features
+
+__all__ = ["RankedUsers", "activity_levels", "head_items", "rank_users", "sliced_metrics"]
 
 HEAD_SHARE = 0.2
 ACTIVITY_LEVELS = ("cold", "medium", "heavy")
-
-
-@dataclass(frozen=True)
-class RankedUsers:
-    """Evaluated users (indices into ``features.user_ids``), their held-out item, their top-k."""
-
-    users: np.ndarray  # [U] int64
-    targets: np.ndarray  # [U] int64
-    topk: np.ndarray  # [U, k] int64, -1 for "no item"
-    k: int
-
-    def metrics(self, n_items: int) -> dict[str, float]:
-        """The same dict ``evaluate_scorer`` returns."""
-        out = ranking_metrics(self.topk, self.targets, n_items, self.k)
-        out["users"] = float(self.users.size)
-        return out
-
-    def per_user_ndcg(self) -> np.ndarray:
-        return per_user_ndcg(self.topk, self.targets, self.k)
-
-
-def rank_users(
-    score_fn: ScoreFn,
-    split: Split,
-    features: Features,
-    *,
-    k: int,
-    stage: str = "validation",
-    batch_size: int = 1024,
-) -> RankedUsers:
-    """``evaluate_scorer``'s ranking (same users, exclusions and tie rule), kept per user."""
-    if stage not in STAGES:
-        raise ConfigError(f"stage: expected one of {STAGES}, found {stage!r}")
-    if k < 1 or batch_size < 1:
-        raise ConfigError(f"expected k >= 1 and batch_size >= 1, found k={k}, {batch_size=}")
-    frame = split.validation if stage == "validation" else split.test
-    users, targets = _held_out(frame, features, stage)
-    if users.size == 0:
-        raise DataError(
-            f"no users to evaluate on {stage!r}: expected held-out rows for training users, "
-            f"found none among {len(frame)} rows; check that users have at least 3 events"
-        )
-    also_excluded = None
-    if stage == "test":
-        val_users, val_items = _held_out(split.validation, features, "validation")
-        by_user = np.full(features.n_users, -1, dtype=np.int64)
-        by_user[val_users] = val_items
-        also_excluded = by_user[users]
-    exclusions = _TrainItems(features)
-    catalogue = _CatalogueMap(features.item_ids)
-    topk = np.empty((users.size, k), dtype=np.int64)
-    for start in range(0, users.size, batch_size):
-        batch = slice(start, start + batch_size)
-        batch_users = users[batch]
-        scores = catalogue.align(*score_fn(features.user_ids[batch_users]), len(batch_users))
-        exclusions.mask(scores, batch_users)
-        if also_excluded is not None:
-            extra = also_excluded[batch]
-            rows = np.flatnonzero(extra >= 0)
-            scores[rows, extra[rows]] = -np.inf
-        topk[batch] = top_k(scores, targets[batch], k)
-    return RankedUsers(users, targets, topk, k)
 
 
 def activity_levels(features: Features) -> np.ndarray:
