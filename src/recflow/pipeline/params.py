@@ -748,44 +748,7 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
                 "description": "Model name in TF Serving's model config.",
             },
         ),
-        "model_base_path": (
-            None,
-            {
-                **opt_str,
-                "section": SERVING,
-                "title": "Model base path",
-                "description": "Folder that holds <model name>/<version>/ for TF Serving. Empty: under the work folder.",
-            },
-        ),
-        "model_config_file": (
-            None,
-            {
-                **opt_str,
-                "section": SERVING,
-                "title": "Model config file",
-                "description": "TF Serving --model_config_file path. Empty: under the work folder.",
-            },
-        ),
-        "serving_host": (
-            d.serving.host,
-            {
-                "type": "string",
-                "section": SERVING,
-                "title": "Model server host",
-                "description": "gRPC host of TF Serving or the local model server.",
-            },
-        ),
-        "serving_port": (
-            d.serving.grpc_port,
-            {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": 65535,
-                "section": SERVING,
-                "title": "Model server gRPC port",
-                "description": "gRPC port (TF Serving's default is 8500).",
-            },
-        ),
+        **server_spec(d.serving, SERVING),
         "top_k": (
             d.serving.top_k,
             {
@@ -831,11 +794,63 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
                 "description": "Model server for the sandbox: empty picks tensorflow_model_server when it is on PATH, else recflow-model-server.",
             },
         ),
+        **work_dir_spec(SERVING),
+    }
+
+
+def server_spec(serving: Any, section: str) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Form entries both DAGs share: where versions are written and which server loads them."""
+    opt_str = {"type": ["null", "string"]}
+    return {
+        "model_base_path": (
+            None,
+            {
+                **opt_str,
+                "section": section,
+                "title": "Model base path",
+                "description": "Folder that holds <model name>/<version>/ for TF Serving. Empty: under the work folder.",
+            },
+        ),
+        "model_config_file": (
+            None,
+            {
+                **opt_str,
+                "section": section,
+                "title": "Model config file",
+                "description": "TF Serving --model_config_file path. Empty: under the work folder.",
+            },
+        ),
+        "serving_host": (
+            serving.host,
+            {
+                "type": "string",
+                "section": section,
+                "title": "Model server host",
+                "description": "gRPC host of TF Serving or the local model server.",
+            },
+        ),
+        "serving_port": (
+            serving.grpc_port,
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 65535,
+                "section": section,
+                "title": "Model server gRPC port",
+                "description": "gRPC port (TF Serving's default is 8500).",
+            },
+        ),
+    }
+
+
+def work_dir_spec(section: str) -> dict[str, tuple[Any, dict[str, Any]]]:
+    opt_str = {"type": ["null", "string"]}
+    return {
         "work_dir": (
             None,
             {
                 **opt_str,
-                "section": SERVING,
+                "section": section,
                 "title": "Work folder",
                 "description": "Where run data, the MLflow store and models live. Empty: $RECFLOW_HOME or ./var.",
             },

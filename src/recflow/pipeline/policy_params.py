@@ -15,6 +15,7 @@ from recflow.config import (
     policy_param_names,
 )
 from recflow.errors import ConfigError
+from recflow.pipeline.params import server_spec, work_dir_spec
 
 DATA = "Logged feedback"
 VALIDATION = "Validation"
@@ -309,53 +310,8 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
                 "description": "Model name of the policy in TF Serving's model config (labels canary, stable).",
             },
         ),
-        "model_base_path": (
-            None,
-            {
-                **opt_str,
-                "section": SERVING,
-                "title": "Model base path",
-                "description": "Folder that holds <model name>/<version>/ for TF Serving. Empty: under the work folder.",
-            },
-        ),
-        "model_config_file": (
-            None,
-            {
-                **opt_str,
-                "section": SERVING,
-                "title": "Model config file",
-                "description": "TF Serving --model_config_file path. Empty: under the work folder.",
-            },
-        ),
-        "serving_host": (
-            d.serving.host,
-            {
-                "type": "string",
-                "section": SERVING,
-                "title": "Model server host",
-                "description": "gRPC host of TF Serving or the local model server.",
-            },
-        ),
-        "serving_port": (
-            d.serving.grpc_port,
-            {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": 65535,
-                "section": SERVING,
-                "title": "Model server gRPC port",
-                "description": "gRPC port (TF Serving's default is 8500).",
-            },
-        ),
-        "work_dir": (
-            None,
-            {
-                **opt_str,
-                "section": SERVING,
-                "title": "Work folder",
-                "description": "Where run data, the MLflow store and models live. Empty: $RECFLOW_HOME or ./var.",
-            },
-        ),
+        **server_spec(d.serving, SERVING),
+        **work_dir_spec(SERVING),
     }
 
 
