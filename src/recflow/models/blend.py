@@ -27,7 +27,7 @@ import numpy as np
 
 from recflow.config import TrainConfig
 from recflow.errors import ContractError, TrainingError
-from recflow.models.score_module import load_arrays, save_arrays
+from recflow.models.score_module import array_stages
 from recflow.types import Features
 
 BLEND_FILE = "blend.npz"
@@ -132,24 +132,26 @@ def export_blend(
     return save_score_module(features, out_dir, top_k, warmup, _graph_scores, variables)
 
 
-# -- zoo adapters -----------------------------------------------------------------------------
-def fit(
-    features: Features,
-    split: Any,
-    cfg: TrainConfig,
-    progress: Callable[[str], None],
-    train_dir: Path,
-) -> dict[str, Any]:
-    t0 = time.perf_counter()
+def train_blend(
+    features: Features, cfg: TrainConfig, progress: Callable[[str], None]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The components plus the weights, as the train stage's array file holds them."""
     arrays = blend_components(features, cfg, progress)
     weights = np.array([cfg.blend_item_weight, cfg.blend_user_weight, cfg.blend_vae_weight])
-    save_arrays(train_dir, BLEND_FILE, {**arrays, WEIGHTS_KEY: weights})
-    return {"history": {}, "seconds": time.perf_counter() - t0}
+    return {**arrays, WEIGHTS_KEY: weights}, {}
 
 
-def export(
-    train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
+def export_saved(
+    saved: dict[str, np.ndarray],
+    features: Features,
+    out_dir: Path,
+    top_k: int,
+    warmup: Sequence[str],
 ) -> Path:
-    arrays = load_arrays(train_dir, BLEND_FILE, "blend")
-    w = [float(v) for v in arrays.pop(WEIGHTS_KEY)]
+    arrays = {k: v for k, v in saved.items() if k != WEIGHTS_KEY}
+    w = [float(v) for v in saved[WEIGHTS_KEY]]
     return export_blend(arrays, (w[0], w[1], w[2]), features, out_dir, top_k, warmup)
+
+
+# -- zoo adapters -----------------------------------------------------------------------------
+fit, export = array_stages(train_blend, export_saved, BLEND_FILE, "blend")

@@ -31,7 +31,7 @@ import numpy as np
 
 from recflow.config import TrainConfig
 from recflow.errors import ContractError, TrainingError
-from recflow.models.score_module import load_arrays, save_arrays
+from recflow.models.score_module import array_stages
 from recflow.types import Features
 
 WEIGHTS_FILE = "multvae_weights.npz"
@@ -326,21 +326,4 @@ def export_multvae(
 
 
 # -- zoo adapters -----------------------------------------------------------------------------
-def fit(
-    features: Features,
-    split: Any,
-    cfg: TrainConfig,
-    progress: Callable[[str], None],
-    train_dir: Path,
-) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    weights, history = train_multvae(features, cfg, progress)
-    save_arrays(train_dir, WEIGHTS_FILE, weights)
-    return {"history": history, "seconds": time.perf_counter() - t0}
-
-
-def export(
-    train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
-) -> Path:
-    weights = load_arrays(train_dir, WEIGHTS_FILE, "Mult-VAE")
-    return export_multvae(weights, features, out_dir, top_k, warmup)
+fit, export = array_stages(train_multvae, export_multvae, WEIGHTS_FILE, "Mult-VAE")

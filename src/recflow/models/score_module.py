@@ -11,6 +11,7 @@ their arrays between the train and export stages (``save_arrays`` / ``load_array
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,39 @@ def load_arrays(train_dir: Path, file_name: str, model: str) -> dict[str, np.nda
         raise ContractError(f"{model} export: expected {path} from the train stage, found none")
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
+
+
+# (features, cfg, progress) -> (arrays export needs, per-epoch history)
+TrainArrays = Callable[[Features, Any, Callable[[str], None]], tuple[dict[str, np.ndarray], Any]]
+# (arrays, features, out_dir, top_k, warmup user ids) -> out_dir
+ExportArrays = Callable[[dict[str, np.ndarray], Features, Path, int, Sequence[str]], Path]
+
+
+def array_stages(
+    train: TrainArrays, export: ExportArrays, file_name: str, model: str
+) -> tuple[Callable[..., dict[str, Any]], Callable[..., Path]]:
+    """The zoo's ``fit`` and ``export`` for a model whose train stage hands arrays to export
+    through one ``.npz`` file in the train folder (the two stages may run on different hosts).
+    """
+
+    def fit(
+        features: Features,
+        split: Any,
+        cfg: Any,
+        progress: Callable[[str], None],
+        train_dir: Path,
+    ) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        arrays, history = train(features, cfg, progress)
+        save_arrays(train_dir, file_name, arrays)
+        return {"history": history, "seconds": time.perf_counter() - t0}
+
+    def export_stage(
+        train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
+    ) -> Path:
+        return export(load_arrays(train_dir, file_name, model), features, out_dir, top_k, warmup)
+
+    return fit, export_stage
 
 
 def build_score_module(
