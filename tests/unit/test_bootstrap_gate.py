@@ -15,9 +15,20 @@ from recflow.gate import decide
 
 K = 10
 CFG = GateConfig(floors={}, min_lift_over_popularity=0.1, bootstrap_samples=500)
-RNG = np.random.default_rng(0)
 # Per-user NDCG-like values for 800 users: a hit rate of 30 % with graded ranks.
-CHAMP = np.where(RNG.random(800) < 0.3, 1 / np.log2(RNG.integers(1, 11, 800) + 1), 0.0)
+_CHAMP_RNG = np.random.default_rng(0)
+CHAMP = np.where(
+    _CHAMP_RNG.random(800) < 0.3, 1 / np.log2(_CHAMP_RNG.integers(1, 11, 800) + 1), 0.0
+)
+CHAMP.setflags(write=False)
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    """Each test its own seeded stream: the outcome cannot depend on which tests ran before."""
+    return np.random.default_rng(1)
+
+
 POP = {"ndcg@10": 0.05}
 
 
@@ -53,8 +64,8 @@ def _decide(candidate: np.ndarray, rule: str, **changes):
 
 
 @pytest.mark.parametrize("rule", ["non-inferiority", "superiority"])
-def test_clearly_better_model_is_promoted(rule: str) -> None:
-    better = np.minimum(CHAMP + np.where(RNG.random(800) < 0.3, 0.3, 0.0), 1.0)
+def test_clearly_better_model_is_promoted(rule: str, rng: np.random.Generator) -> None:
+    better = np.minimum(CHAMP + np.where(rng.random(800) < 0.3, 0.3, 0.0), 1.0)
     d = _decide(better, rule)
     assert d.passed, d.summary()
     check = d.checks[-1]
@@ -63,8 +74,8 @@ def test_clearly_better_model_is_promoted(rule: str) -> None:
 
 
 @pytest.mark.parametrize("rule", ["non-inferiority", "superiority"])
-def test_clearly_worse_model_is_blocked(rule: str) -> None:
-    worse = np.where(RNG.random(800) < 0.5, 0.0, CHAMP)
+def test_clearly_worse_model_is_blocked(rule: str, rng: np.random.Generator) -> None:
+    worse = np.where(rng.random(800) < 0.5, 0.0, CHAMP)
     d = _decide(worse, rule)
     assert not d.passed
     assert d.checks[-1].interval[1] < 0
@@ -77,11 +88,11 @@ def test_identical_model_passes_non_inferiority_and_fails_superiority() -> None:
     assert not sup.passed and "lower end above min_improvement" in sup.summary()
 
 
-def test_noise_neither_promotes_nor_blocks() -> None:
+def test_noise_neither_promotes_nor_blocks(rng: np.random.Generator) -> None:
     # A tiny mean gain that a mean comparison would call "superior" but the interval spans 0.
-    swap = RNG.permutation(800)[:40]
+    swap = rng.permutation(800)[:40]
     noisy = CHAMP.copy()
-    noisy[swap] = RNG.permutation(CHAMP[swap]) + 1e-3
+    noisy[swap] = rng.permutation(CHAMP[swap]) + 1e-3
     assert noisy.mean() > CHAMP.mean()
     assert not _decide(noisy, "superiority").passed
     assert _decide(noisy, "non-inferiority", tolerance=0.01).passed

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
 import pandas as pd
@@ -116,18 +115,6 @@ def test_planted_tastes_are_learnable_on_held_out_last_events(ds) -> None:
     genre_share = truth.item_genres[_index(df[schema.ITEM_ID])].mean(axis=0)
     baseline = genre_share[top].mean()
     assert held_out_share > 1.8 * baseline, (held_out_share, baseline)
-
-
-def test_fast_enough() -> None:
-    generate_synthetic(CFG)  # warm pandas' first-call paths
-    best = min(_timed() for _ in range(2))
-    assert best < 1.0, f"generating 400 x 250 took {best:.2f}s"
-
-
-def _timed() -> float:
-    start = time.perf_counter()
-    generate_synthetic(CFG)
-    return time.perf_counter() - start
 
 
 def test_invalid_config() -> None:
