@@ -213,24 +213,47 @@ def _foreground(
     check: Callable[[], bool],
     lines: Sequence[str],
     timeout: float,
+    grace: float = 30.0,
 ) -> int:
     # Own process group: `airflow standalone` stops its scheduler/API server/triggerer only on
-    # SIGINT, so a SIGTERM to us (e.g. from `timeout` or a supervisor) must become a SIGINT to
-    # the whole group, else those components outlive us.
+    # SIGINT, so a SIGINT or SIGTERM sent to us alone (by `timeout`, a supervisor, or `kill`)
+    # must become a SIGINT to the whole group, else those components outlive us.
     process = subprocess.Popen(argv, env=env, start_new_session=True)
     _announce_when_up(process, check, lines, timeout)
+    exited = threading.Event()
+    stopping = threading.Event()
 
     def forward(signum: int, _frame: object) -> None:
-        stop_group(process)
+        # Only send signals here. Waiting for the child inside a handler contends with the
+        # main thread's wait() for its exit status: the launcher then hangs as the parent of
+        # a zombie. The main thread's wait() returns once the group has stopped.
+        if stopping.is_set():
+            return
+        stopping.set()
+        _signal_group(process.pid, signal.SIGINT)
+        threading.Thread(
+            target=_kill_if_still_running, args=(process.pid, exited, grace), daemon=True
+        ).start()
 
-    previous = signal.signal(signal.SIGTERM, forward)
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return process.wait()
-    except KeyboardInterrupt:
-        stop_group(process)
-        return process.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        exited.set()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        # Children may linger after the leader exits (their group id stays the same).
+        _signal_group(process.pid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _kill_if_still_running(pgid: int, exited: threading.Event, grace: float) -> None:
+    if not exited.wait(grace):
+        _signal_group(pgid, signal.SIGKILL)
 
 
 def stop_group(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
@@ -239,13 +262,10 @@ def stop_group(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
         pgid = os.getpgid(process.pid)
     except ProcessLookupError:
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGINT)
+    _signal_group(pgid, signal.SIGINT)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=grace)
-    # Children may linger after the leader exits (their group id stays the same).
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
+    _signal_group(pgid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=5)
 
