@@ -5,7 +5,6 @@ module every score model shares (:mod:`recflow.models.score_module`).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,15 +62,3 @@ def export_model(
         {},
         tracked=list(keras_model.variables) if keras_model is not None else [],
     )
-
-
-def directory_size(path: Path) -> int:
-    """Bytes under ``path`` (for logging the exported model's size)."""
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
-def timed_export(*args: Any, **kwargs: Any) -> tuple[Path, float]:
-    """``export_model`` plus the seconds it took."""
-    t0 = time.perf_counter()
-    path = export_model(*args, **kwargs)
-    return path, time.perf_counter() - t0

@@ -164,11 +164,6 @@ for _kind in (
     _KINDS[_kind.name] = _kind
 
 
-def register_kind(kind: ModelKind) -> None:
-    """Add a model kind (its name must also be listed in ``recflow.config.MODELS``)."""
-    _KINDS[kind.name] = kind
-
-
 def get_kind(name: str) -> ModelKind:
     if name not in _KINDS:
         raise ConfigError(f"model: expected one of {sorted(_KINDS)}, found {name!r}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from recflow.errors import ValidationFailed
@@ -232,7 +232,3 @@ def check_tables(tables: Mapping[str, pd.DataFrame], **kwargs: Any) -> None:
     for table, df in tables.items():
         found.extend(scan_frame(df, table, **kwargs))
     raise_if_found(found)
-
-
-def findings_dicts(findings: list[Finding]) -> list[dict[str, Any]]:
-    return [asdict(f) for f in findings]
