@@ -9,6 +9,7 @@ import pendulum
 from airflow.sdk import dag, get_current_context, task
 
 from recflow.pipeline.policy_params import policy_params
+from recflow.pipeline.pools import SERVING_POOL
 
 DOC_MD = """
 # Contextual-bandit policy pipeline
@@ -86,19 +87,19 @@ def recsys_policy():
 
         return stage.run(*_stage())
 
-    @task
+    @task(pool=SERVING_POOL)
     def deploy_canary(_: dict) -> dict:
         from recflow.pipeline.policy import deploy
 
         return deploy.deploy_canary(*_stage())
 
-    @task
+    @task(pool=SERVING_POOL)
     def verify_canary(_: dict) -> dict:
         from recflow.pipeline.policy import deploy
 
         return deploy.verify_canary(*_stage())
 
-    @task
+    @task(pool=SERVING_POOL)
     def promote_stable(_: dict) -> dict:
         from recflow.pipeline.policy import deploy
 

@@ -9,6 +9,7 @@ import pendulum
 from airflow.sdk import dag, get_current_context, task
 
 from recflow.pipeline.params import rollback_params
+from recflow.pipeline.pools import SERVING_POOL
 
 DOC_MD = """
 # Roll back the served recommender
@@ -41,7 +42,7 @@ training run (or this DAG with `target_version`).
     tags=["recflow", "serving", "rollback"],
 )
 def recsys_rollback():
-    @task
+    @task(pool=SERVING_POOL)
     def rollback() -> dict:
         from recflow.pipeline import rollback as stage
 

@@ -10,6 +10,7 @@ from airflow.sdk import Asset, dag, get_current_context, task
 
 from recflow.pipeline.landing import HISTORY_ASSET_URI
 from recflow.pipeline.params import training_params
+from recflow.pipeline.pools import SERVING_POOL
 
 DOC_MD = """
 # Recommender training pipeline
@@ -114,25 +115,25 @@ def recsys_training():
 
         return stage.run(*_stage())
 
-    @task
+    @task(pool=SERVING_POOL)
     def infra_validate(_: dict) -> dict:
         from recflow.pipeline import infra_validate as stage
 
         return stage.run(*_stage())
 
-    @task
+    @task(pool=SERVING_POOL)
     def deploy_canary(_: dict) -> dict:
         from recflow.pipeline import deploy
 
         return deploy.deploy_canary(*_stage())
 
-    @task
+    @task(pool=SERVING_POOL)
     def verify_canary(_: dict) -> dict:
         from recflow.pipeline import deploy
 
         return deploy.verify_canary(*_stage())
 
-    @task
+    @task(pool=SERVING_POOL)
     def promote_stable(_: dict) -> dict:
         from recflow.pipeline import deploy
 

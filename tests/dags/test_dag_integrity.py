@@ -27,6 +27,7 @@ if dag is not None:
     out["doc_md"] = bool(dag.doc_md)
     out["trigger_rules"] = {t.task_id: getattr(t.trigger_rule, "value", str(t.trigger_rule)) for t in dag.tasks}
     out["gate_skips_all"] = getattr(dag.get_task("gate"), "ignore_downstream_trigger_rules", None)
+out["pools"] = {d.dag_id: {t.task_id: t.pool for t in d.tasks} for d in bag.dags.values()}
 print("RESULT" + json.dumps(out))
 """
 
@@ -76,6 +77,33 @@ def test_report_runs_for_declined_candidates_but_not_after_failures(parsed):
     # (declined) or succeeded, and is upstream_failed when an earlier step failed.
     assert parsed["gate_skips_all"] is False
     assert parsed["trigger_rules"]["report_run"] == "none_failed_min_one_success"
+    assert parsed["trigger_rules"]["deploy_canary"] == "all_success"
+
+
+# Every task that changes a model server's config, in every DAG, and the sandbox of the
+# training DAG: one slot, so runs never interleave their reloads (recflow.pipeline.pools).
+SERVING_TASKS = {
+    "recsys_training": {"infra_validate", "deploy_canary", "verify_canary", "promote_stable"},
+    "recsys_policy": {"deploy_canary", "verify_canary", "promote_stable"},
+    "recsys_rollback": {"rollback"},
+}
+
+
+def test_serving_tasks_share_the_one_slot_pool(parsed):
+    from recflow.pipeline.pools import SERVING_POOL
+
+    for dag_id, tasks in SERVING_TASKS.items():
+        pools = parsed["pools"][dag_id]
+        in_pool = {t for t, pool in pools.items() if pool == SERVING_POOL}
+        assert in_pool == tasks, dag_id
+        assert all(pools[t] == "default_pool" for t in set(pools) - tasks), dag_id
+
+
+def test_a_candidate_refused_by_infra_validation_is_never_deployed(parsed):
+    # deploy_canary (the only step that copies into the model base path) runs only after
+    # infra_validate succeeded; infra_validate itself works in a temporary sandbox.
+    upstream = {t for t, down in parsed["tasks"].items() if "deploy_canary" in down}
+    assert upstream == {"infra_validate"}
     assert parsed["trigger_rules"]["deploy_canary"] == "all_success"
 
 
