@@ -14,7 +14,7 @@ export SCARF_ANALYTICS := false
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality
+.PHONY: install system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality check-serving-compat compose-smoke
 
 install: $(STAMP)
 
@@ -84,6 +84,18 @@ bench-quality: install
 # Top-10 Predict latency over gRPC (one client, open-loop rates); writes bench/results/serving.{json,md}
 bench-serving: install
 	$(BIN)/python bench/serving.py --out bench/results
+
+# Every model kind's SavedModel under the TF Serving release's TensorFlow (src/recflow/serving/
+# release.py): a throwaway venv with tensorflow-cpu==<release> (created once under var/, ~1.5 GB),
+# every signature run and compared with ours; writes bench/results/serving_compat.{json,md}
+check-serving-compat: install
+	$(BIN)/python bench/serving_compat.py --out bench/results
+
+# On a Docker host: build and start the compose stack (GPU; CPU=1 without a GPU), wait for health,
+# trigger recsys_training over the REST API, wait for success, ask TF Serving for label stable
+# over gRPC and print the top-10; tears the stack down afterwards unless KEEP=1.
+compose-smoke: install
+	$(BIN)/python -m recflow.ops.compose_smoke $(if $(filter 1,$(CPU)),--cpu) $(if $(filter 1,$(KEEP)),--keep)
 
 clean:
 	rm -rf var

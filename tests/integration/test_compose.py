@@ -127,6 +127,14 @@ def network_names(name: str, service: dict[str, Any]) -> set[str]:
     return names
 
 
+# TF Serving flags that only mean something with a GPU: the local (CPU) server has none of them.
+GPU_ONLY_FLAGS = {"per_process_gpu_memory_fraction"}
+
+
+def without_gpu_flags(found: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in found.items() if k not in GPU_ONLY_FLAGS}
+
+
 def flags(service: dict[str, Any]) -> dict[str, str]:
     out = {}
     for arg in service["command"]:
@@ -369,10 +377,15 @@ def test_gpu_variant_reserves_a_gpu_and_cpu_variant_does_not(rendered: dict[str,
     name, cpu = serving_service(rendered["cpu"])
     assert "deploy" not in cpu, f"{name} must not reserve a GPU"
     assert cpu["image"].startswith("tensorflow/serving:") and not cpu["image"].endswith("-gpu")
-    # Same server version in both variants: the SavedModel is checked against one of them.
-    assert cpu["image"].split(":")[1] == gpu["image"].split(":")[1].removesuffix("-gpu")
-    # Same behaviour, except the batching parameters file mounted at the same path.
-    assert flags(cpu) == flags(gpu)
+    # Same server version in both variants, the one release the exports are checked against.
+    from recflow.serving.release import TF_SERVING_VERSION, image
+
+    assert gpu["image"] == image(gpu=True) and cpu["image"] == image(gpu=False)
+    assert cpu["image"].split(":")[1] == TF_SERVING_VERSION
+    # Same behaviour, except the batching parameters file mounted at the same path and the
+    # GPU memory share (meaningless without a GPU).
+    assert without_gpu_flags(flags(cpu)) == without_gpu_flags(flags(gpu))
+    assert not set(flags(cpu)) & GPU_ONLY_FLAGS
     sources = {
         v: mount_of(s, flags(s)["batching_parameters_file"]).source  # type: ignore[union-attr]
         for v, s in (("gpu", gpu), ("cpu", cpu))
@@ -438,7 +451,7 @@ def start_from_compose(service: dict[str, Any], tmp: Path) -> Started:
         if not m.is_bind:
             remap[m.target].mkdir(parents=True, exist_ok=True)
     args = []
-    for key, value in flags(service).items():
+    for key, value in without_gpu_flags(flags(service)).items():
         if key == "port":
             value = str(grpc_port)
         elif key == "rest_api_port":
@@ -538,37 +551,71 @@ def test_compose_serving_flags_run_and_the_dag_deploys_through_them(
 
 
 # ---------------------------------------------------------------------------------------------
-# Images
+# GPU hygiene, the database healthcheck, the serving pool, the image build
 
 
-def _constraint(name: str) -> str:
-    text = (ROOT / "requirements" / "constraints.txt").read_text(encoding="utf-8")
-    found = re.search(rf"(?im)^{re.escape(name)}==([^\s;]+)", text)
-    assert found, f"{name} is not pinned in requirements/constraints.txt"
-    return found.group(1)
+def gpu_memory_fractions(cfg: dict[str, Any]) -> dict[str, float]:
+    """Per TF Serving service that reserves a GPU: its --per_process_gpu_memory_fraction."""
+    out = {}
+    for name, service in active_services(cfg).items():
+        devices = ((service.get("deploy") or {}).get("resources") or {}).get("reservations", {})
+        if not any("gpu" in d.get("capabilities", []) for d in devices.get("devices", [])):
+            continue
+        assert "tensorflow_model_server" in (service.get("entrypoint") or []), (
+            f"{name} reserves a GPU; only TF Serving is expected to"
+        )
+        value = flags(service).get("per_process_gpu_memory_fraction")
+        assert value, f"{name} takes the whole GPU: set --per_process_gpu_memory_fraction"
+        out[name] = float(value)
+    return out
 
 
-def test_airflow_image_pins_match_the_lock() -> None:
-    dockerfile = (ROOT / "docker" / "airflow" / "Dockerfile").read_text(encoding="utf-8")
-    base = re.search(r"(?m)^FROM apache/airflow:(\S+)-python(\S+)$", dockerfile)
-    assert base, "expected FROM apache/airflow:<version>-python<version>"
-    assert base.group(1) == _constraint("apache-airflow")
-    assert base.group(2) == f"{sys.version_info.major}.{sys.version_info.minor}"
-    assert "-c /opt/recflow/requirements/constraints.txt" in dockerfile
-    text = (ROOT / "requirements" / "constraints.txt").read_text(encoding="utf-8").lower()
-    for name, version in re.findall(r'"([A-Za-z0-9_.-]+)==([^"]+)"', dockerfile):
-        if f"\n{name.lower()}==" in f"\n{text}":
-            assert version == _constraint(name), f"{name}=={version} disagrees with the lock"
-    # Everything the Dockerfile copies is present and let through by its .dockerignore.
-    ignore = (ROOT / "docker" / "airflow" / "Dockerfile.dockerignore").read_text(encoding="utf-8")
-    allowed = {line[1:] for line in ignore.splitlines() if line.startswith("!")}
-    for line in re.findall(r"(?m)^COPY (?:--\S+ )*(.+) \S+$", dockerfile):
-        for source in line.split():
-            assert (ROOT / source).exists(), source
-            assert source in allowed, f"{source} is excluded by Dockerfile.dockerignore"
+def test_tf_serving_takes_a_set_share_of_the_gpu(rendered: dict[str, Any], env_file: Path) -> None:
+    fractions = gpu_memory_fractions(rendered["gpu"])
+    assert fractions == {"tf-serving": float(env_example()["TF_SERVING_GPU_MEMORY_FRACTION"])}
+    # Every TF Serving process on the GPU together stays below all of its memory.
+    assert 0 < sum(fractions.values()) < 1
+    assert gpu_memory_fractions(rendered["cpu"]) == {}
+    # The one .env setting drives it.
+    text = env_file.read_text(encoding="utf-8")
+    half = env_file.with_name("half.env")
+    half.write_text(
+        re.sub(r"(?m)^TF_SERVING_GPU_MEMORY_FRACTION=.*$", "TF_SERVING_GPU_MEMORY_FRACTION=0.45",
+               text), encoding="utf-8",
+    )  # fmt: skip
+    proc = run_compose(VARIANTS["gpu"], half, "config")
+    assert proc.returncode == 0, proc.stderr
+    assert gpu_memory_fractions(yaml.safe_load(proc.stdout)) == {"tf-serving": 0.45}
 
 
-def test_mlflow_image_matches_the_client() -> None:
-    dockerfile = (ROOT / "mlflow" / "Dockerfile").read_text(encoding="utf-8")
-    assert f'"mlflow=={_constraint("mlflow")}"' in dockerfile
-    assert f'"psycopg2-binary=={_constraint("psycopg2-binary")}"' in dockerfile
+def test_worker_image_build_gets_the_one_serving_release(rendered: dict[str, Any]) -> None:
+    from recflow.serving.release import TF_SERVING_VERSION
+
+    for variant in VARIANTS:
+        for name in AIRFLOW_SERVICES:
+            build = rendered[variant]["services"][name]["build"]
+            assert build["args"]["TF_SERVING_VERSION"] == TF_SERVING_VERSION, (variant, name)
+            assert Path(build["context"]) == ROOT
+
+
+def test_airflow_init_creates_the_serving_pool(rendered: dict[str, Any]) -> None:
+    from recflow.pipeline.pools import SERVING_POOL, SERVING_POOL_SLOTS
+
+    script = rendered["gpu"]["services"]["airflow-init"]["command"][-1]
+    found = re.search(r"airflow pools set\s*\\?\s*(\S+)\s+(\d+)\s", script)
+    assert found, script
+    assert (found.group(1), int(found.group(2))) == (SERVING_POOL, SERVING_POOL_SLOTS)
+    # Created after the migration (the first entrypoint call), never skipped by `set -e`.
+    assert script.index("/entrypoint airflow version") < script.index("airflow pools set")
+
+
+def test_postgres_healthcheck_queries_both_databases_as_their_roles(
+    rendered: dict[str, Any],
+) -> None:
+    test = rendered["gpu"]["services"]["postgres"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    command = test[1]
+    for db in ("airflow", "mlflow"):
+        assert re.search(rf"psql [^&]*-U {db} -d {db} [^&]*-tAc 'SELECT 1'", command), command
+        assert f'PGPASSWORD="$${db.upper()}_DB_PASSWORD"' in command
+    assert "-h 127.0.0.1" in command  # TCP: not the init-time socket-only server

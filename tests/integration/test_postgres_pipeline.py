@@ -182,3 +182,57 @@ def test_compose_init_script_creates_both_databases_and_roles():
             )
         )
         assert roles == {"airflow": True, "mlflow": True}
+
+
+def _compose_healthcheck() -> str:
+    """The postgres service's healthcheck command, as its shell runs it (``$$`` -> ``$``)."""
+    import yaml
+
+    compose = yaml.safe_load((pg.REPO_ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    test = compose["services"]["postgres"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL", test
+    return str(test[1]).replace("$$", "$")
+
+
+def test_compose_healthcheck_passes_only_when_both_databases_answer_their_roles():
+    """The compose healthcheck, run by a shell against a real server, before and after init."""
+    import os
+
+    reason = pg.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    command = _compose_healthcheck()
+    script = pg.REPO_ROOT / "docker" / "postgres" / "init-databases.sh"
+    with pg.postgres_cluster() as fresh:
+        # What the container's environment holds (the compose file passes both passwords).
+        env = {
+            **os.environ,
+            "PGPORT": str(fresh.port),
+            "POSTGRES_USER": "postgres",
+            "PGHOST": "127.0.0.1",
+            "AIRFLOW_DB_PASSWORD": "pw-airflow",
+            "MLFLOW_DB_PASSWORD": "pw-mlflow",
+        }
+
+        def healthy(**overrides: str) -> bool:
+            proc = subprocess.run(
+                ["sh", "-c", command], env={**env, **overrides}, capture_output=True, timeout=60
+            )
+            return proc.returncode == 0
+
+        assert not healthy(), "healthy before the databases exist"
+        init = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+        assert init.returncode == 0, init.stdout + init.stderr
+        # The roles must log in with their passwords over TCP, as the services do.
+        hba = fresh.data_dir / "pg_hba.conf"
+        rules = "host all airflow,mlflow 127.0.0.1/32 scram-sha-256\n"
+        subprocess.run(
+            ["sh", "-c", f"printf '%s' '{rules}' | cat - {hba} > {hba}.new && mv {hba}.new {hba}"],
+            user=fresh.user, check=True, timeout=30,
+        )  # fmt: skip
+        fresh.stop()  # a restart, not a reload: the new rules are in force when it returns
+        fresh.start()
+        assert healthy()
+        assert not healthy(MLFLOW_DB_PASSWORD="wrong"), "a wrong mlflow password passed"
+        fresh.execute("postgres", "DROP DATABASE mlflow")
+        assert not healthy(), "healthy with the mlflow database missing"
