@@ -198,8 +198,9 @@ def test_airflow_image_adds_packages_the_documented_way() -> None:
         # Either pins Airflow alongside (pip cannot change it) or installs nothing else.
         assert '"apache-airflow==${AIRFLOW_VERSION}"' in command or "--no-deps" in command
     requirements = [c for c in installs if "-r " in c]
-    assert len(requirements) == 1 and "-c /opt/recflow/requirements/constraints.txt" in (
-        requirements[0]
+    assert (
+        len(requirements) == 1
+        and "-c /opt/recflow/requirements/constraints.txt" in (requirements[0])
     )
     assert re.search(r"pip check", text)
     # pip runs as the airflow user (the image refuses pip as root).
