@@ -62,9 +62,13 @@ def test_stage_records_pass_and_refusal(good: Path, tmp_path: Path) -> None:
     assert run.status == "FAILED"
     assert run.tags["infra_validation"] == "failed"
     assert "failed to load" in run.tags["infra_validation.reason"]
+    assert run.tags["infra_validation.server"] == "recflow-model-server"  # who judged
     result = ctx.read_json("infra_validation.json")
     assert result["attempts"] == 1  # the model's fault: no retry
     assert result["load_seconds"] is None
+    # Nothing of the refused candidate reached production's base path or model config.
+    production = [cfg.model_base_path, cfg.model_config_file]
+    assert not [p for p in production if p.exists() and (p.is_file() or any(p.iterdir()))]
 
 
 def test_stage_refuses_wrong_answers_with_verification_failed(tmp_path: Path) -> None:
@@ -76,3 +80,29 @@ def test_stage_refuses_wrong_answers_with_verification_failed(tmp_path: Path) ->
     result = ctx.read_json("infra_validation.json")
     assert result["load_seconds"] is not None  # it loaded fine; its answers are the problem
     assert any("output 'scores'" in p for p in result["problems"])
+
+
+def test_a_tensorflow_model_server_on_path_is_the_one_that_judges(
+    good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the default choice (""), a ``tensorflow_model_server`` on PATH is started and named
+    in the records. The executable here is a shim that execs recflow-model-server with the
+    flags it was given: this shows which binary is picked and recorded, not how the real
+    one behaves (docs/production.md says where that was, and was not, exercised)."""
+    import dataclasses
+    import os
+    import sys
+
+    shim_dir = tmp_path / "bin"
+    shim_dir.mkdir()
+    shim = shim_dir / "tensorflow_model_server"
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m recflow.serving.server "$@"\n')
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim_dir}{os.pathsep}{os.environ['PATH']}")
+    cfg, ctx, registry = _pipeline(tmp_path / "ok", good)
+    cfg = dataclasses.replace(cfg, serving=dataclasses.replace(cfg.serving, infra_server=""))
+    out = infra_validate.run(cfg, ctx, registry)
+    assert out["passed"]
+    assert ctx.read_json("infra_validation.json")["server"] == "tensorflow_model_server"
+    run = registry.get_run(tracking_run(cfg, ctx, registry))
+    assert run.tags["infra_validation.server"] == "tensorflow_model_server"
