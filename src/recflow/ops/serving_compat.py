@@ -49,7 +49,7 @@ def venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def ensure_venv(venv: Path, tensorflow_version: str, *, python: str = "python3.11") -> Path:
+def ensure_venv(venv: Path, tensorflow_version: str, *, python: str | None = None) -> Path:
     """A virtual environment with ``tensorflow-cpu==tensorflow_version`` (created once)."""
     exe = venv_python(venv)
     probe = [str(exe), "-c", "import tensorflow as tf; print(tf.__version__)"]
@@ -57,7 +57,8 @@ def ensure_venv(venv: Path, tensorflow_version: str, *, python: str = "python3.1
         found = subprocess.run(probe, capture_output=True, text=True, timeout=300)
         if found.returncode == 0 and found.stdout.strip().endswith(tensorflow_version):
             return exe
-    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=300)
+    # This interpreter by default: the same Python 3.11 the project runs on, wherever it lives.
+    subprocess.run([python or sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     install = subprocess.run(
         [str(exe), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
          f"tensorflow-cpu=={tensorflow_version}"],
