@@ -227,6 +227,15 @@ class ServingConfig:
     grpc_port: int = field(default_factory=lambda: _env_int(ENV_SERVING_PORT, 8500))
     timeout_seconds: float = 10.0
     load_timeout_seconds: float = 120.0
+    # HandleReloadConfigRequest that loads a version: TF Serving answers it only once a new
+    # model name is AVAILABLE (server_core.cc), which on a cold GPU includes CUDA start-up and
+    # the warmup replay; ordinary RPCs keep timeout_seconds.
+    reload_timeout_seconds: float = 300.0
+    # served vs exported answers (canary check, infra validation): relative to the row's
+    # largest score; recflow.serving.compare explains why a TF32 GPU meets 5e-3.
+    answer_rtol: float = 5e-3
+    # calls retried on UNAVAILABLE within their deadline (idempotent calls only)
+    rpc_attempts: int = 4
     top_k: int = 20  # K of the exported serving signature
     # Infra validation (sandboxed server before promotion): load timeout, start-up attempts,
     # and which server: "" picks tensorflow_model_server when on PATH, else the local one.
@@ -372,6 +381,8 @@ _FLAT_PARAMS: dict[str, tuple[str | None, str]] = {
     "serving_host": ("serving", "host"),
     "serving_port": ("serving", "grpc_port"),
     "top_k": ("serving", "top_k"),
+    "reload_timeout": ("serving", "reload_timeout_seconds"),
+    "answer_rtol": ("serving", "answer_rtol"),
     "infra_load_timeout": ("serving", "infra_load_timeout_seconds"),
     "infra_attempts": ("serving", "infra_attempts"),
     "infra_server": ("serving", "infra_server"),

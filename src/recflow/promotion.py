@@ -136,10 +136,16 @@ class Promoter:
         user_ids: Sequence[str],
         expected: Mapping[str, np.ndarray],
         *,
-        atol: float = 1e-5,
+        rtol: float | None = None,
     ) -> dict[str, Any]:
-        """Predict through the ``canary`` label and compare with the exported model's answers."""
-        from recflow.contract import INPUT_USER_ID, OUTPUT_ITEM_IDS, OUTPUT_SCORES
+        """Predict through the ``canary`` label and compare with the exported model's answers.
+
+        ``expected`` is the reference (``recflow.serving.compare.reference_answers``: top-K,
+        or top-(K+m) so boundary ties are recognised); scores may differ within ``rtol`` of
+        the row's largest score (default ``TF32_RTOL``: a GPU computing in TF32 passes).
+        """
+        from recflow.contract import INPUT_USER_ID
+        from recflow.serving.compare import TF32_RTOL, compare_answers
 
         if self.label(CANARY) != version:
             raise VerificationFailed(
@@ -148,17 +154,7 @@ class Promoter:
         served = self.server.predict(
             self.model_name, {INPUT_USER_ID: np.asarray(user_ids, dtype=object)}, label=CANARY
         )
-        problems = []
-        got_items = np.asarray(served[OUTPUT_ITEM_IDS]).astype(str)
-        want_items = np.asarray(expected[OUTPUT_ITEM_IDS]).astype(str)
-        if got_items.shape != want_items.shape or not np.array_equal(got_items, want_items):
-            problems.append("item ids differ from the exported model's")
-        got_scores = np.asarray(served[OUTPUT_SCORES], dtype=np.float64)
-        want_scores = np.asarray(expected[OUTPUT_SCORES], dtype=np.float64)
-        if got_scores.shape != want_scores.shape or not np.allclose(
-            got_scores, want_scores, atol=atol, rtol=1e-4
-        ):
-            problems.append("scores differ from the exported model's")
+        problems = compare_answers(served, expected, rtol=TF32_RTOL if rtol is None else rtol)
         if problems:
             self.abort_canary(version)
             raise VerificationFailed(

@@ -22,20 +22,23 @@ def test_identical_answers_have_no_problems_including_padding() -> None:
 
 
 def test_differences_are_named_per_output() -> None:
+    # Same comparison as the canary check (recflow.serving.compare): items compared by id.
     problems = iv.compare_outputs(
         answers([0.9, 0.5], ["i1", "i2"]), answers([0.9, 0.4], ["i2", "i1"]), atol=1e-5, rtol=0
     )
     assert problems == [
-        "output 'item_ids': 1 rows differ from the offline model's",
-        "output 'scores': 1 of 2 values differ (largest difference 0.1, tolerance atol=1e-05 "
-        "rtol=0)",
+        "row 0: item 'i1': score 0.9 served, 0.4 in the reference (tolerance 1e-05); "
+        "item 'i2': score 0.5 served, 0.9 in the reference (tolerance 1e-05)"
     ]
     missing = iv.compare_outputs({"scores": np.zeros((1, 2))}, answers([0, 0], ["a", "b"]),
                                  atol=1, rtol=0)  # fmt: skip
     assert missing == ["output 'item_ids' missing from the served answer"]
-    shape = iv.compare_outputs(answers([1.0], ["a"]), answers([1.0, 2.0], ["a", "b"]), atol=1,
+    # a wider reference is top-(K+m): fine
+    assert iv.compare_outputs(answers([2.0], ["b"]), answers([2.0, 1.0], ["b", "a"]), atol=1e-5,
+                              rtol=0) == []  # fmt: skip
+    wider = iv.compare_outputs(answers([1.0, 2.0], ["a", "b"]), answers([1.0], ["a"]), atol=1,
                                rtol=0)  # fmt: skip
-    assert shape[0].startswith("output 'item_ids': shape (1, 1) served, (1, 2) offline")
+    assert wider[0].startswith("output 'item_ids': shape (1, 2) served, (1, 1) in the reference")
 
 
 def test_server_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ def run(
         load_timeout_seconds=cfg.serving.infra_load_timeout_seconds,
         attempts=cfg.serving.infra_attempts,
         server=cfg.serving.infra_server or None,
+        rtol=cfg.serving.answer_rtol,
     )
     say(f"infra_validate: loading version {version} in a sandboxed model server")
     result = validate_model(ctx.saved_model_dir, options, work_dir=ctx.run_dir)

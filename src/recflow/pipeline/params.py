@@ -760,6 +760,28 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
                 "description": "How many items the serving signature returns per user (>= K).",
             },
         ),
+        "reload_timeout": (
+            d.serving.reload_timeout_seconds,
+            {
+                "type": "number",
+                "minimum": 1,
+                "maximum": 3600,
+                "section": SERVING,
+                "title": "Reload deadline (s)",
+                "description": "Deadline of the model server's reload call that loads a version (TF Serving answers it once a new model is AVAILABLE; on a cold GPU that includes CUDA start-up and warmup). Other calls keep the ordinary timeout.",
+            },
+        ),
+        "answer_rtol": (
+            d.serving.answer_rtol,
+            {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 0.1,
+                "section": SERVING,
+                "title": "Served-answer tolerance",
+                "description": "Canary check and infra validation: served scores may differ from the exported model's by this share of the row's largest score, and items this close may swap (5e-3 covers a GPU computing in TF32).",
+            },
+        ),
         "infra_load_timeout": (
             d.serving.infra_load_timeout_seconds,
             {
