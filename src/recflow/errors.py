@@ -13,7 +13,8 @@ found, and what to do next.
     ├── TrainingError            training could not produce a usable model
     ├── RegistryError            the model registry (MLflow) refused or is unreachable
     ├── ServingError
-    │   ├── ServerUnavailable    no model server answered at the address
+    │   ├── ServerUnavailable    no model server answered at the address (transient)
+    │   ├── DeadlineExceeded     the server is up but did not answer in time (transient)
     │   ├── ModelNotFound        unknown model name, version or label (gRPC NOT_FOUND)
     │   ├── InvalidRequest       the server rejected the inputs (gRPC INVALID_ARGUMENT)
     │   ├── ModelNotReady        a version did not become AVAILABLE in time
@@ -82,6 +83,10 @@ class ServingError(RecflowError):
 
 class ServerUnavailable(ServingError):
     """No model server answered at the configured address."""
+
+
+class DeadlineExceeded(ServingError):
+    """The model server is up but did not answer within the call's deadline."""
 
 
 class ModelNotFound(ServingError):

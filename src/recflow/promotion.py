@@ -105,10 +105,46 @@ class Promoter:
             self.server.reload_config(after)
         except RecflowError as error:
             write_entries(self.config_file, before)
+            server_note = self._restore(before, after, error)
             raise PromotionError(
-                f"the model server refused the config for step '{why}': {error}; "
-                "the previous config is back in force"
+                f"the model server refused the config for step '{why}': {error}; the previous "
+                f"config is back in {self.config_file}{server_note}"
             ) from error
+
+    def _restore(
+        self, before: Mapping[str, ModelEntry], after: Mapping[str, ModelEntry], error: Exception
+    ) -> str:
+        """Put the server back on ``before`` after a failed reload; a note for the message.
+
+        A refused config changed nothing, but a reload that failed while loading (TF Serving
+        applies the config, then waits for the new models) or whose deadline expired (the
+        server goes on loading) leaves the new config in force. Reloading ``before`` undoes
+        it; after an expired deadline, first wait (up to ``load_timeout``) for the versions
+        being loaded to settle, since the server applies one config at a time.
+        """
+        from recflow.errors import DeadlineExceeded, ServerUnavailable
+
+        if isinstance(error, ServerUnavailable):
+            return " (the server was unreachable: it reads the file when it comes back)"
+        if isinstance(error, DeadlineExceeded):
+            old = before.get(self.model_name)
+            new = after.get(self.model_name)
+            added = set(new.versions if new else ()) - set(old.versions if old else ())
+            for version in sorted(added):
+                try:
+                    self.server.wait_until_available(
+                        self.model_name, version, timeout=self.load_timeout
+                    )
+                except RecflowError:
+                    pass  # failed or still loading: the reload below settles it either way
+        try:
+            self.server.reload_config(before)
+        except RecflowError as again:
+            return (
+                f", but the server still has the new one ({again}); it returns to the file's "
+                "config at its next reload or config-file poll"
+            )
+        return " and in force on the server"
 
     # -- steps ------------------------------------------------------------------------------
     def deploy_canary(self, saved_model_dir: Path, version: int) -> None:

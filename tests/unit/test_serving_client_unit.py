@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from recflow.errors import (
+    DeadlineExceeded,
     InvalidRequest,
     ModelNotFound,
     ModelNotReady,
     ServerUnavailable,
     ServingError,
 )
-from recflow.serving.client import ServingClient, map_rpc_error
+from recflow.serving.client import DEFAULT_RELOAD_TIMEOUT, ServingClient, map_rpc_error
 
 
 class FakeRpcError(grpc.RpcError):
@@ -34,7 +35,7 @@ class FakeRpcError(grpc.RpcError):
     [
         (grpc.StatusCode.UNAVAILABLE, "failed to connect", True, ServerUnavailable, "make serve"),
         (grpc.StatusCode.DEADLINE_EXCEEDED, "deadline", False, ServerUnavailable, "recflow-model-server"),
-        (grpc.StatusCode.DEADLINE_EXCEEDED, "deadline", True, ServingError, "raise --timeout"),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "deadline", True, DeadlineExceeded, "raise --timeout"),
         (grpc.StatusCode.NOT_FOUND, "Servable not found", True, ModelNotFound, "recommend status"),
         (grpc.StatusCode.INVALID_ARGUMENT, "Unrecognized servable version label: x", True, ModelNotFound, "label: x"),
         (grpc.StatusCode.INVALID_ARGUMENT, "input size", True, InvalidRequest, "rejected"),
@@ -63,11 +64,14 @@ class FakeStub:
     """Records requests and answers from a queue (values or exceptions)."""
 
     def __init__(self, answers: list[Any]) -> None:
-        self.answers, self.requests = answers, []
+        self.answers, self.requests, self.timeouts = answers, [], []
 
     def _answer(self, request: Any, timeout: float) -> Any:
-        assert timeout == 5.0  # every call carries the client's deadline
+        # every call carries the client's deadline (the reload its own, sized for a load);
+        # a retry carries what is left of it
+        assert timeout in (5.0, DEFAULT_RELOAD_TIMEOUT) or 0 < timeout < self.timeouts[-1]
         self.requests.append(request)
+        self.timeouts.append(timeout)
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
@@ -159,3 +163,26 @@ def test_model_status_and_reload_errors_carry_the_server_message() -> None:
         client.reload_config([ModelEntry("rec", "/m", (1, 3), {"stable": 3})])
     sent = client._models.requests[1].config.model_config_list.config[0]
     assert sent.version_labels["stable"] == 3
+
+
+def test_unavailable_is_retried_within_the_deadline_and_nothing_else_is() -> None:
+    from tensorflow_serving.apis import model_management_pb2
+
+    down = FakeRpcError(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses")
+    retries: list[int] = []
+    client = client_with([], [down, down, model_management_pb2.ReloadConfigResponse()])
+    client.on_retry = lambda attempt, error: retries.append(attempt)
+    client.reload_config([])  # two refusals, then the same request again succeeds
+    assert retries == [1, 2] and len(client._models.requests) == 3
+    assert client._models.timeouts[0] == DEFAULT_RELOAD_TIMEOUT  # not the 5 s of other calls
+    assert client._models.requests[0] == client._models.requests[2]  # the same config again
+    # attempts are bounded: the last UNAVAILABLE is raised with how many were made
+    client = client_with([], [down] * 4)
+    with pytest.raises(ServerUnavailable, match="after 4 attempts"):
+        client.model_status("rec")
+    # a refusal is not retried
+    refused = FakeRpcError(grpc.StatusCode.FAILED_PRECONDITION, "not currently available")
+    client = client_with([], [refused, status_response((1, 30, ""))])
+    with pytest.raises(ServingError, match="FAILED_PRECONDITION"):
+        client.model_status("rec")
+    assert len(client._models.requests) == 1

@@ -96,7 +96,12 @@ def make_promoter(cfg: PipelineConfig) -> Any:
     from recflow.promotion import Promoter
     from recflow.serving.client import ServingClient
 
-    client = ServingClient(cfg.server_address, timeout=cfg.serving.timeout_seconds)
+    client = ServingClient(
+        cfg.server_address,
+        timeout=cfg.serving.timeout_seconds,
+        reload_timeout=cfg.serving.reload_timeout_seconds,
+        attempts=cfg.serving.rpc_attempts,
+    )
     return Promoter(
         client,
         cfg.model_config_file,

@@ -2,12 +2,23 @@
 
 Every call carries a deadline; gRPC failures become ``recflow.errors`` types whose messages
 say what to do. The TF Serving protos import tensorflow, so they are imported on first use.
+
+Every call here is idempotent (Predict, GetModelMetadata, GetModelStatus, and
+HandleReloadConfigRequest with the same config), so an UNAVAILABLE answer (server restarting,
+connection refused, queue full) is retried with exponential backoff, at most ``attempts``
+times and never past the call's deadline. Nothing else is retried: a refusal or an expired
+deadline is the caller's to handle.
+
+HandleReloadConfigRequest gets its own deadline, ``reload_timeout``: TF Serving answers it
+only once every newly added model name is AVAILABLE (``ServerCore::AddModelsViaModelConfigList``
+waits in ``WaitUntilModelsAvailable``), which on a cold GPU includes CUDA start-up and the
+warmup replay; and it holds the config lock meanwhile, so any reload may wait behind a load.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -17,6 +28,7 @@ import numpy as np
 
 from recflow import contract
 from recflow.errors import (
+    DeadlineExceeded,
     InvalidRequest,
     ModelNotFound,
     ModelNotReady,
@@ -38,6 +50,9 @@ STATE_NAMES = {
     50: "END",
 }
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+RETRY_FIRST_DELAY = 0.1  # seconds before the first retry on UNAVAILABLE, doubled each time
+RETRY_MAX_DELAY = 2.0
+DEFAULT_RELOAD_TIMEOUT = 300.0  # ServingConfig.reload_timeout_seconds
 
 
 @dataclass(frozen=True)
@@ -92,7 +107,7 @@ def map_rpc_error(
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidRequest(f"{what}: the server rejected the request: {details}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return ServingError(
+        return DeadlineExceeded(
             f"{what}: no answer from {address} within the deadline ({details}); the server is "
             "up but busy or still loading: retry or raise --timeout"
         )
@@ -109,8 +124,14 @@ class ServingClient:
         timeout: float = 10.0,
         pseudonym_key: bytes | None = None,
         request_log: Path | None = None,
+        reload_timeout: float = DEFAULT_RELOAD_TIMEOUT,
+        attempts: int = 4,
+        on_retry: Callable[[int, ServingError], None] | None = None,
     ) -> None:
-        """``pseudonym_key``: the key of ``recflow.privacy`` held by the application; with it,
+        """``timeout``: deadline of each call (retries included); ``reload_timeout``: the
+        deadline of HandleReloadConfigRequest. ``attempts``: tries per call on UNAVAILABLE;
+        ``on_retry(attempt, error)`` is called before each retry (logs, tests).
+        ``pseudonym_key``: the key of ``recflow.privacy`` held by the application; with it,
         ``recommend`` sends keyed pseudonyms instead of the ids it is given. ``request_log``: a
         folder for serving logs (``recflow.drift``: pseudonymous ids only) used by skew checks.
         """
@@ -118,11 +139,19 @@ class ServingClient:
         self.timeout = timeout
         self.pseudonym_key = pseudonym_key
         self.request_log = request_log
+        self.reload_timeout = reload_timeout
+        self.attempts = max(1, attempts)
+        self.on_retry = on_retry
         self._channel = grpc.insecure_channel(
             address,
             options=[
                 ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+                # Reconnect soon after a refused connection, so a retry can reach a server
+                # that came back (gRPC's default first backoff is 1 s, growing to 120 s).
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", int(RETRY_MAX_DELAY * 1000)),
             ],
         )
         self._prediction: Any = None
@@ -144,12 +173,29 @@ class ServingClient:
             return False
         return True
 
-    def _call(self, method: Any, request: Any, what: str) -> Any:
-        try:
-            return method(request, timeout=self.timeout)
-        except grpc.RpcError as exc:
-            connected = exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED or self._connected()
-            raise map_rpc_error(exc, address=self.address, what=what, connected=connected) from None
+    def _call(self, method: Any, request: Any, what: str, timeout: float | None = None) -> Any:
+        """One idempotent call: retried on UNAVAILABLE with backoff, within one deadline."""
+        budget = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        delay = RETRY_FIRST_DELAY
+        for attempt in range(1, self.attempts + 1):
+            remaining = budget if attempt == 1 else max(deadline - time.monotonic(), 0.001)
+            try:
+                return method(request, timeout=remaining)
+            except grpc.RpcError as exc:
+                code = exc.code()
+                connected = code != grpc.StatusCode.DEADLINE_EXCEEDED or self._connected()
+                error = map_rpc_error(exc, address=self.address, what=what, connected=connected)
+                retry = code == grpc.StatusCode.UNAVAILABLE and attempt < self.attempts
+                if not retry or deadline - time.monotonic() <= delay:
+                    if attempt > 1:
+                        error = type(error)(f"{error} (after {attempt} attempts)")
+                    raise error from None
+            if self.on_retry is not None:
+                self.on_retry(attempt, error)
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+        raise AssertionError("unreachable: the last attempt raises")
 
     def close(self) -> None:
         self._channel.close()
@@ -365,7 +411,10 @@ class ServingClient:
         proto = config if isinstance(config, pb.ModelServerConfig) else to_proto(config)
         request = model_management_pb2.ReloadConfigRequest(config=proto)
         response = self._call(
-            self._stubs()[1].HandleReloadConfigRequest, request, "HandleReloadConfigRequest"
+            self._stubs()[1].HandleReloadConfigRequest,
+            request,
+            "HandleReloadConfigRequest",
+            timeout=self.reload_timeout,
         )
         if response.status.error_code != 0:  # servers may answer OK with an error status
             raise ServingError(

@@ -1174,6 +1174,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="threads running model calls without batching (gRPC itself runs on one event loop)",
     )
     p.add_argument(
+        "--load_delay_seconds",
+        type=float,
+        default=0.0,
+        help="recflow only: wait this long before each model load (a cold GPU's first load, "
+        "for testing promotion deadlines)",
+    )
+    p.add_argument(
         "--tensorflow_intra_op_parallelism",
         type=int,
         default=0,
@@ -1244,7 +1251,7 @@ def server_from_args(args: argparse.Namespace) -> LocalModelServer:
         raise ConfigError(
             "no models to serve: pass --model_config_file <file> or --model_base_path <dir>"
         )
-    return LocalModelServer(
+    server = LocalModelServer(
         config,
         port=args.port,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
@@ -1255,6 +1262,23 @@ def server_from_args(args: argparse.Namespace) -> LocalModelServer:
         metrics_path=metrics_path,
         batching=batching,
     )
+    if args.load_delay_seconds > 0:
+        server.manager._loader = delayed_loader(args.load_delay_seconds)
+    return server
+
+
+def delayed_loader(
+    seconds: float, loader: Callable[[str, int, Path], Servable] = load_servable
+) -> Callable[[str, int, Path], Servable]:
+    """``--load_delay_seconds``: every load waits first (state LOADING meanwhile), as a first
+    load on a cold GPU does (CUDA start-up, warmup); the reload RPC waits with it."""
+
+    def load(name: str, version: int, path: Path) -> Servable:
+        log.info("Load delay: %.1fs before loading {name: %s version: %d}", seconds, name, version)
+        time.sleep(seconds)
+        return loader(name, version, path)
+
+    return load
 
 
 @contextlib.contextmanager
