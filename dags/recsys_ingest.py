@@ -9,6 +9,7 @@ import pendulum
 from airflow.sdk import Asset, dag, get_current_context, task
 
 from recflow.pipeline.landing import HISTORY_ASSET_URI, landing_params
+from recflow.pipeline.retries import fail_fast
 
 HISTORY = Asset(HISTORY_ASSET_URI)
 
@@ -34,6 +35,7 @@ DOC_MD = """
 )
 def recsys_ingest():
     @task.short_circuit
+    @fail_fast
     def land() -> bool:
         from recflow.pipeline.context import from_airflow
         from recflow.pipeline.landing import land as stage
@@ -41,6 +43,7 @@ def recsys_ingest():
         return bool(stage(*from_airflow(get_current_context()))["new"])
 
     @task(outlets=[HISTORY])
+    @fail_fast
     def publish_history() -> None:
         from recflow.pipeline.context import from_airflow
 

@@ -10,6 +10,7 @@ from airflow.sdk import dag, get_current_context, task
 
 from recflow.pipeline.policy_params import policy_params
 from recflow.pipeline.pools import SERVING_POOL
+from recflow.pipeline.retries import fail_fast, retry_args
 
 DOC_MD = """
 # Contextual-bandit policy pipeline
@@ -46,60 +47,71 @@ def _stage():
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    # transient faults (MLflow, model server) retried with backoff; verdicts fail at once
+    default_args=retry_args(),
     params=policy_params(),
     doc_md=DOC_MD,
     tags=["recflow", "bandits", "policy"],
 )
 def recsys_policy():
     @task
+    @fail_fast
     def load_feedback() -> dict:
         from recflow.pipeline.policy import load as stage
 
         return stage.run(*_stage())
 
     @task
+    @fail_fast
     def validate_feedback(_: dict) -> dict:
         from recflow.pipeline.policy import validate as stage
 
         return stage.run(*_stage())
 
     @task
+    @fail_fast
     def learn_policies(_: dict) -> dict:
         from recflow.pipeline.policy import learn as stage
 
         return stage.run(*_stage())
 
     @task
+    @fail_fast
     def estimate_values(_: dict) -> dict:
         from recflow.pipeline.policy import estimate as stage
 
         return stage.run(*_stage())
 
     @task.short_circuit
+    @fail_fast
     def gate_policy(_: dict) -> bool:
         from recflow.pipeline.policy import gate as stage
 
         return bool(stage.run(*_stage())["passed"])
 
     @task
+    @fail_fast
     def register_policy() -> dict:
         from recflow.pipeline.policy import register as stage
 
         return stage.run(*_stage())
 
     @task(pool=SERVING_POOL)
+    @fail_fast
     def deploy_canary(_: dict) -> dict:
         from recflow.pipeline.policy import deploy
 
         return deploy.deploy_canary(*_stage())
 
     @task(pool=SERVING_POOL)
+    @fail_fast
     def verify_canary(_: dict) -> dict:
         from recflow.pipeline.policy import deploy
 
         return deploy.verify_canary(*_stage())
 
     @task(pool=SERVING_POOL)
+    @fail_fast
     def promote_stable(_: dict) -> dict:
         from recflow.pipeline.policy import deploy
 

@@ -10,6 +10,7 @@ from airflow.sdk import dag, get_current_context, task
 
 from recflow.pipeline.params import rollback_params
 from recflow.pipeline.pools import SERVING_POOL
+from recflow.pipeline.retries import fail_fast, retry_args
 
 DOC_MD = """
 # Roll back the served recommender
@@ -37,12 +38,15 @@ training run (or this DAG with `target_version`).
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    # transient faults (MLflow, model server) retried with backoff; verdicts fail at once
+    default_args=retry_args(),
     params=rollback_params(),
     doc_md=DOC_MD,
     tags=["recflow", "serving", "rollback"],
 )
 def recsys_rollback():
     @task(pool=SERVING_POOL)
+    @fail_fast
     def rollback() -> dict:
         from recflow.pipeline import rollback as stage
 

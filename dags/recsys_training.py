@@ -11,6 +11,7 @@ from airflow.sdk import Asset, dag, get_current_context, task
 from recflow.pipeline.landing import HISTORY_ASSET_URI
 from recflow.pipeline.params import training_params
 from recflow.pipeline.pools import SERVING_POOL
+from recflow.pipeline.retries import fail_fast, retry_args
 
 DOC_MD = """
 # Recommender training pipeline
@@ -53,12 +54,15 @@ def _stage():
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    # transient faults (MLflow, model server) retried with backoff; verdicts fail at once
+    default_args=retry_args(),
     params=training_params(),
     doc_md=DOC_MD,
     tags=["recflow", "training"],
 )
 def recsys_training():
     @task
+    @fail_fast
     def ingest() -> dict:
         from recflow.pipeline import ingest as stage
 
@@ -66,36 +70,42 @@ def recsys_training():
         return stage.run(*_stage(), triggered_by_asset=asset_run)
 
     @task
+    @fail_fast
     def validate(_: dict) -> dict:
         from recflow.pipeline import validate as stage
 
         return stage.run(*_stage())
 
     @task
+    @fail_fast
     def check_drift(_: dict) -> dict:
         from recflow.pipeline import drift as stage
 
         return stage.run(*_stage())
 
     @task
+    @fail_fast
     def build_features(_: dict) -> dict:
         from recflow.pipeline import features as stage
 
         return stage.run(*_stage())
 
     @task
+    @fail_fast
     def train(_: dict) -> dict:
         from recflow.pipeline import train as stage
 
         return stage.run(*_stage())
 
     @task
+    @fail_fast
     def export_model(_: dict) -> dict:
         from recflow.pipeline import export as stage
 
         return stage.run(*_stage())
 
     @task
+    @fail_fast
     def evaluate(_: dict) -> dict:
         from recflow.pipeline import evaluate as stage
 
@@ -104,36 +114,42 @@ def recsys_training():
     # Skip only the direct downstream (register, and by all_success the promotion steps after
     # it), so that report_run still runs for a declined candidate.
     @task.short_circuit(ignore_downstream_trigger_rules=False)
+    @fail_fast
     def gate(_: dict) -> bool:
         from recflow.pipeline import gate as stage
 
         return bool(stage.run(*_stage())["passed"])
 
     @task
+    @fail_fast
     def register() -> dict:
         from recflow.pipeline import register as stage
 
         return stage.run(*_stage())
 
     @task(pool=SERVING_POOL)
+    @fail_fast
     def infra_validate(_: dict) -> dict:
         from recflow.pipeline import infra_validate as stage
 
         return stage.run(*_stage())
 
     @task(pool=SERVING_POOL)
+    @fail_fast
     def deploy_canary(_: dict) -> dict:
         from recflow.pipeline import deploy
 
         return deploy.deploy_canary(*_stage())
 
     @task(pool=SERVING_POOL)
+    @fail_fast
     def verify_canary(_: dict) -> dict:
         from recflow.pipeline import deploy
 
         return deploy.verify_canary(*_stage())
 
     @task(pool=SERVING_POOL)
+    @fail_fast
     def promote_stable(_: dict) -> dict:
         from recflow.pipeline import deploy
 
@@ -142,6 +158,7 @@ def recsys_training():
     # Plots and a summary in MLflow for promoted and declined candidates alike; a run that
     # failed before evaluation (e.g. validation) leaves it upstream_failed, so the run fails.
     @task(trigger_rule="none_failed_min_one_success")
+    @fail_fast
     def report_run() -> dict:
         from recflow import reporting
 

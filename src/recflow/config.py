@@ -54,6 +54,7 @@ ENV_MODEL_BASE_PATH = "RECFLOW_MODEL_BASE_PATH"
 ENV_MODEL_CONFIG_FILE = "RECFLOW_MODEL_CONFIG_FILE"
 ENV_TRACKING_URI = "RECFLOW_TRACKING_URI"
 ENV_TRAIN_DISTRIBUTION = "RECFLOW_TRAIN_DISTRIBUTION"
+ENV_TASK_RETRIES = "RECFLOW_TASK_RETRIES"
 DISTRIBUTIONS: tuple[str, ...] = ("default", "mirrored", "multi_worker")
 
 
@@ -242,6 +243,18 @@ class ServingConfig:
     infra_load_timeout_seconds: float = 120.0
     infra_attempts: int = 2
     infra_server: str = ""
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """Airflow retries of tasks that talk to MLflow or the model server (transient faults
+    only: ``recflow.pipeline.retries``). Read when the DAG files are parsed, so the count
+    comes from the environment, not from a run's params."""
+
+    retries: int = field(default_factory=lambda: _env_int(ENV_TASK_RETRIES, 3))
+    retry_delay_seconds: float = 30.0  # before the first retry
+    backoff: float = 2.0  # each later wait multiplied by this (Airflow 3: a float; 0 = off)
+    max_retry_delay_seconds: float = 600.0
 
 
 class _WorkLayout:

@@ -17,11 +17,16 @@ found, and what to do next.
     │   ├── DeadlineExceeded     the server is up but did not answer in time (transient)
     │   ├── ModelNotFound        unknown model name, version or label (gRPC NOT_FOUND)
     │   ├── InvalidRequest       the server rejected the inputs (gRPC INVALID_ARGUMENT)
-    │   ├── ModelNotReady        a version did not become AVAILABLE in time
+    │   ├── ModelNotReady        a version did not become AVAILABLE in time (transient)
+    │   │   └── ModelLoadFailed  the server tried and failed to load it (a verdict)
     │   └── VerificationFailed   the served answers differ from the exported model's
     └── PromotionError           a promotion step could not complete; serving is unchanged
 
 A candidate declined by the gate is not an error: see ``recflow.gate.GateDecision``.
+
+Transient faults (:func:`is_transient`: a server or registry that did not answer, a deadline,
+a load that did not finish in time) are worth retrying; every other error is a verdict on
+the data, the model or the request, and retrying it would only repeat it.
 """
 
 from __future__ import annotations
@@ -101,9 +106,39 @@ class ModelNotReady(ServingError):
     """A model version did not become AVAILABLE within the timeout."""
 
 
+class ModelLoadFailed(ModelNotReady):
+    """The server tried to load a version and failed (state END with an error)."""
+
+
 class VerificationFailed(ServingError):
     """Answers from the served model differ from the exported model's answers."""
 
 
 class PromotionError(RecflowError):
     """A promotion step failed; what is serving was left unchanged."""
+
+
+TRANSIENT: tuple[type[RecflowError], ...] = (
+    ServerUnavailable,
+    DeadlineExceeded,
+    RegistryError,  # MLflow unreachable or its database busy; a refusal only repeats
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether retrying could succeed: the error, or what caused it, is a transient fault.
+
+    ``ModelNotReady`` (not AVAILABLE in time: a cold GPU is warm the second time) is
+    transient, ``ModelLoadFailed`` is not. A wrapper such as ``PromotionError`` is transient
+    when its cause is.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ModelLoadFailed):
+            return False
+        if isinstance(current, TRANSIENT + (ModelNotReady,)):
+            return True
+        current = current.__cause__
+    return False

@@ -67,6 +67,8 @@ class InfraValidationResult:
     requests: int = 0
     rows: int = 0
     problems: list[str] = dataclasses.field(default_factory=list)
+    # True: the sandbox itself failed (no verdict on the model; worth retrying later)
+    infrastructure: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -338,4 +340,5 @@ def validate_model(
     result.reason = (
         f"the sandbox could not validate the model in {cfg.attempts} attempt(s); last: {last_error}"
     )
+    result.infrastructure = True
     return result

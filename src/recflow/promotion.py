@@ -12,6 +12,7 @@ Label moves take two writes because TF Serving only lets a label point at a load
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import filecmp
 from collections.abc import Mapping, Sequence
@@ -131,12 +132,11 @@ class Promoter:
             new = after.get(self.model_name)
             added = set(new.versions if new else ()) - set(old.versions if old else ())
             for version in sorted(added):
-                try:
+                # failed or still loading: the reload below settles it either way
+                with contextlib.suppress(RecflowError):
                     self.server.wait_until_available(
                         self.model_name, version, timeout=self.load_timeout
                     )
-                except RecflowError:
-                    pass  # failed or still loading: the reload below settles it either way
         try:
             self.server.reload_config(before)
         except RecflowError as again:
@@ -147,9 +147,13 @@ class Promoter:
         return " and in force on the server"
 
     # -- steps ------------------------------------------------------------------------------
-    def deploy_canary(self, saved_model_dir: Path, version: int) -> None:
+    def deploy_canary(self, saved_model_dir: Path, version: int) -> bool:
+        """Serve ``version`` beside stable under label ``canary``; False if it already is
+        stable (a re-run after promotion: nothing to do). Re-running it changes nothing."""
         install_version(saved_model_dir, self.model_dir, version)
         entry = self.entry()
+        if entry.labels.get(STABLE) == version:
+            return False
         if version not in entry.versions:
             entry = dataclasses.replace(entry, versions=tuple(sorted({*entry.versions, version})))
             self._apply(entry, f"load version {version}")
@@ -161,10 +165,12 @@ class Promoter:
                 f"version {version} did not become AVAILABLE: {error}; it was removed from "
                 "the config and the stable version keeps serving"
             ) from error
-        self._apply(
-            dataclasses.replace(entry, labels={**entry.labels, CANARY: version}),
-            f"label canary={version}",
-        )
+        if entry.labels.get(CANARY) != version:
+            self._apply(
+                dataclasses.replace(entry, labels={**entry.labels, CANARY: version}),
+                f"label canary={version}",
+            )
+        return True
 
     def verify_canary(
         self,
@@ -214,16 +220,24 @@ class Promoter:
         )
 
     def promote_stable(self, version: int) -> int | None:
-        """Move ``stable`` to ``version``; returns the version that was stable before."""
+        """Move ``stable`` to ``version``; returns the version that was stable before.
+
+        Re-running it once done changes nothing and returns the version kept loaded beside
+        it (the previous stable one), as the first run did.
+        """
         entry = self.entry()
+        if entry.labels.get(STABLE) == version and CANARY not in entry.labels:
+            others = [v for v in entry.versions if v != version]
+            return max(others) if others else None
         if entry.labels.get(CANARY) != version and entry.labels.get(STABLE) != version:
             raise PromotionError(
                 f"version {version} is not the canary (labels: {dict(entry.labels)}); "
                 "deploy and verify it as canary first"
             )
         previous = entry.labels.get(STABLE)
-        if previous == version:
-            previous = None
+        if previous == version:  # a retry after the label moved: the newest other version
+            others = [v for v in entry.versions if v != version]
+            previous = max(others) if others else None
         self._apply(
             dataclasses.replace(entry, labels={**entry.labels, STABLE: version}),
             f"label stable={version}",

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from recflow.config import PipelineConfig
-from recflow.errors import RecflowError
+from recflow.errors import RecflowError, is_transient
 from recflow.pipeline.context import (
     RunContext,
     make_promoter,
@@ -49,6 +49,10 @@ def _fail(
     step: str,
     error: Exception,
 ) -> None:
+    if is_transient(error):
+        # Airflow retries it (recflow.pipeline.retries): record nothing a retry must undo.
+        say(f"{step}: transient failure, to be retried: {error}")
+        return
     run = tracking_run(cfg, ctx, registry)
     record_serving_failure(registry, cfg.registry.model_name, run, version, step, error)
 
@@ -61,10 +65,13 @@ def deploy_canary(
     version = int(ctx.read_json("register.json")["version"])
     say(f"deploy: copying version {version} into {promoter.model_dir} and loading it as canary")
     try:
-        promoter.deploy_canary(ctx.saved_model_dir, version)
+        deployed = promoter.deploy_canary(ctx.saved_model_dir, version)
     except RecflowError as error:
         _fail(cfg, ctx, registry, version, "deploy_canary", error)
         raise
+    if not deployed:
+        say(f"deploy: version {version} is already stable: nothing to do")
+        return {"version": version}
     registry.set_version_tag(cfg.registry.model_name, version, "serving", "canary")
     say(f"deploy: version {version} is AVAILABLE under label canary")
     return {"version": version}
@@ -79,6 +86,9 @@ def verify_canary(
     registry = registry or make_registry(cfg)
     promoter = promoter or make_promoter(cfg)
     version = int(ctx.read_json("register.json")["version"])
+    if promoter.label("stable") == version:  # a re-run after promotion: verified before
+        say(f"verify: version {version} is already stable: nothing to do")
+        return {"users_checked": 0, "version": version}
     features = load_features(ctx.features_dir)
     # Known users plus one the model never saw: the cold-start path must match too.
     users = [str(u) for u in features.user_ids[:VERIFY_USERS]] + [UNKNOWN_USER]
@@ -120,7 +130,12 @@ def promote_version(
     name = cfg.registry.model_name
     old_champion = registry.get_version_by_alias(name, CHAMPION)
     previous_stable: int | None = promoter.promote_stable(version)
-    if old_champion is not None and old_champion.version != version:
+    if old_champion is not None and old_champion.version == version:
+        # A re-run of a finished promotion: serving and aliases are in place already.
+        registry.set_tags(mlflow_run, {"decision": "promoted"})
+        registry.end_run(mlflow_run, "FINISHED")
+        return previous_stable
+    if old_champion is not None:
         registry.set_alias(name, PREVIOUS, old_champion.version)
         registry.set_version_tag(name, old_champion.version, "serving", "previous")
     registry.set_alias(name, CHAMPION, version)

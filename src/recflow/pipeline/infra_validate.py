@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from recflow.config import PipelineConfig
-from recflow.errors import ModelNotReady, VerificationFailed
+from recflow.errors import ModelLoadFailed, ServerUnavailable, VerificationFailed
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
 from recflow.registry import Registry
 
@@ -49,6 +49,12 @@ def run(
         registry.set_tags(mlflow_run, {TAG: "passed", f"{TAG}.server": result.server})
         say(f"infra_validate: PASSED: {result.reason}")
         return {"version": version, "passed": True, "reason": result.reason}
+    if result.infrastructure:
+        # No verdict on the model: Airflow retries the task (recflow.pipeline.retries).
+        say(f"infra_validate: the sandbox failed, to be retried: {result.reason}")
+        raise ServerUnavailable(
+            f"infra validation of {name} version {version} could not run: {result.reason}"
+        )
     registry.set_version_tag(name, version, TAG, f"failed: {result.reason}")
     registry.set_tags(
         mlflow_run,
@@ -71,5 +77,5 @@ def run(
         f"(details in {ctx.run_dir / RESULT_FILE})"
     )
     if result.load_seconds is None:
-        raise ModelNotReady(message)
+        raise ModelLoadFailed(message)
     raise VerificationFailed(message)

@@ -30,6 +30,7 @@ from recflow import contract
 from recflow.errors import (
     DeadlineExceeded,
     InvalidRequest,
+    ModelLoadFailed,
     ModelNotFound,
     ModelNotReady,
     ServerUnavailable,
@@ -152,6 +153,9 @@ class ServingClient:
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.min_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", int(RETRY_MAX_DELAY * 1000)),
+                # Own connections: a new client (a retried task) never inherits another
+                # client's connection still backing off from a refusal.
+                ("grpc.use_local_subchannel_pool", 1),
             ],
         )
         self._prediction: Any = None
@@ -387,7 +391,7 @@ class ServingClient:
                     return
                 last = f"state {row.state}" + (f", error: {row.error}" if row.error else "")
                 if row.state == "END" and row.error:
-                    raise ModelNotReady(
+                    raise ModelLoadFailed(
                         f"model {model} version {version} failed to load ({last}); fix the "
                         "SavedModel (see the server log) and publish it as a new version"
                     )

@@ -78,7 +78,9 @@ def _row(
     tol = atol + rtol * (float(finite.max()) if finite.size else 0.0)
     ref = {str(i): float(s) for i, s, ok in zip(r_items, r_scores, r_valid, strict=True) if ok}
     problems = []
-    served = [(str(i), float(s)) for i, s in zip(s_items[:n_served], s_scores[:n_served])]
+    served = [
+        (str(i), float(s)) for i, s in zip(s_items[:n_served], s_scores[:n_served], strict=True)
+    ]
     for rank, (item, score) in enumerate(served, start=1):
         if item not in ref:
             problems.append(f"item {item!r} (rank {rank}) is not in the reference's top-{width}")
@@ -102,7 +104,7 @@ def _row(
             break
     lowest = min(ref_scores) if ref_scores else float("-inf")
     served_ids = {item for item, _ in served}
-    for rank, (item, ok) in enumerate(zip(r_items[:k], r_valid[:k]), start=1):
+    for rank, (item, ok) in enumerate(zip(r_items[:k], r_valid[:k], strict=True), start=1):
         if ok and str(item) not in served_ids and ref[str(item)] > lowest + tie:
             problems.append(
                 f"item {str(item)!r} (reference rank {rank}, score {ref[str(item)]:.6g}) is "
@@ -163,8 +165,9 @@ def compare_answers(
             p
             for name in sorted(set(reference) - {items_key, scores_key})
             if name in served
-            for p in [_positional(name, np.asarray(served[name]), np.asarray(reference[name]),
-                                  rtol, atol)]  # fmt: skip
+            for p in [
+                _positional(name, np.asarray(served[name]), np.asarray(reference[name]), rtol, atol)
+            ]  # fmt: skip
             if p
         ]
     s_items, r_items = as_text(served[items_key]), as_text(reference[items_key])

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recflow.config import PolicyConfig
-from recflow.errors import RecflowError, VerificationFailed
+from recflow.errors import RecflowError, VerificationFailed, is_transient
 from recflow.pipeline.context import RunContext, say
 from recflow.pipeline.deploy import promote_version, record_serving_failure
 from recflow.pipeline.policy.common import (
@@ -45,6 +45,9 @@ def _fail(
     step: str,
     error: Exception,
 ) -> None:
+    if is_transient(error):  # retried by Airflow: record nothing a retry must undo
+        say(f"{step}: transient failure, to be retried: {error}")
+        return
     run = tracking_run(cfg, ctx, registry)
     record_serving_failure(registry, cfg.registry.model_name, run, version, step, error)
 
@@ -57,10 +60,13 @@ def deploy_canary(
     version = _version(ctx)
     say(f"deploy_canary: installing policy v{version} into {promoter.model_dir} as canary")
     try:
-        promoter.deploy_canary(ctx.saved_model_dir, version)
+        deployed = promoter.deploy_canary(ctx.saved_model_dir, version)
     except RecflowError as error:
         _fail(cfg, ctx, registry, version, "deploy_canary", error)
         raise
+    if not deployed:
+        say(f"deploy_canary: policy v{version} is already stable: nothing to do")
+        return {"version": version}
     registry.set_version_tag(cfg.registry.model_name, version, "serving", "canary")
     say(f"deploy_canary: policy v{version} is AVAILABLE under label canary")
     return {"version": version}
