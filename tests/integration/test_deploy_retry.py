@@ -30,7 +30,9 @@ REGISTERED = "rec"
 DAG, RUN = "recsys_training", "manual__1"
 
 
-def _setup(root: Path, sources: dict[str, Path], port: int) -> tuple[PipelineConfig, RunContext, Any]:
+def _setup(
+    root: Path, sources: dict[str, Path], port: int
+) -> tuple[PipelineConfig, RunContext, Any]:
     base = root / "models"
     publish_version(sources["A"], base / MODEL, 1)
     config = root / "models.config"

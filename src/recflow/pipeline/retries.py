@@ -64,4 +64,5 @@ def fail_fast(fn: F) -> F:
                 raise
             raise final from error
 
+    wrapper.recflow_fail_fast = True  # type: ignore[attr-defined]  # checked by tests/dags
     return wrapper  # type: ignore[return-value]
