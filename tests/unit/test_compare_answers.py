@@ -71,7 +71,7 @@ def test_one_swapped_item_id_fails() -> None:
     served = {k: v[:, :K].copy() for k, v in ref.items()}
     served["item_ids"][2, [0, 5]] = served["item_ids"][2, [5, 0]]  # scores left in place
     problems = compare_answers(served, ref)
-    assert len(problems) == 1 and problems[0].startswith("row 2: item ")
+    assert len(problems) == 1 and problems[0].startswith("output 'scores', row 2: item ")
     assert "score" in problems[0]
     # the swap with scores following their items is an ordering error (not a tie)
     served["scores"][2, [0, 5]] = served["scores"][2, [5, 0]]

@@ -27,7 +27,7 @@ def test_differences_are_named_per_output() -> None:
         answers([0.9, 0.5], ["i1", "i2"]), answers([0.9, 0.4], ["i2", "i1"]), atol=1e-5, rtol=0
     )
     assert problems == [
-        "row 0: item 'i1': score 0.9 served, 0.4 in the reference (tolerance 1e-05); "
+        "output 'scores', row 0: item 'i1': score 0.9 served, 0.4 in the reference (tolerance 1e-05); "
         "item 'i2': score 0.5 served, 0.9 in the reference (tolerance 1e-05)"
     ]
     missing = iv.compare_outputs({"scores": np.zeros((1, 2))}, answers([0, 0], ["a", "b"]),

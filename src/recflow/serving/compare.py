@@ -44,6 +44,7 @@ from recflow import contract
 TF32_RTOL = 5e-3  # relative to the row's largest |score|; derivation in the module docstring
 ATOL = 1e-6  # floor for rows whose scores are all ~0
 REFERENCE_EXTRA = 10  # m: the reference ranks top-(K+m) so boundary ties can be recognised
+_ITEMS, _SCORES = contract.OUTPUT_ITEM_IDS, contract.OUTPUT_SCORES
 _MAX_REPORTED = 5  # problems listed per output before "... and N more rows"
 
 Answers = Mapping[str, np.ndarray]
@@ -66,29 +67,31 @@ def _row(
     r_scores: np.ndarray,
     rtol: float,
     atol: float,
-) -> list[str]:
-    """Differences in one row (served K wide, reference K+m wide); empty: same behaviour."""
+) -> list[tuple[str, str]]:
+    """(output, difference) in one row (served K wide, reference K+m wide); empty: same."""
     k, width = len(s_items), len(r_items)
     s_valid = np.isfinite(s_scores) & (s_items != "")
     r_valid = np.isfinite(r_scores) & (r_items != "")
     n_served, n_ref = int(s_valid.sum()), int(r_valid[:k].sum())
     if n_served != n_ref or not s_valid[:n_served].all():
-        return [f"{n_served} real items served, {n_ref} in the reference's top-{k}"]
+        return [(_ITEMS, f"{n_served} real items served, {n_ref} in the reference's top-{k}")]
     finite = np.abs(r_scores[r_valid])
     tol = atol + rtol * (float(finite.max()) if finite.size else 0.0)
     ref = {str(i): float(s) for i, s, ok in zip(r_items, r_scores, r_valid, strict=True) if ok}
-    problems = []
+    problems: list[tuple[str, str]] = []
     served = [
         (str(i), float(s)) for i, s in zip(s_items[:n_served], s_scores[:n_served], strict=True)
     ]
     for rank, (item, score) in enumerate(served, start=1):
         if item not in ref:
-            problems.append(f"item {item!r} (rank {rank}) is not in the reference's top-{width}")
+            problems.append(
+                (_ITEMS, f"item {item!r} (rank {rank}) is not in the reference's top-{width}")
+            )
         elif abs(score - ref[item]) > tol:
             problems.append(
-                f"item {item!r}: score {score:.6g} served, {ref[item]:.6g} in the reference "
-                f"(tolerance {tol:.3g})"
-            )
+                (_SCORES, f"item {item!r}: score {score:.6g} served, {ref[item]:.6g} in the "
+                 f"reference (tolerance {tol:.3g})")
+            )  # fmt: skip
     if problems:
         return problems
     tie = 2 * tol  # both sides carry up to tol of error
@@ -97,19 +100,20 @@ def _row(
         later = max(ref_scores[rank + 1 :])
         if later > ref_scores[rank] + tie:
             problems.append(
-                f"item {served[rank][0]!r} ranked {rank + 1} (reference score "
-                f"{ref_scores[rank]:.6g}) above an item scoring {later:.6g}: not a tie "
-                f"(ties are within {tie:.3g})"
-            )
+                (_ITEMS, f"item {served[rank][0]!r} ranked {rank + 1} (reference score "
+                 f"{ref_scores[rank]:.6g}) above an item scoring {later:.6g}: not a tie "
+                 f"(ties are within {tie:.3g})")
+            )  # fmt: skip
             break
     lowest = min(ref_scores) if ref_scores else float("-inf")
     served_ids = {item for item, _ in served}
     for rank, (item, ok) in enumerate(zip(r_items[:k], r_valid[:k], strict=True), start=1):
         if ok and str(item) not in served_ids and ref[str(item)] > lowest + tie:
             problems.append(
-                f"item {str(item)!r} (reference rank {rank}, score {ref[str(item)]:.6g}) is "
-                f"missing from the served top-{k}, whose last item scores {lowest:.6g}: not a tie"
-            )
+                (_ITEMS, f"item {str(item)!r} (reference rank {rank}, score "
+                 f"{ref[str(item)]:.6g}) is missing from the served top-{k}, whose last item "
+                 f"scores {lowest:.6g}: not a tie")
+            )  # fmt: skip
     return problems
 
 
@@ -192,7 +196,10 @@ def compare_answers(
         if found:
             by_row[r] = found
     for r, found in list(by_row.items())[:_MAX_REPORTED]:
-        problems.append(f"row {r}: " + "; ".join(found[:3]))
+        for output in (_ITEMS, _SCORES):
+            these = [text for out, text in found if out == output]
+            if these:
+                problems.append(f"output {output!r}, row {r}: " + "; ".join(these[:3]))
     if len(by_row) > _MAX_REPORTED:
         problems.append(f"... and {len(by_row) - _MAX_REPORTED} more rows")
     for name in sorted(set(reference) - {items_key, scores_key}):
