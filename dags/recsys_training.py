@@ -30,9 +30,9 @@ and recorded in MLflow.
 | `evaluate` | full-ranking HR/NDCG/MRR/coverage@K on validation and test for the candidate, popularity and the current champion (re-scored on this split) |
 | `gate` | absolute floors, lift over popularity, and the champion rule (non-inferiority or superiority). **Declining skips the steps below; the run still succeeds and the reasons are in the log and in MLflow.** |
 | `register` | MLflow model version with alias `challenger` |
-| `infra_validate` | loads the version in a sandboxed model server (free port, temporary base path), waits for AVAILABLE, replays the model's warmup requests over gRPC and compares the answers with the offline model. **A model that fails to load or answers differently is refused: tag `infra_validation`, alias `challenger` removed, run FAILED.** |
+| `infra_validate` | loads the version in a sandboxed model server (free port, temporary base path), waits for AVAILABLE, replays the model's warmup requests over gRPC and compares the answers with the offline model (same comparison as `verify_canary`). **A model that fails to load or answers differently is refused: tag `infra_validation`, alias `challenger` removed, run FAILED.** |
 | `deploy_canary` | copies the version into the model base path and loads it under TF Serving label `canary` |
-| `verify_canary` | gRPC Predict through `canary` must equal the exported model's answers |
+| `verify_canary` | gRPC Predict through `canary` must match the exported model's answers: same items in the same order up to near-ties, scores within a tolerance a GPU in TF32 meets (`answer_rtol`) |
 | `promote_stable` | label `stable` and alias `champion` move to it; the old champion becomes `previous` |
 | `report_run` | logs plots (training curves, candidate vs popularity vs champion, metrics per slice, long-tail coverage by item-popularity decile) and `report/summary.md` (data, decision and reasons, metrics with deltas vs champion) to the run in MLflow, for promoted and declined candidates alike |
 

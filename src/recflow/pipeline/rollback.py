@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from recflow.config import PipelineConfig
-from recflow.errors import ConfigError, PromotionError, RecflowError
+from recflow.errors import ConfigError, PromotionError, RecflowError, is_transient
 from recflow.pipeline.context import RunContext, make_promoter, make_registry, say, tracking_run
 from recflow.registry import Registry
 
@@ -71,6 +71,9 @@ def run(
         say(f"rollback: moving {STABLE} from version {current} back to {target} ({reason})")
         rolled_back = promoter.rollback(target)
     except RecflowError as error:
+        if is_transient(error):  # Airflow retries it: record nothing a retry must undo
+            say(f"rollback: transient failure, to be retried: {error}")
+            raise
         registry.set_tags(mlflow_run, {"rollback.error": str(error)})
         registry.end_run(mlflow_run, "FAILED")
         say(f"rollback: FAILED: {error}")
