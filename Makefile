@@ -14,7 +14,7 @@ export SCARF_ANALYTICS := false
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality check-serving-compat compose-smoke
+.PHONY: install system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality check-serving-compat compose-smoke bench-tf32
 
 install: $(STAMP)
 
@@ -80,6 +80,11 @@ bench-ope: install
 # Every model, both evaluation protocols, on MovieLens-100K; writes bench/results/quality.{json,md}
 bench-quality: install
 	$(BIN)/python bench/quality.py --data $(or $(DATA),../shared/datasets/movielens-100k) --out bench/results
+
+# TF32 matmul error on scores, emulated on the CPU (basis of the served-answer tolerance);
+# writes bench/results/tf32_tolerance.{json,md}
+bench-tf32: install
+	$(BIN)/python bench/tf32_tolerance.py --out bench/results
 
 # Top-10 Predict latency over gRPC (one client, open-loop rates); writes bench/results/serving.{json,md}
 bench-serving: install

@@ -24,11 +24,12 @@ TF32 keeps 10 of float32's 23 mantissa bits, so rounding one operand costs at mo
 float32, so a dot product of any length L is off by at most 2^-10 * sum|a_i b_i| (plus L * 2^-24
 from float32 summation, which a CPU run has too), i.e. about 1e-3 of the row's score scale per
 matmul layer; the models here chain at most four (Mult-VAE 600-200-600-N; the ranking MLP
-three), hence 4 * 2^-10 = 3.9e-3, rounded up to 5e-3. Emulated here (operands rounded to TF32
-by bit masking, float64 products; 2026-12-01, this machine): largest error relative to the
-row's largest score 4.7e-4 (dot products, d=64), 3.2e-4 (EASE, 1,700 items), 7.9e-4 (a
-four-layer VAE), 1.3e-3 (a three-layer MLP): within 5e-3 with room. A model whose scores
-differ from its export by more than that is not "the same model on other hardware".
+three), hence 4 * 2^-10 = 3.9e-3, rounded up to 5e-3. Emulated (``make bench-tf32``:
+operands rounded to TF32 by bit masking, float64 products; bench/results/tf32_tolerance.md),
+the largest error relative to the row's largest score was 5.1e-4 (dot products, d=64),
+3.2e-4 (EASE, 1,700 items), 8.0e-4 (a four-layer VAE), 1.3e-3 (a three-layer MLP): within
+5e-3 with room. A model whose scores differ from its export by more than that is not "the
+same model on other hardware".
 """
 
 from __future__ import annotations
