@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import filecmp
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -137,14 +138,20 @@ class Promoter:
                     self.server.wait_until_available(
                         self.model_name, version, timeout=self.load_timeout
                     )
-        try:
-            self.server.reload_config(before)
-        except RecflowError as again:
-            return (
-                f", but the server still has the new one ({again}); it returns to the file's "
-                "config at its next reload or config-file poll"
-            )
-        return " and in force on the server"
+        # The same config again is harmless: retried while only its deadline expires (the
+        # server still applies it), up to load_timeout.
+        give_up = time.monotonic() + self.load_timeout
+        while True:
+            try:
+                self.server.reload_config(before)
+                return " and in force on the server"
+            except RecflowError as again:
+                if isinstance(again, DeadlineExceeded) and time.monotonic() < give_up:
+                    continue
+                return (
+                    f", but the server still has the new one ({again}); it returns to the "
+                    "file's config at its next reload or config-file poll"
+                )
 
     # -- steps ------------------------------------------------------------------------------
     def deploy_canary(self, saved_model_dir: Path, version: int) -> bool:

@@ -91,6 +91,7 @@ def test_slow_load_deadline_then_deploy(model_sources: dict[str, Path], tmp_path
         with StableTraffic(server.address) as traffic:
             # 1. A reload deadline shorter than the load: the step fails, nothing changes.
             with ServingClient(server.address, timeout=30, reload_timeout=0.5) as hasty:
+                hasty.model_status(MODEL, 1)  # connected first: the deadline meets the load
                 promoter = Promoter(hasty, config, MODEL, base, load_timeout=120)
                 with pytest.raises(PromotionError) as failed:
                     promoter.deploy_canary(model_sources["B"], 2)
