@@ -19,44 +19,66 @@ EPILOG = (
     "  recommend --user 42 -k 5\n"
     "  recommend --user 42 --version 3\n"
     "  recommend status --model recommender\n"
+    "  recommend --server 127.0.0.1:8500 status\n"
 )
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--server", default="127.0.0.1:8500", help="gRPC host:port (default %(default)s)"
-    )
-    p.add_argument("--model", default="recommender", help="model name (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
-
-
 def recommend_parser() -> argparse.ArgumentParser:
+    """One parser for both commands: options may come before or after ``status``."""
     p = argparse.ArgumentParser(
         prog="recommend",
         description="Top-k recommendations from the model server (TF Serving gRPC API).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--user", action="append", required=True, help="user id (repeatable)")
-    p.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    p.add_argument(
+        "command", nargs="?", choices=sorted(COMMANDS), help="status, or none for recommendations"
+    )
+    p.add_argument("--user", action="append", help="user id (repeatable; recommendations)")
+    p.add_argument("-k", type=int, default=None, help="how many items (default 10)")
     p.add_argument(
         "--pseudonymised",
         action="store_true",
         help="the --user ids already are pseudonyms (p_...); by default they are hashed with "
         "the key in $RECFLOW_PSEUDONYM_KEY (or the local demo key) before sending",
     )
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--label", default=None, help="version label (default stable)")
-    which.add_argument("--version", type=int, default=None, help="a specific version")
-    _common(p)
+    p.add_argument("--label", default=None, help="version label (default stable)")
+    p.add_argument(
+        "--version", type=int, default=None, help="a specific version (status: only this one)"
+    )
+    p.add_argument(
+        "--server", default="127.0.0.1:8500", help="gRPC host:port (default %(default)s)"
+    )
+    p.add_argument("--model", default="recommender", help="model name (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
     return p
 
 
-def status_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="recommend status", description=COMMANDS["status"])
-    p.add_argument("--version", type=int, default=None, help="only this version")
-    _common(p)
-    return p
+# Options that only mean something when asking for recommendations.
+_RECOMMEND_ONLY = {
+    "user": "--user",
+    "k": "-k",
+    "label": "--label",
+    "pseudonymised": "--pseudonymised",
+}
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``; exits with a usage message (code 2) on a wrong combination."""
+    p = recommend_parser()
+    args = p.parse_args(argv)
+    if args.command == "status":
+        given = [flag for name, flag in _RECOMMEND_ONLY.items() if getattr(args, name)]
+        if given:
+            p.error(f"status takes --server, --model, --timeout and --version; not {given}")
+        return args
+    if not args.user:
+        p.error("the following arguments are required: --user (or the command 'status')")
+    if args.label is not None and args.version is not None:
+        p.error("argument --version: not allowed with argument --label (choose one)")
+    if args.k is None:
+        args.k = 10
+    return args
 
 
 def _run_recommend(args: argparse.Namespace) -> int:
@@ -107,9 +129,10 @@ def _run_status(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] == "status":
-            return _run_status(status_parser().parse_args(argv[1:]))
-        return _run_recommend(recommend_parser().parse_args(argv))
+        args = parse(argv)
+        if args.command == "status":
+            return _run_status(args)
+        return _run_recommend(args)
     except RecflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
