@@ -26,7 +26,12 @@ from recflow.local_services import ModelServerProcess, port_open
 DAG_ID = "recsys_training"
 _FINISHED = re.compile(r"DagRun Finished: dag_id=(\S+), .*?run_id=([^,]+), .*?state=(\w+)")
 _TASK_STATE = re.compile(r"Task instance state updated.*?new_state=(\w+)")
-_TASK_ID = re.compile(r"task_id='([^']+)'")
+# `dags test` announces each task it runs; later lines (state updates, tracebacks) are that
+# task's until the next announcement. Other lines name task ids too (e.g. an XCom push of the
+# task before), so only these two say which task is running.
+_TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\S+ \[")  # a new structured log record
+_CHAINED = ("The above exception was", "During handling of the above exception")
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -77,36 +82,95 @@ class _Progress:
                 self.say(f"... still running ({where})")
 
 
-def _run_dag(conf: dict, env: dict[str, str], log_path: Path) -> tuple[str, str]:
+class _DagLog:
+    """Follows ``airflow dags test`` output: which task runs, which failed and with what error."""
+
+    def __init__(self, progress: _Progress | None = None) -> None:
+        self.progress = progress
+        self.task = ""
+        self.run_id = ""
+        self.state = "unknown"
+        self.failed: dict[str, str] = {}  # task -> the message of the exception it raised
+        self._traceback = False
+        self._error: list[str] = []
+
+    def _say(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.say(text)
+
+    def feed(self, line: str) -> None:
+        text = line.rstrip("\n")
+        if self._traceback or self._error:
+            if _LOG_LINE.match(text) or text.startswith("[recflow]"):
+                self._end_error()
+            elif text.startswith(_CHAINED):  # a chained exception: the next traceback follows
+                self._error = []
+                return
+            elif self._error:
+                self._error.append(text)
+                return
+            else:
+                # Frames are indented; the first unindented line is "<exception type>: <message>".
+                if text and not text[0].isspace() and not text.startswith("Traceback"):
+                    self._error = [text]
+                return
+        if "[recflow]" in text:
+            self._say(text.strip())
+        started = _TASK_START.search(text)
+        if started:
+            self.task = started.group(1)
+            if self.progress is not None:
+                self.progress.task = self.task
+        if text.startswith("Traceback (most recent call last):"):
+            self._traceback = True
+        if "Task instance state updated" in text:
+            new_state = _TASK_STATE.search(text)
+            if new_state and new_state.group(1) in ("failed", "skipped", "up_for_retry"):
+                self._say(f"task {self.task or '?'}: {new_state.group(1)}")
+                if new_state.group(1) == "failed":
+                    self.failed.setdefault(self.task or "?", "")
+        if "Skipping downstream tasks" in text and "short_circuit" in text:
+            self._say("gate declined: promotion tasks are skipped")
+        finished = _FINISHED.search(text)
+        if finished:
+            self.run_id, self.state = finished.group(2), finished.group(3)
+
+    def _end_error(self) -> None:
+        if self._error:
+            # The last exception of a task is the one it failed with.
+            self.failed[self.task or "?"] = "\n".join(self._error).strip()
+        self._traceback, self._error = False, []
+
+    def close(self) -> None:
+        self._end_error()
+
+    def failure_report(self) -> str:
+        """The failed tasks with their errors, for the person who ran the demo."""
+        lines = []
+        for task, error in self.failed.items():
+            lines.append(f"task {task} failed" + (":" if error else " (no error message found)"))
+            lines.extend(f"  {line}" for line in error.splitlines())
+        return "\n".join(lines)
+
+
+def _run_dag(conf: dict, env: dict[str, str], log_path: Path) -> _DagLog:
     """Run the DAG, echo our progress lines, keep Airflow's full output in ``log_path``."""
     cmd = ["airflow", "dags", "test", DAG_ID, "-c", json.dumps(conf)]
     print(f"$ {' '.join(cmd[:4])} -c '{json.dumps(conf)}'   (full log: {log_path})", flush=True)
-    run_id, state = "", "unknown"
     with open(log_path, "w", encoding="utf-8") as log, _Progress() as progress:
+        watcher = _DagLog(progress)
         proc = subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
-            if "[recflow]" in line:
-                progress.say(line.strip())
-            task = _TASK_ID.search(line)
-            if task:
-                progress.task = task.group(1)
-            if "Task instance state updated" in line:
-                new_state = _TASK_STATE.search(line)
-                if new_state and new_state.group(1) in ("failed", "skipped"):
-                    progress.say(f"task {progress.task}: {new_state.group(1)}")
-            if "Skipping downstream tasks" in line and "short_circuit" in line:
-                progress.say("gate declined: promotion tasks are skipped")
-            finished = _FINISHED.search(line)
-            if finished:
-                run_id, state = finished.group(2), finished.group(3)
+            watcher.feed(line)
         proc.wait()
-    if proc.returncode != 0 and state == "unknown":
-        state = "failed"
-    return run_id, state
+        watcher.close()
+    if proc.returncode != 0 and watcher.state == "unknown":
+        watcher.state = "failed"
+    return watcher
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,14 +207,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"started the local model server on {server.address} (log: {server.log_file})")
     try:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_id, state = _run_dag(conf, env, logs / f"dag-{stamp}.log")
+        dag = _run_dag(conf, env, logs / f"dag-{stamp}.log")
+        run_id, state = dag.run_id, dag.state
         print(f"DAG run {run_id or '?'} finished: {state} ({time.monotonic() - t0:.0f} s)")
         if state != "success":
+            report = dag.failure_report()
             print(
-                f"the run did not succeed: the failed task is named above; its error is in "
-                f"{logs / f'dag-{stamp}.log'} (search for 'ERROR'). Fix the cause (data, params "
-                "in --conf, a busy --port) and run the demo again; `make airflow` shows the "
-                "same run in the Airflow UI.",
+                (report + "\n" if report else "")
+                + f"the run did not succeed. The full log is {logs / f'dag-{stamp}.log'}. Fix "
+                "the cause (data, params in --conf, a busy --port) and run the demo again; "
+                "`make airflow` shows the same run in the Airflow UI.",
                 file=sys.stderr,
             )
             return 1

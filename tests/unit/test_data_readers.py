@@ -240,3 +240,40 @@ def test_load_source_dispatch(tmp_path: Path) -> None:
         load_source(DataConfig(source="movielens-1m"))
     with pytest.raises(DataSourceError, match="expected one of"):
         load_source(DataConfig(source="xlsx", path="x"))
+
+
+def test_unreadable_values_are_recorded_with_examples(tmp_path: Path) -> None:
+    """Text in a numeric column is kept as null, and what the text was is kept beside it."""
+    from recflow.data import read_dataset, write_dataset
+    from recflow.data.readers import UNREADABLE_ATTR
+
+    events = tmp_path / "events.csv"
+    lines = ["user_id,item_id,rating,timestamp", "1,A,abc,5", "1,B,4,6", "2,A,five,7",
+             "2,B,,8", "3,A,abc,yesterday", "3,B,x@example.com,9"]  # fmt: skip
+    events.write_text("\n".join(lines) + "\n")
+    ds = read_table(events, items_path=_items_csv(tmp_path), column_mapping={"title": "name"})
+    found = ds.interactions.attrs[UNREADABLE_ATTR]
+    # the empty rating is a plain null, not an unreadable value; an email is never shown
+    assert found[schema.RATING] == {
+        "count": 4,
+        "expected": "numbers",
+        "examples": ["abc", "five", "<withheld: looks like email>"],
+        "rows": [0, 2, 4, 5],
+    }
+    assert found[schema.TIMESTAMP]["examples"] == ["yesterday"]
+    assert found[schema.TIMESTAMP]["expected"] == "unix seconds or ISO-8601 times"
+    # the record survives the run folder (parquet tables + a side file)
+    write_dataset(ds, tmp_path / "data")
+    assert read_dataset(tmp_path / "data").interactions.attrs[UNREADABLE_ATTR] == found
+
+
+def test_clean_files_record_nothing_unreadable(tmp_path: Path) -> None:
+    from recflow.data import read_dataset, write_dataset
+    from recflow.data.readers import UNREADABLE_ATTR
+    from recflow.data.store import UNREADABLE_FILE
+
+    ds = read_movielens_100k(write_ml100k(tmp_path / "ml"))
+    assert UNREADABLE_ATTR not in ds.interactions.attrs
+    write_dataset(ds, tmp_path / "data")
+    assert not (tmp_path / "data" / UNREADABLE_FILE).exists()
+    assert UNREADABLE_ATTR not in read_dataset(tmp_path / "data").interactions.attrs

@@ -280,3 +280,27 @@ def test_import_is_light() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_unreadable_values_are_reported_as_such_not_as_nulls(
+    clean: Dataset, tmp_path: Path
+) -> None:
+    """Issue 13: text in the rating column was reported as "50 nulls"."""
+    from recflow.data import read_dataset, read_table, write_dataset
+
+    inter = clean.interactions.astype(object).copy()
+    bad = list(range(0, 100, 2))  # 50 rows
+    inter.loc[bad, RATING] = ["abc", "five"] * 25
+    inter.loc[[1], RATING] = None  # and one that is simply empty
+    inter.to_csv(tmp_path / "events.csv", index=False)
+    clean.items.to_csv(tmp_path / "items.csv", index=False)
+    ds = read_table(tmp_path / "events.csv", items_path=tmp_path / "items.csv")
+    write_dataset(ds, tmp_path / "data")  # as ingest does; validate reads the run folder
+    with pytest.raises(ValidationFailed) as info:
+        validate_dataset(read_dataset(tmp_path / "data"), CFG, tmp_path / "docs", now=NOW)
+    message = str(info.value)
+    assert "interactions.rating: 50 values are not numbers, e.g. 'abc', 'five'" in message
+    assert "1 more are empty" in message
+    assert "found 51 of" not in message
+    [failure] = info.value.failures
+    assert failure["unreadable"]["count"] == 50

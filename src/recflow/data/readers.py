@@ -33,6 +33,40 @@ _ML_HINT = (
 # Column conversions shared by every reader (and by recflow.data.store)
 
 
+# DataFrame.attrs key of a table's unreadable values: column -> {"count", "expected",
+# "examples", "rows"}. A reader keeps such values as nulls (see the module docstring) and
+# records here what the text was, so that validation can say "50 values are not numbers,
+# e.g. 'abc'" instead of "50 nulls". recflow.data.store persists it beside the tables.
+UNREADABLE_ATTR = "recflow.unreadable"
+UNREADABLE_EXAMPLES = 5
+_EXAMPLE_CHARS = 40
+
+
+def unreadable_values(raw: pd.Series, parsed: pd.Series, expected: str) -> dict[str, Any] | None:
+    """Where ``raw`` held text that ``parsed`` could not read (null there, non-blank here)."""
+    import numpy as np
+
+    text = raw.astype("string").str.strip()
+    bad = (
+        parsed.isna().to_numpy(dtype=bool)
+        & text.notna().to_numpy(dtype=bool)
+        & (text != "").fillna(False).to_numpy(dtype=bool)
+    )
+    count = int(bad.sum())
+    if not count:
+        return None
+    from recflow.validation.pii import looks_personal
+
+    values = [str(v) for v in text[bad].tolist()]
+    examples = []
+    for value in list(dict.fromkeys(values))[:UNREADABLE_EXAMPLES]:
+        # Examples end up in logs and Data Docs: personal data is named, never shown.
+        kind = looks_personal(value)
+        examples.append(f"<withheld: looks like {kind}>" if kind else value[:_EXAMPLE_CHARS])
+    rows = [int(i) for i in np.flatnonzero(bad)[:UNREADABLE_EXAMPLES]]
+    return {"count": count, "expected": expected, "examples": examples, "rows": rows}
+
+
 def to_id(s: pd.Series) -> pd.Series:
     """Ids as nullable strings: 7 and 7.0 both become "7"; blank strings become null."""
     import pandas as pd
@@ -94,18 +128,36 @@ def to_text(s: pd.Series) -> pd.Series:
 
 
 def canonical_interactions(
-    user_id: pd.Series, item_id: pd.Series, rating: pd.Series, timestamp: pd.Series
+    user_id: pd.Series,
+    item_id: pd.Series,
+    rating: pd.Series,
+    timestamp: pd.Series,
+    *,
+    timestamp_raw: pd.Series | None = None,
+    timestamp_expected: str = "whole numbers (unix seconds)",
 ) -> pd.DataFrame:
+    """The canonical interactions table; ``timestamp`` is already converted, and
+    ``timestamp_raw`` (the text it came from) lets unreadable times be recorded as such."""
     import pandas as pd
 
-    return pd.DataFrame(
+    ratings = to_float(rating)
+    out = pd.DataFrame(
         {
             schema.USER_ID: to_id(user_id).to_numpy(),
             schema.ITEM_ID: to_id(item_id).to_numpy(),
-            schema.RATING: to_float(rating).to_numpy(),
+            schema.RATING: ratings.to_numpy(),
             schema.TIMESTAMP: timestamp.to_numpy(),
         }
     ).astype(schema.INTERACTION_DTYPES)
+    unreadable = {schema.RATING: unreadable_values(rating, ratings, "numbers")}
+    if timestamp_raw is not None:
+        unreadable[schema.TIMESTAMP] = unreadable_values(
+            timestamp_raw, timestamp, timestamp_expected
+        )
+    found = {column: info for column, info in unreadable.items() if info}
+    if found:
+        out.attrs[UNREADABLE_ATTR] = found
+    return out
 
 
 def canonical_items(item_id: pd.Series, title: pd.Series, genres: pd.Series) -> pd.DataFrame:
@@ -237,7 +289,9 @@ def read_movielens_100k(folder: str | Path) -> Dataset:
         what=f"{what} items",
         encoding="latin-1",
     )
-    interactions = canonical_interactions(ratings[0], ratings[1], ratings[2], to_int(ratings[3]))
+    interactions = canonical_interactions(
+        ratings[0], ratings[1], ratings[2], to_int(ratings[3]), timestamp_raw=ratings[3]
+    )
     item_table = canonical_items(items[0], items[1], _join_flags(items.iloc[:, 5:], genres))
     users = None
     user_path = folder / "u.user"
@@ -291,7 +345,9 @@ def read_movielens_1m(folder: str | Path) -> Dataset:
         _require_file(folder / "ratings.dat", f"{what} ratings", _ML_HINT), 4, f"{what} ratings"
     )
     movies = _movies_1m(_require_file(folder / "movies.dat", f"{what} movies", _ML_HINT))
-    interactions = canonical_interactions(ratings[0], ratings[1], ratings[2], to_int(ratings[3]))
+    interactions = canonical_interactions(
+        ratings[0], ratings[1], ratings[2], to_int(ratings[3]), timestamp_raw=ratings[3]
+    )
     genres = movies[2].str.strip()
     item_table = canonical_items(movies[0], movies[1], genres.mask(genres.isna(), ""))
     users = None
@@ -423,11 +479,14 @@ def read_table(
     rating = _column(df, schema.RATING, mapping, path, what)
     if rating is None:
         rating = pd.Series(1.0, index=df.index)
+    raw_time = _required(df, schema.TIMESTAMP, mapping, path, what)
     interactions = canonical_interactions(
         _required(df, schema.USER_ID, mapping, path, what),
         _required(df, schema.ITEM_ID, mapping, path, what),
         rating,
-        to_unix_seconds(_required(df, schema.TIMESTAMP, mapping, path, what)),
+        to_unix_seconds(raw_time),
+        timestamp_raw=raw_time,
+        timestamp_expected="unix seconds or ISO-8601 times",
     )
 
     ipath = Path(items_path)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from recflow import schema
 from recflow.errors import DataError, DataSourceError
@@ -40,14 +41,34 @@ def _conform(df: pd.DataFrame, dtypes: dict[str, str], table: str) -> pd.DataFra
         ) from None
 
 
+# Beside the tables: what the readers could not read (see recflow.data.readers.UNREADABLE_ATTR).
+UNREADABLE_FILE = "unreadable.json"
+
+
+def _unreadable(ds: Dataset) -> dict[str, Any]:
+    from recflow.data.readers import UNREADABLE_ATTR
+
+    found = {}
+    for name in ("interactions", "items", "users"):
+        df = getattr(ds, name)
+        if df is not None and df.attrs.get(UNREADABLE_ATTR):
+            found[name] = df.attrs[UNREADABLE_ATTR]
+    return found
+
+
 def write_dataset(ds: Dataset, folder: Path) -> None:
     """Write the tables as parquet into ``folder``, atomically replacing any previous content."""
     tables = [(file, _conform(getattr(ds, name), dtypes, name)) for name, file, dtypes in _TABLES]
     if ds.users is not None:
         tables.append((schema.USERS_FILE, _conform(ds.users, {schema.USER_ID: "string"}, "users")))
+    unreadable = _unreadable(ds)
     with atomic_directory(Path(folder)) as scratch:
         for file, df in tables:
             df.to_parquet(scratch / file, index=False)
+        if unreadable:
+            (scratch / UNREADABLE_FILE).write_text(
+                json.dumps(unreadable, indent=2, sort_keys=True), encoding="utf-8"
+            )
 
 
 def read_dataset(folder: Path) -> Dataset:
@@ -82,7 +103,16 @@ def read_dataset(folder: Path) -> Dataset:
     users = None
     if (folder / schema.USERS_FILE).exists():
         users = load(schema.USERS_FILE, {schema.USER_ID: "string"}, "users")
-    return Dataset(interactions=interactions, items=items, users=users)
+    ds = Dataset(interactions=interactions, items=items, users=users)
+    if (folder / UNREADABLE_FILE).is_file():
+        from recflow.data.readers import UNREADABLE_ATTR
+
+        recorded = json.loads((folder / UNREADABLE_FILE).read_text(encoding="utf-8"))
+        for name, columns in recorded.items():
+            df = getattr(ds, name, None)
+            if df is not None:
+                df.attrs[UNREADABLE_ATTR] = columns
+    return ds
 
 
 def _column_bytes(s: pd.Series) -> list[bytes]:

@@ -102,6 +102,14 @@ _VALUE_CHECKS = (
 )
 
 
+def looks_personal(cell: str) -> str | None:
+    """The kind of personal data one value looks like (email, phone, ...), or None."""
+    for kind, check in _VALUE_CHECKS:
+        if check(cell):
+            return kind
+    return None
+
+
 @dataclass(frozen=True)
 class Finding:
     table: str

@@ -72,11 +72,15 @@ def validate_dataset(
     failures: list[dict[str, Any]] = []
     for table, suite in suites.items():
         raw = _run_checkpoint(context, table, suite, tables[table], params)
+        unreadable = _unreadable(getattr(ds, table))
         for r in raw:
             row = _result_row(table, r, list(tables[table].columns))
             results.append(row)
             if not row["success"]:
-                failures.append(_failure(row, r, tables[table], cfg.sample_rows))
+                failure = _failure(row, r, tables[table], cfg.sample_rows)
+                if row["expectation"] == _NOT_NULL and row["column"] in unreadable:
+                    failure["unreadable"] = unreadable[row["column"]]
+                failures.append(failure)
     index = _docs_index(context, Path(docs_dir))
 
     statistics = _statistics(ds, cfg)
@@ -233,6 +237,30 @@ def _exception_message(info: Any) -> str | None:
 
 
 _TYPE_LIST = "expect_column_values_to_be_in_type_list"
+_NOT_NULL = "expect_column_values_to_not_be_null"
+
+
+def _unreadable(df: pd.DataFrame | None) -> dict[str, dict[str, Any]]:
+    """Column -> what the reader could not read there (kept as nulls; see recflow.data.readers)."""
+    from recflow.data.readers import UNREADABLE_ATTR
+
+    if df is None:
+        return {}
+    return dict(df.attrs.get(UNREADABLE_ATTR) or {})
+
+
+def _unreadable_text(info: dict[str, Any], nulls: Any) -> str:
+    """ "50 values are not numbers, e.g. 'abc', 'five'" (and how many other nulls there are)."""
+    count = int(info.get("count", 0))
+    examples = ", ".join(repr(str(v)) for v in info.get("examples", []))
+    text = f"{count} values are not {info.get('expected', 'readable')}, e.g. {examples}"
+    rows = info.get("rows") or []
+    if rows:
+        text += f" (rows {', '.join(str(r) for r in rows)}{', ...' if count > len(rows) else ''})"
+    if isinstance(nulls, int) and nulls > count:
+        text += f"; {nulls - count} more are empty"
+    return text
+
 
 # What an expectation wants, for expectations whose kwargs alone do not say it.
 _EXPECTED_TEXT = {
@@ -291,8 +319,15 @@ def _message(failures: list[dict[str, Any]], index: Path) -> str:
     lines = [f"data validation failed: {len(failures)} expectation(s) not met"]
     for f in failures:
         where = f"{f['table']}.{f['column']}" if f["column"] else f["table"]
-        found = _observed_text(f["observed"], f["table_rows"])
-        lines.append(f"- {where}: {f['expectation']}: expected {f['expected']}, found {found}")
+        if f.get("unreadable"):
+            nulls = (f["observed"] or {}).get("unexpected_count")
+            lines.append(
+                f"- {where}: {_unreadable_text(f['unreadable'], nulls)} "
+                f"({f['expectation']}: the reader kept them as nulls)"
+            )
+        else:
+            found = _observed_text(f["observed"], f["table_rows"])
+            lines.append(f"- {where}: {f['expectation']}: expected {f['expected']}, found {found}")
         for s in f["sample_rows"]:
             lines.append(f"    bad row {s}")
     lines.append(
