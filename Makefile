@@ -50,14 +50,19 @@ serve: install
 # Debian packages some tests need: docker-compose (validates the compose file without an engine)
 # and chromium (the browser test). Installed when missing and we are root; otherwise those
 # tests skip and say why.
+# PostgreSQL: the server programs (initdb, pg_ctl) as tests/integration/pg.py finds them
+# ($$PG_BIN_DIR, `pg_config --bindir`, /usr/lib/postgresql/<ver>/bin).
 system-deps:
 	@missing=""; command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	pgbin="$${PG_BIN_DIR:-$$(pg_config --bindir 2>/dev/null)}"; \
+	{ [ -n "$$pgbin" ] && [ -x "$$pgbin/initdb" ]; } || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  || missing="$$missing postgresql"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo ">> installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	else echo ">> not root: not installing$$missing (the tests that need them will skip)"; fi
+	else echo ">> not root: not installing$$missing (the tests that need them will skip; under CI=true a skip fails the run)"; fi
 
 # Lint and types first: they fail in seconds where the tests take minutes.
 test: install system-deps lint typecheck

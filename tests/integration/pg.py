@@ -30,15 +30,49 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PG_BIN_DIRS = (Path("/usr/lib/postgresql/15/bin"),)
+DEBIAN_LAYOUT = Path("/usr/lib/postgresql")  # Debian/Ubuntu: /usr/lib/postgresql/<ver>/bin
 SYSTEM_USER = "postgres"
 SUPERUSER = "postgres"
 
 
+def _pg_config_bindir() -> Path | None:
+    """``pg_config --bindir``: where this installation's programs are (None without it)."""
+    pg_config = shutil.which("pg_config")
+    if pg_config is None:
+        return None
+    try:
+        proc = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else None
+
+
+def _debian_bin_dirs() -> list[Path]:
+    """/usr/lib/postgresql/<ver>/bin for every installed major version, newest first."""
+    if not DEBIAN_LAYOUT.is_dir():
+        return []
+    versions = [p for p in DEBIAN_LAYOUT.iterdir() if p.name.isdigit()]
+    return [p / "bin" for p in sorted(versions, key=lambda p: int(p.name), reverse=True)]
+
+
+def bin_dir_candidates() -> list[Path]:
+    """Where to look, in order: $PG_BIN_DIR, ``pg_config --bindir``, the Debian layout."""
+    found = [Path(os.environ["PG_BIN_DIR"])] if os.environ.get("PG_BIN_DIR") else []
+    from_pg_config = _pg_config_bindir()
+    if from_pg_config is not None:
+        found.append(from_pg_config)
+    return [*found, *_debian_bin_dirs()]
+
+
 def find_bin_dir() -> Path | None:
-    """The folder holding initdb and pg_ctl (PostgreSQL 15 first, then ``PG_BIN_DIR``)."""
-    candidates = [Path(os.environ["PG_BIN_DIR"])] if os.environ.get("PG_BIN_DIR") else []
-    for folder in (*candidates, *PG_BIN_DIRS):
+    """The first candidate folder holding the server programs initdb and pg_ctl.
+
+    ``pg_config`` alone can come from libpq-dev without a server; its folder is then passed
+    over for the Debian layout (``make system-deps`` installs the ``postgresql`` package).
+    """
+    for folder in bin_dir_candidates():
         if (folder / "initdb").is_file() and (folder / "pg_ctl").is_file():
             return folder
     return None
@@ -61,7 +95,9 @@ def unavailable_reason() -> str | None:
     if find_bin_dir() is None:
         return (
             f"PostgreSQL server binaries (initdb, pg_ctl) not found in "
-            f"{[str(p) for p in PG_BIN_DIRS]} or $PG_BIN_DIR; install postgresql-15"
+            f"{[str(p) for p in bin_dir_candidates()] or '(no candidates)'} ($PG_BIN_DIR, "
+            "pg_config --bindir, /usr/lib/postgresql/<ver>/bin); install them: `make "
+            "system-deps` as root, or apt-get install -y postgresql"
         )
     if _run_as() is None:
         return (
