@@ -186,6 +186,11 @@ class GateConfig:
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     bootstrap_seed: int = 0
+    # The champion comparison needs comparable catalogues: the candidate must know at least
+    # this part of the champion's items (by id), else the gate declines (recflow.catalogue)...
+    catalogue_min_overlap: float = 0.9
+    # ...unless the trigger accepts the change knowingly (recorded in the gate result/MLflow).
+    allow_catalogue_change: bool = False
 
 
 @dataclass(frozen=True)
@@ -377,6 +382,8 @@ _FLAT_PARAMS: dict[str, tuple[str | None, str]] = {
     "slice_floors": ("gate", "slice_floors"),
     "bootstrap_samples": ("gate", "bootstrap_samples"),
     "confidence": ("gate", "confidence"),
+    "catalogue_min_overlap": ("gate", "catalogue_min_overlap"),
+    "allow_catalogue_change": ("gate", "allow_catalogue_change"),
     "drift_max_item_popularity_jsd": ("drift", "max_item_popularity_jsd"),
     "drift_max_user_activity_jsd": ("drift", "max_user_activity_jsd"),
     "drift_max_rating_linf": ("drift", "max_rating_linf"),
@@ -502,6 +509,11 @@ def check(cfg: PipelineConfig) -> None:
         )
     if cfg.gate.rule not in GATE_RULES:
         raise ConfigError(f"gate_rule: expected one of {GATE_RULES}, found {cfg.gate.rule!r}")
+    if not 0.0 <= cfg.gate.catalogue_min_overlap <= 1.0:
+        raise ConfigError(
+            "catalogue_min_overlap: expected a share between 0 and 1, found "
+            f"{cfg.gate.catalogue_min_overlap}"
+        )
     if cfg.train.epochs < 1:
         raise ConfigError(f"epochs: expected >= 1, found {cfg.train.epochs}")
     if cfg.train.dp_enabled and cfg.train.model != "ranking_mlp":

@@ -14,6 +14,7 @@ the rule compares the two means (the original behaviour).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -29,7 +30,7 @@ from recflow.errors import ConfigError
 class GateCheck:
     """One check. ``baseline`` is the compared model's value (popularity/champion) if any."""
 
-    name: str  # "floor", "slice_floor", "lift_over_popularity" or "champion"
+    name: str  # "floor", "slice_floor", "lift_over_popularity", "catalogue" or "champion"
     metric: str  # e.g. "ndcg@10"
     value: float  # the candidate's value
     threshold: float | None  # what value had to reach (None when skipped)
@@ -211,6 +212,39 @@ def _bootstrap_champion_check(
     return GateCheck("champion", metric, value, threshold, ok, base, message=msg, interval=interval)
 
 
+def _catalogue_check(catalogue: Mapping[str, Any] | None, cfg: GateConfig) -> GateCheck | None:
+    """May candidate and champion be compared at all? None without a champion to compare."""
+    overlap = (catalogue or {}).get("overlap")
+    if not catalogue or not overlap:
+        return None
+    share = float(overlap["share_of_champion"])
+    need = float(cfg.catalogue_min_overlap)
+    cand = catalogue.get("candidate") or {}
+    champ = catalogue.get("champion") or {}
+    facts = (
+        f"the candidate knows {overlap['candidate_size']} items (data source "
+        f"{cand.get('source', 'unknown')}), the champion {overlap['champion_size']} (data source "
+        f"{champ.get('source', 'unknown')}); they share {overlap['shared']} items = {share:.1%} "
+        "of the champion's catalogue"
+    )
+    metric = "catalogue_overlap"
+    if share >= need:
+        message = f"catalogues comparable: {facts} (minimum {need:.0%})"
+        return GateCheck("catalogue", metric, share, need, True, message=message)
+    if cfg.allow_catalogue_change:
+        message = (
+            f"catalogue change allowed by the trigger (allow_catalogue_change): {facts}, below "
+            f"the minimum {need:.0%}; the champion comparison ranks only the shared items"
+        )
+        return GateCheck("catalogue", metric, share, need, True, message=message)
+    message = (
+        f"catalogue changed: {facts}, below catalogue_min_overlap {need:.0%}, so the champion's "
+        "metrics would measure other items. Retrain on the champion's data, or trigger with "
+        "allow_catalogue_change=true to replace the champion knowingly"
+    )
+    return GateCheck("catalogue", metric, share, need, False, message=message)
+
+
 def decide(
     candidate: Mapping[str, float],
     popularity: Mapping[str, float],
@@ -221,6 +255,8 @@ def decide(
     candidate_per_user: np.ndarray | None = None,
     champion_per_user: np.ndarray | None = None,
     slices: Mapping[str, Mapping[str, float]] | None = None,
+    catalogue: Mapping[str, Any] | None = None,
+    candidate_on_shared: Mapping[str, float] | None = None,
 ) -> GateDecision:
     """Apply floors, slice floors, lift over popularity and the champion rule.
 
@@ -229,11 +265,25 @@ def decide(
     ``champion_per_user`` (the gate metric per evaluated user, same users in the same order)
     switch the champion rule to the paired bootstrap; ``slices`` (slice name -> candidate
     metrics) feeds ``cfg.slice_floors``.
+
+    ``catalogue`` (evaluate's ``catalogue`` record: each model's item-set digest, size and
+    data source, and their ``overlap``) adds the check that the two are comparable: the
+    candidate must know ``cfg.catalogue_min_overlap`` of the champion's items unless
+    ``cfg.allow_catalogue_change``. ``candidate_on_shared``: the candidate's metrics on the items
+    both know, which the champion rule then uses (the champion's were measured on those too).
     """
     if cfg.rule not in GATE_RULES:
         raise ConfigError(f"gate rule: expected one of {GATE_RULES}, found {cfg.rule!r}")
     metric = f"{cfg.metric}@{k}"
-    champion_check = _champion_check(candidate, champion, cfg, metric)
+    catalogue_check = _catalogue_check(catalogue, cfg)
+    versus = candidate_on_shared if candidate_on_shared is not None else candidate
+    champion_check = _champion_check(versus, champion, cfg, metric)
+    if champion is None and catalogue_check is not None:
+        why = (catalogue or {}).get("no_comparison") or "nothing to compare on"
+        champion_check = dataclasses.replace(
+            champion_check,
+            message=f"champion check skipped: no user's held-out item is known to both ({why})",
+        )
     paired = candidate_per_user is not None and champion_per_user is not None
     if champion is not None and paired and not champion_check.skipped:
         champion_check = _bootstrap_champion_check(
@@ -248,6 +298,7 @@ def decide(
         *_floor_checks(candidate, cfg, k),
         *_slice_floor_checks(slices, cfg, metric),
         _lift_check(candidate, popularity, cfg, metric),
+        *([catalogue_check] if catalogue_check is not None else []),
         champion_check,
     ]
     checks = [_nan_failed(c) if math.isnan(c.value) and not c.skipped else c for c in checks]

@@ -51,8 +51,12 @@ def metric_names(evaluation: Mapping[str, Any]) -> list[str]:
 
 
 def metric_deltas(evaluation: Mapping[str, Any], stage: str = "validation") -> dict[str, float]:
-    """candidate - champion for every metric both have (empty without a champion)."""
-    cand = (evaluation.get("candidate") or {}).get(stage) or {}
+    """candidate - champion for every metric both have (empty without a champion).
+
+    When the catalogues differ, both were measured on the shared items (``candidate_on_shared``).
+    """
+    who = "candidate_on_shared" if evaluation.get("candidate_on_shared") else "candidate"
+    cand = (evaluation.get(who) or {}).get(stage) or {}
     champ = (evaluation.get("champion") or {}).get(stage) or {}
     return {
         name: float(cand[name]) - float(champ[name])
@@ -67,9 +71,11 @@ def deltas_sentence(evaluation: Mapping[str, Any]) -> str:
     if not deltas:
         return "No champion to compare with (first model)."
     version = evaluation.get("champion_version")
-    cand = evaluation["candidate"]["validation"]
+    shared = bool(evaluation.get("candidate_on_shared"))
+    cand = evaluation["candidate_on_shared" if shared else "candidate"]["validation"]
     parts = [f"{name} {float(cand[name]):.4f} ({delta:+.4f})" for name, delta in deltas.items()]
-    return f"Validation vs champion v{version}: " + ", ".join(parts) + "."
+    on = " (on the items both know)" if shared else ""
+    return f"Validation vs champion v{version}{on}: " + ", ".join(parts) + "."
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,6 +39,77 @@ def _score_all(scorer: Any, split: Any, features: Any, k: int) -> _Scored:
     return _Scored(scorer, split, features, k)
 
 
+def _restricted(scorer: Any, keep: set[str]) -> Any:
+    """``scorer`` ranking only the items in ``keep`` (the others are left out of its catalogue)."""
+
+    def score(user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores, catalogue = scorer(user_ids)
+        ids = np.asarray(catalogue).reshape(-1)
+        mask = np.array([(i.decode() if isinstance(i, bytes) else str(i)) in keep for i in ids])
+        return np.asarray(scores)[:, mask], ids[mask]
+
+    return score
+
+
+def _held_out_in(split: Any, keep: set[str]) -> Any:
+    """The split with only the held-out rows whose item is in ``keep`` (training unchanged)."""
+    import dataclasses
+
+    from recflow.schema import ITEM_ID
+
+    def only(frame: Any) -> Any:
+        return frame[frame[ITEM_ID].astype(str).isin(keep)]
+
+    return dataclasses.replace(split, validation=only(split.validation), test=only(split.test))
+
+
+def _compare_with_champion(
+    cfg: PipelineConfig,
+    registry: Registry,
+    champion: Any,
+    candidate: tuple[Any, _Scored],
+    split: Any,
+    features: Any,
+    source: str,
+) -> dict[str, Any]:
+    """Score the champion on the items both models know; the catalogue facts for the gate.
+
+    With the same catalogue this is the champion scored on the whole split. When the champion
+    knows other items, both models rank only the shared items, for the users whose held-out
+    item is shared (``candidate_on_shared``/``champion`` then hold those users' metrics).
+    """
+    from recflow import catalogue as cat
+    from recflow.errors import DataError
+    from recflow.models import load_scorer
+
+    scorer, scored = candidate
+    k = cfg.eval_k
+    run_tags: dict[str, str] = {}
+    if champion.run_id and not champion.tags.get(cat.TAG_SOURCE):
+        run_tags = dict(registry.get_run(champion.run_id).tags)
+    out: dict[str, Any] = {"version": champion.version}
+    with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
+        path = registry.download_version(cfg.registry.model_name, champion.version, Path(tmp))
+        champ_scorer = load_scorer(path)
+        champ_cat = cat.of_scorer(champ_scorer, cat.recorded_source(champion.tags, run_tags))
+        cand_cat = cat.of_scorer(scorer, source)
+        overlap = cat.overlap(cand_cat, champ_cat)
+        out["catalogue"] = {"champion": champ_cat.summary(), "overlap": overlap.to_dict()}
+        keep = set(overlap.shared_ids)
+        if keep >= {str(i) for i in features.item_ids}:
+            out["scored"], out["candidate"] = _score_all(champ_scorer, split, features, k), scored
+            return out
+        sub = _held_out_in(split, keep)
+        try:
+            out["scored"] = _score_all(_restricted(champ_scorer, keep), sub, features, k)
+            out["candidate"] = _score_all(_restricted(scorer, keep), sub, features, k)
+        except DataError as error:  # no evaluated user's held-out item is a shared item
+            out["scored"] = out["candidate"] = None
+            out["catalogue"]["no_comparison"] = str(error)
+        out["restricted"] = True
+    return out
+
+
 def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
     from recflow.evaluation import popularity_scorer
     from recflow.features import load_features, load_split
@@ -50,11 +121,15 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
     split = load_split(ctx.split_dir)
     k = cfg.eval_k
 
+    from recflow.catalogue import of_scorer
     from recflow.evaluation.slices import sliced_metrics
     from recflow.storage import atomic_directory
 
     result: dict[str, Any] = {"k": k}
-    candidate = _score_all(load_scorer(ctx.saved_model_dir), split, features, k)
+    source = _data_source(ctx)
+    candidate_scorer = load_scorer(ctx.saved_model_dir)
+    candidate = _score_all(candidate_scorer, split, features, k)
+    result["catalogue"] = {"candidate": of_scorer(candidate_scorer, source).summary()}
     popularity = _score_all(popularity_scorer(features), split, features, k)
     result["candidate"] = candidate.metrics
     result["popularity"] = popularity.metrics
@@ -66,20 +141,27 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
     }
     champion = registry.get_version_by_alias(cfg.registry.model_name, CHAMPION_ALIAS)
     if champion is not None:
-        with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
-            path = registry.download_version(cfg.registry.model_name, champion.version, Path(tmp))
-            scored = _score_all(load_scorer(path), split, features, k)
-        result["champion"] = scored.metrics
+        compared = _compare_with_champion(
+            cfg, registry, champion, (candidate_scorer, candidate), split, features, source
+        )
         result["champion_version"] = champion.version
-        per_user["champion"] = scored.validation.per_user_ndcg()
+        result["catalogue"].update(compared["catalogue"])
+        scored = compared["scored"]
+        if scored is not None:
+            result["champion"] = scored.metrics
+            per_user["champion"] = scored.validation.per_user_ndcg()
+        if compared.get("restricted") and compared["candidate"] is not None:
+            # The champion rule compares these: both models on the items both know.
+            result["candidate_on_shared"] = compared["candidate"].metrics
+            per_user["candidate_on_shared"] = compared["candidate"].validation.per_user_ndcg()
     result["slices"] = {"candidate": sliced_metrics(candidate.validation, features)}
     # np.savez appends ".npz" to names without it; write into a scratch folder, then move.
     with atomic_directory(ctx.run_dir / "per_user") as scratch:
         np.savez(scratch / PER_USER_FILE, **per_user)
     result["per_user_file"] = str(ctx.run_dir / "per_user" / PER_USER_FILE)
 
-    for who in ("candidate", "popularity", "champion"):
-        if result[who] is None:
+    for who in ("candidate", "popularity", "champion", "candidate_on_shared"):
+        if result.get(who) is None:
             continue
         for stage, metrics in result[who].items():
             registry.log_metrics(
@@ -97,4 +179,21 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
             f", champion v{result['champion_version']} {result['champion']['validation'][m]:.4f}"
         )
     say(line)
+    overlap = result["catalogue"].get("overlap")
+    if overlap and (overlap["share_of_champion"] < 1.0 or "candidate_on_shared" in result):
+        say(
+            f"evaluate: catalogues differ: the candidate knows {overlap['candidate_size']} items, "
+            f"the champion {overlap['champion_size']}, shared {overlap['shared']} "
+            f"({overlap['share_of_champion']:.1%} of the champion's); the champion comparison "
+            "ranks only the shared items"
+        )
     return result
+
+
+def _data_source(ctx: RunContext) -> str:
+    from recflow.catalogue import UNKNOWN_SOURCE
+
+    path = ctx.run_dir / "ingest.json"
+    if not path.is_file():
+        return UNKNOWN_SOURCE
+    return str(ctx.read_json("ingest.json").get("source") or UNKNOWN_SOURCE)

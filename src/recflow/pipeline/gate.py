@@ -34,26 +34,36 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
     evaluation = ctx.read_json("evaluation.json")
     champion = evaluation["champion"]
     per_user = _per_user(evaluation, cfg.gate.metric)
+    on_shared = evaluation.get("candidate_on_shared")
+    catalogue = evaluation.get("catalogue")
     decision = decide(
         evaluation["candidate"]["validation"],
         evaluation["popularity"]["validation"],
         champion["validation"] if champion else None,
         cfg.gate,
         cfg.eval_k,
-        candidate_per_user=per_user.get("candidate"),
+        # Candidate and champion per user over the same users (the shared items' users when
+        # the catalogues differ).
+        candidate_per_user=per_user.get("candidate_on_shared", per_user.get("candidate")),
         champion_per_user=per_user.get("champion"),
         slices=(evaluation.get("slices") or {}).get("candidate"),
+        catalogue=catalogue,
+        candidate_on_shared=on_shared["validation"] if on_shared else None,
     )
     record = decision.to_dict()
     record["champion_version"] = evaluation.get("champion_version")
+    record["catalogue"] = catalogue
+    record["allow_catalogue_change"] = cfg.gate.allow_catalogue_change
     registry.log_dict(mlflow_run, record, "gate/decision.json")
-    registry.set_tags(
-        mlflow_run,
-        {
-            "gate": "passed" if decision.passed else "declined",
-            "gate.reasons": "; ".join(decision.reasons)[:4900],
-        },
-    )
+    tags = {
+        "gate": "passed" if decision.passed else "declined",
+        "gate.reasons": "; ".join(decision.reasons)[:4900],
+        "gate.allow_catalogue_change": str(cfg.gate.allow_catalogue_change).lower(),
+    }
+    overlap = (catalogue or {}).get("overlap")
+    if overlap:
+        tags["gate.catalogue_overlap"] = f"{overlap['share_of_champion']:.4f}"
+    registry.set_tags(mlflow_run, tags)
     ctx.write_json("gate.json", record)
     verdict = "PASSED" if decision.passed else "DECLINED"
     say(f"gate: {verdict}")

@@ -719,6 +719,26 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
                 "description": "Confidence level of the paired interval the champion rule is decided on (0.95 = 95%).",
             },
         ),
+        "catalogue_min_overlap": (
+            g.catalogue_min_overlap,
+            {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 1,
+                "section": GATE,
+                "title": "Catalogue overlap minimum",
+                "description": "The candidate must know at least this share of the champion's items (by id) for the champion comparison to mean something (0.9 = 90%); below it the gate declines.",
+            },
+        ),
+        "allow_catalogue_change": (
+            g.allow_catalogue_change,
+            {
+                "type": "boolean",
+                "section": GATE,
+                "title": "Allow a catalogue change",
+                "description": "Replace a champion that knows other items (a new data source or catalogue): the gate compares the two on the shared items only and records that the change was allowed.",
+            },
+        ),
         "tracking_uri": (
             None,
             {

@@ -31,6 +31,16 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
         f"validation.ndcg@{k}": f"{cand[f'ndcg@{k}']:.5f}",
         f"validation.hr@{k}": f"{cand[f'hr@{k}']:.5f}",
     }
+    # The catalogue this version knows (recflow.catalogue): what the next gate compares with.
+    candidate_catalogue = (evaluation.get("catalogue") or {}).get("candidate")
+    if candidate_catalogue:
+        from recflow import catalogue as cat
+
+        tags[cat.TAG_DIGEST] = candidate_catalogue["digest"]
+        tags[cat.TAG_SIZE] = str(candidate_catalogue["size"])
+        tags[cat.TAG_SOURCE] = candidate_catalogue["source"]
+    if gate.get("allow_catalogue_change"):
+        tags["gate.allow_catalogue_change"] = "true"
     champion_version = gate.get("champion_version")
     description = (
         f"{cfg.train.model} trained by DAG run {ctx.run_id} on dataset {ingest['digest'][:12]} "
