@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from recflow.faults import point
+
 
 def safe_name(text: str) -> str:
     """A file-system-safe folder name for a DAG run id such as 'manual__2026-11-27T22:00:00+00:00'."""
@@ -31,6 +33,7 @@ def atomic_directory(final: Path, *, replace: bool = True) -> Iterator[Path]:
     scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield scratch
+        point(f"atomic_directory:{final.name}")
         if final.exists():
             if not replace:
                 raise FileExistsError(f"{final} appeared while writing; refusing to overwrite it")
@@ -55,6 +58,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        point(f"atomic_write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

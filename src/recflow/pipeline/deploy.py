@@ -20,6 +20,7 @@ from recflow.pipeline.context import (
     tracking_run,
 )
 from recflow.registry import Registry
+from recflow.registry.base import check_complete
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -63,6 +64,8 @@ def deploy_canary(
     registry = registry or make_registry(cfg)
     promoter = promoter or make_promoter(cfg)
     version = int(ctx.read_json("register.json")["version"])
+    # Nothing reaches serving whose registration did not complete (registry.base).
+    check_complete(registry.get_version(cfg.registry.model_name, version), "deploy_canary")
     say(f"deploy: copying version {version} into {promoter.model_dir} and loading it as canary")
     try:
         deployed = promoter.deploy_canary(ctx.saved_model_dir, version)
@@ -128,6 +131,7 @@ def promote_version(
     Returns the version that was stable before, if any.
     """
     name = cfg.registry.model_name
+    check_complete(registry.get_version(name, version), f"promote {name} v{version}")
     old_champion = registry.get_version_by_alias(name, CHAMPION)
     previous_stable: int | None = promoter.promote_stable(version)
     if old_champion is not None and old_champion.version == version:

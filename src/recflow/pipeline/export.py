@@ -31,6 +31,9 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
         ctx.saved_model_dir, top_k=cfg.serving.top_k, sample_user_ids=warmup_ids[:2]
     )
     registry.log_artifacts(mlflow_run, ctx.saved_model_dir, MODEL_ARTIFACT_PATH)
+    from recflow.faults import point
+
+    point("export:logged")
     from recflow.contract import CONTRACT_VERSION
 
     registry.set_tags(mlflow_run, {"serving.contract_version": CONTRACT_VERSION})

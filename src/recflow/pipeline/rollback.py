@@ -18,6 +18,7 @@ from recflow.config import PipelineConfig
 from recflow.errors import ConfigError, PromotionError, RecflowError, is_transient
 from recflow.pipeline.context import RunContext, make_promoter, make_registry, say, tracking_run
 from recflow.registry import Registry
+from recflow.registry.base import check_complete
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
@@ -56,7 +57,8 @@ def run(
                 )
             target_version = previous.version
         target = int(target_version)
-        registry.get_version(name, target)  # raises RegistryError for an unknown version
+        # raises RegistryError for an unknown version, or one whose registration never finished
+        check_complete(registry.get_version(name, target), f"roll back to {name} v{target}")
         current = promoter.label(STABLE)
         if current is None:
             raise PromotionError(

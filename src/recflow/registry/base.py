@@ -27,6 +27,15 @@ TAG_DAG_RUN_ID = "airflow.dag_run_id"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_RECFLOW_VERSION = "recflow.version"
 TAG_RUN_NAME = "mlflow.runName"
+# A version's registration: created with "pending", set to "complete" as the last step of the
+# register task (tags, description and model card written). set_alias refuses a version whose
+# tag says otherwise, so a task killed half-way never leaves an aliased, promotable version;
+# the re-run finds the same version (same run and source) and completes it. A version without
+# the tag was registered before this marker existed (or by a pipeline that does not use it)
+# and counts as complete.
+TAG_REGISTRATION = "recflow.registration"
+REGISTRATION_PENDING = "pending"
+REGISTRATION_COMPLETE = "complete"
 DATASET_CONTEXT_TAG = "mlflow.data.context"
 
 # MLflow 3.17's limits (mlflow.utils.validation); an integration test checks they still match.
@@ -180,6 +189,28 @@ def check_alias(alias: str) -> str:
             "of the form v<number> (both reserved by MLflow); use e.g. 'champion'"
         )
     return alias
+
+
+def registration_complete(tags: Mapping[str, str]) -> bool:
+    return tags.get(TAG_REGISTRATION, REGISTRATION_COMPLETE) == REGISTRATION_COMPLETE
+
+
+def check_complete(info: ModelVersionInfo, action: str) -> None:
+    """Raise unless ``info``'s registration completed (see TAG_REGISTRATION)."""
+    if not registration_complete(info.tags):
+        raise RegistryError(
+            f"{action}: {info.name} version {info.version} is not completely registered "
+            f"(tag {TAG_REGISTRATION}={info.tags.get(TAG_REGISTRATION)!r}, expected "
+            f"{REGISTRATION_COMPLETE!r}): its register task did not finish. Re-run that task "
+            "(it completes the same version) or register a new one"
+        )
+
+
+def retry_tags(existing: Mapping[str, str], tags: dict[str, str]) -> dict[str, str]:
+    """Tags to apply to a version found again by a retried task: never un-complete it."""
+    if registration_complete(existing) and TAG_REGISTRATION in existing:
+        return {k: v for k, v in tags.items() if k != TAG_REGISTRATION}
+    return tags
 
 
 def check_status(status: str) -> str:

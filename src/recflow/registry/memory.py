@@ -191,7 +191,7 @@ class InMemoryRegistry:
             if mv.run_id == run_id and mv.source == source:
                 model.versions[mv.version] = replace(
                     mv,
-                    tags={**mv.tags, **base.string_tags(tags)},
+                    tags={**mv.tags, **base.retry_tags(mv.tags, base.string_tags(tags))},
                     description=description or mv.description,
                 )
                 return mv.version
@@ -208,7 +208,7 @@ class InMemoryRegistry:
         return version
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
-        self._version(name, version)
+        base.check_complete(self._version(name, version), f"set alias {name}@{alias}")
         self._models[name].aliases[base.check_alias(alias)] = int(version)
 
     def delete_alias(self, name: str, alias: str) -> None:

@@ -334,7 +334,8 @@ class MlflowRegistry:
             # A retried task gets the version it created before, not a duplicate.
             for mv in client.search_model_versions(f"run_id = '{run_id}'"):
                 if mv.name == name and mv.source == source:
-                    for key, value in str_tags.items():
+                    existing = dict(client.get_model_version(name, mv.version).tags or {})
+                    for key, value in base.retry_tags(existing, str_tags).items():
                         client.set_model_version_tag(name, mv.version, key, value)
                     if description:
                         client.update_model_version(name, mv.version, description=description)
@@ -356,6 +357,7 @@ class MlflowRegistry:
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         base.check_alias(alias)
+        base.check_complete(self.get_version(name, version), f"set alias {name}@{alias}")
         with self._calling(f"point alias {name}@{alias} at version {version}"):
             self._client.set_registered_model_alias(name, alias, str(int(version)))
 
