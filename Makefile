@@ -47,11 +47,11 @@ mlflow: install
 serve: install
 	$(BIN)/python -m recflow.launch serve --port $(SERVE_PORT)
 
-# Debian packages some tests need: docker-compose (validates the compose file without an engine)
-# and chromium (the browser test). Installed when missing and we are root; otherwise those
-# tests skip and say why.
-# PostgreSQL: the server programs (initdb, pg_ctl) as tests/integration/pg.py finds them
-# ($$PG_BIN_DIR, `pg_config --bindir`, /usr/lib/postgresql/<ver>/bin).
+# Debian packages some tests need: docker-compose (validates the compose file without an engine),
+# chromium (the browser test) and postgresql (the server programs initdb/pg_ctl, found as
+# tests/integration/pg.py finds them: PG_BIN_DIR, `pg_config --bindir`,
+# /usr/lib/postgresql/<ver>/bin). Installed when missing and we are root; otherwise those tests
+# skip and say why (under CI=true a skip fails the run: tests/_skip_guard.py).
 system-deps:
 	@missing=""; command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
