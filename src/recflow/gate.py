@@ -298,7 +298,9 @@ def retrieval_check(metrics: Mapping[str, float], cfg: GateConfig) -> GateCheck 
     )
 
 
-def with_check(decision: GateDecision, train_metrics: Mapping[str, float], cfg: GateConfig) -> GateDecision:
+def with_check(
+    decision: GateDecision, train_metrics: Mapping[str, float], cfg: GateConfig
+) -> GateDecision:
     """``decision`` plus the retrieval check when the train stage measured one."""
     check = retrieval_check(train_metrics, cfg)
     if check is None:

@@ -99,9 +99,7 @@ def fit(
     return {"history": history, "metrics": metrics, "seconds": time.perf_counter() - t0}
 
 
-def candidate_scores(
-    model: Any, user_idx: Any, candidates: Any
-) -> Any:
+def candidate_scores(model: Any, user_idx: Any, candidates: Any) -> Any:
     """MLP probabilities [B, C] of users ``user_idx`` [B] for items ``candidates`` [B, C]."""
     import tensorflow as tf
 

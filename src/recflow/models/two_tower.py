@@ -105,9 +105,7 @@ def train_towers(
     log_q_t = tf.constant(log_q)
     step_var = tf.Variable(0, dtype=tf.int64)
 
-    @tf.function(
-        input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)]
-    )
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)])
     def train_step(users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             u = tf.math.l2_normalize(tf.gather(user_table, users), axis=1)
@@ -176,9 +174,7 @@ def retrieve(
     return out
 
 
-def recall_at_n(
-    candidates: np.ndarray, targets: np.ndarray
-) -> float:
+def recall_at_n(candidates: np.ndarray, targets: np.ndarray) -> float:
     """Share of users whose held-out item is among their candidates (one target per user)."""
     if targets.size == 0:
         return float("nan")
