@@ -308,8 +308,8 @@ def _model_line(m: dict[str, Any]) -> str:
     recall = {k: round(v, 4) for k, v in (m.get("fit_metrics") or {}).items() if "recall" in k}
     if recall:
         line += f"; validation recall of the retrieval stage {recall}"
-    if m.get("reused_from_cache"):
-        line += f" (export reused from {m['reused_from_cache']})"
+    if m.get("fit_reused_from"):
+        line += f" (trained weights reused from {m['fit_reused_from']}; exported by this run)"
     return line
 
 

@@ -145,3 +145,39 @@ def test_with_check_declines_a_passing_decision() -> None:
     declined = with_check(passing, {"retrieval_recall_at_10": 0.5}, cfg)
     assert not declined.passed and len(declined.checks) == 1
     assert with_check(passing, {}, cfg) is passing
+
+
+def test_blocked_top_k_picks_exactly_what_top_k_picks() -> None:
+    import tensorflow as tf
+
+    from recflow.models.two_stage import top_k_blocked
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(5, 20_011)).astype(np.float32)
+    scores[1, :19_000] = -np.inf  # a user who has seen most of the catalogue
+    scores[2, 100:300] = 9.0 + np.arange(200)  # the top 200 crowded into few blocks
+    got = np.sort(top_k_blocked(tf.constant(scores), 200, block=16).numpy(), axis=1)
+    want = np.sort(tf.math.top_k(tf.constant(scores), 200).indices.numpy(), axis=1)
+    np.testing.assert_array_equal(got, want)
+    small = rng.normal(size=(2, 300)).astype(np.float32)  # falls back to plain top_k
+    np.testing.assert_array_equal(
+        np.sort(top_k_blocked(tf.constant(small), 20).numpy(), axis=1),
+        np.sort(tf.math.top_k(tf.constant(small), 20).indices.numpy(), axis=1),
+    )
+
+
+def test_offline_scores_rank_as_served(data, fitted, tmp_path) -> None:
+    import tensorflow as tf
+
+    split, f = data
+    train_dir, _ = fitted
+    out = get_kind("two_stage").export(train_dir, f, tmp_path / "m", 10, [])
+    loaded = tf.saved_model.load(str(out))
+    users = [str(u) for u in f.user_ids[:40]]
+    scores = loaded.score_all(tf.constant(users)).numpy()
+    served = _serve(out, users)
+    for b in range(len(users)):
+        seen = f.train_item_idx[f.train_user_idx == b]
+        scores[b, seen] = -np.inf
+        top = f.item_ids[np.argsort(-scores[b], kind="stable")[:10]]
+        assert [i.decode() for i in served["item_ids"][b]] == [str(i) for i in top]

@@ -7,8 +7,9 @@ fit   trains the seed's ranking network exactly as ``ranking_mlp`` does (same se
       served). The popularity retrieval's recall@N on the same users is measured beside it;
       both go to ``summary["metrics"]`` (MLflow ``train.*``) for the gate's retrieval check.
 export one SavedModel in the serving contract. Per request: a [B, D] x [D, N_catalogue] matmul,
-      training items masked, ``top_k`` picks ``two_stage_candidates`` items, the MLP scores
-      those B x C pairs, and the score module takes the top-K of them.
+      training items masked, an exact top-k (:func:`top_k_blocked`) picks
+      ``two_stage_candidates`` items, the MLP scores those B x C pairs, and the score module
+      takes the top-K of them (``known_candidates``: nothing else touches [B, N]).
 
 ``score_all`` (offline evaluation) returns, for each known user, the MLP's probability (in
 [0, 1]) for the candidates and ``tanh(retrieval score) - 2`` (in (-3, -1)) for every other
@@ -34,6 +35,7 @@ KERAS_FILE = "model.keras"
 TOWERS_FILE = "towers.npz"
 SUMMARY_FILE = "two_stage.json"
 NON_CANDIDATE_OFFSET = -2.0  # non-candidates score tanh(retrieval) - 2, below every candidate
+BLOCK = 16  # items per block in top_k_blocked (measured fastest of 8/16/32 at 50k items)
 
 
 def recall_metrics(towers: Any, features: Features, split: Split, n: int) -> dict[str, float]:
@@ -112,26 +114,71 @@ def candidate_scores(model: Any, user_idx: Any, candidates: Any) -> Any:
     return tf.reshape(model.get_layer(HEAD)(pairs), [b, c])
 
 
-def _known_scores(model: Any, n_items: int, n_candidates: int) -> Any:
+def top_k_blocked(scores: Any, k: int, block: int = BLOCK) -> Any:
+    """Indices [B, k] of each row's k largest ``scores`` [B, N] (any order), exactly as
+    ``tf.math.top_k`` would pick them, in about half its time on a large catalogue.
+
+    Rows are cut into blocks of ``block`` items; any item of the row's top k lies in a block
+    whose maximum is at least the k-th largest value, so the top k blocks by maximum hold the
+    whole top k, and the final ``top_k`` runs over k x block values instead of N.
+    """
+    import tensorflow as tf
+
+    n = int(scores.shape[1])
+    if n < 4 * k * block:  # small catalogue: blocks save nothing
+        return tf.math.top_k(scores, k=k, sorted=False).indices
+    pad = (-n) % block
+    padded = tf.pad(scores, [[0, 0], [0, pad]], constant_values=float("-inf"))
+    blocks = tf.reshape(padded, [tf.shape(scores)[0], -1, block])  # [B, M, block]
+    best_blocks = tf.math.top_k(tf.reduce_max(blocks, axis=2), k=k, sorted=False).indices
+    values = tf.reshape(tf.gather(blocks, best_blocks, batch_dims=1), [tf.shape(scores)[0], -1])
+    within = tf.math.top_k(values, k=k, sorted=False).indices  # [B, k] into k x block
+    return tf.gather(best_blocks, within // block, batch_dims=1) * block + within % block
+
+
+def _retrieval(module: Any, idx: Any, n_candidates: int) -> tuple[Any, Any, Any]:
+    """(retrieval scores [B, N], candidate indices [B, C], candidate is unseen [B, C])."""
+    import tensorflow as tf
+
+    safe = tf.maximum(idx, 0)
+    retrieval = tf.matmul(
+        tf.gather(module.tower_users, safe), module.tower_items, transpose_b=True
+    )  # [B, N]: the brute-force pass over the catalogue
+    rows, items = module.seen_positions(idx)
+    masked = tf.tensor_scatter_nd_update(
+        retrieval, tf.stack([rows, items], axis=1), tf.fill(tf.shape(items), float("-inf"))
+    )
+    candidates = top_k_blocked(masked, n_candidates)
+    # A "candidate" with -inf retrieval is a training item (only when the user has fewer
+    # unseen items than N).
+    unseen = tf.math.is_finite(tf.gather(masked, candidates, batch_dims=1))
+    return retrieval, candidates, unseen
+
+
+def _known_candidates(model: Any, n_candidates: int) -> Any:
+    """Serving: the MLP's scores of each known user's candidates (training items -inf)."""
+
+    def known(module: Any, idx: Any) -> tuple[Any, Any]:
+        import tensorflow as tf
+
+        _, candidates, unseen = _retrieval(module, idx, n_candidates)
+        ranked = tf.cast(candidate_scores(model, tf.maximum(idx, 0), candidates), tf.float32)
+        return candidates, tf.where(unseen, ranked, float("-inf"))
+
+    return known
+
+
+def _known_scores(model: Any, n_candidates: int) -> Any:
+    """Offline ``score_all``: candidates by the MLP, the rest below them (module docstring)."""
+
     def known(module: Any, idx: Any) -> Any:
         import tensorflow as tf
 
-        safe = tf.maximum(idx, 0)
-        retrieval = tf.matmul(
-            tf.gather(module.tower_users, safe), module.tower_items, transpose_b=True
-        )  # [B, N]
-        rows, items = module.seen_positions(idx)
-        masked = tf.tensor_scatter_nd_update(
-            retrieval, tf.stack([rows, items], axis=1), tf.fill(tf.shape(items), float("-inf"))
-        )
-        top = tf.math.top_k(masked, k=n_candidates, sorted=False)
-        ranked = tf.cast(candidate_scores(model, safe, top.indices), tf.float32)
-        # A "candidate" with -inf retrieval is a training item (only when the user has fewer
-        # unseen items than N): it keeps the low score; serving masks it anyway.
-        ranked = tf.where(tf.math.is_finite(top.values), ranked, NON_CANDIDATE_OFFSET - 1.0)
-        b = tf.shape(idx)[0]
-        batch_rows = tf.repeat(tf.range(b), n_candidates)
-        where = tf.stack([batch_rows, tf.reshape(top.indices, [-1])], axis=1)
+        retrieval, candidates, unseen = _retrieval(module, idx, n_candidates)
+        ranked = tf.cast(candidate_scores(model, tf.maximum(idx, 0), candidates), tf.float32)
+        ranked = tf.where(unseen, ranked, NON_CANDIDATE_OFFSET - 1.0)  # serving masks them
+        batch_rows = tf.repeat(tf.range(tf.shape(idx)[0]), n_candidates)
+        where = tf.stack([batch_rows, tf.reshape(candidates, [-1])], axis=1)
         low = tf.tanh(retrieval) + NON_CANDIDATE_OFFSET
         return tf.tensor_scatter_nd_update(low, where, tf.reshape(ranked, [-1]))
 
@@ -167,7 +214,8 @@ def export(
         out_dir,
         top_k,
         warmup,
-        _known_scores(model, features.n_items, n_candidates),
+        _known_scores(model, n_candidates),
         {"tower_users": users, "tower_items": items},
         tracked=list(model.variables),
+        known_candidates=_known_candidates(model, n_candidates),
     )
