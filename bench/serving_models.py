@@ -117,10 +117,16 @@ def _fit_export(kind_name: str, ds: Any, cfg: Any, out: Path) -> dict[str, Any]:
     split = split_leave_last_out(ds.interactions)
     features = build_features(split.train, ds.items)
     kind = get_kind(kind_name)
-    fitted = kind.fit(
-        features, split, cfg, lambda line: print(f"[fit] {line}", flush=True), out / "train"
-    )
-    fit_seconds = time.perf_counter() - t0
+    done = out / "train" / "fit.json"
+    if done.exists():
+        fitted = json.loads(done.read_text())
+        fitted["reused_fit"] = str(out / "train")
+    else:
+        fitted = kind.fit(
+            features, split, cfg, lambda line: print(f"[fit] {line}", flush=True), out / "train"
+        )
+        fitted["fit_seconds"] = round(time.perf_counter() - t0, 1)
+        done.write_text(json.dumps({k: v for k, v in fitted.items() if k != "history"}))
     users = [str(u) for u in features.user_ids]
     kind.export(out / "train", features, out / "export", TOP_K, users[:8])
     return {
