@@ -12,7 +12,7 @@ export one SavedModel in the serving contract. Per request: a [B, D] x [D, N_cat
       takes the top-K of them (``known_candidates``: nothing else touches [B, N]).
 
 ``score_all`` (offline evaluation) returns, for each known user, the MLP's probability (in
-[0, 1]) for the candidates and ``tanh(retrieval score) - 2`` (in (-3, -1)) for every other
+[0, 1]) for the candidates and ``tanh(retrieval score / 16) - 2`` (in (-3, -1)) for every other
 item, so any ranking of the full catalogue puts the candidates first, in the MLP's order, then
 the rest in retrieval order: exactly what serving returns. With N = the catalogue size the
 model ranks like ``ranking_mlp`` (tests/unit/test_two_stage.py).
@@ -34,7 +34,7 @@ from recflow.types import Features, Split
 KERAS_FILE = "model.keras"
 TOWERS_FILE = "towers.npz"
 SUMMARY_FILE = "two_stage.json"
-NON_CANDIDATE_OFFSET = -2.0  # non-candidates score tanh(retrieval) - 2, below every candidate
+NON_CANDIDATE_OFFSET = -2.0  # non-candidates: tanh(retrieval / 16) - 2, below every candidate
 BLOCK = 16  # items per block in top_k_blocked (measured fastest of 8/16/32 at 50k items)
 
 
@@ -179,7 +179,7 @@ def _known_scores(model: Any, n_candidates: int) -> Any:
         ranked = tf.where(unseen, ranked, NON_CANDIDATE_OFFSET - 1.0)  # serving masks them
         batch_rows = tf.repeat(tf.range(tf.shape(idx)[0]), n_candidates)
         where = tf.stack([batch_rows, tf.reshape(candidates, [-1])], axis=1)
-        low = tf.tanh(retrieval) + NON_CANDIDATE_OFFSET
+        low = tf.tanh(retrieval / 16.0) + NON_CANDIDATE_OFFSET
         return tf.tensor_scatter_nd_update(low, where, tf.reshape(ranked, [-1]))
 
     return known

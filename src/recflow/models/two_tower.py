@@ -1,7 +1,8 @@
 """The retrieval stage of ``two_stage``: user and item towers scored by a dot product.
 
 Each tower is one embedding table (``two_stage_tower_dim`` wide) whose rows are L2-normalised
-before the dot product, so a user's retrieval score for an item is a cosine (higher is better).
+before the dot product; a user's retrieval score for an item is cosine / temperature plus a
+learned per-item bias (served as one dot product of [u / T, 1] and [v, bias]).
 Training is an in-batch softmax over the distinct training (user, item) pairs (Yi et al. 2019,
 "Sampling-bias-corrected neural modeling for large corpus item recommendations"): each
 positive's negatives are the other items of its batch, with the logQ correction (subtract the
@@ -36,7 +37,8 @@ _EPSILON = 1e-8
 
 @dataclass(frozen=True)
 class Towers:
-    """Unit-norm tower outputs: ``users`` [U, D], ``items`` [N, D] float32."""
+    """Tower outputs whose dot product is the retrieval score: ``users`` [U, D + 1] (unit
+    vector / temperature, then 1), ``items`` [N, D + 1] (unit vector, then the item's bias)."""
 
     users: np.ndarray
     items: np.ndarray
@@ -98,10 +100,10 @@ def train_towers(
     item_table = tf.Variable(
         rng.normal(0.0, init, (features.n_items, dim)).astype(np.float32), name="item_tower"
     )
-    slots = [
-        (tf.Variable(tf.zeros_like(t)), tf.Variable(tf.zeros_like(t)))
-        for t in (user_table, item_table)
-    ]
+    # Per-item bias in logit units: popularity spans ~log(N) nats, more than a cosine / T can.
+    item_bias = tf.Variable(np.zeros((features.n_items, 1), np.float32), name="item_bias")
+    tables = (user_table, item_table, item_bias)
+    slots = [(tf.Variable(tf.zeros_like(t)), tf.Variable(tf.zeros_like(t))) for t in tables]
     log_q_t = tf.constant(log_q)
     step_var = tf.Variable(0, dtype=tf.int64)
 
@@ -111,6 +113,7 @@ def train_towers(
             u = tf.math.l2_normalize(tf.gather(user_table, users), axis=1)
             i = tf.math.l2_normalize(tf.gather(item_table, items), axis=1)
             logits = tf.matmul(u, i, transpose_b=True) / temperature
+            logits += tf.transpose(tf.gather(item_bias, items))  # [1, B]
             logits -= tf.gather(log_q_t, items)[None, :]
             same = tf.equal(items[:, None], items[None, :])
             off_diag = tf.logical_not(tf.eye(tf.shape(items)[0], dtype=tf.bool))
@@ -119,9 +122,9 @@ def train_towers(
             loss = tf.reduce_mean(
                 tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
             )
-        grads = tape.gradient(loss, [user_table, item_table])
+        grads = tape.gradient(loss, list(tables))
         step_var.assign_add(1)
-        for var, (m, v), grad in zip((user_table, item_table), slots, grads, strict=True):
+        for var, (m, v), grad in zip(tables, slots, grads, strict=True):
             _lazy_adam(var, m, v, grad, learning_rate, step_var)
         return loss
 
@@ -148,9 +151,15 @@ def train_towers(
             f"towers epoch {epoch}/{epochs} loss={loss:.4f} pairs={pos_u.size} "
             f"seconds={seconds:.1f}"
         )
-    users = tf.math.l2_normalize(user_table, axis=1).numpy().astype(np.float32)
-    items = tf.math.l2_normalize(item_table, axis=1).numpy().astype(np.float32)
-    return Towers(users=users, items=items, history=history)
+    # Served as one dot product: [u / T, 1] . [v, b] = cosine / T + bias, the training logit.
+    users = tf.math.l2_normalize(user_table, axis=1).numpy() / temperature
+    items = tf.math.l2_normalize(item_table, axis=1).numpy()
+    ones = np.ones((users.shape[0], 1), np.float32)
+    return Towers(
+        users=np.hstack([users, ones]).astype(np.float32),
+        items=np.hstack([items, item_bias.numpy()]).astype(np.float32),
+        history=history,
+    )
 
 
 def retrieve(
