@@ -181,3 +181,35 @@ def test_offline_scores_rank_as_served(data, fitted, tmp_path) -> None:
         scores[b, seen] = -np.inf
         top = f.item_ids[np.argsort(-scores[b], kind="stable")[:10]]
         assert [i.decode() for i in served["item_ids"][b]] == [str(i) for i in top]
+
+
+def test_train_stage_logs_recall_and_the_gate_stage_applies_its_floor(data, tmp_path) -> None:
+    from recflow.config import PipelineConfig
+    from recflow.features import save_features, save_split
+    from recflow.pipeline import gate as gate_stage
+    from recflow.pipeline import train as train_stage
+    from recflow.pipeline.context import RunContext, tracking_run
+    from recflow.registry import InMemoryRegistry
+
+    split, f = data
+    train = dataclasses.replace(CFG, epochs=1, two_stage_tower_epochs=2)
+    cfg = PipelineConfig(work_dir=tmp_path, train=train, gate=GateConfig(min_retrieval_recall=1.0))
+    ctx = RunContext.create(cfg, "recsys_training", "r1")
+    save_features(f, ctx.features_dir)
+    save_split(split, ctx.split_dir)
+    registry = InMemoryRegistry(tmp_path / "artifacts")
+    train_stage.run(cfg, ctx, registry)
+    name = f"retrieval_recall_at_{CFG.two_stage_candidates}"
+    logged = registry._run(tracking_run(cfg, ctx, registry)).metrics
+    assert 0.0 < logged[f"train.{name}"][2] < 1.0
+    assert ctx.read_json("train.json")["metrics"][name] == logged[f"train.{name}"][2]
+    good = {"ndcg@10": 0.5, "hr@10": 0.9, "mrr@10": 0.4}
+    ctx.write_json(
+        "evaluation.json",
+        {"candidate": {"validation": good}, "popularity": {"validation": {
+            "ndcg@10": 0.1, "hr@10": 0.2, "mrr@10": 0.1}}, "champion": None},
+    )  # fmt: skip
+    record = gate_stage.run(cfg, ctx, registry)
+    assert not record["passed"]  # only the retrieval floor (1.0) fails
+    failed = [c["name"] for c in record["checks"] if not c["passed"]]
+    assert failed == ["retrieval_recall"]
