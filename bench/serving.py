@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     p.add_argument("--models", default="toy,ml100k,two_stage_50k")
     p.add_argument("--model-cache", default="", help="reuse/keep exports here (default: none)")
-    p.add_argument("--rates", default="250,500,750,1000,1250,1500,2000")
+    p.add_argument("--rates", default="100,250,500,750,1000,1250,1500,2000")
     p.add_argument("--seconds", type=float, default=6.0, help="per open-loop run")
     p.add_argument("--repeats", type=int, default=3, help="runs per rate (median p99)")
     p.add_argument("--closed-requests", type=int, default=3000)
