@@ -318,3 +318,45 @@ def _nan_failed(check: GateCheck) -> GateCheck:
         message=f"{check.metric} is NaN: the candidate's evaluation is broken",
         interval=check.interval,
     )
+
+
+def retrieval_check(metrics: Mapping[str, float], cfg: GateConfig) -> GateCheck | None:
+    """The two-stage retrieval floor, from the train stage's metrics (None for other kinds).
+
+    recall@N of the towers on validation must reach ``cfg.min_retrieval_recall`` and the
+    recall@N of the trivial retrieval stage (the N most popular unseen items) on the same
+    users: below that, the towers lose held-out items that popularity would have kept, and the
+    ranking stage's hit rate can never exceed the retrieval stage's recall.
+    """
+    name = next((k for k in metrics if k.startswith("retrieval_recall_at_")), None)
+    if name is None:
+        return None
+    n = name.removeprefix("retrieval_recall_at_")
+    value = float(metrics[name])
+    popular = float(metrics.get(f"popularity_recall_at_{n}", 0.0))
+    threshold = max(cfg.min_retrieval_recall, popular)
+    ok = value >= threshold  # NaN fails
+    need = f"max(floor {cfg.min_retrieval_recall:g}, popularity's {_fmt(popular)})"
+    relation = "meets" if ok else "is below"
+    return GateCheck(
+        "retrieval_recall",
+        f"recall@{n}",
+        value,
+        threshold,
+        ok,
+        popular,
+        message=f"retrieval recall@{n} {_fmt(value)} {relation} {need} = {_fmt(threshold)}",
+    )
+
+
+def with_check(
+    decision: GateDecision, train_metrics: Mapping[str, float], cfg: GateConfig
+) -> GateDecision:
+    """``decision`` plus the retrieval check when the train stage measured one."""
+    check = retrieval_check(train_metrics, cfg)
+    if check is None:
+        return decision
+    checks = [*decision.checks, check]
+    passed = decision.passed and check.passed
+    reasons = [c.message for c in checks if passed or not c.passed]
+    return GateDecision(passed=passed, reasons=reasons, checks=checks)

@@ -32,9 +32,10 @@ def _free_port() -> int:
 
 def _fast_config(name: str) -> TrainConfig:
     cfg = TrainConfig(model=name, epochs=1, embedding_dim=8, batch_size=256)
-    epochs = ("sasrec_epochs", "multvae_epochs")
+    epochs = ("sasrec_epochs", "multvae_epochs", "two_stage_tower_epochs")
     fast = {f.name: 1 for f in dataclasses.fields(cfg) if f.name in epochs}
-    return dataclasses.replace(cfg, **fast)
+    # two_stage: fewer candidates than the 40-item catalogue, so retrieval cuts over gRPC too.
+    return dataclasses.replace(cfg, **fast, two_stage_candidates=12)
 
 
 def test_every_kind_serves_predict_through_the_local_server(tmp_path: Path) -> None:
@@ -71,6 +72,6 @@ def test_every_kind_serves_predict_through_the_local_server(tmp_path: Path) -> N
             assert set(ids[2]) <= set(features.item_ids), name
 
 
-@pytest.mark.parametrize("name", ["ease", "neumf", "multvae", "blend"])
+@pytest.mark.parametrize("name", ["ease", "neumf", "multvae", "blend", "two_stage"])
 def test_new_kinds_are_registered(name: str) -> None:
     assert name in kind_names()

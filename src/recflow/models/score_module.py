@@ -26,6 +26,10 @@ WARMUP_BATCH = 8  # user ids per warmup request
 
 # (module, known user indices [B] int64) -> raw scores [B, N] float32, built from tf ops.
 KnownScores = Callable[[Any, Any], Any]
+# Optional serving shortcut for models that score only some items per user (two_stage):
+# (module, known user indices [B]) -> (item indices [B, C], scores [B, C]); training items
+# must already score -inf. Serving then takes the top-K of these C, never touching [B, N].
+KnownCandidates = Callable[[Any, Any], tuple[Any, Any]]
 
 
 def seen_csr(features: Features) -> tuple[np.ndarray, np.ndarray]:
@@ -93,6 +97,7 @@ def build_score_module(
     known_scores: KnownScores,
     variables: dict[str, np.ndarray],
     tracked: Sequence[Any] = (),
+    known_candidates: KnownCandidates | None = None,
 ) -> Any:
     """A ``tf.Module`` meeting ``recflow.contract`` around ``known_scores``.
 
@@ -137,6 +142,9 @@ def build_score_module(
             for name, value in variables.items():
                 setattr(self, name, tf.Variable(value, trainable=False, name=name))
             self.model_variables = list(tracked)
+            if known_candidates is not None:  # unknown users' answer, fixed at export
+                pop_top = np.argsort(-features.item_popularity, kind="stable")[:top_k]
+                self.popular_top = tf.Variable(pop_top.astype(np.int32), trainable=False)
 
         def seen_positions(self, idx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             """(row in batch, item index) of every seen item of the batch's known users."""
@@ -158,24 +166,40 @@ def build_score_module(
         def score_all(self, user_id: tf.Tensor) -> tf.Tensor:
             return self._raw(user_id)[0]
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id")])
-        def serve(self, user_id: tf.Tensor) -> dict[str, tf.Tensor]:
+        def _top(self, user_id: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            """(item indices [B, K], scores [B, K], user indices [B]) served."""
+            if known_candidates is not None:
+                idx = self.user_table.lookup(user_id)
+                items, scores = known_candidates(self, idx)
+                best = tf.math.top_k(tf.cast(scores, tf.float32), k=top_k, sorted=True)
+                known_items = tf.gather(tf.cast(items, tf.int32), best.indices, batch_dims=1)
+                popular = tf.broadcast_to(self.popular_top[None, :], tf.shape(known_items))
+                pop_scores = tf.gather(self.popularity, popular)
+                unknown = (idx < 0)[:, None]
+                return (
+                    tf.where(unknown, popular, known_items),
+                    tf.where(unknown, pop_scores, best.values),
+                    idx,
+                )
             scores, idx = self._raw(user_id)
             rows, items = self.seen_positions(idx)
             masked = tf.tensor_scatter_nd_update(
                 scores, tf.stack([rows, items], axis=1), tf.fill(tf.shape(items), float("-inf"))
             )
             top = tf.math.top_k(masked, k=top_k, sorted=True)
-            valid = tf.math.is_finite(top.values)
+            return top.indices, top.values, idx
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id")])
+        def serve(self, user_id: tf.Tensor) -> dict[str, tf.Tensor]:
+            indices, values, idx = self._top(user_id)
+            valid = tf.math.is_finite(values)
             return {
                 contract.OUTPUT_ITEM_IDS: tf.where(
-                    valid, tf.gather(self.catalogue_item_ids, top.indices), ""
+                    valid, tf.gather(self.catalogue_item_ids, indices), ""
                 ),
-                contract.OUTPUT_SCORES: top.values,
-                contract.OUTPUT_TITLES: tf.where(
-                    valid, tf.gather(self.item_titles, top.indices), ""
-                ),
-                contract.OUTPUT_REASONS: self.explainer.reasons(idx, top.indices, valid),
+                contract.OUTPUT_SCORES: values,
+                contract.OUTPUT_TITLES: tf.where(valid, tf.gather(self.item_titles, indices), ""),
+                contract.OUTPUT_REASONS: self.explainer.reasons(idx, indices, valid),
             }
 
     return ScoreModule()
@@ -189,6 +213,7 @@ def save_score_module(
     known_scores: KnownScores,
     variables: dict[str, np.ndarray],
     tracked: Sequence[Any] = (),
+    known_candidates: KnownCandidates | None = None,
 ) -> Path:
     """Build the module and write it (atomically) with warmup requests into ``out_dir``."""
     import tensorflow as tf
@@ -203,7 +228,7 @@ def save_score_module(
     warmup = [str(u) for u in warmup_user_ids] or [str(u) for u in features.user_ids[:WARMUP_BATCH]]
     if not warmup:
         raise ContractError("export: expected at least one warmup user id, found none")
-    module = build_score_module(features, top_k, known_scores, variables, tracked)
+    module = build_score_module(features, top_k, known_scores, variables, tracked, known_candidates)
     out_dir = Path(out_dir)
     with atomic_directory(out_dir) as scratch:
         tf.saved_model.save(

@@ -160,6 +160,12 @@ for _kind in (
         "blend of item EASE, user-side EASE and the Mult-VAE ensemble, each standardised per "
         "user and weighted (blend_* settings)",
     ),
+    _module_kind(
+        "two_stage",
+        "two_stage",
+        "two-stage: user/item towers retrieve two_stage_candidates items (dot product + top_k "
+        "over the catalogue), the ranking MLP scores only those",
+    ),
 ):
     _KINDS[_kind.name] = _kind
 

@@ -27,7 +27,7 @@ def _per_user(evaluation: dict[str, Any], metric: str) -> dict[str, Any]:
 
 
 def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
-    from recflow.gate import decide
+    from recflow.gate import decide, with_check
 
     registry = registry or make_registry(cfg)
     mlflow_run = tracking_run(cfg, ctx, registry)
@@ -50,6 +50,8 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
         catalogue=catalogue,
         candidate_on_shared=on_shared["validation"] if on_shared else None,
     )
+    if (ctx.run_dir / "train.json").exists():
+        decision = with_check(decision, ctx.read_json("train.json").get("metrics") or {}, cfg.gate)
     record = decision.to_dict()
     record["champion_version"] = evaluation.get("champion_version")
     record["catalogue"] = catalogue

@@ -602,6 +602,72 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
                 "description": "dp_enabled only: delta at which epsilon is reported. Empty: 1 / training rows per epoch.",
             },
         ),
+        "two_stage_candidates": (
+            t.two_stage_candidates,
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 1000000,
+                "section": MODEL,
+                "title": "Two-stage: candidates N",
+                "description": "model=two_stage: items the retrieval towers pick per request (dot product + top_k over the whole catalogue); the ranking MLP scores only these.",
+            },
+        ),
+        "two_stage_tower_dim": (
+            t.two_stage_tower_dim,
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 1024,
+                "section": MODEL,
+                "title": "Two-stage: tower width",
+                "description": "model=two_stage: width of the user and item tower vectors.",
+            },
+        ),
+        "two_stage_tower_epochs": (
+            t.two_stage_tower_epochs,
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 1000,
+                "section": MODEL,
+                "title": "Two-stage: tower epochs",
+                "description": "model=two_stage: passes over the distinct training pairs for the towers (the MLP uses epochs).",
+            },
+        ),
+        "two_stage_tower_batch_size": (
+            t.two_stage_tower_batch_size,
+            {
+                "type": "integer",
+                "minimum": 2,
+                "maximum": 65536,
+                "section": MODEL,
+                "title": "Two-stage: tower batch size",
+                "description": "model=two_stage: pairs per step; the other pairs of a batch are each positive's negatives (in-batch softmax).",
+            },
+        ),
+        "two_stage_tower_learning_rate": (
+            t.two_stage_tower_learning_rate,
+            {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 1,
+                "section": MODEL,
+                "title": "Two-stage: tower learning rate",
+                "description": "model=two_stage: Adam step size of the towers (rows of the batch only).",
+            },
+        ),
+        "two_stage_tower_temperature": (
+            t.two_stage_tower_temperature,
+            {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 10,
+                "section": MODEL,
+                "title": "Two-stage: softmax temperature",
+                "description": "model=two_stage: the towers' cosine similarities are divided by this in the in-batch softmax.",
+            },
+        ),
         "k": (
             d.eval_k,
             {
@@ -737,6 +803,17 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
                 "section": GATE,
                 "title": "Allow a catalogue change",
                 "description": "Replace a champion that knows other items (a new data source or catalogue): the gate compares the two on the shared items only and records that the change was allowed.",
+            },
+        ),
+        "min_retrieval_recall": (
+            g.min_retrieval_recall,
+            {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 1,
+                "section": GATE,
+                "title": "Two-stage: retrieval recall floor",
+                "description": "model=two_stage: the retrieval stage's validation recall@N must reach this and the recall@N of the N most popular unseen items.",
             },
         ),
         "tracking_uri": (

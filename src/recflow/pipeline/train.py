@@ -30,12 +30,17 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
     for name, values in history.items():
         for epoch, value in enumerate(values, start=1):
             registry.log_metrics(mlflow_run, {f"train.{name}": float(value)}, step=epoch)
+    # One-off numbers a kind measures while fitting (e.g. two_stage's retrieval recall@N).
+    fit_metrics = {k: float(v) for k, v in summary.get("metrics", {}).items()}
+    if fit_metrics:
+        registry.log_metrics(mlflow_run, {f"train.{k}": v for k, v in fit_metrics.items()})
     losses = history.get("loss", [])
     result = {
         "model": kind.name,
         "seconds": round(seconds, 2),
         "final_loss": float(losses[-1]) if losses else None,
         "history": history,
+        "metrics": fit_metrics,
         "train_dir": str(ctx.train_dir),
     }
     registry.log_metrics(mlflow_run, {"train.seconds": seconds})

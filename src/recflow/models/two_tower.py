@@ -1,0 +1,208 @@
+"""The retrieval stage of ``two_stage``: user and item towers scored by a dot product.
+
+Each tower is one embedding table (``two_stage_tower_dim`` wide) whose rows are L2-normalised
+before the dot product; a user's retrieval score for an item is cosine / temperature plus a
+learned per-item bias (served as one dot product of [u / T, 1] and [v, bias]).
+Training is an in-batch softmax over the distinct training (user, item) pairs (Yi et al. 2019,
+"Sampling-bias-corrected neural modeling for large corpus item recommendations"): each
+positive's negatives are the other items of its batch, with the logQ correction (subtract the
+log of each item's share of training pairs, its probability of showing up as an in-batch
+negative), so the towers learn the full softmax rather than one biased against popular items.
+Copies of the positive item elsewhere in the batch are masked out of its negatives.
+
+The optimiser is Adam applied lazily (only the rows a batch touched, with their own moments), so
+a step costs the batch, not the tables: training time grows with events, not users x items.
+
+Serving (see :mod:`recflow.models.two_stage`) is a brute-force matmul of one user vector
+against the whole item table plus ``tf.math.top_k``: the stock TF Serving image has no
+approximate-nearest-neighbour ops, and at 50k items x 32 dims the matmul is 1.6 M multiply-adds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from recflow.errors import TrainingError
+from recflow.types import Features
+
+_BETA_1 = 0.9
+_BETA_2 = 0.999
+_EPSILON = 1e-8
+
+
+@dataclass(frozen=True)
+class Towers:
+    """Tower outputs whose dot product is the retrieval score: ``users`` [U, D + 1] (unit
+    vector / temperature, then 1), ``items`` [N, D + 1] (unit vector, then the item's bias)."""
+
+    users: np.ndarray
+    items: np.ndarray
+    history: dict[str, list[float]]
+
+
+def _lazy_adam(var: Any, m: Any, v: Any, grad: Any, lr: float, step: Any) -> None:
+    """One Adam update of the rows in ``grad`` (a tf.IndexedSlices); other rows stay as they are."""
+    import tensorflow as tf
+
+    rows, position = tf.unique(grad.indices)
+    g = tf.math.unsorted_segment_sum(grad.values, position, tf.shape(rows)[0])
+    m_rows = _BETA_1 * tf.gather(m, rows) + (1 - _BETA_1) * g
+    v_rows = _BETA_2 * tf.gather(v, rows) + (1 - _BETA_2) * tf.square(g)
+    m.scatter_update(tf.IndexedSlices(m_rows, rows))
+    v.scatter_update(tf.IndexedSlices(v_rows, rows))
+    t = tf.cast(step, tf.float32)
+    m_hat = m_rows / (1 - tf.pow(_BETA_1, t))
+    v_hat = v_rows / (1 - tf.pow(_BETA_2, t))
+    var.scatter_sub(tf.IndexedSlices(lr * m_hat / (tf.sqrt(v_hat) + _EPSILON), rows))
+
+
+def train_towers(
+    features: Features,
+    *,
+    dim: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    temperature: float,
+    seed: int,
+    progress: Callable[[str], None] = print,
+) -> Towers:
+    """Fit both towers on ``features``' distinct training pairs (see the module docstring)."""
+    import tensorflow as tf
+
+    from recflow.models.training import unique_positives
+
+    if dim < 1 or epochs < 1 or batch_size < 2 or learning_rate <= 0 or temperature <= 0:
+        raise TrainingError(
+            "two_stage towers: expected dim >= 1, epochs >= 1, batch_size >= 2, learning_rate "
+            f"> 0 and temperature > 0, found {dim}, {epochs}, {batch_size}, {learning_rate}, "
+            f"{temperature}; fix the two_stage_tower_* settings"
+        )
+    pos_u, pos_i = unique_positives(features)
+    if pos_u.size < 2:
+        raise TrainingError(
+            f"two_stage towers: expected at least 2 training pairs, found {pos_u.size}"
+        )
+    counts = np.bincount(pos_i, minlength=features.n_items).astype(np.float64)
+    log_q = np.log(np.maximum(counts, 1.0) / pos_u.size).astype(np.float32)
+
+    tf.random.set_seed(seed)
+    rng = np.random.default_rng(seed)
+    init = 0.1 / np.sqrt(dim)
+    user_table = tf.Variable(
+        rng.normal(0.0, init, (features.n_users, dim)).astype(np.float32), name="user_tower"
+    )
+    item_table = tf.Variable(
+        rng.normal(0.0, init, (features.n_items, dim)).astype(np.float32), name="item_tower"
+    )
+    # Per-item bias in logit units: popularity spans ~log(N) nats, more than a cosine / T can.
+    item_bias = tf.Variable(np.zeros((features.n_items, 1), np.float32), name="item_bias")
+    tables = (user_table, item_table, item_bias)
+    slots = [(tf.Variable(tf.zeros_like(t)), tf.Variable(tf.zeros_like(t))) for t in tables]
+    log_q_t = tf.constant(log_q)
+    step_var = tf.Variable(0, dtype=tf.int64)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)])
+    def train_step(users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            u = tf.math.l2_normalize(tf.gather(user_table, users), axis=1)
+            i = tf.math.l2_normalize(tf.gather(item_table, items), axis=1)
+            logits = tf.matmul(u, i, transpose_b=True) / temperature
+            logits += tf.transpose(tf.gather(item_bias, items))  # [1, B]
+            logits -= tf.gather(log_q_t, items)[None, :]
+            same = tf.equal(items[:, None], items[None, :])
+            off_diag = tf.logical_not(tf.eye(tf.shape(items)[0], dtype=tf.bool))
+            logits = tf.where(tf.logical_and(same, off_diag), -1e9, logits)
+            labels = tf.range(tf.shape(items)[0])
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+            )
+        grads = tape.gradient(loss, list(tables))
+        step_var.assign_add(1)
+        for var, (m, v), grad in zip(tables, slots, grads, strict=True):
+            _lazy_adam(var, m, v, grad, learning_rate, step_var)
+        return loss
+
+    history: dict[str, list[float]] = {"tower_loss": [], "tower_seconds": []}
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        order = rng.permutation(pos_u.size)
+        losses = []
+        for start in range(0, order.size, batch_size):
+            batch = order[start : start + batch_size]
+            if batch.size < 2:
+                continue
+            losses.append(float(train_step(pos_u[batch], pos_i[batch])))
+        loss = float(np.mean(losses))
+        if not np.isfinite(loss):
+            raise TrainingError(
+                f"two_stage towers: expected a finite loss, found {loss} at epoch {epoch}; "
+                "lower two_stage_tower_learning_rate"
+            )
+        seconds = time.perf_counter() - t0
+        history["tower_loss"].append(loss)
+        history["tower_seconds"].append(seconds)
+        progress(
+            f"towers epoch {epoch}/{epochs} loss={loss:.4f} pairs={pos_u.size} "
+            f"seconds={seconds:.1f}"
+        )
+    # Served as one dot product: [u / T, 1] . [v, b] = cosine / T + bias, the training logit.
+    users = tf.math.l2_normalize(user_table, axis=1).numpy() / temperature
+    items = tf.math.l2_normalize(item_table, axis=1).numpy()
+    ones = np.ones((users.shape[0], 1), np.float32)
+    return Towers(
+        users=np.hstack([users, ones]).astype(np.float32),
+        items=np.hstack([items, item_bias.numpy()]).astype(np.float32),
+        history=history,
+    )
+
+
+def retrieve(
+    towers: Towers, features: Features, user_idx: np.ndarray, n: int, *, chunk: int = 512
+) -> np.ndarray:
+    """[B, min(n, N)] item indices each user's retrieval stage picks, best first, training
+    items excluded (as the served model does)."""
+    from recflow.models.score_module import seen_csr
+
+    splits, seen = seen_csr(features)
+    n = min(n, features.n_items)
+    out = np.empty((user_idx.size, n), dtype=np.int64)
+    for start in range(0, user_idx.size, chunk):
+        rows = np.asarray(user_idx[start : start + chunk], dtype=np.int64)
+        scores = towers.users[rows] @ towers.items.T
+        for b, u in enumerate(rows):
+            scores[b, seen[splits[u] : splits[u + 1]]] = -np.inf
+        part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+        order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+        out[start : start + rows.size] = np.take_along_axis(part, order, axis=1)
+    return out
+
+
+def recall_at_n(candidates: np.ndarray, targets: np.ndarray) -> float:
+    """Share of users whose held-out item is among their candidates (one target per user)."""
+    if targets.size == 0:
+        return float("nan")
+    return float((candidates == targets[:, None]).any(axis=1).mean())
+
+
+def popularity_candidates(features: Features, user_idx: np.ndarray, n: int) -> np.ndarray:
+    """[B, n] the ``n`` most popular items each user has not seen: the trivial retrieval stage
+    the towers must beat (the gate's floor, see recflow.gate.retrieval_check)."""
+    from recflow.models.score_module import seen_csr
+
+    splits, seen = seen_csr(features)
+    n = min(n, features.n_items)
+    ranked = np.argsort(-np.asarray(features.item_popularity), kind="stable")
+    out = np.empty((user_idx.size, n), dtype=np.int64)
+    for b, u in enumerate(np.asarray(user_idx, dtype=np.int64)):
+        own = seen[splits[u] : splits[u + 1]]
+        head = ranked[: n + own.size]  # the first n unseen items lie within these
+        picked = head[~np.isin(head, own)][:n]
+        out[b, : picked.size] = picked
+        out[b, picked.size :] = -1
+    return out
