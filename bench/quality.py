@@ -254,29 +254,28 @@ def _intervals(per_user: dict[str, np.ndarray], samples: int) -> dict[str, Any]:
 
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
-    import dataclasses
-
-    from recflow.config import TrainConfig
+    from recflow.config import train_config
     from recflow.evaluation.protocols import evaluate_ms
     from recflow.evaluation.slices import rank_users, sliced_metrics
     from recflow.features import build_features, split_leave_last_out
     from recflow.models import load_scorer
     from recflow.models.zoo import get_kind
+    from recflow.settings import flat_values
 
     _use_all_cores()
     ds = _load(Path(args.data))
     base_model = args.model.split("+")[0]
     kind = get_kind(base_model)
-    cfg = TrainConfig(model=base_model, **MODEL_OVERRIDES.get(args.model, {}))
+    cfg = train_config(model=base_model, **MODEL_OVERRIDES.get(args.model, {}))
     extra: dict[str, Any] = {}
     if args.model == "ease":
         lam, sweep = _ease_lambda(ds, args.protocol)
-        cfg = dataclasses.replace(cfg, ease_lambda=lam)
+        cfg = train_config(cfg, ease_lambda=lam)
         extra["ease_lambda_sweep_inner_validation_ndcg"] = sweep
     if args.model == "blend":
         t0 = time.perf_counter()
         settings, sweep = _blend_settings(ds, args.protocol, cfg)
-        cfg = dataclasses.replace(cfg, **settings)
+        cfg = train_config(cfg, **settings)
         extra["blend_sweep_inner_validation_ndcg"] = sweep
         extra["blend_selection_seconds"] = round(time.perf_counter() - t0, 1)
     if args.protocol == "ms-recommenders":
@@ -319,7 +318,11 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "model": args.model,
         "protocol": args.protocol,
-        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if not k.startswith("sqn")},
+        "config": {
+            k: v
+            for k, v in {**flat_values(cfg), "distribution": cfg.distribution}.items()
+            if not k.startswith("sqn")
+        },
         "metrics": metrics,
         "intervals_95": _intervals(per_user, args.bootstrap),
         "slices": slices,

@@ -176,8 +176,8 @@ def build(name: str, cache: Path) -> tuple[Path, dict[str, Any]]:
             f", generated in {generate} s; leave-last-out split"
         )
         cfg = TrainConfig()
-        info["config"]["two_stage_candidates"] = cfg.two_stage_candidates
-        info["config"]["two_stage_tower_epochs"] = cfg.two_stage_tower_epochs
+        info["config"]["two_stage_candidates"] = cfg.two_stage.candidates
+        info["config"]["two_stage_tower_epochs"] = cfg.two_stage.tower_epochs
     else:
         raise SystemExit(f"unknown bench model {name!r}: expected toy, ml100k or two_stage_50k")
     info["name"] = name

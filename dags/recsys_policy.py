@@ -8,7 +8,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 
-from recflow.pipeline.policy_params import policy_params
+from recflow.pipeline.params import policy_params
 from recflow.pipeline.pools import SERVING_POOL
 from recflow.pipeline.retries import fail_fast, retry_args
 

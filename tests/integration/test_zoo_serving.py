@@ -7,7 +7,6 @@ what is checked here is the serving contract end to end, not quality.
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 from recflow import contract
-from recflow.config import SyntheticConfig, TrainConfig
+from recflow.config import SyntheticConfig, TrainConfig, train_config
 from recflow.data import generate_synthetic
 from recflow.features import build_features, split_leave_last_out
 from recflow.models import load_recommender
@@ -31,11 +30,11 @@ def _free_port() -> int:
 
 
 def _fast_config(name: str) -> TrainConfig:
-    cfg = TrainConfig(model=name, epochs=1, embedding_dim=8, batch_size=256)
-    epochs = ("sasrec_epochs", "multvae_epochs", "two_stage_tower_epochs")
-    fast = {f.name: 1 for f in dataclasses.fields(cfg) if f.name in epochs}
+    fast = {"sasrec_epochs": 1, "multvae_epochs": 1, "two_stage_tower_epochs": 1}
     # two_stage: fewer candidates than the 40-item catalogue, so retrieval cuts over gRPC too.
-    return dataclasses.replace(cfg, **fast, two_stage_candidates=12)
+    return train_config(
+        model=name, epochs=1, embedding_dim=8, batch_size=256, **fast, two_stage_candidates=12
+    )
 
 
 def test_every_kind_serves_predict_through_the_local_server(tmp_path: Path) -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from recflow.config import SyntheticConfig, TrainConfig
+from recflow.config import SyntheticConfig, train_config
 from recflow.data import generate_synthetic
-from recflow.errors import ContractError, TrainingError
+from recflow.errors import ConfigError, ContractError
 from recflow.evaluation import evaluate_scorer, popularity_scorer
 from recflow.features import build_features, split_leave_last_out
 from recflow.models import check_contract, load_recommender, load_scorer
@@ -20,7 +19,7 @@ from recflow.models.multvae import standardise_rows
 from recflow.models.zoo import get_kind
 from recflow.types import Features, Split
 
-CFG = TrainConfig(
+CFG = train_config(
     model="blend",
     blend_item_lambda=30.0,
     blend_user_lambda=30.0,
@@ -33,7 +32,7 @@ CFG = TrainConfig(
     multvae_members=2,
     seed=2,
 )
-WEIGHTS = (CFG.blend_item_weight, CFG.blend_user_weight, CFG.blend_vae_weight)
+WEIGHTS = (CFG.blend.item_weight, CFG.blend.user_weight, CFG.blend.vae_weight)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +98,7 @@ def test_export_is_the_weighted_sum_of_standardised_parts(data, trained) -> None
 
 def test_a_zero_weight_part_is_neither_trained_nor_served(data, tmp_path) -> None:
     split, f = data
-    cfg = dataclasses.replace(CFG, blend_vae_weight=0.0, blend_user_weight=0.0)
+    cfg = train_config(CFG, blend_vae_weight=0.0, blend_user_weight=0.0)
     kind = get_kind("blend")
     kind.fit(f, split, cfg, lambda _: None, tmp_path / "t")
     with np.load(tmp_path / "t" / BLEND_FILE) as npz:
@@ -108,17 +107,17 @@ def test_a_zero_weight_part_is_neither_trained_nor_served(data, tmp_path) -> Non
     saved = kind.export(tmp_path / "t", f, tmp_path / "m", 10, [])
     served, _ = load_scorer(saved)(f.user_ids[[3]])
     x = binary_matrix(f).toarray()[[3]]
-    expected = CFG.blend_item_weight * standardise_rows(x @ b)
+    expected = CFG.blend.item_weight * standardise_rows(x @ b)
     np.testing.assert_allclose(served, expected, atol=2e-4)
 
 
 def test_bad_weights_and_missing_artifacts_fail_clearly(data, tmp_path) -> None:
     split, f = data
     kind = get_kind("blend")
-    zero = dataclasses.replace(CFG, blend_item_weight=0, blend_user_weight=0, blend_vae_weight=0)
-    with pytest.raises(TrainingError, match="not all 0"):
-        kind.fit(f, split, zero, lambda _: None, tmp_path / "t")
-    with pytest.raises(TrainingError, match="blend_user_lambda"):
-        kind.fit(f, split, dataclasses.replace(CFG, blend_user_lambda=0), lambda _: None, tmp_path)
+    # refused where the config is built, whichever entry point builds it
+    with pytest.raises(ConfigError, match="blend weights: expected at least one"):
+        train_config(CFG, blend_item_weight=0, blend_user_weight=0, blend_vae_weight=0)
+    with pytest.raises(ConfigError, match="blend_user_lambda: expected > 0, found 0"):
+        train_config(CFG, blend_user_lambda=0)
     with pytest.raises(ContractError, match=BLEND_FILE):
         kind.export(tmp_path / "empty", f, tmp_path / "m", 5, [])

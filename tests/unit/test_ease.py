@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recflow.config import SyntheticConfig, TrainConfig
+from recflow.config import SyntheticConfig, train_config
 from recflow.data import generate_synthetic
 from recflow.errors import ContractError, TrainingError
 from recflow.evaluation import evaluate_scorer, popularity_scorer
@@ -59,7 +59,7 @@ def exported(data, tmp_path_factory) -> Path:
     split, f = data
     kind = get_kind("ease")
     root = tmp_path_factory.mktemp("ease")
-    kind.fit(f, split, TrainConfig(model="ease", ease_lambda=50.0), lambda _: None, root / "t")
+    kind.fit(f, split, train_config(model="ease", ease_lambda=50.0), lambda _: None, root / "t")
     return kind.export(root / "t", f, root / "m", 20, [str(f.user_ids[0])])
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recflow.config import SyntheticConfig, TrainConfig
+from recflow.config import SyntheticConfig, train_config
 from recflow.data import generate_synthetic
-from recflow.errors import ContractError, TrainingError
+from recflow.errors import ConfigError, ContractError
 from recflow.evaluation import evaluate_scorer, popularity_scorer
 from recflow.features import build_features, split_leave_last_out
 from recflow.models import check_contract, load_recommender, load_scorer
@@ -26,7 +26,7 @@ from recflow.models.zoo import get_kind
 from recflow.types import Features, Split
 
 # Small network and few epochs: the synthetic catalogue has 250 items and 400 users.
-CFG = TrainConfig(
+CFG = train_config(
     model="multvae",
     multvae_epochs=40,
     multvae_batch_size=100,
@@ -60,24 +60,24 @@ def test_loss_falls_and_planted_tastes_beat_popularity(data, trained) -> None:
     split, f = data
     _, saved, summary = trained
     loss = summary["history"]["loss"]
-    assert len(loss) == CFG.multvae_epochs
+    assert len(loss) == CFG.multvae.epochs
     assert loss[-1] < 0.95 * loss[0]
     # The KL weight the network read rose from ~0 and sits at the cap after annealing.
     beta = summary["history"]["beta"]
-    assert beta[0] < 0.1 * CFG.multvae_beta_max
-    assert beta[-1] == pytest.approx(CFG.multvae_beta_max)
+    assert beta[0] < 0.1 * CFG.multvae.beta_max
+    assert beta[-1] == pytest.approx(CFG.multvae.beta_max)
     vae = evaluate_scorer(load_scorer(saved), split, f, k=10)
     pop = evaluate_scorer(popularity_scorer(f), split, f, k=10)
     assert vae["ndcg@10"] > 1.15 * pop["ndcg@10"], (vae, pop)
 
 
 def test_kl_weight_rises_linearly_to_the_cap_then_stays() -> None:
-    cfg = TrainConfig(multvae_beta_max=0.2, multvae_anneal_epochs=10)
+    cfg = train_config(multvae_beta_max=0.2, multvae_anneal_epochs=10)
     assert beta_schedule(0, 0, 4, cfg) == 0.0
     assert beta_schedule(5, 0, 4, cfg) == pytest.approx(0.1)
     assert beta_schedule(9, 3, 4, cfg) == pytest.approx(0.2 * 39 / 40)
     assert beta_schedule(30, 2, 4, cfg) == pytest.approx(0.2)
-    no_anneal = TrainConfig(multvae_beta_max=0.3, multvae_anneal_epochs=0)
+    no_anneal = train_config(multvae_beta_max=0.3, multvae_anneal_epochs=0)
     assert beta_schedule(0, 0, 4, no_anneal) == pytest.approx(0.3)
 
 
@@ -92,7 +92,7 @@ def test_numpy_reference_matches_the_keras_network_at_inference(data) -> None:
         weights[f"{name}_kernel"], weights[f"{name}_bias"] = model.get_layer(name).get_weights()
     # training=False: no input dropout and z = mu, the deterministic path serving uses.
     direct = keras.ops.convert_to_numpy(model(x, training=False))
-    assert direct.shape == (3, CFG.multvae_members, f.n_items)
+    assert direct.shape == (3, CFG.multvae.members, f.n_items)
     np.testing.assert_allclose(member_logits(weights, x), direct, rtol=1e-4, atol=1e-5)
     # Served: the members' standardised logits averaged.
     expected = standardise_rows(direct).mean(axis=1)
@@ -103,7 +103,7 @@ def test_members_start_apart_and_standardised_rows_are_unit_scale(data) -> None:
     _, f = data
     model, _ = build_multvae(f.n_items, CFG)
     kernel = model.get_layer("enc_hidden").get_weights()[0]
-    assert kernel.shape == (CFG.multvae_members, f.n_items, CFG.multvae_hidden)
+    assert kernel.shape == (CFG.multvae.members, f.n_items, CFG.multvae.hidden)
     assert not np.allclose(kernel[0], kernel[1])  # each member its own initialisation
     rows = standardise_rows(np.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]]))
     np.testing.assert_allclose(rows[0], [-1.2247449, 0.0, 1.2247449], rtol=1e-5)
@@ -130,10 +130,9 @@ def test_export_matches_the_weights_and_meets_the_contract(data, trained) -> Non
 def test_bad_settings_and_missing_weights_fail_clearly(data, tmp_path) -> None:
     split, f = data
     kind = get_kind("multvae")
-    bad = TrainConfig(model="multvae", multvae_dropout=1.0)
-    with pytest.raises(TrainingError, match="multvae_dropout"):
-        kind.fit(f, split, bad, lambda _: None, tmp_path / "t")
-    with pytest.raises(TrainingError, match="multvae_members"):
-        kind.fit(f, split, TrainConfig(multvae_members=0), lambda _: None, tmp_path / "t")
+    with pytest.raises(ConfigError, match="multvae_dropout: expected < 1, found 1.0"):
+        train_config(model="multvae", multvae_dropout=1.0)
+    with pytest.raises(ConfigError, match="multvae_members: expected >= 1, found 0"):
+        train_config(multvae_members=0)
     with pytest.raises(ContractError, match=WEIGHTS_FILE):
         kind.export(tmp_path, f, tmp_path / "m", 5, [])

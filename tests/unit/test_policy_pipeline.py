@@ -44,7 +44,7 @@ def uniform_logs(tmp_path_factory) -> Path:
 
 
 def test_params_are_checked(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown policy params"):
+    with pytest.raises(ConfigError, match="unknown params"):
         from_policy_params({"data_path": "x", "no_such_param": 1})
     with pytest.raises(ConfigError, match="epsilon"):
         from_policy_params({"data_path": "x", "epsilon": 0})

@@ -8,13 +8,12 @@ checked against per-example gradients computed one example at a time.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
 import pytest
 
-from recflow.config import PipelineConfig, TrainConfig, from_params
+from recflow.config import PipelineConfig, from_params, train_config
 from recflow.errors import ConfigError
 from recflow.privacy_dp import (
     DEFAULT_ORDERS,
@@ -130,7 +129,7 @@ def _sgd_model(features):
     from recflow.models.ranking_mlp import build_ranking_mlp
 
     keras.utils.set_random_seed(1)
-    model = build_ranking_mlp(features, TrainConfig(embedding_dim=8))
+    model = build_ranking_mlp(features, train_config(embedding_dim=8))
     # Plain SGD at rate 1: the weight change is minus the privatised gradient itself.
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0), loss="binary_crossentropy")
     return model
@@ -220,7 +219,7 @@ def test_an_empty_poisson_batch_still_takes_a_noise_step(features) -> None:
 def test_dp_training_reports_the_accountants_epsilon_per_epoch(features) -> None:
     from recflow.models.training import train_ranking_mlp, unique_positives
 
-    cfg = TrainConfig(epochs=2, batch_size=64, embedding_dim=8, dp_enabled=True)
+    cfg = train_config(epochs=2, batch_size=64, embedding_dim=8, dp_enabled=True)
     lines: list[str] = []
     trained = train_ranking_mlp(features, cfg, progress=lines.append)
     rows = unique_positives(features)[0].size * (1 + cfg.negatives_per_positive)
@@ -233,7 +232,7 @@ def test_dp_training_reports_the_accountants_epsilon_per_epoch(features) -> None
     assert (
         "dp_epsilon"
         not in train_ranking_mlp(
-            features, dataclasses.replace(cfg, dp_enabled=False, epochs=1), progress=lines.append
+            features, train_config(cfg, dp_enabled=False, epochs=1), progress=lines.append
         ).history
     )
 
@@ -242,9 +241,9 @@ def test_dp_params_reach_the_config_and_other_models_are_refused() -> None:
     cfg = from_params(
         {"dp_enabled": True, "dp_l2_clip": 0.5, "dp_noise_multiplier": 2, "dp_delta": 1e-6}
     )
-    assert (cfg.train.dp_enabled, cfg.train.dp_l2_clip) == (True, 0.5)
-    assert (cfg.train.dp_noise_multiplier, cfg.train.dp_delta) == (2.0, 1e-6)
-    assert PipelineConfig().train.dp_enabled is False
+    assert (cfg.train.dp.enabled, cfg.train.dp.l2_clip) == (True, 0.5)
+    assert (cfg.train.dp.noise_multiplier, cfg.train.dp.delta) == (2.0, 1e-6)
+    assert PipelineConfig().train.dp.enabled is False
     with pytest.raises(ConfigError, match="ranking_mlp"):
         from_params({"dp_enabled": True, "model": "ease"})
     with pytest.raises(ConfigError, match="dp_noise_multiplier"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,7 @@ import pandas as pd
 import pytest
 
 from recflow import contract
-from recflow.config import SyntheticConfig, TrainConfig
+from recflow.config import SyntheticConfig, train_config
 from recflow.errors import ConfigError
 from recflow.features import build_features, split_leave_last_out
 from recflow.models import check_contract
@@ -29,7 +28,7 @@ from recflow.schema import ITEM_ID, RATING, TIMESTAMP, USER_ID
 
 K = 5
 SYNTH = SyntheticConfig(n_users=120, n_items=60, n_genres=4, mean_events_per_user=20, seed=3)
-CFG = TrainConfig(
+CFG = train_config(
     sasrec_epochs=25,
     sasrec_batch_size=32,
     sasrec_learning_rate=0.005,
@@ -89,10 +88,10 @@ def test_user_sequences_follow_time_and_keep_source_order_on_ties():
 
 
 def test_bad_architecture_is_a_config_error():
+    with pytest.raises(ConfigError, match="sasrec_heads: expected a divisor of sasrec_dim=10"):
+        train_config(CFG, sasrec_dim=10, sasrec_heads=3)
     with pytest.raises(ConfigError, match="sasrec_heads"):
-        SasrecParams.from_config(
-            dataclasses.replace(CFG, sasrec_dim=10, sasrec_heads=3), 5, q_head=False
-        )
+        SasrecParams(n_items=5, dim=10, heads=3).check()
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +125,7 @@ def test_sasrec_learns_planted_tastes_better_than_popularity(data, exported):
 
     _, f, truth = data
     summary, _, path = exported
-    assert len(summary["history"]["loss"]) == CFG.sasrec_epochs
+    assert len(summary["history"]["loss"]) == CFG.sasrec.epochs
     assert summary["history"]["loss"][-1] < summary["history"]["loss"][0]
     model = tf.saved_model.load(str(path))
     scores = model.score_all(tf.constant(f.user_ids)).numpy()
@@ -151,7 +150,7 @@ def test_sampled_softmax_option_trains(data):
     from recflow.models.sasrec import train_sasrec
 
     split, f, _ = data
-    cfg = dataclasses.replace(
+    cfg = train_config(
         CFG, sasrec_negatives=8, sasrec_epochs=2, sasrec_dim=8, sasrec_blocks=1, sasrec_heads=1
     )
     lines: list[str] = []
@@ -201,7 +200,7 @@ def full_histories(data) -> tuple[list[str], list[list[str]]]:
 def test_user_id_path_equals_history_path_for_the_same_history(data, served):
     _, user, history = served
     users, rows = full_histories(data)
-    assert max(len(r) for r in rows) > CFG.sasrec_max_len
+    assert max(len(r) for r in rows) > CFG.sasrec.max_len
     a, b = user(users), history(rows)
     assert (a[contract.OUTPUT_ITEM_IDS] == b[contract.OUTPUT_ITEM_IDS]).all()
     assert (a[contract.OUTPUT_TITLES] == b[contract.OUTPUT_TITLES]).all()

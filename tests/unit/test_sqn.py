@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
-from recflow.config import SyntheticConfig, TrainConfig
+from recflow.config import SyntheticConfig, train_config
 from recflow.errors import ConfigError
 from recflow.features import build_features, split_leave_last_out
 from recflow.models.sasrec import SasrecParams, build_network, score_sequences
 from recflow.models.sqn import TargetNetwork, bellman_targets, rewards_from_ratings
 
-CFG = TrainConfig(
+CFG = train_config(
     sasrec_epochs=4,
     sasrec_batch_size=32,
     sasrec_learning_rate=0.005,
@@ -97,12 +95,12 @@ def test_joint_training_and_serving_the_q_head(data, tmp_path, negatives):
     from recflow.models.zoo import get_kind
 
     split, f = data
-    cfg = dataclasses.replace(CFG, sqn_serve_head="q", sqn_negatives=negatives)
+    cfg = train_config(CFG, sqn_serve_head="q", sqn_negatives=negatives)
     kind = get_kind("sasrec_sqn")
     summary = kind.fit(f, split, cfg, lambda _: None, tmp_path / "train")
     history = summary["history"]
     assert summary["serve_head"] == "q"
-    assert len(history["q_loss"]) == cfg.sasrec_epochs
+    assert len(history["q_loss"]) == cfg.sasrec.epochs
     assert all(np.isfinite(history["q_loss"])) and history["q_loss"][0] > 0
     np.testing.assert_allclose(history["loss"], np.add(history["ce"], history["q_loss"]), rtol=1e-5)
     out = kind.export(tmp_path / "train", f, tmp_path / "model", 5, [])
@@ -115,10 +113,7 @@ def test_joint_training_and_serving_the_q_head(data, tmp_path, negatives):
 
 
 def test_unknown_serving_head_is_rejected(data, tmp_path):
-    from recflow.models.zoo import get_kind
 
     split, f = data
-    with pytest.raises(ConfigError, match="sqn_serve_head"):
-        get_kind("sasrec_sqn").fit(
-            f, split, dataclasses.replace(CFG, sqn_serve_head="both"), print, tmp_path
-        )
+    with pytest.raises(ConfigError, match="sqn_serve_head: expected one of"):
+        train_config(CFG, sqn_serve_head="both")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recflow.config import GateConfig, SyntheticConfig, TrainConfig
+from recflow.config import GateConfig, SyntheticConfig, train_config
 from recflow.data import generate_synthetic
 from recflow.features import build_features, split_leave_last_out
 from recflow.gate import GateDecision, retrieval_check, with_check
@@ -18,7 +18,7 @@ from recflow.models import check_contract
 from recflow.models.zoo import get_kind
 from recflow.types import Features, Split
 
-CFG = TrainConfig(
+CFG = train_config(
     model="two_stage",
     epochs=2,
     two_stage_tower_epochs=30,
@@ -91,16 +91,16 @@ def test_served_items_come_from_the_retrieval_candidates(data, fitted, tmp_path)
     out = get_kind("two_stage").export(train_dir, f, tmp_path / "m", 10, [])
     users = np.arange(f.n_users)
     served = _serve(out, [str(u) for u in f.user_ids])
-    candidates = retrieve(towers, f, users, CFG.two_stage_candidates)
+    candidates = retrieve(towers, f, users, CFG.two_stage.candidates)
     index = {str(i): j for j, i in enumerate(f.item_ids)}
     for u in users:
         picked = {index[i.decode()] for i in served["item_ids"][u] if i}
         assert picked <= set(candidates[u].tolist())
     # N < catalogue here, so retrieval matters; recall beats popularity on planted tastes.
     metrics = summary["metrics"]
-    assert metrics["retrieval_candidates"] == CFG.two_stage_candidates
-    recall = metrics[f"retrieval_recall_at_{CFG.two_stage_candidates}"]
-    assert recall > metrics[f"popularity_recall_at_{CFG.two_stage_candidates}"]
+    assert metrics["retrieval_candidates"] == CFG.two_stage.candidates
+    recall = metrics[f"retrieval_recall_at_{CFG.two_stage.candidates}"]
+    assert recall > metrics[f"popularity_recall_at_{CFG.two_stage.candidates}"]
 
 
 def test_lazy_adam_changes_only_the_rows_of_the_batch() -> None:
@@ -192,14 +192,14 @@ def test_train_stage_logs_recall_and_the_gate_stage_applies_its_floor(data, tmp_
     from recflow.registry import InMemoryRegistry
 
     split, f = data
-    train = dataclasses.replace(CFG, epochs=1, two_stage_tower_epochs=2)
+    train = train_config(CFG, epochs=1, two_stage_tower_epochs=2)
     cfg = PipelineConfig(work_dir=tmp_path, train=train, gate=GateConfig(min_retrieval_recall=1.0))
     ctx = RunContext.create(cfg, "recsys_training", "r1")
     save_features(f, ctx.features_dir)
     save_split(split, ctx.split_dir)
     registry = InMemoryRegistry(tmp_path / "artifacts")
     train_stage.run(cfg, ctx, registry)
-    name = f"retrieval_recall_at_{CFG.two_stage_candidates}"
+    name = f"retrieval_recall_at_{CFG.two_stage.candidates}"
     logged = registry._run(tracking_run(cfg, ctx, registry)).metrics
     assert 0.0 < logged[f"train.{name}"][2] < 1.0
     assert ctx.read_json("train.json")["metrics"][name] == logged[f"train.{name}"][2]

@@ -36,7 +36,7 @@ WEIGHTS_KEY = "blend_weights"
 
 
 def _check(cfg: TrainConfig) -> None:
-    weights = (cfg.blend_item_weight, cfg.blend_user_weight, cfg.blend_vae_weight)
+    weights = (cfg.blend.item_weight, cfg.blend.user_weight, cfg.blend.vae_weight)
     if min(weights) < 0 or sum(weights) <= 0:
         raise TrainingError(
             "blend: expected blend_item_weight, blend_user_weight and blend_vae_weight >= 0 "
@@ -54,12 +54,12 @@ def blend_components(
     _check(cfg)
     arrays: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
-    if cfg.blend_item_weight > 0:
-        arrays["ease_b"] = fit_ease(features, cfg.blend_item_lambda)
-    if cfg.blend_user_weight > 0:
-        arrays["user_scores"] = user_side_scores(features, cfg.blend_user_lambda)
+    if cfg.blend.item_weight > 0:
+        arrays["ease_b"] = fit_ease(features, cfg.blend.item_lambda)
+    if cfg.blend.user_weight > 0:
+        arrays["user_scores"] = user_side_scores(features, cfg.blend.user_lambda)
     progress(f"blend: EASE item and user sides in {time.perf_counter() - t0:.1f} s")
-    if cfg.blend_vae_weight > 0:
+    if cfg.blend.vae_weight > 0:
         weights, _ = train_multvae(features, cfg, progress)
         arrays.update({VAE_PREFIX + k: v for k, v in weights.items()})
     return arrays
@@ -137,7 +137,7 @@ def train_blend(
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The components plus the weights, as the train stage's array file holds them."""
     arrays = blend_components(features, cfg, progress)
-    weights = np.array([cfg.blend_item_weight, cfg.blend_user_weight, cfg.blend_vae_weight])
+    weights = np.array([cfg.blend.item_weight, cfg.blend.user_weight, cfg.blend.vae_weight])
     return {**arrays, WEIGHTS_KEY: weights}, {}
 
 

@@ -111,11 +111,11 @@ def fit(
     features: Features, split: Any, cfg: Any, progress: Callable[[str], None], train_dir: Path
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
-    b = fit_ease(features, float(cfg.ease_lambda))
+    b = fit_ease(features, float(cfg.ease.l2))
     seconds = time.perf_counter() - t0
     train_dir.mkdir(parents=True, exist_ok=True)
     np.save(train_dir / B_FILE, b)
-    progress(f"ease: lambda={cfg.ease_lambda:g}, B {b.shape[0]}x{b.shape[1]} in {seconds:.1f} s")
+    progress(f"ease: lambda={cfg.ease.l2:g}, B {b.shape[0]}x{b.shape[1]} in {seconds:.1f} s")
     return {"history": {}, "seconds": seconds}
 
 

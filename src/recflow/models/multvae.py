@@ -50,21 +50,21 @@ def _check(features: Features, cfg: TrainConfig) -> None:
             f"{features.train_user_idx.size} interactions; check the split and features stage"
         )
     sizes = (
-        cfg.multvae_epochs,
-        cfg.multvae_batch_size,
-        cfg.multvae_hidden,
-        cfg.multvae_latent,
-        cfg.multvae_members,
+        cfg.multvae.epochs,
+        cfg.multvae.batch_size,
+        cfg.multvae.hidden,
+        cfg.multvae.latent,
+        cfg.multvae.members,
     )
     if min(sizes) < 1:
         raise TrainingError(
             "Mult-VAE: expected multvae_epochs, multvae_batch_size, multvae_hidden, "
             f"multvae_latent and multvae_members >= 1, found {', '.join(map(str, sizes))}"
         )
-    if not 0.0 <= cfg.multvae_dropout < 1.0 or cfg.multvae_beta_max < 0.0:
+    if not 0.0 <= cfg.multvae.dropout < 1.0 or cfg.multvae.beta_max < 0.0:
         raise TrainingError(
             f"Mult-VAE: expected 0 <= multvae_dropout < 1 and multvae_beta_max >= 0, found "
-            f"{cfg.multvae_dropout} and {cfg.multvae_beta_max}"
+            f"{cfg.multvae.dropout} and {cfg.multvae.beta_max}"
         )
 
 
@@ -77,10 +77,10 @@ def user_rows(features: Features) -> np.ndarray:
 
 def beta_schedule(epoch: int, step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     """KL weight at ``step`` (0-based) of ``epoch`` (0-based): linear to the cap, then flat."""
-    if cfg.multvae_anneal_epochs <= 0:
-        return float(cfg.multvae_beta_max)
-    done = (epoch * steps_per_epoch + step) / (cfg.multvae_anneal_epochs * steps_per_epoch)
-    return float(cfg.multvae_beta_max * min(1.0, done))
+    if cfg.multvae.anneal_epochs <= 0:
+        return float(cfg.multvae.beta_max)
+    done = (epoch * steps_per_epoch + step) / (cfg.multvae.anneal_epochs * steps_per_epoch)
+    return float(cfg.multvae.beta_max * min(1.0, done))
 
 
 def build_multvae(n_items: int, cfg: TrainConfig) -> tuple[Any, Any]:
@@ -95,7 +95,7 @@ def build_multvae(n_items: int, cfg: TrainConfig) -> tuple[Any, Any]:
     import keras
     from keras import ops
 
-    latent, members = cfg.multvae_latent, cfg.multvae_members
+    latent, members = cfg.multvae.latent, cfg.multvae.members
     beta = keras.Variable(0.0, trainable=False, name="kl_beta")
 
     def stacked_glorot(layer_seed: int) -> Any:
@@ -158,11 +158,11 @@ def build_multvae(n_items: int, cfg: TrainConfig) -> tuple[Any, Any]:
         lambda t: ops.repeat(ops.expand_dims(t, 1), members, axis=1), name="members"
     )(h)
     # Dropout on [B, M, N] draws an independent mask per member.
-    h = keras.layers.Dropout(cfg.multvae_dropout, seed=cfg.seed, name="input_dropout")(h)
-    h = MemberDense(cfg.multvae_hidden, "tanh", 1, name=ENCODER[0])(h)
+    h = keras.layers.Dropout(cfg.multvae.dropout, seed=cfg.seed, name="input_dropout")(h)
+    h = MemberDense(cfg.multvae.hidden, "tanh", 1, name=ENCODER[0])(h)
     stats = MemberDense(2 * latent, None, 2, name=ENCODER[1])(h)
     z = Sample(name="sample")(stats)
-    h = MemberDense(cfg.multvae_hidden, "tanh", 3, name=DECODER[0])(z)
+    h = MemberDense(cfg.multvae.hidden, "tanh", 3, name=DECODER[0])(z)
     logits = MemberDense(n_items, None, 4, name=DECODER[1])(h)
     model = keras.Model(x, logits, name="multvae")
 
@@ -170,7 +170,7 @@ def build_multvae(n_items: int, cfg: TrainConfig) -> tuple[Any, Any]:
         per_member = -ops.sum(y_true[:, None, :] * ops.log_softmax(y_pred, axis=-1), axis=-1)
         return ops.sum(per_member, axis=-1)
 
-    model.compile(optimizer=keras.optimizers.Adam(cfg.multvae_learning_rate), loss=multinomial_nll)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.multvae.learning_rate), loss=multinomial_nll)
     return model, beta
 
 
@@ -185,7 +185,7 @@ def train_multvae(
     x = user_rows(features)
     x = x[x.sum(axis=1) > 0]  # users without training items carry no signal (and 0/0 norms)
     model, beta = build_multvae(features.n_items, cfg)
-    batch = min(cfg.multvae_batch_size, x.shape[0])
+    batch = min(cfg.multvae.batch_size, x.shape[0])
     steps = -(-x.shape[0] // batch)
 
     class Anneal(keras.callbacks.Callback):  # type: ignore[misc]
@@ -218,15 +218,15 @@ def train_multvae(
             self.history["seconds"].append(now - self.t0)
             self.t0 = now
             # A line per epoch would flood the task log over 200 epochs; every 10th suffices.
-            if (epoch + 1) % 10 == 0 or epoch + 1 == cfg.multvae_epochs:
-                progress(f"multvae epoch {epoch + 1}/{cfg.multvae_epochs} loss={loss:.3f}")
+            if (epoch + 1) % 10 == 0 or epoch + 1 == cfg.multvae.epochs:
+                progress(f"multvae epoch {epoch + 1}/{cfg.multvae.epochs} loss={loss:.3f}")
 
     report = Report()
     model.fit(
         x,
         x,
         batch_size=batch,
-        epochs=cfg.multvae_epochs,
+        epochs=cfg.multvae.epochs,
         shuffle=True,
         verbose=0,
         callbacks=[Anneal(), report],

@@ -50,11 +50,11 @@ class SasrecParams:
     def from_config(cls, cfg: TrainConfig, n_items: int, *, q_head: bool) -> SasrecParams:
         p = cls(
             n_items=n_items,
-            max_len=cfg.sasrec_max_len,
-            dim=cfg.sasrec_dim,
-            blocks=cfg.sasrec_blocks,
-            heads=cfg.sasrec_heads,
-            dropout=cfg.sasrec_dropout,
+            max_len=cfg.sasrec.max_len,
+            dim=cfg.sasrec.dim,
+            blocks=cfg.sasrec.blocks,
+            heads=cfg.sasrec.heads,
+            dropout=cfg.sasrec.dropout,
             q_head=q_head,
         )
         p.check()
@@ -289,19 +289,19 @@ def train_sasrec(
     from recflow.models.sqn import TargetNetwork, bellman_targets, q_loss
 
     p = SasrecParams.from_config(cfg, features.n_items, q_head=q_head)
-    if cfg.sasrec_epochs < 1 or cfg.sasrec_batch_size < 1:
+    if cfg.sasrec.epochs < 1 or cfg.sasrec.batch_size < 1:
         raise ConfigError(
             f"sasrec_epochs and sasrec_batch_size: expected >= 1, found "
-            f"{cfg.sasrec_epochs} and {cfg.sasrec_batch_size}"
+            f"{cfg.sasrec.epochs} and {cfg.sasrec.batch_size}"
         )
     if q_head and not (
-        cfg.sqn_target_every >= 1 and 0.0 < cfg.sqn_tau <= 1.0 and 0.0 <= cfg.sqn_gamma < 1.0
+        cfg.sqn.target_every >= 1 and 0.0 < cfg.sqn.tau <= 1.0 and 0.0 <= cfg.sqn.gamma < 1.0
     ):
         raise ConfigError(
             "sqn: expected sqn_target_every >= 1, 0 < sqn_tau <= 1 and 0 <= sqn_gamma < 1, "
-            f"found {cfg.sqn_target_every}, {cfg.sqn_tau} and {cfg.sqn_gamma}"
+            f"found {cfg.sqn.target_every}, {cfg.sqn.tau} and {cfg.sqn.gamma}"
         )
-    seqs = user_sequences(features, split.train, other_reward=cfg.sqn_negative_reward)
+    seqs = user_sequences(features, split.train, other_reward=cfg.sqn.negative_reward)
     windows = training_windows(seqs, p.max_len)
     n_windows = windows["inputs"].shape[0]
     if n_windows == 0:
@@ -312,10 +312,10 @@ def train_sasrec(
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = build_network(p)
-    optimizer = keras.optimizers.Adam(learning_rate=cfg.sasrec_learning_rate, beta_2=0.98)
+    optimizer = keras.optimizers.Adam(learning_rate=cfg.sasrec.learning_rate, beta_2=0.98)
     target = TargetNetwork(model, build_network(p)) if q_head else None
-    sampled = cfg.sasrec_negatives
-    gamma, q_weight, q_negatives = cfg.sqn_gamma, cfg.sqn_q_weight, cfg.sqn_negatives
+    sampled = cfg.sasrec.negatives
+    gamma, q_weight, q_negatives = cfg.sqn.gamma, cfg.sqn.q_weight, cfg.sqn.negatives
     n_items = p.n_items
 
     def supervised_loss(hidden: Any, labels: Any) -> Any:
@@ -392,18 +392,18 @@ def train_sasrec(
         history["q_loss"] = []
     steps = 0
     wall0, cpu0 = time.perf_counter(), _cpu_seconds()
-    for epoch in range(1, cfg.sasrec_epochs + 1):
+    for epoch in range(1, cfg.sasrec.epochs + 1):
         order = rng.permutation(n_windows)
         sums = np.zeros(3)
         batches = 0
-        for start in range(0, n_windows, cfg.sasrec_batch_size):
-            take = order[start : start + cfg.sasrec_batch_size]
+        for start in range(0, n_windows, cfg.sasrec.batch_size):
+            take = order[start : start + cfg.sasrec.batch_size]
             out = step(*(tf.constant(windows[k][take]) for k in windows))
             sums += [float(v) for v in out]
             batches += 1
             steps += 1
-            if target is not None and steps % cfg.sqn_target_every == 0:
-                target.update(cfg.sqn_tau)
+            if target is not None and steps % cfg.sqn.target_every == 0:
+                target.update(cfg.sqn.tau)
         means = sums / batches
         if not np.isfinite(means[0]):
             raise TrainingError(
@@ -422,7 +422,7 @@ def train_sasrec(
         for name, value in (extra or {}).items():
             history.setdefault(name, []).append(float(value))
         shown = ", ".join(f"{k} {v[-1]:.4f}" for k, v in history.items())
-        progress(f"sasrec epoch {epoch}/{cfg.sasrec_epochs}: {shown}")
+        progress(f"sasrec epoch {epoch}/{cfg.sasrec.epochs}: {shown}")
     seconds = time.perf_counter() - wall0
     cpu = _cpu_seconds() - cpu0
     return TrainedSasrec(model, p, seqs, history, seconds, cpu)
@@ -496,7 +496,7 @@ def fit(
     """Zoo ``fit`` of ``sasrec`` (supervised head) and ``sasrec_sqn`` (+ Q head, SQN)."""
     if kind not in (SASREC, SASREC_SQN):
         raise ConfigError(f"model: expected {SASREC!r} or {SASREC_SQN!r}, found {kind!r}")
-    head = cfg.sqn_serve_head if kind == SASREC_SQN else "supervised"
+    head = cfg.sqn.serve_head if kind == SASREC_SQN else "supervised"
     if head not in HEADS:
         raise ConfigError(f"sqn_serve_head: expected one of {HEADS}, found {head!r}")
     trained = train_sasrec(features, split, cfg, q_head=kind == SASREC_SQN, progress=progress)

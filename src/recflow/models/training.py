@@ -122,7 +122,7 @@ def _check_loss(loss: float, epoch: int) -> None:
 
 @dataclass
 class _DPRun:
-    """DP-SGD state of one training run (``TrainConfig.dp_enabled``; see recflow.privacy_dp).
+    """DP-SGD state of one training run (``TrainConfig.dp.enabled``; see recflow.privacy_dp).
 
     Rows per epoch (positives plus their negatives) are the privacy unit; each step samples
     them with probability q = batch_size / rows (Poisson), and an epoch is rows / batch_size
@@ -148,8 +148,8 @@ class _DPRun:
             )
         rows = positives * (1 + cfg.negatives_per_positive)
         q = min(1.0, cfg.batch_size / rows)
-        delta = cfg.dp_delta if cfg.dp_delta is not None else 1.0 / rows
-        settings = DPSettings(cfg.dp_l2_clip, cfg.dp_noise_multiplier, delta)
+        delta = cfg.dp.delta if cfg.dp.delta is not None else 1.0 / rows
+        settings = DPSettings(cfg.dp.l2_clip, cfg.dp.noise_multiplier, delta)
         run = cls(settings=settings, q=q, steps_per_epoch=max(1, round(rows / cfg.batch_size)))
         progress(
             f"DP-SGD: clip {settings.l2_clip}, noise multiplier {settings.noise_multiplier}, "
@@ -216,7 +216,7 @@ def train_ranking_mlp(
         )
     pos_u, pos_i = unique_positives(features)
     history: dict[str, list[float]] = {"loss": [], "seconds": []}
-    dp = _DPRun.start(cfg, strategy, pos_u.size, progress) if cfg.dp_enabled else None
+    dp = _DPRun.start(cfg, strategy, pos_u.size, progress) if cfg.dp.enabled else None
     started = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()

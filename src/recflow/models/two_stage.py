@@ -76,15 +76,15 @@ def fit(
     trained = train_ranking_mlp(features, cfg, progress=progress)
     towers = train_towers(
         features,
-        dim=cfg.two_stage_tower_dim,
-        epochs=cfg.two_stage_tower_epochs,
-        batch_size=cfg.two_stage_tower_batch_size,
-        learning_rate=cfg.two_stage_tower_learning_rate,
-        temperature=cfg.two_stage_tower_temperature,
+        dim=cfg.two_stage.tower_dim,
+        epochs=cfg.two_stage.tower_epochs,
+        batch_size=cfg.two_stage.tower_batch_size,
+        learning_rate=cfg.two_stage.tower_learning_rate,
+        temperature=cfg.two_stage.tower_temperature,
         seed=cfg.seed,
         progress=progress,
     )
-    metrics = recall_metrics(towers, features, split, cfg.two_stage_candidates)
+    metrics = recall_metrics(towers, features, split, cfg.two_stage.candidates)
     for name, value in metrics.items():
         progress(f"two_stage: {name} = {value:.4f}")
     train_dir.mkdir(parents=True, exist_ok=True)
@@ -93,7 +93,7 @@ def fit(
         train_dir / TOWERS_FILE,
         users=towers.users,
         items=towers.items,
-        candidates=np.int64(cfg.two_stage_candidates),
+        candidates=np.int64(cfg.two_stage.candidates),
     )
     history = {k: [float(x) for x in v] for k, v in trained.history.items()}
     history.update(towers.history)

@@ -18,15 +18,17 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from recflow.config import TrainConfig
 from recflow.errors import ConfigError
-from recflow.types import Features, Split
+
+if TYPE_CHECKING:
+    from recflow.config import TrainConfig
+    from recflow.types import Features, Split
 
 Progress = Callable[[str], None]
-FitFn = Callable[[Features, Split, TrainConfig, Progress, Path], dict[str, Any]]
-ExportFn = Callable[[Path, Features, Path, int, Sequence[str]], Path]
+FitFn = Callable[["Features", "Split", "TrainConfig", Progress, Path], dict[str, Any]]
+ExportFn = Callable[[Path, "Features", Path, int, Sequence[str]], Path]
 
 
 @dataclass(frozen=True)
@@ -177,4 +179,5 @@ def get_kind(name: str) -> ModelKind:
 
 
 def kind_names() -> tuple[str, ...]:
-    return tuple(sorted(_KINDS))
+    """Every model kind, in registration order: the only list of kinds (the form's choices)."""
+    return tuple(_KINDS)

@@ -1,0 +1,438 @@
+"""Each setting declared once; everything else derived from the declaration.
+
+A config is a frozen dataclass whose fields are declared with :func:`setting` (a value) or
+:func:`block` (a nested config). The declaration carries the type (the annotation), the
+default, the bounds or choices, the trigger-form title, help text and section, and the flat
+DAG-param name. From it come:
+
+- the flat-name mapping and type coercion (:func:`parse`),
+- the bound and choice checks, run whenever a config object is built (:class:`Settings`),
+- the Airflow trigger-form ``Param`` schemas (:func:`form_schemas`),
+- the MLflow params (:func:`mlflow_params`) and the docs table (:func:`markdown_table`).
+
+Cross-field rules live in the config class beside the fields they relate (``rules``).
+This module stays light: it is imported while Airflow parses DAG files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+from recflow.errors import ConfigError
+
+Choices = tuple[Any, ...] | Callable[[], tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What one field declares besides its type and default."""
+
+    title: str
+    help: str
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: Choices | None = None
+    min_length: int | None = None
+    section: str | None = None  # trigger-form section; None: the config class's FORM_SECTION
+    flat: str | None = None  # DAG-param name; None: the class's FLAT_PREFIX + the field name
+    param: bool = True  # False: set by code or the environment, not a DAG param
+    # The form shows null (meaning: the default, often "derive it") instead of the value;
+    # an empty string then also means the default.
+    null_default: bool = False
+    entries: Mapping[str, Setting] | None = None  # mapping whose keys are DAG params too
+
+    def allowed(self) -> tuple[Any, ...] | None:
+        if self.choices is None:
+            return None
+        return self.choices() if callable(self.choices) else self.choices
+
+
+def setting(
+    default: Any = MISSING,
+    title: str = "",
+    help: str = "",  # noqa: A002 - the form's word for it
+    *,
+    factory: Callable[[], Any] | None = None,
+    **declared: Any,
+) -> Any:
+    """A config field with its declaration (see :class:`Setting` for the keywords)."""
+    meta = {"setting": Setting(title=title, help=help, **declared)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def entry(title: str, help: str, **declared: Any) -> Setting:  # noqa: A002
+    """One key of a mapping setting that is also a DAG param (e.g. ``floors['ndcg']``)."""
+    return Setting(title=title, help=help, **declared)
+
+
+def block(factory: Callable[[], Any], *, hide: tuple[str, ...] = ()) -> Any:
+    """A nested config; ``hide``: flat names of it that are not params of this parent."""
+    return field(default_factory=factory, metadata={"block": hide})
+
+
+class Settings:
+    """Base of every config dataclass: bounds and ``rules`` are checked on construction."""
+
+    FORM_SECTION: ClassVar[str] = ""
+    FLAT_PREFIX: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        problems = [
+            problem
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+            if "setting" in f.metadata
+            for problem in value_problems(
+                f.metadata["setting"], getattr(self, f.name), _label(type(self), f)
+            )
+        ]
+        problems += self.rules()
+        if problems:
+            raise ConfigError(f"{type(self).__name__}: " + "; ".join(problems))
+
+    def rules(self) -> list[str]:
+        """Cross-field rules of this block: one message per broken rule."""
+        return []
+
+
+def _label(cls: type, f: dataclasses.Field[Any]) -> str:
+    s: Setting = f.metadata["setting"]
+    if not s.param:
+        return f.name
+    return s.flat or f"{cls.FLAT_PREFIX}{f.name}"  # type: ignore[attr-defined]
+
+
+def value_problems(s: Setting, value: Any, name: str) -> list[str]:
+    """Messages for a value outside its declared bounds or choices (empty when fine)."""
+    if value is None:
+        return []
+    if s.entries is not None and isinstance(value, Mapping):
+        return [
+            p
+            for key, sub in s.entries.items()
+            if key in value
+            for p in value_problems(sub, value[key], sub.flat or f"{name}[{key!r}]")
+        ]
+    allowed = s.allowed()
+    if allowed is not None:
+        if value in allowed or (s.null_default and value == ""):
+            return []
+        return [f"{name}: expected one of {list(allowed)}, found {value!r}"]
+    out = []
+    if s.min_length is not None and len(value) < s.min_length:
+        out.append(f"{name}: expected at least {s.min_length} characters, found {value!r}")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        for bound, ok, word in (
+            (s.ge, lambda b: value >= b, ">="),
+            (s.gt, lambda b: value > b, ">"),
+            (s.le, lambda b: value <= b, "<="),
+            (s.lt, lambda b: value < b, "<"),
+        ):
+            if bound is not None and not ok(bound):
+                out.append(f"{name}: expected {word} {bound}, found {value}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Walking the declarations
+
+
+@dataclass(frozen=True)
+class Param:
+    """One flat DAG param: where it lives in the config and what it declares."""
+
+    name: str
+    path: tuple[str, ...]  # field names from the root config down to the field
+    key: str | None  # the mapping key for an entry of a mapping setting
+    setting: Setting
+    type: Any
+    section: str
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def walk(cls: type, *, params_only: bool = True) -> tuple[Param, ...]:
+    """Every setting of ``cls`` and its blocks, in declaration order."""
+    return tuple(_walk(cls, (), frozenset(), params_only))
+
+
+def _walk(cls: type, path: tuple[str, ...], hidden: frozenset[str], only: bool) -> Iterator[Param]:
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if "block" in f.metadata:
+            yield from _walk(
+                hints[f.name], (*path, f.name), hidden | set(f.metadata["block"]), only
+            )
+            continue
+        s: Setting | None = f.metadata.get("setting")
+        if s is None:
+            continue
+        section = s.section or cls.FORM_SECTION  # type: ignore[attr-defined]
+        if s.entries is not None:
+            value_type = typing.get_args(hints[f.name])[1]
+            for key, sub in s.entries.items():
+                name = sub.flat or key
+                if name not in hidden:
+                    yield Param(name, (*path, f.name), key, sub, value_type, sub.section or section)
+        if only and not s.param:
+            continue
+        name = _label(cls, f) if s.param else ".".join((*path, f.name))
+        if name not in hidden:
+            yield Param(name, (*path, f.name), None, s, hints[f.name], section)
+
+
+@cache
+def param_map(cls: type) -> dict[str, Param]:
+    out: dict[str, Param] = {}
+    for p in walk(cls):
+        if p.name in out:
+            raise ConfigError(f"{cls.__name__}: two settings declare the DAG param {p.name!r}")
+        out[p.name] = p
+    return out
+
+
+def get_value(cfg: Any, p: Param) -> Any:
+    obj = cfg
+    for name in p.path:
+        obj = getattr(obj, name)
+    return obj[p.key] if p.key is not None and p.key in obj else (None if p.key else obj)
+
+
+def flat_values(cfg: Any) -> dict[str, Any]:
+    """``{DAG-param name: value}`` of a config (the inverse of :func:`parse`)."""
+    return {p.name: get_value(cfg, p) for p in walk(type(cfg))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Coercion and parsing
+
+
+def coerce(value: Any, tp: Any, name: str) -> Any:
+    """``value`` (from a form, JSON conf or CLI string) as type ``tp``; ConfigError if it can't."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if args and type(None) in args:  # X | None
+        if value is None:
+            return None
+        (tp,) = [a for a in args if a is not type(None)]
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return lowered in ("true", "1", "yes")
+            return bool(value)
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            if isinstance(value, str | int | float) and not isinstance(value, bool):
+                return str(value)
+            raise TypeError
+        if tp is Path:
+            return Path(value).resolve()
+        if origin is tuple:
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list | tuple):
+                raise TypeError
+            return tuple(str(v) for v in value)
+        if origin is not None and issubclass(origin, Mapping):
+            if isinstance(value, str):
+                value = json.loads(value)
+            if not isinstance(value, Mapping):
+                raise TypeError
+            return {str(k): coerce(v, args[1], f"{name}[{k!r}]") for k, v in value.items()}
+    except ConfigError:
+        raise
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected {_type_word(tp)}, found {value!r}") from None
+    return value
+
+
+def _type_word(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return "a list of strings (or a comma-separated string)"
+    if origin is not None and issubclass(origin, Mapping):
+        return "an object (mapping)"
+    return f"a {getattr(tp, '__name__', tp)}"
+
+
+def parse(cls: type, params: Mapping[str, Any], base: Any = None) -> Any:
+    """A config of class ``cls`` from flat DAG params over ``base`` (default: ``cls()``).
+
+    Unknown names, values of the wrong type and values outside their bounds are all reported
+    in one ConfigError (name, bound, value); cross-field rules run when the result is built.
+    None or an empty string means "not given": the base value stays.
+    """
+    known = param_map(cls)
+    problems: list[str] = []
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        problems.append(f"unknown params {unknown}; expected some of {sorted(known)}")
+    changes: dict[tuple[str, ...], dict[str, Any]] = {}
+    for name, raw in params.items():
+        p = known.get(name)
+        if p is None or raw is None or (isinstance(raw, str) and raw == ""):
+            continue
+        try:
+            value = coerce(raw, p.type, name)
+        except ConfigError as err:
+            problems.append(str(err))
+            continue
+        found = value_problems(p.setting, value, name)
+        if found:
+            problems.extend(found)
+            continue
+        fields = changes.setdefault(p.path[:-1], {})
+        if p.key is None:
+            fields[p.path[-1]] = value
+        else:
+            mapping = fields.get(p.path[-1])
+            if mapping is None:
+                mapping = dict(get_value(base or cls(), dataclasses.replace(p, key=None)))
+            fields[p.path[-1]] = {**mapping, p.key: value}
+    if problems:
+        raise ConfigError("invalid settings: " + "; ".join(problems))
+    return _apply(base if base is not None else cls(), (), changes)
+
+
+def _apply(obj: Any, path: tuple[str, ...], changes: dict[tuple[str, ...], dict[str, Any]]) -> Any:
+    update = dict(changes.get(path, {}))
+    for f in dataclasses.fields(obj):
+        if "block" in f.metadata:
+            inner = (*path, f.name)
+            if any(p[: len(inner)] == inner for p in changes):
+                update[f.name] = _apply(getattr(obj, f.name), inner, changes)
+    return dataclasses.replace(obj, **update) if update else obj
+
+
+# ---------------------------------------------------------------------------------------------
+# What is derived: form schemas, MLflow params, docs
+
+
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", Path: "string"}
+
+
+def _json_type(tp: Any) -> tuple[Any, bool]:
+    args = typing.get_args(tp)
+    nullable = bool(args) and type(None) in args
+    if nullable:
+        (tp,) = [a for a in args if a is not type(None)]
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return "array", nullable
+    if origin is not None and issubclass(origin, Mapping):
+        return "object", nullable
+    return _JSON_TYPES[tp], nullable
+
+
+def form_schemas(cfg: Any, names: tuple[str, ...] | None = None) -> dict[str, tuple[Any, dict]]:
+    """``{name: (default, JSON schema)}`` of the trigger form, from a default config ``cfg``."""
+    out: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for p in walk(type(cfg)):
+        if names is not None and p.name not in names:
+            continue
+        s = p.setting
+        jtype, nullable = _json_type(p.type)
+        nullable = nullable or s.null_default or p.type is Path
+        default = None if s.null_default or p.type is Path else get_value(cfg, p)
+        if isinstance(default, tuple):
+            default = list(default)
+        elif isinstance(default, Mapping):
+            default = dict(default)
+        schema: dict[str, Any] = {"type": ["null", jtype] if nullable else jtype}
+        if jtype == "array":
+            schema["items"] = {"type": "string"}
+        allowed = s.allowed()
+        if allowed is not None:
+            schema["enum"] = ([None] if nullable else []) + list(allowed)
+        for key, bound in (
+            ("minimum", s.ge),
+            ("exclusiveMinimum", s.gt),
+            ("maximum", s.le),
+            ("exclusiveMaximum", s.lt),
+            ("minLength", s.min_length),
+        ):
+            if bound is not None:
+                schema[key] = bound
+        schema.update(section=p.section, title=s.title, description=s.help)
+        out[p.name] = (default, schema)
+    return out
+
+
+def mlflow_params(cfg: Any) -> dict[str, Any]:
+    """Every setting (DAG param or not) keyed by its dotted config path, JSON-friendly."""
+    out: dict[str, Any] = {}
+    for p in walk(type(cfg), params_only=False):
+        if p.key is not None:
+            continue
+        value = get_value(cfg, p)
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = ",".join(value)
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        out[".".join(p.path)] = value
+    return out
+
+
+def _bounds_text(s: Setting) -> str:
+    allowed = s.allowed()
+    if allowed is not None:
+        return ", ".join(f"`{a}`" for a in allowed)
+    parts = [
+        f"{word} {bound:g}"
+        for word, bound in (("≥", s.ge), (">", s.gt), ("≤", s.le), ("<", s.lt))
+        if bound is not None
+    ]
+    if s.min_length:
+        parts.append(f"length ≥ {s.min_length}")
+    return ", ".join(parts)
+
+
+def markdown_table(cfg: Any, heading: str) -> str:
+    """A Markdown table of a config's settings (DAG params first, then config-only ones)."""
+    lines = [
+        f"## {heading}",
+        "",
+        "| DAG param | config path | type | default | bounds / choices | form section | help |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in walk(type(cfg), params_only=False):
+        default = get_value(cfg, p)
+        if p.setting.null_default or isinstance(default, Path):
+            default = "(derived)"
+        path = ".".join(p.path) + (f"[{p.key!r}]" if p.key else "")
+        jtype, nullable = _json_type(p.type)
+        name = f"`{p.name}`" if p.setting.param else "(code/env only)"
+        cells = [
+            name,
+            f"`{path}`",
+            jtype + (" or null" if nullable else ""),
+            f"`{default!r}`".replace("|", "\\|"),
+            _bounds_text(p.setting),
+            p.section if p.setting.param else "",
+            f"**{p.setting.title}.** {p.setting.help}".replace("|", "\\|"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,78 @@
+"""The previous release's trigger forms and confs parse to the same config values.
+
+tests/fixtures/settings_replay.json was recorded from the code before settings were declared
+once: every form param (value and schema) and the values its defaults and a recorded conf
+parsed to, by flat param name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recflow import config, settings
+
+FIXTURE = json.loads(
+    (Path(__file__).parents[1] / "fixtures" / "settings_replay.json").read_text(encoding="utf-8")
+)
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(
+        json.dumps(values, default=lambda v: list(v) if isinstance(v, tuple) else str(v))
+    )
+
+
+def _same(parsed: Any, recorded: dict[str, Any]) -> None:
+    got = _jsonable(settings.flat_values(parsed))
+    # work_dir follows RECFLOW_HOME, which differs between the recording and this run
+    assert got.pop("work_dir") == str(config.default_work_dir())
+    want = {k: v for k, v in recorded.items() if k != "work_dir"}
+    assert {k: got[k] for k in want} == want
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch):
+    for name in (
+        config.ENV_SERVING_HOST,
+        config.ENV_SERVING_PORT,
+        config.ENV_MODEL_BASE_PATH,
+        config.ENV_MODEL_CONFIG_FILE,
+        config.ENV_TRACKING_URI,
+        config.ENV_TRAIN_DISTRIBUTION,
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_previous_training_form_defaults_parse_to_the_same_values():
+    defaults = {k: v["value"] for k, v in FIXTURE["forms"]["recsys_training"].items()}
+    _same(config.from_params(defaults), FIXTURE["training"]["defaults_parse_to"])
+
+
+def test_recorded_training_conf_parses_to_the_same_values():
+    rec = FIXTURE["training"]
+    _same(config.from_params(rec["conf"]), rec["conf_parses_to"])
+
+
+def test_previous_policy_form_and_conf_parse_to_the_same_values():
+    rec = FIXTURE["policy"]
+    _same(config.from_policy_params(rec["defaults"]), rec["defaults_parse_to"])
+    _same(config.from_policy_params(rec["conf"]), rec["conf_parses_to"])
+
+
+@pytest.mark.parametrize(
+    ("dag", "cfg"),
+    [("recsys_training", config.PipelineConfig), ("recsys_policy", config.PolicyConfig)],
+)
+def test_forms_keep_every_previous_param_with_its_default_and_bounds(dag, cfg):
+    old = FIXTURE["forms"][dag]
+    new = settings.form_schemas(cfg())
+    assert set(old) <= set(new), f"params dropped: {sorted(set(old) - set(new))}"
+    for name, before in old.items():
+        default, schema = new[name]
+        assert default == before["value"], name
+        kept = {k: v for k, v in before["schema"].items() if k not in ("title", "description")}
+        assert {k: schema.get(k) for k in kept} == kept, name
