@@ -36,9 +36,10 @@ loop is closed (format: `docs/serving_log.md`).
 
 
 def _stage():
-    from recflow.pipeline.policy.common import from_airflow
+    from recflow.config import from_policy_params
+    from recflow.pipeline.context import from_airflow
 
-    return from_airflow(get_current_context())
+    return from_airflow(get_current_context(), from_policy_params)
 
 
 @dag(

@@ -48,10 +48,13 @@ def recsys_rollback():
     @task(pool=SERVING_POOL)
     @fail_fast
     def rollback() -> dict:
+        from recflow.config import from_rollback_params
         from recflow.pipeline import rollback as stage
+        from recflow.pipeline.context import from_airflow
 
-        cfg, ctx, own = stage.from_airflow(get_current_context())
-        return stage.run(cfg, ctx, **own)
+        cfg, ctx = from_airflow(get_current_context(), from_rollback_params)
+        request = cfg.rollback
+        return stage.run(cfg, ctx, target_version=request.target_version, reason=request.reason)
 
     rollback()
 

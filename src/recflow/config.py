@@ -508,6 +508,38 @@ class RetryConfig(Settings):
     )
 
 
+@dataclass(frozen=True)
+class RollbackRequest(Settings):
+    """What the rollback DAG (dags/recsys_rollback.py) is asked to do."""
+
+    FORM_SECTION: ClassVar[str] = "Rollback"
+
+    target_version: int | None = setting(
+        None,
+        "Target version",
+        "Registered model version to serve again. Empty: the version with MLflow alias 'previous' (the champion before the last promotion).",
+        ge=1,
+    )
+    reason: str = setting(
+        "",
+        "Reason",
+        "Why the rollback happens (incident, metric, ticket); recorded on the rolled-back version and the MLflow run.",
+    )
+
+
+@dataclass(frozen=True)
+class RollbackConfig(PipelineConfig):
+    """The training pipeline's registry and serving, plus the rollback request."""
+
+    rollback: RollbackRequest = block(RollbackRequest)
+
+
+def from_rollback_params(params: Mapping[str, Any]) -> RollbackConfig:
+    """A RollbackConfig from the rollback DAG's flat params (checked like the others)."""
+    cfg: RollbackConfig = _settings.parse(RollbackConfig, params)
+    return cfg
+
+
 # ---------------------------------------------------------------------------------------------
 # Building from flat DAG params (the one path every entry point takes)
 

@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import filecmp
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,6 +65,46 @@ def install_version(saved_model_dir: Path, model_dir: Path, version: int) -> Pat
     return target
 
 
+# Served answers, expected answers -> what differs (empty: the same). Each serving contract
+# brings its own: the recommender's below, the policy's in recflow.pipeline.policy.deploy.
+Comparison = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], list[str]]
+
+
+def compare_recommendations(
+    served: Mapping[str, np.ndarray],
+    expected: Mapping[str, np.ndarray],
+    *,
+    rtol: float | None = None,
+) -> list[str]:
+    """The recommender contract: ``recflow.serving.compare.compare_answers`` against the
+    reference (``reference_answers``: top-(K+m), so boundary ties are recognised); scores may
+    differ within ``rtol`` of the row's largest score (default ``TF32_RTOL``)."""
+    from recflow.serving.compare import TF32_RTOL, compare_answers
+
+    return compare_answers(served, expected, rtol=TF32_RTOL if rtol is None else rtol)
+
+
+class Promotion(Protocol):
+    """What the pipelines' deploy, promote and rollback stages need of a promoter."""
+
+    model_dir: Path
+    config_file: Path
+
+    def label(self, label: str) -> int | None: ...
+
+    def deploy_canary(self, saved_model_dir: Path, version: int) -> bool: ...
+
+    def verify_canary(
+        self, version: int, inputs: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]
+    ) -> dict[str, Any]: ...
+
+    def abort_canary(self, version: int) -> None: ...
+
+    def promote_stable(self, version: int) -> int | None: ...
+
+    def rollback(self, version: int) -> int: ...
+
+
 class Promoter:
     """Applies the promotion steps for one model through the config file and the server."""
 
@@ -76,8 +116,10 @@ class Promoter:
         model_base_path: Path,
         *,
         load_timeout: float = 120.0,
+        compare: Comparison | None = None,
     ) -> None:
         self.server = server
+        self.compare: Comparison = compare or compare_recommendations
         self.config_file = Path(config_file)
         self.model_name = model_name
         self.model_dir = Path(model_base_path) / model_name
@@ -180,37 +222,26 @@ class Promoter:
         return True
 
     def verify_canary(
-        self,
-        version: int,
-        user_ids: Sequence[str],
-        expected: Mapping[str, np.ndarray],
-        *,
-        rtol: float | None = None,
+        self, version: int, inputs: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]
     ) -> dict[str, Any]:
-        """Predict through the ``canary`` label and compare with the exported model's answers.
+        """Predict ``inputs`` through the ``canary`` label; ``compare`` with ``expected``.
 
-        ``expected`` is the reference (``recflow.serving.compare.reference_answers``: top-K,
-        or top-(K+m) so boundary ties are recognised); scores may differ within ``rtol`` of
-        the row's largest score (default ``TF32_RTOL``: a GPU computing in TF32 passes).
+        Any difference withdraws the canary (stable keeps serving) and raises.
         """
-        from recflow.contract import INPUT_USER_ID
-        from recflow.serving.compare import TF32_RTOL, compare_answers
-
         if self.label(CANARY) != version:
             raise VerificationFailed(
                 f"label canary points at {self.label(CANARY)}, expected version {version}"
             )
-        served = self.server.predict(
-            self.model_name, {INPUT_USER_ID: np.asarray(user_ids, dtype=object)}, label=CANARY
-        )
-        problems = compare_answers(served, expected, rtol=TF32_RTOL if rtol is None else rtol)
+        served = self.server.predict(self.model_name, inputs, label=CANARY)
+        problems = self.compare(served, expected)
+        requests = len(next(iter(inputs.values()))) if inputs else 0
         if problems:
             self.abort_canary(version)
             raise VerificationFailed(
-                f"canary version {version} answered {len(user_ids)} requests unlike the exported "
+                f"canary version {version} answered {requests} requests unlike the exported "
                 f"model ({'; '.join(problems)}); it was withdrawn, stable keeps serving"
             )
-        return {"users_checked": len(user_ids), "version": version}
+        return {"requests_checked": requests, "version": version}
 
     def abort_canary(self, version: int) -> None:
         """Withdraw a version that is not (yet) stable; stable keeps serving."""

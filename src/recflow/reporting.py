@@ -15,6 +15,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recflow.pipeline.names import (
+    EVALUATION_JSON,
+    GATE_JSON,
+    INGEST_JSON,
+    REGISTER_JSON,
+    REPORT_JSON,
+    TRAIN_JSON,
+)
+
 if TYPE_CHECKING:
     from recflow.config import PipelineConfig
     from recflow.pipeline.context import RunContext
@@ -368,9 +377,9 @@ def write_report(cfg: PipelineConfig, ctx: RunContext, out_dir: Path) -> dict[st
     from recflow.pipeline.context import say
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    ingest, train = _read(ctx, "ingest.json"), _read(ctx, "train.json")
-    evaluation, gate = _read(ctx, "evaluation.json"), _read(ctx, "gate.json")
-    register = _read(ctx, "register.json")
+    ingest, train = _read(ctx, INGEST_JSON), _read(ctx, TRAIN_JSON)
+    evaluation, gate = _read(ctx, EVALUATION_JSON), _read(ctx, GATE_JSON)
+    register = _read(ctx, REGISTER_JSON)
     plots: list[str] = []
     if (
         train
@@ -426,7 +435,7 @@ def log_run_report(
             mlflow_run, {"report.top_decile_share": result["long_tail"]["recommended"][0]}
         )
     registry.set_tags(mlflow_run, {"report": f"{REPORT_DIR}/{SUMMARY_FILE}"})
-    ctx.write_json("report.json", {k: v for k, v in result.items() if k != "long_tail"})
+    ctx.write_json(REPORT_JSON, {k: v for k, v in result.items() if k != "long_tail"})
     say(
         f"report: logged {len(result['plots'])} plots and {REPORT_DIR}/{SUMMARY_FILE} to "
         f"MLflow run {mlflow_run}"

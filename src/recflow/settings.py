@@ -348,9 +348,11 @@ def _json_type(tp: Any) -> tuple[Any, bool]:
 def form_schemas(cfg: Any, names: tuple[str, ...] | None = None) -> dict[str, tuple[Any, dict]]:
     """``{name: (default, JSON schema)}`` of the trigger form, from a default config ``cfg``."""
     out: dict[str, tuple[Any, dict[str, Any]]] = {}
-    for p in walk(type(cfg)):
-        if names is not None and p.name not in names:
-            continue
+    params = walk(type(cfg))
+    if names is not None:  # in the order given
+        by_name = {p.name: p for p in params}
+        params = tuple(by_name[name] for name in names)
+    for p in params:
         s = p.setting
         jtype, nullable = _json_type(p.type)
         nullable = nullable or s.null_default or p.type is Path

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from _savedmodel_fixture import publish_version
 
+from recflow.contract import INPUT_USER_ID
 from recflow.local_services import ModelServerProcess, free_port
 from recflow.models import load_recommender
 from recflow.promotion import Promoter
@@ -108,7 +109,9 @@ def test_promote_and_roll_back_under_load(model_sources: dict[str, Path], tmp_pa
             with LoadGenerator(address) as load:
                 time.sleep(1.0)
                 promoter.deploy_canary(model_sources["B"], 2)
-                promoter.verify_canary(2, users, expected_b)
+                promoter.verify_canary(
+                    2, {INPUT_USER_ID: np.asarray(users, dtype=object)}, expected_b
+                )
                 assert promoter.promote_stable(2) == 1
                 time.sleep(1.0)
                 assert promoter.rollback(1) == 2

@@ -17,6 +17,7 @@ from recflow.bandits.split import request_groups, split_by_request
 from recflow.bandits.synthetic import drive_client, linear_environment
 from recflow.config import PolicyConfig, from_policy_params
 from recflow.errors import ConfigError, DataSourceError, ValidationFailed
+from recflow.pipeline.context import RunContext, tracking_run
 from recflow.pipeline.policy import common, estimate, gate, learn, load, validate
 from recflow.registry import InMemoryRegistry
 
@@ -63,7 +64,7 @@ def test_params_are_checked(tmp_path: Path) -> None:
 
 def test_stages_learn_estimate_and_gate(tmp_path: Path, uniform_logs: Path) -> None:
     cfg = make_cfg(tmp_path, uniform_logs)
-    ctx = common.run_context(cfg, "recsys_policy", "manual__1")
+    ctx = RunContext.create(cfg, "recsys_policy", "manual__1")
     reg = InMemoryRegistry(tmp_path / "artifacts")
 
     loaded = load.run(cfg, ctx, reg)
@@ -95,7 +96,7 @@ def test_stages_learn_estimate_and_gate(tmp_path: Path, uniform_logs: Path) -> N
     decision = gate.run(cfg, ctx, reg)
     assert decision["passed"], decision["reasons"]
 
-    run_id = common.tracking_run(cfg, ctx, reg)
+    run_id = tracking_run(cfg, ctx, reg)
     info = reg.get_run(run_id)
     assert info.tags["gate"] == "passed" and info.status == "RUNNING"
     assert {"neural.dr.ci_low", "logging.value", "linear_ts.snips.value"} <= set(info.metrics)
@@ -153,7 +154,7 @@ def test_zero_or_missing_propensities_fail_validation(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     _write_bad_log(logs)
     cfg = make_cfg(tmp_path, logs)
-    ctx = common.run_context(cfg, "recsys_policy", "manual__bad")
+    ctx = RunContext.create(cfg, "recsys_policy", "manual__bad")
     reg = InMemoryRegistry(tmp_path / "artifacts")
     assert load.run(cfg, ctx, reg)["rounds"] == 6
     with pytest.raises(ValidationFailed) as caught:
@@ -162,20 +163,20 @@ def test_zero_or_missing_propensities_fail_validation(tmp_path: Path) -> None:
     assert ("pscore", "expect_column_values_to_not_be_null") in failed
     assert ("pscore", "expect_column_values_to_be_between") in failed
     assert "propensity" in str(caught.value)
-    info = reg.get_run(common.tracking_run(cfg, ctx, reg))
+    info = reg.get_run(tracking_run(cfg, ctx, reg))
     assert info.status == "FAILED" and info.tags["validation"] == "failed"
 
 
 def test_missing_log_folder_and_unknown_actions_are_reported(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, tmp_path / "nowhere")
-    ctx = common.run_context(cfg, "recsys_policy", "manual__none")
+    ctx = RunContext.create(cfg, "recsys_policy", "manual__none")
     reg = InMemoryRegistry(tmp_path / "artifacts")
     with pytest.raises(DataSourceError, match="found none"):
         load.run(cfg, ctx, reg)
     logs = tmp_path / "logs"
     _write_bad_log(logs)
     cfg = make_cfg(tmp_path, logs, catalogue=["a0", "a1"])
-    ctx = common.run_context(cfg, "recsys_policy", "manual__catalogue")
+    ctx = RunContext.create(cfg, "recsys_policy", "manual__catalogue")
     with pytest.raises(DataSourceError, match="a2"):
         load.run(cfg, ctx, reg)
 
@@ -187,7 +188,7 @@ def test_learned_distributions_are_slate_marginals(tmp_path: Path, uniform_logs:
     from recflow.pipeline.policy.common import exported_outputs
 
     cfg = make_cfg(tmp_path, uniform_logs, candidate="linucb", epochs=1)
-    ctx = common.run_context(cfg, "recsys_policy", "manual__lin")
+    ctx = RunContext.create(cfg, "recsys_policy", "manual__lin")
     reg = InMemoryRegistry(tmp_path / "artifacts")
     load.run(cfg, ctx, reg)
     learn.run(cfg, ctx, reg)

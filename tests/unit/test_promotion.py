@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recflow.contract import INPUT_USER_ID
 from recflow.errors import ModelNotReady, PromotionError, ServingError, VerificationFailed
 from recflow.promotion import Promoter, install_version
 from recflow.serving.model_config import ModelEntry, read_entries
@@ -60,10 +61,14 @@ def setup(tmp_path):
     return promoter, server, saved
 
 
+def _request(users: list[str]) -> dict[str, np.ndarray]:
+    return {INPUT_USER_ID: np.asarray(users, dtype=object)}
+
+
 def _promote(promoter: Promoter, saved: Path, version: int) -> int | None:
     promoter.deploy_canary(saved, version)
     users = ["a", "b"]
-    promoter.verify_canary(version, users, _answers(np.array(users), version))
+    promoter.verify_canary(version, _request(users), _answers(np.array(users), version))
     return promoter.promote_stable(version)
 
 
@@ -97,7 +102,7 @@ def test_failed_verification_withdraws_canary(setup):
     promoter.deploy_canary(saved, 2)
     wrong = _answers(np.array(["a"]), 99)
     with pytest.raises(VerificationFailed, match="withdrawn"):
-        promoter.verify_canary(2, ["a"], wrong)
+        promoter.verify_canary(2, _request(["a"]), wrong)
     assert server.labels == {"stable": 1}
     assert server.loaded == {1}
     assert read_entries(promoter.config_file)[MODEL].versions == (1,)
@@ -143,3 +148,20 @@ def test_install_version_is_immutable(setup, tmp_path):
     (other / "saved_model.pb").write_bytes(b"different")
     with pytest.raises(PromotionError, match="immutable"):
         install_version(other, tmp_path / "m", 1)
+
+
+def test_the_contract_comparison_is_passed_in(setup):
+    """The promoter asks the comparison it was given, not the recommender contract."""
+    _, server, saved = setup
+    asked = []
+
+    def never_equal(served, expected):
+        asked.append((set(served), set(expected)))
+        return ["answers differ by this contract"]
+
+    promoter = Promoter(server, saved.parent / "p.config", MODEL, saved.parent / "models",
+                        compare=never_equal)  # fmt: skip
+    promoter.deploy_canary(saved, 1)
+    with pytest.raises(VerificationFailed, match="answers differ by this contract"):
+        promoter.verify_canary(1, _request(["a"]), _answers(np.array(["a"]), 1))
+    assert len(asked) == 1

@@ -1,22 +1,39 @@
-"""Where a DAG run keeps its files, and how stages reach the tracking run and the registry."""
+"""The one pipeline core: a DAG run's folder and identity, its registry, tracking run, promoter.
+
+Used by the training and policy pipelines and by rollback alike: each takes a config that
+inherits :class:`recflow.work_layout.WorkLayout` (where files live, which MLflow and which
+model server), so nothing here depends on which pipeline runs.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from recflow.pipeline.names import DAG_ID_TAG, DAG_RUN_TAG
 from recflow.storage import atomic_write_text, safe_name
+from recflow.work_layout import WorkLayout
 
 if TYPE_CHECKING:
-    from recflow.config import PipelineConfig
+    from recflow.promotion import Comparison, Promotion
     from recflow.registry import Registry
 
-DAG_RUN_TAG = "airflow.dag_run_id"
-DAG_ID_TAG = "airflow.dag_id"
+__all__ = [
+    "DAG_ID_TAG",
+    "DAG_RUN_TAG",
+    "RunContext",
+    "from_airflow",
+    "make_promoter",
+    "make_registry",
+    "say",
+    "tracking_run",
+]
+
+Cfg = TypeVar("Cfg", bound=WorkLayout)
 
 
 def say(message: str) -> None:
@@ -33,7 +50,7 @@ class RunContext:
     run_dir: Path
 
     @classmethod
-    def create(cls, cfg: PipelineConfig, dag_id: str, run_id: str) -> RunContext:
+    def create(cls, cfg: WorkLayout, dag_id: str, run_id: str) -> RunContext:
         run_dir = cfg.runs_dir / safe_name(dag_id) / safe_name(run_id)
         return cls(dag_id=dag_id, run_id=run_id, run_dir=run_dir)
 
@@ -70,30 +87,35 @@ class RunContext:
         return json.loads((self.run_dir / name).read_text(encoding="utf-8"))
 
 
-def make_registry(cfg: PipelineConfig) -> Registry:
+def make_registry(cfg: WorkLayout) -> Registry:
     from recflow.registry import make_registry as _make
 
     return _make(cfg.tracking_uri, cfg.artifact_root)
 
 
-def tracking_run(cfg: PipelineConfig, ctx: RunContext, registry: Registry) -> str:
+def tracking_run(cfg: WorkLayout, ctx: RunContext, registry: Registry) -> str:
     """The one MLflow run of this DAG run: found by its tags, created on first use.
 
-    Looking it up instead of passing it around keeps every task retry-safe.
+    Looking it up instead of passing it around keeps every task retry-safe. ``start_run``
+    records the code version (git commit, recflow version) itself.
     """
     tags = {DAG_RUN_TAG: ctx.run_id, DAG_ID_TAG: ctx.dag_id}
     existing = registry.find_run(cfg.registry.experiment, tags)
     if existing:
         return existing
-    # start_run records the code version (git commit, recflow version) itself.
     tags = {**tags, "recflow.run_dir": str(ctx.run_dir)}
-    run_name = f"{ctx.dag_id}:{ctx.run_id}"
-    return registry.start_run(cfg.registry.experiment, run_name, tags)
+    return registry.start_run(cfg.registry.experiment, f"{ctx.dag_id}:{ctx.run_id}", tags)
 
 
-def make_promoter(cfg: PipelineConfig) -> Any:
-    """A Promoter talking to the configured model server (TF Serving or the local one)."""
-    from recflow.promotion import Promoter
+def make_promoter(cfg: WorkLayout, compare: Comparison | None = None) -> Promotion:
+    """A Promoter for the configured serving model name on the configured model server.
+
+    ``compare``: what "the canary answers like the exported model" means for this model's
+    serving contract (default: the recommender contract, within ``serving.answer_rtol``).
+    """
+    from functools import partial
+
+    from recflow.promotion import Promoter, compare_recommendations
     from recflow.serving.client import ServingClient
 
     client = ServingClient(
@@ -108,13 +130,19 @@ def make_promoter(cfg: PipelineConfig) -> Any:
         cfg.serving.model_name,
         cfg.model_base_path,
         load_timeout=cfg.serving.load_timeout_seconds,
+        compare=compare or partial(compare_recommendations, rtol=cfg.serving.answer_rtol),
     )
 
 
-def from_airflow(context: Mapping[str, Any]) -> tuple[PipelineConfig, RunContext]:
-    """Config from the run's params and the run's identity, inside an Airflow task."""
-    from recflow.config import from_params
+def from_airflow(
+    context: Mapping[str, Any], parse: Callable[[Mapping[str, Any]], Cfg] | None = None
+) -> tuple[Cfg, RunContext]:
+    """Config from the run's params (``parse``: the DAG's, default the training pipeline's)
+    and the run's identity, inside an Airflow task."""
+    if parse is None:
+        from recflow.config import from_params
 
-    cfg = from_params(dict(context["params"]))
-    ctx = RunContext.create(cfg, context["dag"].dag_id, context["run_id"])
-    return cfg, ctx
+        parse = from_params  # type: ignore[assignment]
+    assert parse is not None
+    cfg = parse(dict(context["params"]))
+    return cfg, RunContext.create(cfg, context["dag"].dag_id, context["run_id"])

@@ -21,10 +21,10 @@ from typing import Any
 
 from recflow.config import PipelineConfig
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
+from recflow.pipeline.names import CHAMPION, DRIFT_JSON, INGEST_JSON
 from recflow.registry import Registry
 from recflow.storage import atomic_directory, safe_name
 
-CHAMPION = "champion"
 DOCS_SUBDIR = "drift"
 
 
@@ -69,7 +69,7 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
     registry = registry or make_registry(cfg)
     mlflow_run = tracking_run(cfg, ctx, registry)
     ds = read_dataset(ctx.data_dir)
-    digest = ctx.read_json("ingest.json").get("digest")
+    digest = ctx.read_json(INGEST_JSON).get("digest")
     stats = reference_stats(ds, digest=digest)
     stats_path = save_stats(stats, ctx.run_dir / REFERENCE_STATS_FILE)
     registry.log_artifact(mlflow_run, stats_path)
@@ -82,7 +82,7 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
         _write_docs(docs, html_report([], title="Drift and skew", status="skipped", note=against))
         registry.log_artifacts(mlflow_run, docs, f"data_docs/{DOCS_SUBDIR}")
         registry.set_tags(mlflow_run, {"drift": "skipped"})
-        ctx.write_json("drift.json", summary)
+        ctx.write_json(DRIFT_JSON, summary)
         return summary
 
     log_dir = serving_log_dir(cfg.work_dir, cfg.drift.serving_log_dir)
@@ -134,7 +134,7 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
         say(message)
         raise DriftDetected(message, summary["checks"], str(where))
     registry.set_tags(mlflow_run, {"drift": status})
-    ctx.write_json("drift.json", summary)
+    ctx.write_json(DRIFT_JSON, summary)
     say(f"drift: {status} against {against}")
     return {k: v for k, v in summary.items() if k != "checks"}
 

@@ -17,9 +17,9 @@ import numpy as np
 
 from recflow.config import PipelineConfig
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
+from recflow.pipeline.names import CHAMPION, EVALUATION_JSON
 from recflow.registry import Registry
 
-CHAMPION_ALIAS = "champion"
 STAGES = ("validation", "test")
 PER_USER_FILE = "per_user_ndcg.npz"
 
@@ -139,7 +139,7 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
         "candidate": candidate.validation.per_user_ndcg(),
         "popularity": popularity.validation.per_user_ndcg(),
     }
-    champion = registry.get_version_by_alias(cfg.registry.model_name, CHAMPION_ALIAS)
+    champion = registry.get_version_by_alias(cfg.registry.model_name, CHAMPION)
     if champion is not None:
         compared = _compare_with_champion(
             cfg, registry, champion, (candidate_scorer, candidate), split, features, source
@@ -168,7 +168,7 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
                 mlflow_run, {f"{who}.{stage}.{name}": float(v) for name, v in metrics.items()}
             )
     registry.log_dict(mlflow_run, result, "evaluation/metrics.json")
-    ctx.write_json("evaluation.json", result)
+    ctx.write_json(EVALUATION_JSON, result)
     m = f"ndcg@{k}"
     line = (
         f"evaluate (validation {m}): candidate {result['candidate']['validation'][m]:.4f}, "

@@ -6,6 +6,7 @@ from typing import Any
 
 from recflow.config import PipelineConfig
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
+from recflow.pipeline.names import FEATURES_JSON
 from recflow.registry import Registry
 
 
@@ -40,7 +41,7 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
         "genres": len(features.genres),
     }
     registry.log_metrics(mlflow_run, {f"split.{k}": float(v) for k, v in summary.items()})
-    ctx.write_json("features.json", summary)
+    ctx.write_json(FEATURES_JSON, summary)
     say(
         f"features: {summary['train_rows']} training events, {summary['validation_users']} "
         f"validation users, {summary['test_users']} test users, {summary['genres']} genres"

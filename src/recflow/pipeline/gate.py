@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from recflow.config import PipelineConfig
-from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
+from recflow.pipeline import stages
+from recflow.pipeline.context import RunContext, make_registry, tracking_run
+from recflow.pipeline.names import EVALUATION_JSON, TRAIN_JSON
 from recflow.registry import Registry
 
 
@@ -31,7 +33,7 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
 
     registry = registry or make_registry(cfg)
     mlflow_run = tracking_run(cfg, ctx, registry)
-    evaluation = ctx.read_json("evaluation.json")
+    evaluation = ctx.read_json(EVALUATION_JSON)
     champion = evaluation["champion"]
     per_user = _per_user(evaluation, cfg.gate.metric)
     on_shared = evaluation.get("candidate_on_shared")
@@ -51,28 +53,13 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
         candidate_on_shared=on_shared["validation"] if on_shared else None,
     )
     if (ctx.run_dir / "train.json").exists():
-        decision = with_check(decision, ctx.read_json("train.json").get("metrics") or {}, cfg.gate)
+        decision = with_check(decision, ctx.read_json(TRAIN_JSON).get("metrics") or {}, cfg.gate)
     record = decision.to_dict()
     record["champion_version"] = evaluation.get("champion_version")
     record["catalogue"] = catalogue
     record["allow_catalogue_change"] = cfg.gate.allow_catalogue_change
-    registry.log_dict(mlflow_run, record, "gate/decision.json")
-    tags = {
-        "gate": "passed" if decision.passed else "declined",
-        "gate.reasons": "; ".join(decision.reasons)[:4900],
-        "gate.allow_catalogue_change": str(cfg.gate.allow_catalogue_change).lower(),
-    }
+    tags = {"gate.allow_catalogue_change": str(cfg.gate.allow_catalogue_change).lower()}
     overlap = (catalogue or {}).get("overlap")
     if overlap:
         tags["gate.catalogue_overlap"] = f"{overlap['share_of_champion']:.4f}"
-    registry.set_tags(mlflow_run, tags)
-    ctx.write_json("gate.json", record)
-    verdict = "PASSED" if decision.passed else "DECLINED"
-    say(f"gate: {verdict}")
-    for reason in decision.reasons:
-        say(f"gate:   - {reason}")
-    if not decision.passed:
-        registry.set_tags(mlflow_run, {"decision": "declined"})
-        registry.end_run(mlflow_run, "FINISHED")
-        say("gate: the champion keeps serving; promotion steps are skipped")
-    return record
+    return stages.record_gate(registry, mlflow_run, ctx, record, step="gate", tags=tags)

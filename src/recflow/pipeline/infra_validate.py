@@ -14,11 +14,11 @@ from typing import Any
 from recflow.config import PipelineConfig
 from recflow.errors import ModelLoadFailed, ServerUnavailable, VerificationFailed
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
+from recflow.pipeline.names import CHALLENGER, INFRA_VALIDATION_JSON, REGISTER_JSON
 from recflow.registry import Registry
 
-CHALLENGER = "challenger"
 TAG = "infra_validation"
-RESULT_FILE = "infra_validation.json"
+RESULT_FILE = INFRA_VALIDATION_JSON
 
 
 def run(
@@ -33,7 +33,7 @@ def run(
 
     registry = registry or make_registry(cfg)
     name = cfg.registry.model_name
-    version = int(ctx.read_json("register.json")["version"])
+    version = int(ctx.read_json(REGISTER_JSON)["version"])
     options = validation or InfraValidationConfig(
         load_timeout_seconds=cfg.serving.infra_load_timeout_seconds,
         attempts=cfg.serving.infra_attempts,

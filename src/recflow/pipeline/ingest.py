@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from recflow import config as config_mod
 from recflow.config import PipelineConfig
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
+from recflow.pipeline.names import INGEST_JSON
 from recflow.registry import Registry
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ def run(
         source=str(ctx.data_dir),
         context="training",
     )
-    ctx.write_json("ingest.json", summary)
+    ctx.write_json(INGEST_JSON, summary)
     say(
         f"ingest: {summary['rows']} interactions, {summary['users']} users, "
         f"{summary['items']} items -> {ctx.data_dir} (user ids "

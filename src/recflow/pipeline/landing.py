@@ -17,6 +17,7 @@ from typing import Any
 
 from recflow.config import PipelineConfig
 from recflow.pipeline.context import RunContext, say
+from recflow.pipeline.names import LANDING_JSON
 
 HISTORY_ASSET_URI = "recflow://history/interactions"
 ITEMS_NAMES = ("items.csv", "items.parquet")
@@ -127,5 +128,5 @@ def land(cfg: PipelineConfig, ctx: RunContext) -> dict[str, Any]:
         say(
             f"landing: {batch.name} -> {folder} ({'new' if is_new else 'already landed, unchanged'})"
         )
-    ctx.write_json("landing.json", {"new": new, "existing": existing, "history": str(history)})
+    ctx.write_json(LANDING_JSON, {"new": new, "existing": existing, "history": str(history)})
     return {"new": new, "existing": existing, "history": str(history)}

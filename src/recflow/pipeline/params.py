@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
-from recflow.settings import Settings, form_schemas, parse, setting
+from recflow.settings import form_schemas
 
-ROLLBACK = "Rollback"
-# The rollback DAG only needs where the registry and the model server are.
+# The rollback DAG: its own request, and where the registry and the model server are.
 ROLLBACK_KEYS = (
+    "target_version",
+    "reason",
     "tracking_uri",
     "registered_model_name",
     "serving_model_name",
@@ -19,34 +19,6 @@ ROLLBACK_KEYS = (
     "serving_port",
     "work_dir",
 )
-
-
-@dataclass(frozen=True)
-class RollbackRequest(Settings):
-    """The rollback DAG's own params, beside the registry and serving ones."""
-
-    FORM_SECTION: ClassVar[str] = ROLLBACK
-
-    target_version: int | None = setting(
-        None,
-        "Target version",
-        "Registered model version to serve again. Empty: the version with MLflow alias 'previous' (the champion before the last promotion).",
-        ge=1,
-    )
-    reason: str = setting(
-        "",
-        "Reason",
-        "Why the rollback happens (incident, metric, ticket); recorded on the rolled-back version and the MLflow run.",
-    )
-
-    @classmethod
-    def split(cls, params: dict[str, Any]) -> RollbackRequest:
-        """Take this request's params out of ``params`` (the rest configure the pipeline)."""
-        own: dict[str, Any] = {
-            name: params.pop(name) for name in ("target_version", "reason") if name in params
-        }
-        request: RollbackRequest = parse(cls, own)
-        return request
 
 
 def _params(cfg: Any, names: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -71,6 +43,6 @@ def policy_params() -> dict[str, Any]:
 
 def rollback_params() -> dict[str, Any]:
     """Airflow Params of ``recsys_rollback``: target version, reason, registry and serving."""
-    from recflow.config import PipelineConfig
+    from recflow.config import RollbackConfig
 
-    return {**_params(RollbackRequest()), **_params(PipelineConfig(), ROLLBACK_KEYS)}
+    return _params(RollbackConfig(), ROLLBACK_KEYS)

@@ -5,23 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from recflow.config import PipelineConfig
-from recflow.faults import point
-from recflow.pipeline.context import DAG_RUN_TAG, RunContext, make_registry, say, tracking_run
+from recflow.pipeline import stages
+from recflow.pipeline.context import RunContext
 from recflow.pipeline.export import MODEL_ARTIFACT_PATH
+from recflow.pipeline.names import DAG_RUN_TAG, EVALUATION_JSON, GATE_JSON, INGEST_JSON
 from recflow.registry import Registry
-from recflow.registry.base import REGISTRATION_COMPLETE, REGISTRATION_PENDING, TAG_REGISTRATION
-
-CHALLENGER = "challenger"
 
 
 def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
     from recflow.contract import CONTRACT_VERSION
 
-    registry = registry or make_registry(cfg)
-    mlflow_run = tracking_run(cfg, ctx, registry)
-    gate = ctx.read_json("gate.json")
-    ingest = ctx.read_json("ingest.json")
-    evaluation = ctx.read_json("evaluation.json")
+    registry, mlflow_run = stages.open_run(cfg, ctx, registry)
+    gate, ingest, evaluation = stages.records(ctx, GATE_JSON, INGEST_JSON, EVALUATION_JSON)
     k = evaluation["k"]
     cand = evaluation["candidate"]["validation"]
     tags = {
@@ -54,23 +49,21 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
     from recflow.reporting import deltas_sentence
 
     description = description.rstrip(".") + ". " + deltas_sentence(evaluation)
-    # Created "pending" (in the same call that creates it); "complete" is written last, and
-    # only a complete version can get an alias (registry.base.TAG_REGISTRATION). Killed in
-    # between, the re-run gets the same version back (same run and source) and completes it.
-    tags[TAG_REGISTRATION] = REGISTRATION_PENDING
-    name = cfg.registry.model_name
-    version = registry.register_version(
-        name, mlflow_run, MODEL_ARTIFACT_PATH, tags=tags, description=description
-    )
-    point("register:created")
-    # The model card travels with the version (its run's artifacts), built from run records.
     from recflow.model_card import CARD_FILE, card_for_run
 
-    registry.log_text(mlflow_run, card_for_run(cfg, ctx, version), CARD_FILE)
-    registry.set_tags(mlflow_run, {"registered_version": str(version)})
-    registry.set_version_tag(name, version, TAG_REGISTRATION, REGISTRATION_COMPLETE)
-    point("register:complete")
-    registry.set_alias(name, CHALLENGER, version)
-    ctx.write_json("register.json", {"version": version})
-    say(f"register: {cfg.registry.model_name} version {version} (alias {CHALLENGER})")
+    def card(version: int) -> None:
+        # The model card travels with the version (its run's artifacts), from run records.
+        registry.log_text(mlflow_run, card_for_run(cfg, ctx, version), CARD_FILE)
+
+    version = stages.register(
+        cfg,
+        ctx,
+        registry,
+        mlflow_run,
+        MODEL_ARTIFACT_PATH,
+        tags,
+        description,
+        step="register",
+        on_created=card,
+    )
     return {"version": version}

@@ -10,27 +10,25 @@ becomes ``champion`` again; the rolled-back version gets alias ``rolled_back`` a
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recflow.config import PipelineConfig
-from recflow.errors import ConfigError, PromotionError, RecflowError, is_transient
+from recflow.errors import PromotionError, RecflowError, is_transient
 from recflow.pipeline.context import RunContext, make_promoter, make_registry, say, tracking_run
+from recflow.pipeline.names import CHAMPION, PREVIOUS, ROLLED_BACK
 from recflow.registry import Registry
 from recflow.registry.base import check_complete
 
-CHAMPION = "champion"
-PREVIOUS = "previous"
-ROLLED_BACK = "rolled_back"
-ROLLBACK_PARAMS = ("target_version", "reason")
+if TYPE_CHECKING:
+    from recflow.promotion import Promotion
 
 
 def run(
     cfg: PipelineConfig,
     ctx: RunContext,
     registry: Registry | None = None,
-    promoter: Any = None,
+    promoter: Promotion | None = None,
     *,
     target_version: int | None = None,
     reason: str = "",
@@ -84,7 +82,7 @@ def run(
     registry.set_version_tag(name, target, "serving", "stable")
     if rolled_back != target:
         registry.set_alias(name, ROLLED_BACK, rolled_back)
-        registry.set_version_tag(name, rolled_back, "serving", "rolled_back")
+        registry.set_version_tag(name, rolled_back, "serving", ROLLED_BACK)
         registry.set_version_tag(name, rolled_back, "rollback.reason", reason)
     prev = registry.get_version_by_alias(name, PREVIOUS)
     if prev is not None and prev.version == target:
@@ -96,24 +94,3 @@ def run(
     registry.end_run(mlflow_run, "FINISHED")
     say(f"rollback: version {target} is stable and champion again; v{rolled_back} rolled back")
     return {"version": target, "rolled_back": rolled_back, "reason": reason}
-
-
-def from_airflow(context: Mapping[str, Any]) -> tuple[PipelineConfig, RunContext, dict[str, Any]]:
-    """Config, run identity and the rollback's own params (target_version, reason)."""
-    from recflow.config import from_params
-
-    params = dict(context["params"])
-    own = {k: params.pop(k, None) for k in ROLLBACK_PARAMS}
-    target = own["target_version"]
-    if target not in (None, ""):
-        try:
-            target = int(target)
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"target_version: expected a version number or empty, found {target!r}"
-            ) from None
-    else:
-        target = None
-    cfg = from_params(params)
-    ctx = RunContext.create(cfg, context["dag"].dag_id, context["run_id"])
-    return cfg, ctx, {"target_version": target, "reason": str(own["reason"] or "")}

@@ -7,6 +7,7 @@ from typing import Any
 
 from recflow.config import PipelineConfig
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
+from recflow.pipeline.names import TRAIN_JSON
 from recflow.registry import Registry
 
 
@@ -44,6 +45,6 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
         "train_dir": str(ctx.train_dir),
     }
     registry.log_metrics(mlflow_run, {"train.seconds": seconds})
-    ctx.write_json("train.json", result)
+    ctx.write_json(TRAIN_JSON, result)
     say(f"train: done in {seconds:.1f} s" + (f", final loss {losses[-1]:.4f}" if losses else ""))
     return {k: v for k, v in result.items() if k != "history"}

@@ -9,67 +9,21 @@ served action ids, scores and probabilities to equal the exported SavedModel's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recflow.config import PolicyConfig
-from recflow.errors import RecflowError, VerificationFailed, is_transient
-from recflow.pipeline.context import RunContext, say
-from recflow.pipeline.deploy import promote_version, record_serving_failure
-from recflow.pipeline.policy.common import (
-    exported_outputs,
-    feedback_dir,
-    make_promoter,
-    make_registry,
-    tracking_run,
-)
-from recflow.promotion import CANARY
+from recflow.pipeline.context import RunContext, make_promoter
+from recflow.pipeline.policy.common import exported_outputs, feedback_dir
+from recflow.pipeline.stages import Deployment, Verification
 
 if TYPE_CHECKING:
-    from recflow.registry import Registry
+    from recflow.promotion import Promotion
 
 VERIFY_CONTEXTS = 16
 VERIFY_EPSILONS = (0.0, 0.05, 0.5, 1.0)  # plus the serving epsilon
-
-
-def _version(ctx: RunContext) -> int:
-    return int(ctx.read_json("register.json")["version"])
-
-
-def _fail(
-    cfg: PolicyConfig,
-    ctx: RunContext,
-    registry: Registry,
-    version: int,
-    step: str,
-    error: Exception,
-) -> None:
-    if is_transient(error):  # retried by Airflow: record nothing a retry must undo
-        say(f"{step}: transient failure, to be retried: {error}")
-        return
-    run = tracking_run(cfg, ctx, registry)
-    record_serving_failure(registry, cfg.registry.model_name, run, version, step, error)
-
-
-def deploy_canary(
-    cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None, promoter: Any = None
-) -> dict[str, Any]:
-    registry = registry or make_registry(cfg)
-    promoter = promoter or make_promoter(cfg)
-    version = _version(ctx)
-    say(f"deploy_canary: installing policy v{version} into {promoter.model_dir} as canary")
-    try:
-        deployed = promoter.deploy_canary(ctx.saved_model_dir, version)
-    except RecflowError as error:
-        _fail(cfg, ctx, registry, version, "deploy_canary", error)
-        raise
-    if not deployed:
-        say(f"deploy_canary: policy v{version} is already stable: nothing to do")
-        return {"version": version}
-    registry.set_version_tag(cfg.registry.model_name, version, "serving", "canary")
-    say(f"deploy_canary: policy v{version} is AVAILABLE under label canary")
-    return {"version": version}
 
 
 def verification_inputs(cfg: PolicyConfig, ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
@@ -82,8 +36,11 @@ def verification_inputs(cfg: PolicyConfig, ctx: RunContext) -> tuple[np.ndarray,
     return contexts, eps
 
 
-def compare_outputs(served: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> list[str]:
-    """What differs between served and exported answers (empty: identical within float noise)."""
+def compare_outputs(
+    served: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]
+) -> list[str]:
+    """The policy contract: same action ids, scores and probabilities (within float noise),
+    probabilities summing to 1. Empty: identical."""
     problems = []
     got_ids = np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else str(v))(
         np.asarray(served.get("action_ids", np.empty((0, 0), object)))
@@ -104,50 +61,34 @@ def compare_outputs(served: dict[str, np.ndarray], expected: dict[str, np.ndarra
     return problems
 
 
-def verify_canary(
-    cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None, promoter: Any = None
-) -> dict[str, Any]:
-    registry = registry or make_registry(cfg)
-    promoter = promoter or make_promoter(cfg)
-    version = _version(ctx)
+def verification(cfg: PolicyConfig, ctx: RunContext) -> Verification:
+    from recflow.bandits.export import INPUT_CONTEXT, INPUT_EPSILON
+
     contexts, eps = verification_inputs(cfg, ctx)
     expected = exported_outputs(ctx.saved_model_dir, contexts, eps)
-    try:
-        if promoter.label(CANARY) != version:
-            raise VerificationFailed(
-                f"label canary points at {promoter.label(CANARY)}, expected version {version}"
-            )
-        served = promoter.server.predict(
-            cfg.serving.model_name, {"context": contexts, "epsilon": eps}, label=CANARY
-        )
-        problems = compare_outputs(served, expected)
-        if problems:
-            promoter.abort_canary(version)
-            raise VerificationFailed(
-                f"canary policy v{version} answered {len(contexts)} requests unlike the exported "
-                f"model ({'; '.join(problems)}); it was withdrawn, stable keeps serving"
-            )
-    except RecflowError as error:
-        _fail(cfg, ctx, registry, version, "verify_canary", error)
-        raise
-    registry.set_version_tag(cfg.registry.model_name, version, "serving.verified", "true")
-    say(
-        f"verify_canary: canary v{version} answered {len(contexts)} contexts x epsilons "
-        f"{sorted({round(float(e), 6) for e in eps})} exactly as the exported model"
+    epsilons = sorted({round(float(e), 6) for e in eps})
+    return Verification(
+        {INPUT_CONTEXT: contexts, INPUT_EPSILON: eps},
+        expected,
+        checked=f"{len(contexts)} contexts x epsilons {epsilons}",
+        summary={"contexts_checked": int(len(contexts))},
     )
-    return {"version": version, "contexts_checked": int(len(contexts))}
 
 
-def promote(
-    cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None, promoter: Any = None
-) -> dict[str, Any]:
-    registry = registry or make_registry(cfg)
-    promoter = promoter or make_promoter(cfg)
-    mlflow_run = tracking_run(cfg, ctx, registry)
-    version = _version(ctx)
-    previous_stable = promote_version(cfg, registry, promoter, mlflow_run, version)
-    say(
-        f"promote_stable: policy v{version} is now stable and champion"
-        + (f"; v{previous_stable} kept loaded as previous" if previous_stable else "")
-    )
-    return {"version": version, "previous": previous_stable}
+def policy_promoter(cfg: PolicyConfig) -> Promotion:
+    """A promoter that compares served and exported answers by the policy contract."""
+    return make_promoter(cfg, compare=compare_outputs)
+
+
+DEPLOYMENT = Deployment(
+    verification,
+    promoter=policy_promoter,
+    already_stable={"contexts_checked": 0},
+    noun="policy version",
+    deploy_step="deploy_canary",
+    verify_step="verify_canary",
+    promote_step="promote_stable",
+)
+deploy_canary = DEPLOYMENT.deploy_canary
+verify_canary = DEPLOYMENT.verify_canary
+promote = DEPLOYMENT.promote

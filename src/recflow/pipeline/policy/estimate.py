@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recflow.config import POLICY_ESTIMATORS, PolicyConfig
-from recflow.pipeline.context import RunContext, say
+from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
+from recflow.pipeline.names import ESTIMATES_JSON, LEARN_JSON
 from recflow.pipeline.policy.common import (
     feedback_dir,
-    make_registry,
     policies_dir,
-    tracking_run,
 )
 from recflow.pipeline.policy.learn import POLICIES, PROBS_FILE
 
@@ -76,7 +75,7 @@ def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) ->
     registry = registry or make_registry(cfg)
     mlflow_run = tracking_run(cfg, ctx, registry)
     fb, _ = read_feedback(feedback_dir(ctx))
-    split = ctx.read_json("learn.json")["split"]
+    split = ctx.read_json(LEARN_JSON)["split"]
     with np.load(policies_dir(ctx) / PROBS_FILE) as z:
         held = fb.subset(z["holdout_index"])
         q_hat = z["q_hat"]
@@ -91,7 +90,7 @@ def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) ->
         metrics |= {f"logging.{part}": v for part, v in result["logging"].items()}
     registry.log_metrics(mlflow_run, metrics)
     registry.log_dict(mlflow_run, result, "estimates/values.json")
-    ctx.write_json("estimates.json", result)
+    ctx.write_json(ESTIMATES_JSON, result)
     say(
         f"estimate_values ({cfg.confidence:.0%} bootstrap intervals) on {held.n_rounds} held-out "
         f"slots ({split['holdout_requests']} requests); {split['learn_rounds']} slots were "

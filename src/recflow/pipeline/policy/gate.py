@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from recflow.config import PolicyConfig
-from recflow.pipeline.context import RunContext, say
-from recflow.pipeline.policy.common import CHAMPION, make_registry, tracking_run
+from recflow.pipeline import stages
+from recflow.pipeline.context import RunContext, make_registry, tracking_run
+from recflow.pipeline.names import CHAMPION, ESTIMATES_JSON
 
 if TYPE_CHECKING:
     from recflow.bandits.gate import PolicyGateDecision
@@ -83,25 +84,17 @@ def decide(cfg: PolicyConfig, values: Mapping[str, Any]) -> PolicyGateDecision:
 def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
     registry = registry or make_registry(cfg)
     mlflow_run = tracking_run(cfg, ctx, registry)
-    decision = decide(cfg, ctx.read_json("estimates.json"))
+    decision = decide(cfg, ctx.read_json(ESTIMATES_JSON))
     record = decision.to_dict()
     record["candidate"] = cfg.candidate
     champion = registry.get_version_by_alias(cfg.registry.model_name, CHAMPION)
     record["champion_version"] = champion.version if champion else None
-    registry.log_dict(mlflow_run, record, "gate/decision.json")
-    registry.set_tags(
+    return stages.record_gate(
+        registry,
         mlflow_run,
-        {
-            "gate": "passed" if decision.passed else "declined",
-            "gate.reasons": "; ".join(decision.reasons)[:4900],
-        },
+        ctx,
+        record,
+        step="gate_policy",
+        headline=f" ({cfg.candidate} policy)",
+        keeps_serving="the champion policy",
     )
-    ctx.write_json("gate.json", record)
-    say(f"gate_policy: {'PASSED' if decision.passed else 'DECLINED'} ({cfg.candidate} policy)")
-    for reason in decision.reasons:
-        say(f"gate_policy:   - {reason}")
-    if not decision.passed:
-        registry.set_tags(mlflow_run, {"decision": "declined"})
-        registry.end_run(mlflow_run, "FINISHED")
-        say("gate_policy: the champion policy keeps serving; promotion steps are skipped")
-    return record

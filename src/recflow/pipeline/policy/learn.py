@@ -23,15 +23,14 @@ import numpy as np
 
 from recflow.config import PolicyConfig
 from recflow.errors import ContractError
-from recflow.pipeline.context import RunContext, say
+from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
+from recflow.pipeline.names import LEARN_JSON
 from recflow.pipeline.policy.common import (
     POLICY_ARTIFACT_PATH,
     SPLIT_METRICS,
     exported_outputs,
     feedback_dir,
-    make_registry,
     policies_dir,
-    tracking_run,
 )
 
 if TYPE_CHECKING:
@@ -159,7 +158,7 @@ def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) ->
         "actions": fb.n_actions,
         "split": sizes,
     }
-    ctx.write_json("learn.json", summary)
+    ctx.write_json(LEARN_JSON, summary)
     say(
         f"learn_policies: neural objective {neural.history[0]:.4f} -> {neural.history[-1]:.4f}; "
         f"LinUCB (alpha {cfg.linucb_alpha}) and Thompson (scale {cfg.ts_scale}) fitted"

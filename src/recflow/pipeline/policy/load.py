@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from recflow.config import PolicyConfig, policy_to_dict
 from recflow.errors import DataSourceError
-from recflow.pipeline.context import RunContext, say
-from recflow.pipeline.policy.common import feedback_dir, make_registry, tracking_run
+from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
+from recflow.pipeline.names import FEEDBACK_JSON
+from recflow.pipeline.policy.common import feedback_dir
 
 if TYPE_CHECKING:
     from recflow.bandits.feedback import LoggedFeedback
@@ -102,7 +103,7 @@ def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) ->
         context="training",
     )
     registry.log_dict(mlflow_run, summary, "feedback/summary.json")
-    ctx.write_json("feedback.json", summary)
+    ctx.write_json(FEEDBACK_JSON, summary)
     by_version = ", ".join(f"v{k}: {v}" for k, v in sorted(versions.items())) or "not recorded"
     say(
         f"load_feedback: {fb.n_rounds} logged slots, {fb.n_actions} actions, "

@@ -5,13 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from recflow.config import PolicyConfig
-from recflow.pipeline.context import DAG_RUN_TAG, RunContext, say
-from recflow.pipeline.policy.common import (
-    CHALLENGER,
-    POLICY_ARTIFACT_PATH,
-    make_registry,
-    tracking_run,
-)
+from recflow.pipeline import stages
+from recflow.pipeline.context import RunContext
+from recflow.pipeline.names import DAG_RUN_TAG, ESTIMATES_JSON, FEEDBACK_JSON, GATE_JSON
+from recflow.pipeline.policy.common import POLICY_ARTIFACT_PATH
 
 if TYPE_CHECKING:
     from recflow.registry import Registry
@@ -20,11 +17,8 @@ if TYPE_CHECKING:
 def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
     from recflow.bandits.export import POLICY_CONTRACT_VERSION
 
-    registry = registry or make_registry(cfg)
-    mlflow_run = tracking_run(cfg, ctx, registry)
-    gate = ctx.read_json("gate.json")
-    feedback = ctx.read_json("feedback.json")
-    values = ctx.read_json("estimates.json")
+    registry, mlflow_run = stages.open_run(cfg, ctx, registry)
+    gate, feedback, values = stages.records(ctx, GATE_JSON, FEEDBACK_JSON, ESTIMATES_JSON)
     est = values["policies"][cfg.candidate][cfg.gate_estimator]
     split = values["split"]
     tags = {
@@ -49,15 +43,14 @@ def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) ->
     )
     if gate.get("champion_version") is not None:
         description += f". Challenges champion v{gate['champion_version']}."
-    version = registry.register_version(
-        cfg.registry.model_name,
+    version = stages.register(
+        cfg,
+        ctx,
+        registry,
         mlflow_run,
         POLICY_ARTIFACT_PATH,
-        tags=tags,
-        description=description,
+        tags,
+        description,
+        step="register_policy",
     )
-    registry.set_alias(cfg.registry.model_name, CHALLENGER, version)
-    registry.set_tags(mlflow_run, {"registered_version": str(version)})
-    ctx.write_json("register.json", {"version": version})
-    say(f"register_policy: {cfg.registry.model_name} version {version} (alias {CHALLENGER})")
     return {"version": version}

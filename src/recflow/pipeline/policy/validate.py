@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from recflow.config import PolicyConfig
-from recflow.errors import ValidationFailed
-from recflow.pipeline.context import RunContext, say
-from recflow.pipeline.policy.common import feedback_dir, make_registry, tracking_run
+from recflow.pipeline import stages
+from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
+from recflow.pipeline.policy.common import feedback_dir
 
 if TYPE_CHECKING:
     from recflow.registry import Registry
@@ -26,23 +26,16 @@ def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) ->
     mlflow_run = tracking_run(cfg, ctx, registry)
     fb, _ = read_feedback(feedback_dir(ctx))
     say(f"validate_feedback: {fb.n_rounds} slots through the expectation suite")
-    try:
-        # Too few rounds is the gate's call (decline, collect more), not a data error.
-        report = validate_feedback(
+    # Too few rounds is the gate's call (decline, collect more), not a data error.
+    report = stages.record_validation(
+        registry,
+        mlflow_run,
+        ctx,
+        "validate_feedback",
+        lambda: validate_feedback(
             fb, binary_reward=cfg.binary_reward, min_rounds=1, docs_dir=ctx.data_docs_dir
-        )
-    except ValidationFailed as failure:
-        if ctx.data_docs_dir.exists():
-            registry.log_artifacts(mlflow_run, ctx.data_docs_dir, "data_docs")
-        registry.log_dict(mlflow_run, {"failures": failure.failures}, "validation/failures.json")
-        registry.set_tags(mlflow_run, {"validation": "failed", "decision": "failed"})
-        registry.end_run(mlflow_run, "FAILED")
-        say(f"validate_feedback: FAILED\n{failure}")
-        raise
-    if ctx.data_docs_dir.exists():
-        registry.log_artifacts(mlflow_run, ctx.data_docs_dir, "data_docs")
-    registry.log_dict(mlflow_run, report, "validation/report.json")
-    registry.set_tags(mlflow_run, {"validation": "passed"})
-    ctx.write_json("validation.json", report)
+        ),
+        lambda r: r,
+    )
     say(f"validate_feedback: passed ({report['expectations_evaluated']} expectations)")
     return {"success": True, "rounds": report["rounds"]}
