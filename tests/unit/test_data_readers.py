@@ -8,7 +8,7 @@ import pytest
 from recflow import schema
 from recflow.config import DataConfig, SyntheticConfig
 from recflow.data import load_source, read_movielens_1m, read_movielens_100k, read_table
-from recflow.errors import DataSourceError
+from recflow.errors import ConfigError, DataSourceError
 
 GENRES = ["unknown", "Action", "Comedy", "Drama"]
 
@@ -234,12 +234,13 @@ def test_load_source_dispatch(tmp_path: Path) -> None:
         column_mapping={"title": "name"},
     )
     assert load_source(cfg).interactions[schema.ITEM_ID].tolist() == ["A"]
-    with pytest.raises(DataSourceError, match="needs items_path"):
-        load_source(DataConfig(source="csv", path=str(events)))
-    with pytest.raises(DataSourceError, match="needs data_path"):
-        load_source(DataConfig(source="movielens-1m"))
-    with pytest.raises(DataSourceError, match="expected one of"):
-        load_source(DataConfig(source="xlsx", path="x"))
+    # refused where the config is built, before any reader runs
+    with pytest.raises(ConfigError, match="items_path is required"):
+        DataConfig(source="csv", path=str(events))
+    with pytest.raises(ConfigError, match="data_path is required"):
+        DataConfig(source="movielens-1m")
+    with pytest.raises(ConfigError, match="data_source: expected one of"):
+        DataConfig(source="xlsx", path="x")
 
 
 def test_unreadable_values_are_recorded_with_examples(tmp_path: Path) -> None:

@@ -54,8 +54,8 @@ def test_event_counts(ds) -> None:
     assert counts.min() >= 5 and counts.max() <= CFG.n_items
     assert abs(counts.mean() - CFG.mean_events_per_user) < 0.2 * CFG.mean_events_per_user
     assert counts.std() > 5  # activity varies between users
-    capped = generate_synthetic(SyntheticConfig(n_users=20, n_items=6, mean_events_per_user=30))
-    assert (capped.interactions.groupby(schema.USER_ID).size() == 6).all()
+    capped = generate_synthetic(SyntheticConfig(n_users=20, n_items=10, mean_events_per_user=400))
+    assert (capped.interactions.groupby(schema.USER_ID).size() == 10).all()
 
 
 def test_timestamps_increase_within_a_user_over_a_year(ds) -> None:
@@ -118,5 +118,5 @@ def test_planted_tastes_are_learnable_on_held_out_last_events(ds) -> None:
 
 
 def test_invalid_config() -> None:
-    with pytest.raises(ConfigError, match="n_users: expected >= 1, found 0"):
+    with pytest.raises(ConfigError, match="synthetic_users: expected >= 10, found 0"):
         generate_synthetic(SyntheticConfig(n_users=0))

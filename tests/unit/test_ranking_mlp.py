@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recflow.config import TrainConfig
-from recflow.errors import TrainingError
+from recflow.config import TrainConfig, train_config
+from recflow.errors import ConfigError
 from recflow.models.training import sample_negatives, score_users, train_ranking_mlp
 from recflow.types import Features
 
@@ -160,9 +160,9 @@ def test_nearly_complete_user_draws_from_the_few_unseen_items():
     assert 300 < counts[3] < 500  # uniform over the two
 
 
-def test_bad_config_raises_training_error(planted):
-    with pytest.raises(TrainingError, match="negatives_per_positive"):
-        train_ranking_mlp(planted[0], TrainConfig(negatives_per_positive=0), progress=print)
+def test_bad_config_is_refused_where_it_is_built():
+    with pytest.raises(ConfigError, match="negatives: expected >= 1, found 0"):
+        train_config(negatives=0)
 
 
 def test_keras_file_round_trip_keeps_scores_and_frozen_profiles(planted, trained, tmp_path):

@@ -26,22 +26,13 @@ from typing import Any
 import numpy as np
 
 from recflow.config import TrainConfig
-from recflow.errors import ContractError, TrainingError
+from recflow.errors import ContractError
 from recflow.models.score_module import array_stages
 from recflow.types import Features
 
 BLEND_FILE = "blend.npz"
 VAE_PREFIX = "vae_"
 WEIGHTS_KEY = "blend_weights"
-
-
-def _check(cfg: TrainConfig) -> None:
-    weights = (cfg.blend.item_weight, cfg.blend.user_weight, cfg.blend.vae_weight)
-    if min(weights) < 0 or sum(weights) <= 0:
-        raise TrainingError(
-            "blend: expected blend_item_weight, blend_user_weight and blend_vae_weight >= 0 "
-            f"and not all 0, found {weights}"
-        )
 
 
 def blend_components(
@@ -51,7 +42,7 @@ def blend_components(
     from recflow.models.ease import fit_ease, user_side_scores
     from recflow.models.multvae import train_multvae
 
-    _check(cfg)
+    # weights >= 0 and not all 0: declared in recflow.train_config.BlendSettings
     arrays: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
     if cfg.blend.item_weight > 0:

@@ -49,23 +49,7 @@ def _check(features: Features, cfg: TrainConfig) -> None:
             f"{features.n_users} users, {features.n_items} items, "
             f"{features.train_user_idx.size} interactions; check the split and features stage"
         )
-    sizes = (
-        cfg.multvae.epochs,
-        cfg.multvae.batch_size,
-        cfg.multvae.hidden,
-        cfg.multvae.latent,
-        cfg.multvae.members,
-    )
-    if min(sizes) < 1:
-        raise TrainingError(
-            "Mult-VAE: expected multvae_epochs, multvae_batch_size, multvae_hidden, "
-            f"multvae_latent and multvae_members >= 1, found {', '.join(map(str, sizes))}"
-        )
-    if not 0.0 <= cfg.multvae.dropout < 1.0 or cfg.multvae.beta_max < 0.0:
-        raise TrainingError(
-            f"Mult-VAE: expected 0 <= multvae_dropout < 1 and multvae_beta_max >= 0, found "
-            f"{cfg.multvae.dropout} and {cfg.multvae.beta_max}"
-        )
+    # the settings' bounds are declared (and checked) in recflow.train_config.MultvaeSettings
 
 
 def user_rows(features: Features) -> np.ndarray:

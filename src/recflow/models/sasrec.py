@@ -36,45 +36,24 @@ PAD = 0
 
 @dataclass(frozen=True)
 class SasrecParams:
-    """Architecture; enough to rebuild the network before loading its weights."""
+    """Architecture; enough to rebuild the network before loading its weights.
+
+    Built from the checked settings block (``TrainConfig.sasrec``; bounds and the heads/dim
+    rule are declared there) or read back from the run's meta file.
+    """
 
     n_items: int
-    max_len: int = 50
-    dim: int = 64
-    blocks: int = 2
-    heads: int = 1
-    dropout: float = 0.2
+    max_len: int
+    dim: int
+    blocks: int
+    heads: int
+    dropout: float
     q_head: bool = False
 
     @classmethod
     def from_config(cls, cfg: TrainConfig, n_items: int, *, q_head: bool) -> SasrecParams:
-        p = cls(
-            n_items=n_items,
-            max_len=cfg.sasrec.max_len,
-            dim=cfg.sasrec.dim,
-            blocks=cfg.sasrec.blocks,
-            heads=cfg.sasrec.heads,
-            dropout=cfg.sasrec.dropout,
-            q_head=q_head,
-        )
-        p.check()
-        return p
-
-    def check(self) -> None:
-        problems = [
-            f"{name}: expected {rule}, found {value}"
-            for name, value, ok, rule in (
-                ("sasrec_max_len", self.max_len, self.max_len >= 2, ">= 2"),
-                ("sasrec_dim", self.dim, self.dim >= 2, ">= 2"),
-                ("sasrec_blocks", self.blocks, self.blocks >= 1, ">= 1"),
-                ("sasrec_heads", self.heads, self.heads >= 1 and self.dim % self.heads == 0,
-                 f">= 1 and dividing sasrec_dim={self.dim}"),
-                ("sasrec_dropout", self.dropout, 0.0 <= self.dropout < 1.0, "in [0, 1)"),
-            )
-            if not ok
-        ]  # fmt: skip
-        if problems:
-            raise ConfigError("; ".join(problems))
+        s = cfg.sasrec
+        return cls(n_items, s.max_len, s.dim, s.blocks, s.heads, s.dropout, q_head=q_head)
 
 
 @dataclass(frozen=True)

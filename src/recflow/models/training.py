@@ -82,11 +82,7 @@ def _check_inputs(features: Features, cfg: TrainConfig) -> None:
             f"{features.n_users} users, {features.n_items} items, "
             f"{features.train_user_idx.size} interactions; check the split and features stage"
         )
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.negatives_per_positive < 1:
-        raise TrainingError(
-            "training: expected epochs, batch_size and negatives_per_positive >= 1, found "
-            f"{cfg.epochs}, {cfg.batch_size}, {cfg.negatives_per_positive}"
-        )
+    # epochs, batch_size and negatives have declared bounds (recflow.train_config.TrainConfig)
 
 
 def distribution_strategy(name: str) -> Any:
