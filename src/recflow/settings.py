@@ -157,6 +157,7 @@ class Param:
     setting: Setting
     type: Any
     section: str
+    is_param: bool = True  # False: config-only here (code, environment, or hidden by the parent)
 
 
 @cache
@@ -187,11 +188,12 @@ def _walk(cls: type, path: tuple[str, ...], hidden: frozenset[str], only: bool) 
                 name = sub.flat or key
                 if name not in hidden:
                     yield Param(name, (*path, f.name), key, sub, value_type, sub.section or section)
-        if only and not s.param:
+        flat = _label(cls, f)
+        is_param = s.param and flat not in hidden
+        if only and not is_param:
             continue
-        name = _label(cls, f) if s.param else ".".join((*path, f.name))
-        if name not in hidden:
-            yield Param(name, (*path, f.name), None, s, hints[f.name], section)
+        name = flat if is_param else ".".join((*path, f.name))
+        yield Param(name, (*path, f.name), None, s, hints[f.name], section, is_param)
 
 
 @cache
@@ -426,14 +428,14 @@ def markdown_table(cfg: Any, heading: str) -> str:
             default = "(derived)"
         path = ".".join(p.path) + (f"[{p.key!r}]" if p.key else "")
         jtype, nullable = _json_type(p.type)
-        name = f"`{p.name}`" if p.setting.param else "(code/env only)"
+        name = f"`{p.name}`" if p.is_param else "(code/env only)"
         cells = [
             name,
             f"`{path}`",
             jtype + (" or null" if nullable else ""),
             f"`{default!r}`".replace("|", "\\|"),
             _bounds_text(p.setting),
-            p.section if p.setting.param else "",
+            p.section if p.is_param else "",
             f"**{p.setting.title}.** {p.setting.help}".replace("|", "\\|"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
