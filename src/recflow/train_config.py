@@ -447,6 +447,13 @@ class TrainConfig(Settings):
         le=100,
         flat="negatives",
     )
+    head_dropout: float = setting(
+        0.0,
+        "Ranking head dropout",
+        "model=ranking_mlp: dropout rate after each hidden layer of the head (Dense 64 and Dense 32) while training; 0 = none. Regularises the network on small or sparse data.",
+        ge=0,
+        le=0.9,
+    )
     seed: int = setting(
         42,
         "Training seed",

@@ -182,3 +182,16 @@ def test_keras_file_round_trip_keeps_scores_and_frozen_profiles(planted, trained
     table = loaded.model.get_layer("user_tower").get_layer("user_genre_pref")
     np.testing.assert_array_equal(table.get_weights()[0], f.user_genre_pref)
     assert path.stat().st_size < 200_000
+
+
+def test_head_dropout_regularises_training_only(planted):
+    from recflow.models.ranking_mlp import HEAD, build_ranking_mlp
+
+    f = planted[0]
+    head = build_ranking_mlp(f, train_config(head_dropout=0.3, embedding_dim=4)).get_layer(HEAD)
+    rates = [layer.rate for layer in head.layers if layer.name.startswith("dropout_")]
+    assert rates == [0.3, 0.3]
+    pairs = np.ones((2, head.input_shape[-1]), np.float32)
+    np.testing.assert_allclose(head(pairs), head(pairs))  # inference mode: deterministic
+    plain = build_ranking_mlp(f, train_config(embedding_dim=4)).get_layer(HEAD)
+    assert not [layer for layer in plain.layers if layer.name.startswith("dropout_")]

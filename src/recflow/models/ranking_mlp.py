@@ -84,8 +84,11 @@ def build_ranking_mlp(features: Features, cfg: TrainConfig) -> keras.Model:
 
     width = 2 * (cfg.embedding_dim + n_genres + 1)
     pair_in = keras.Input(shape=(width,), name="pair_vector")
-    x = keras.layers.Dense(64, activation="relu", name="dense_64")(pair_in)
-    x = keras.layers.Dense(32, activation="relu", name="dense_32")(x)
+    x = pair_in
+    for units in (64, 32):
+        x = keras.layers.Dense(units, activation="relu", name=f"dense_{units}")(x)
+        if cfg.head_dropout > 0:  # training only: serving calls the head in inference mode
+            x = keras.layers.Dropout(cfg.head_dropout, seed=cfg.seed, name=f"dropout_{units}")(x)
     out = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
     head = keras.Model(pair_in, out, name=HEAD)
 
