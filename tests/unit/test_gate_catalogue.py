@@ -110,7 +110,8 @@ def test_no_champion_means_no_catalogue_check() -> None:
 
 
 def test_settings_come_from_the_trigger_form() -> None:
-    from recflow.pipeline.params import _spec
+    from recflow.config import PipelineConfig
+    from recflow.settings import form_schemas
 
     cfg = from_params({"allow_catalogue_change": "true", "catalogue_min_overlap": 0.5})
     assert cfg.gate.allow_catalogue_change is True and cfg.gate.catalogue_min_overlap == 0.5
@@ -118,5 +119,5 @@ def test_settings_come_from_the_trigger_form() -> None:
     assert from_params({}).gate.allow_catalogue_change is False
     with pytest.raises(ConfigError, match="catalogue_min_overlap"):
         from_params({"catalogue_min_overlap": 1.5})
-    spec = _spec()
+    spec = form_schemas(PipelineConfig())
     assert spec["catalogue_min_overlap"][0] == 0.9 and spec["allow_catalogue_change"][0] is False
