@@ -84,7 +84,7 @@ bench-ope: install
 
 # Every model, both evaluation protocols, on MovieLens-100K; writes bench/results/quality.{json,md}
 bench-quality: install
-	$(BIN)/python bench/quality.py --data $(or $(DATA),../shared/datasets/movielens-100k) --out bench/results
+	$(BIN)/python bench/quality.py --data $(or $(DATA),../shared/datasets/movielens-100k) --out bench/results --final --jobs $(or $(JOBS),1)
 
 # TF32 matmul error on scores, emulated on the CPU (basis of the served-answer tolerance);
 # writes bench/results/tf32_tolerance.{json,md}

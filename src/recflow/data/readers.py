@@ -366,6 +366,19 @@ def read_movielens_1m(folder: str | Path) -> Dataset:
     return Dataset(interactions=interactions, items=item_table, users=users)
 
 
+def read_movielens_folder(folder: str | Path) -> Dataset:
+    """MovieLens-100K (``u.data``) or MovieLens-1M (``ratings.dat``), by the folder's layout."""
+    folder = Path(folder)
+    if (folder / "u.data").is_file():
+        return read_movielens_100k(folder)
+    if (folder / "ratings.dat").is_file():
+        return read_movielens_1m(folder)
+    raise DataSourceError(
+        f"MovieLens folder {folder}: expected u.data (MovieLens-100K) or ratings.dat "
+        f"(MovieLens-1M), found neither; {_ML_HINT}"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Generic CSV / Parquet tables
 

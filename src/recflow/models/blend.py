@@ -7,9 +7,10 @@
     vae_u       the Mult-VAE ensemble's score (already standardised, ``multvae_*`` settings)
     std(.)      each user's row to mean 0, standard deviation 1, so weights compare
 
-Why a blend: on MovieLens-100K's MS split the three score within 0.02 nDCG@10 of each other
-and no single model reached 0.49, while the blend does (bench/results/quality.md). Weights
-and strengths were chosen on inner folds of the training part, never on test.
+Why a blend: the three parts make different errors. Whether a blend (and which parts) beats
+its single parts is decided on inner folds of the training part (bench/PROTOCOL.md), never on
+the test split; bench/results/quality.md has the outcome and the history of this model
+(it was first built after looking at test-split numbers; that round is recorded there).
 
 Export stores B [N, N], the user-side score table [U, N] (C^T X depends only on training
 data, so it is computed once at fit time) and the Mult-VAE weights; serving builds x_u from
