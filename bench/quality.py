@@ -182,7 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     t0, load0 = time.perf_counter(), os.getloadavg()
     date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        sel = dict(zip(("ms", "loo"), pool.map(lambda p: selection(args, sha, p), ("ms", "loo"))))
+        sel = dict(
+            zip(
+                ("ms", "loo"),
+                pool.map(lambda p: selection(args, sha, p), ("ms", "loo")),
+                strict=True,
+            )
+        )
     groups = plan(spec, sel)
     wanted = [g for g in args.groups.split(",") if g] or [g for g in GROUP_ORDER if g in groups]
     results: dict[str, dict[str, Any]] = {}
@@ -199,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         r = _subprocess(args, ["--worker-group", json.dumps(g), "--selection", str(path)])
         r.setdefault("group", name)
         r.setdefault("rows", g["rows"])
-        print(f"[bench-quality]   {name}: {r.get('run_seconds', r.get('wall_seconds'))} s", flush=True)
+        print(
+            f"[bench-quality]   {name}: {r.get('run_seconds', r.get('wall_seconds'))} s", flush=True
+        )
         with lock:
             results[name] = r
             doc.clear()

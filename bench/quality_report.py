@@ -80,7 +80,9 @@ def analyse(doc: dict[str, Any], spec: dict[str, Any], sha: str) -> dict[str, An
     }
 
 
-def hypotheses(doc: dict[str, Any], comps: list[dict[str, Any]], heads: dict[str, str]) -> list[str]:
+def hypotheses(
+    doc: dict[str, Any], comps: list[dict[str, Any]], heads: dict[str, str]
+) -> list[str]:
     out = []
     ms = {c["b"].split(" ")[0]: c for c in comps if c["variant"] == "ms"}
     head = heads["ms"]
@@ -112,6 +114,44 @@ def hypotheses(doc: dict[str, Any], comps: list[dict[str, Any]], heads: dict[str
         f"benchmark {wall / 60:.1f} min (target < 60), load average at start "
         f"{run.get('load_avg_start')}, at the end {run.get('load_avg_now')}"
     )
+    return out
+
+
+# The config defaults before this protocol (src/recflow/config.py at commit 65ee604).
+PREVIOUS = {
+    "blend_item_lambda": 400.0,
+    "blend_user_lambda": 800.0,
+    "blend_weights": [0.1, 0.1, 0.8],
+    "multvae_members": 4,
+    "multvae_beta_max": 1.0,
+    "multvae_epochs": 200,
+    "sasrec_epochs": 60,
+}
+
+
+def changes(sel: dict[str, Any]) -> list[str]:
+    out = []
+    for p in ("ms", "loo"):
+        fam = sel[p]["family"]
+        now = {
+            "blend_item_lambda": fam["item_lambda"],
+            "blend_user_lambda": fam["user_lambda"],
+            "blend_weights": fam["best_blend"]["weights"],
+            "multvae_members": fam["vae"]["members"],
+            "multvae_beta_max": fam["vae"]["cap"],
+            "multvae_epochs": fam["vae"]["epochs"],
+        }
+        if "sasrec_epochs" in sel[p]:
+            now["sasrec_epochs"] = sel[p]["sasrec_epochs"]
+        for k, v in now.items():
+            same = "unchanged" if v == PREVIOUS[k] else "CHANGED"
+            out.append(f"{p}: {k} {PREVIOUS[k]} -> {v} ({same})")
+        out.append(
+            f"{p}: headline model blend (chosen on test-informed grounds before) -> "
+            f"{sel[p]['choice']} (inner folds)"
+            if p == "ms"
+            else f"{p}: headline model sasrec (best on test before) -> {sel[p]['choice']}"
+        )
     return out
 
 
@@ -182,7 +222,9 @@ def markdown(doc: dict[str, Any]) -> str:
         order = sorted(rows, key=lambda r: -rows[r][NDCG]["mean"])
         for r in order:
             cells = [_cell(rows[r][m]) if m in rows[r] else "-" for m in cols]
-            lines.append(f"| {r} ({len(rows[r][NDCG]['seeds'])} seeds) | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {r} ({len(rows[r][NDCG]['seeds'])} seeds) | " + " | ".join(cells) + " |"
+            )
     comps = doc.get("comparisons", [])
     if comps:
         lines += ["", "## Comparisons (NDCG@10, Holm over all listed)", "",
@@ -219,4 +261,6 @@ def markdown(doc: dict[str, Any]) -> str:
         )
     if HISTORY.exists():
         lines += ["", HISTORY.read_text().strip()]
+    lines += ["", "### Choices re-made (earlier default -> inner-fold choice now)", ""]
+    lines += [f"- {c}" for c in changes(sel)]
     return "\n".join(lines) + "\n"

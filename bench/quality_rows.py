@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from quality_lib import (
     FAMILY_ROWS,
-    K,
     Fold,
+    K,
     base_config,
     loo_fold,
     ms_fold,
@@ -107,7 +107,11 @@ def family_group(protocol: str, fold: Fold, sel: dict, rows: dict[str, list[int]
         "blend": tuple(fam["best_blend"]["weights"]),
     }
     timing: dict[str, list[float]] = {}
-    user = user_side_scores(f, float(fam["user_lambda"])) if "user_ease" in rows or "blend" in rows else None
+    user = (
+        user_side_scores(f, float(fam["user_lambda"]))
+        if "user_ease" in rows or "blend" in rows
+        else None
+    )
     vae_seeds = max([len(rows.get(r, [])) for r in ("multvae", "blend")] + [0])
     all_seeds = sorted({s for r in rows.values() for s in r})
     for seed in all_seeds:
@@ -153,7 +157,9 @@ def sequential_group(row: str, fold: Fold, sel: dict, seeds: list[int], col: Col
         trained = train_sasrec(f, split, cfg, q_head=row == "sasrec_sqn", progress=lambda s: None)
         info["train_seconds"].append(round(trained.seconds, 2))
         info["cpu_per_wall"].append(round(trained.cpu_seconds / trained.seconds, 2))
-        ours = score_sequences(trained.model, last_windows(trained.sequences, cfg.sasrec_max_len), head)
+        ours = score_sequences(
+            trained.model, last_windows(trained.sequences, cfg.sasrec_max_len), head
+        )
         ids, per_user = ours_test(table_scorer(f, ours), split, f, K)
         col.add(row, "loo", seed, ids, per_user)
         import pandas as pd
