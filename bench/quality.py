@@ -78,7 +78,10 @@ def _subprocess(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=_thread_env())
     if done.returncode != 0:
         print(done.stderr[-3000:], file=sys.stderr)
-        return {"error": done.stderr[-1500:], "wall_seconds": round(time.perf_counter() - t0, 1)}
+        return {
+            "error": done.stderr[-1500:],
+            "wall_seconds": round(time.perf_counter() - t0, 1),
+        }
     out: dict[str, Any] = json.loads(result.read_text())
     result.unlink()
     out["run_seconds"] = round(time.perf_counter() - t0, 1)
@@ -163,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", default="", help="comma list of groups (not with --final)")
     parser.add_argument("--jobs", type=int, default=1, help="workers at once (default 1)")
     parser.add_argument("--smoke", action="store_true", help="tiny grid (code paths only)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rebuild quality.{json,md} from an interrupted run's files (marked incomplete)",
+    )
     parser.add_argument("--worker-select", help=argparse.SUPPRESS)
     parser.add_argument("--worker-group", help=argparse.SUPPRESS)
     parser.add_argument("--selection", help=argparse.SUPPRESS)
@@ -179,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     from quality_report import analyse, markdown
 
     sha, spec = protocol_hash(), protocol_spec()
+    if args.report_only:
+        recover(args, sha, spec)
+        return 0
     t0, load0 = time.perf_counter(), os.getloadavg()
     date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -206,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         r.setdefault("group", name)
         r.setdefault("rows", g["rows"])
         print(
-            f"[bench-quality]   {name}: {r.get('run_seconds', r.get('wall_seconds'))} s", flush=True
+            f"[bench-quality]   {name}: {r.get('run_seconds', r.get('wall_seconds'))} s",
+            flush=True,
         )
         with lock:
             results[name] = r
@@ -242,6 +254,60 @@ def main(argv: list[str] | None = None) -> int:
     write(args.out, doc, spec, sha, analyse, markdown)
     print((args.out / "quality.md").read_text())
     return 0
+
+
+def recover(args: argparse.Namespace, sha: str, spec: dict[str, Any]) -> None:
+    """quality.{json,md} from the selection caches and the per-user files an interrupted run
+    left (each seed's arrays are saved as it finishes); marked incomplete and interrupted."""
+    from quality_report import analyse, markdown
+
+    from recflow.errors import DataError
+    from recflow.evaluation.compare import load_user_scores
+
+    path = args.out / "quality.json"
+    old: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    if old and old.get("protocol_sha256") != sha:
+        old = {}
+    sel = {}
+    for p in ("ms", "loo"):
+        cache = _cache_path(sha, p, args.data)
+        if not cache.exists():
+            raise SystemExit(f"{cache}: no selection of this protocol to report on")
+        sel[p] = json.loads(cache.read_text())
+    groups: list[dict[str, Any]] = list(old.get("groups", []))
+    known = {f for g in groups for f in g.get("files", {}).values()}
+    extra: dict[str, str] = {}
+    rows: dict[str, list[int]] = {}
+    for f in sorted((args.out / "quality_per_user").glob("*/*.npz")):
+        if str(f) in known:
+            continue
+        try:
+            s = load_user_scores(f, sha)
+        except DataError as exc:
+            print(f"[bench-quality] skipped {f}: {exc}", file=sys.stderr)
+            continue
+        extra[f"{s.model}/{s.protocol}"] = str(f)
+        rows[f"{s.model} ({s.protocol})"] = list(s.seeds)
+    if extra:
+        groups.append({"group": "unfinished groups: seeds saved before the stop",
+                       "rows": rows, "files": extra, "info": {}})  # fmt: skip
+    doc = {
+        **old,
+        "command": old.get("command", " ".join([Path(sys.executable).name, *sys.argv])),
+        "report_rebuilt_by": " ".join([Path(sys.executable).name, *sys.argv]),
+        "final": old.get("final", False),
+        "complete": False,
+        "interrupted": True,
+        "date": old.get("date", dt.datetime.now(dt.UTC).isoformat(timespec="seconds")),
+        "protocol_sha256": sha,
+        "machine": old.get("machine", machine()),
+        "data": str(args.data),
+        "selection": sel,
+        "groups": groups,
+    }
+    doc.setdefault("run", {})["load_avg_at_rebuild"] = [round(v, 2) for v in os.getloadavg()]
+    write(args.out, doc, spec, sha, analyse, markdown)
+    print((args.out / "quality.md").read_text())
 
 
 def write(out: Path, doc: dict, spec: dict, sha: str, analyse: Any, markdown: Any) -> None:

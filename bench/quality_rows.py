@@ -134,6 +134,7 @@ def family_group(protocol: str, fold: Fold, sel: dict, rows: dict[str, list[int]
                 peers = blend_scores(arrays, weights[row], rows_idx, x_peers)
                 ids, per_user = peers_test(peers, fold.split, f, K, mask_history=True)
                 col.add(row, "peers", seed, ids, per_user)
+        col.save()  # after every seed, so an interrupted run keeps the seeds it finished
     if "popularity" in rows:
         table = popularity_table(f)
         ids, per_user = _score(protocol, fold, table_scorer(f, table))
@@ -147,7 +148,12 @@ def family_group(protocol: str, fold: Fold, sel: dict, rows: dict[str, list[int]
 def sequential_group(row: str, fold: Fold, sel: dict, seeds: list[int], col: Collector):
     """SASRec (or SASRec+SQN) per seed; ours and the peers' variant (no history mask)."""
     from recflow.evaluation.loo import ours_test, peers_test, table_scorer
-    from recflow.models.sasrec import last_windows, score_sequences, train_sasrec, user_sequences
+    from recflow.models.sasrec import (
+        last_windows,
+        score_sequences,
+        train_sasrec,
+        user_sequences,
+    )
 
     f, split = fold.features, fold.split
     info: dict[str, list[Any]] = {"train_seconds": [], "cpu_per_wall": []}
@@ -169,6 +175,7 @@ def sequential_group(row: str, fold: Fold, sel: dict, seeds: list[int], col: Col
         peers = score_sequences(trained.model, last_windows(seqs, cfg.sasrec_max_len), head)
         ids, per_user = peers_test(peers, split, f, K, mask_history=False)
         col.add(row, "peers", seed, ids, per_user)
+        col.save()
     info["config"] = {"sasrec_epochs": int(sel["sasrec_epochs"]), "head": "see row"}
     return info
 
@@ -185,6 +192,7 @@ def zoo_group(protocol: str, row: str, fold: Fold, seeds: list[int], col: Collec
         info["cpu_per_wall"].append(fit["cpu_per_wall"])
         if "dp_epsilon" in fit:
             info.setdefault("dp_epsilon", []).append(fit["dp_epsilon"])
+        col.save()
     return info
 
 
