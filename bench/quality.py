@@ -257,8 +257,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def recover(args: argparse.Namespace, sha: str, spec: dict[str, Any]) -> None:
-    """quality.{json,md} from the selection caches and the per-user files an interrupted run
-    left (each seed's arrays are saved as it finishes); marked incomplete and interrupted."""
+    """quality.{json,md} re-rendered from the selection caches and per-user files (no training).
+
+    After an interrupted run: adds the seeds each unfinished group saved and marks the result
+    incomplete and interrupted. After a complete run: the same numbers, the report re-rendered.
+    """
     from quality_report import analyse, markdown
 
     from recflow.errors import DataError
@@ -291,13 +294,14 @@ def recover(args: argparse.Namespace, sha: str, spec: dict[str, Any]) -> None:
     if extra:
         groups.append({"group": "unfinished groups: seeds saved before the stop",
                        "rows": rows, "files": extra, "info": {}})  # fmt: skip
+    finished = bool(old.get("complete")) and not extra
     doc = {
         **old,
         "command": old.get("command", " ".join([Path(sys.executable).name, *sys.argv])),
         "report_rebuilt_by": " ".join([Path(sys.executable).name, *sys.argv]),
         "final": old.get("final", False),
-        "complete": False,
-        "interrupted": True,
+        "complete": finished,
+        "interrupted": not finished,
         "date": old.get("date", dt.datetime.now(dt.UTC).isoformat(timespec="seconds")),
         "protocol_sha256": sha,
         "machine": old.get("machine", machine()),

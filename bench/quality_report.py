@@ -103,7 +103,8 @@ def hypotheses(
     )
     out.append(
         "H2 NOT TESTABLE on ML-100K: no published SASRec figure on this protocol was found "
-        f"(context in Published figures). Measured on the peers' variant: SASRec {verdict or '-'}"
+        "(context in Published figures). Measured on the peers' variant: SASRec "
+        + (verdict or "- (rows not finished)")
     )
     run = doc.get("run", {})
     wall = run.get("wall_seconds", 0)
@@ -153,6 +154,22 @@ def changes(sel: dict[str, Any]) -> list[str]:
             else f"{p}: headline model sasrec (best on test before) -> {sel[p]['choice']}"
         )
     return out
+
+
+def _seeds_label(row: str, seeds: list[int]) -> str:
+    n = f"{len(seeds)} seed" + ("s" if len(seeds) != 1 else "")
+    if row in ("sasrec_sqn", "ranking_mlp+dp"):
+        return n + ", single-seed row by protocol"
+    if row == "popularity":
+        return "deterministic"
+    if row == "ease":
+        return n + ", deterministic"
+    return n
+
+
+def _parts(weights: list[float]) -> str:
+    names = ("item EASE", "user-side EASE", "Mult-VAE")
+    return " + ".join(f"{n} {w:g}" for n, w in zip(names, weights, strict=True) if w)
 
 
 def _cell(s: dict[str, Any]) -> str:
@@ -206,7 +223,8 @@ def markdown(doc: dict[str, Any]) -> str:
             f"  - item EASE lambda {fam['item_lambda']:g}, user-side lambda "
             f"{fam['user_lambda']:g}, Mult-VAE cap {fam['vae']['cap']:g} / members "
             f"{fam['vae']['members']} / epochs {fam['vae']['epochs']}; best blend weights "
-            f"(item/user/vae) {fam['best_blend']['weights']} ({fam['best_blend']['ndcg']:.4f}); "
+            f"(item/user/vae) {fam['best_blend']['weights']}, i.e. {_parts(fam['best_blend']['weights'])} "
+            f"({fam['best_blend']['ndcg']:.4f}); "
             f"best point {fam['best_point']['name']} {fam['best_point']['weights']}"
             + (f"; SASRec epochs {s['sasrec_epochs']}" if "sasrec_epochs" in s else "")
             + f"; {s.get('selection_seconds')} s"

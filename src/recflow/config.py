@@ -149,12 +149,13 @@ class TrainConfig:
     multvae_hidden: int = 600
     multvae_latent: int = 200
     multvae_dropout: float = 0.5
-    multvae_beta_max: float = 1.0  # the paper's 0.2 overfits ML-100K (bench/quality.py)
+    multvae_beta_max: float = 1.0  # the paper's 0.2 overfits ML-100K (bench/quality_history.md)
     multvae_anneal_epochs: int = 100  # epochs over which beta rises linearly from 0 to the cap
     multvae_members: int = 4  # networks trained side by side; served scores are their mean
     # blend (models/blend.py): standardised scores of item EASE (blend_item_lambda), user-side
-    # EASE (blend_user_lambda) and Mult-VAE (multvae_*), weighted. The defaults are the
-    # settings chosen on inner folds of MovieLens-100K's MS training part (bench/quality.py).
+    # EASE (blend_user_lambda) and Mult-VAE (multvae_*), weighted. These defaults come from an
+    # earlier round whose grid was informed by test numbers; the choices made under
+    # bench/PROTOCOL.md (inner folds only) are in bench/results/quality.json ("selection").
     blend_item_weight: float = 0.1
     blend_user_weight: float = 0.1
     blend_vae_weight: float = 0.8
