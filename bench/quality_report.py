@@ -241,7 +241,7 @@ def markdown(doc: dict[str, Any]) -> str:
         for r in order:
             cells = [_cell(rows[r][m]) if m in rows[r] else "-" for m in cols]
             lines.append(
-                f"| {r} ({len(rows[r][NDCG]['seeds'])} seeds) | " + " | ".join(cells) + " |"
+                f"| {r} ({_seeds_label(r, rows[r][NDCG]['seeds'])}) | " + " | ".join(cells) + " |"
             )
     comps = doc.get("comparisons", [])
     if comps:
