@@ -3,8 +3,10 @@
 * **Rows**: with ``--enable_batching`` a request may carry at most the batching parameters'
   ``max_batch_size`` rows (TF Serving refuses larger ones with INVALID_ARGUMENT "Task size N is
   larger than maximum input batch size M"; its default is 1000 when the file leaves it unset).
-  Without batching TF Serving has no such bound; here ``--max_request_rows`` (default 1000,
-  TF Serving's default batch limit) applies.
+  Without batching TF Serving has no such bound; here ``--max_request_rows`` (default 64, the
+  shipped CPU batching file's max_batch_size) applies. Memory per row is the model's: on the
+  MovieLens-100K-size ranking MLP (1,682 items) one row costs ~1.3-1.6 MB at peak, so 64 rows
+  raised the server's RSS by 82 MB and 1,000 rows by 1.6 GB (bench/soak.py, this machine).
 * **Bytes**: gRPC's receive limit, 4 MiB by default (gRPC's own default; TF Serving lifts it to
   2 GiB). ``--grpc_channel_arguments`` takes TF Serving's form
   (``grpc.max_receive_message_length=8388608,grpc.max_connection_age_ms=60000``); an unbounded
@@ -17,7 +19,9 @@
   the input and both shapes (before TensorFlow sees it).
 
 Together these bound the memory one request can make the server allocate: at most
-``max rows`` rows through the model, and at most ``8 x receive limit`` bytes per decoded input.
+``max rows`` rows through the model (the stated bound, measured by ``make bench-soak``: at most
+100 MB for one request on the MovieLens-100K-size model with the default 64 rows), and at most
+``8 x receive limit`` bytes per decoded numeric input.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any
 from recflow.errors import ConfigError
 
 GRPC_DEFAULT_MAX_RECEIVE_BYTES = 4 * 1024 * 1024
-DEFAULT_MAX_REQUEST_ROWS = 1000  # SharedBatchScheduler's default input_batch_size_limit
+DEFAULT_MAX_REQUEST_ROWS = 64  # as serving/batching_parameters.txt's max_batch_size
 MAX_RECEIVE = "grpc.max_receive_message_length"
 INT32_MAX = 2**31 - 1
 

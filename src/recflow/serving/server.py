@@ -1028,7 +1028,7 @@ def batching_fields(params: Any) -> dict[str, Any]:
     for field, value in params.ListFields():
         if field.message_type is not None:
             out[field.name] = value.value
-        elif field.label == field.LABEL_REPEATED:
+        elif field.is_repeated:
             out[field.name] = list(value)
         else:
             out[field.name] = value
@@ -1134,8 +1134,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max_request_rows",
         type=int,
         default=DEFAULT_MAX_REQUEST_ROWS,
-        help="rows one Predict may carry when batching is off (default %(default)s, TF "
-        "Serving's default max_batch_size); with --enable_batching max_batch_size applies",
+        help="rows one Predict may carry when batching is off (default %(default)s; TF "
+        "Serving has no limit there); with --enable_batching max_batch_size applies",
     )
     p.add_argument(
         "--tensorflow_intra_op_parallelism",
