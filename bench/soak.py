@@ -166,6 +166,7 @@ def single_request_bound(
 
     from recflow.local_services import free_port
     from recflow.promotion import install_version
+    from recflow.serving.limits import DEFAULT_MAX_REQUEST_ROWS
     from recflow.serving.model_config import ModelEntry, write_entries
 
     base = work / "probe" / MODEL
@@ -173,8 +174,11 @@ def single_request_bound(
     config = work / "probe.config"
     write_entries(config, [ModelEntry(MODEL, str(base), (1,), {"stable": 1})])
     out = []
-    for name, extra, rows in (("batching (shipped CPU file)", batching, 64),
-                              ("no batching (--max_request_rows default)", [], 1000)):  # fmt: skip
+    for name, extra, rows in (
+        ("batching (shipped CPU file)", batching, 64),
+        ("no batching (default --max_request_rows)", [], DEFAULT_MAX_REQUEST_ROWS),
+        ("no batching, --max_request_rows=1000", ["--max_request_rows=1000"], 1000),
+    ):
         port = free_port()
         process, command, log = start_server(work, config, port, extra)
         try:
@@ -290,6 +294,19 @@ def slope_mb_per_min(samples: list[tuple[float, float]], after_s: float) -> floa
     return round(float(np.polyfit(t, y, 1)[0]), 3)
 
 
+def window_slopes(samples: list[tuple[float, float]], every_s: float) -> list[dict[str, Any]]:
+    """RSS slope in each window between hot swaps: a leak stays, a warm-up fades."""
+    out, start, end = [], 0.0, max(t for t, _ in samples)
+    while start < end:
+        pts = [(t, mb) for t, mb in samples if start < t <= start + every_s]
+        if len(pts) >= 3:
+            t = np.asarray([p[0] for p in pts]) / 60.0
+            slope = float(np.polyfit(t, np.asarray([p[1] for p in pts]), 1)[0])
+            out.append({"from_s": start, "to_s": start + every_s, "mb_per_min": round(slope, 2)})
+        start += every_s
+    return out
+
+
 def soak(exports: list[Path], users: list[str], work: Path, args: argparse.Namespace,
          batching: list[str]) -> dict[str, Any]:  # fmt: skip
     from recflow.local_services import free_port
@@ -348,6 +365,7 @@ def soak(exports: list[Path], users: list[str], work: Path, args: argparse.Names
         "rss_mb": {"start": round(samples[0][1], 1), "end": round(samples[-1][1], 1),
                    "max": round(max(mb for _, mb in samples), 1),
                    "slope_after_warmup_mb_per_min": slope_mb_per_min(samples, args.warmup_seconds),
+                   "slope_by_window": window_slopes(samples, min(args.swap_seconds, 120.0)),
                    "samples": [(round(t, 1), round(mb, 1)) for t, mb in samples]},
         "server_alive_at_end": alive,
     }  # fmt: skip
@@ -392,6 +410,11 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
         f"- RSS: {rss['start']} MB at start, {rss['end']} MB at end, max {rss['max']} MB; slope "
         f"after {r['args']['warmup_seconds']} s: **{rss['slope_after_warmup_mb_per_min']} MB/min** "
         f"(goal < {RSS_SLOPE_GOAL})",
+        "- RSS slope per window (MB/min): "
+        + ", ".join(
+            f"{w['from_s']:.0f}-{w['to_s']:.0f} s: {w['mb_per_min']}"
+            for w in rss.get("slope_by_window", [])
+        ),
         f"- server alive at end: {s['server_alive_at_end']}",
         "",
         "Hostile outcomes (kind:status = count):",
@@ -413,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--items", type=int, default=1682)
     p.add_argument("--events-per-user", type=int, default=106)
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--skip-bound", action="store_true", help="skip the single-request bound")
     p.add_argument("--work", default="", help="folder caching the trained exports")
     p.add_argument("--batching-file", default=str(ROOT / "serving" / "batching_parameters.txt"))
     args = p.parse_args(argv)
@@ -437,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not (Path(args.work) / e.name).exists():
                     shutil.copytree(e, Path(args.work) / e.name)
         print(f"[soak] models exported: {model}", flush=True)
-        bound = single_request_bound(exports[0], users, work, batching)
+        bound = [] if args.skip_bound else single_request_bound(exports[0], users, work, batching)
         result = soak(exports, users, work, args, batching)
     result_all = {
         "date": started.isoformat(timespec="seconds"),

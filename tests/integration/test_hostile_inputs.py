@@ -193,10 +193,35 @@ def test_malformed_requests_are_refused_by_name_and_the_champion_keeps_answering
         h.champion_answers()
 
 
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses of LISTEN sockets on ``port`` (IPv4 and IPv6), from /proc/net."""
+    found = set()
+    for table in ("tcp", "tcp6"):
+        path = Path("/proc/net") / table
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(socket.inet_ntop(
+                    socket.AF_INET if len(address) == 8 else socket.AF_INET6,
+                    bytes.fromhex(address)[::-1] if len(address) == 8 else
+                    b"".join(bytes.fromhex(address[i:i + 8])[::-1] for i in range(0, 32, 8)),
+                ))  # fmt: skip
+    # gRPC binds an IPv4 address as an IPv6 socket on its v4-mapped form (still loopback only).
+    return {a.removeprefix("::ffff:") for a in found}
+
+
 def test_unknown_names_and_forged_metric_labels(harness: Harness) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     h = harness
+    # Loopback only, gRPC and metrics alike (no --bind_address given).
+    grpc_port = int(h.server.address.rsplit(":", 1)[1])
+    assert listening_addresses(grpc_port) == {"127.0.0.1"}
+    assert listening_addresses(h.rest_port) == {"127.0.0.1"}
+    assert "Running gRPC ModelServer at 127.0.0.1:" in h.server.log()
     h.refused(request(["u1"], name="nope", label=None), grpc.StatusCode.NOT_FOUND,
               "Servable not found for request: Latest(nope)")  # fmt: skip
     h.refused(request(["u1"], name="モデル😀", label=None), grpc.StatusCode.NOT_FOUND)

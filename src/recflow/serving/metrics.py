@@ -96,9 +96,6 @@ class ServingMetrics:
             self._counts = Counter({k: n for k, n in self._counts.items() if k[0] in keep})
             self._latency = {k: h for k, h in self._latency.items() if k[0] in keep}
 
-    def label(self, model: str) -> str:
-        return model if model in self._models else OTHER
-
     def observe(self, model: str, api: str, status: str, seconds: float) -> None:
         with self._lock:
             key = (model if model in self._models else OTHER, api)
