@@ -417,6 +417,10 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
         ),
         f"- server alive at end: {s['server_alive_at_end']}",
         "",
+        "A leak shows as a steady slope in every window; a warm-up as slopes that fade. The",
+        "server's RSS includes what the allocator keeps after the largest requests (see the",
+        "single-request table); bench/results/soak-diagnosis.md separates the causes.",
+        "",
         "Hostile outcomes (kind:status = count):",
         "",
         *(f"- {k} = {v}" for k, v in h["outcomes"].items()),
@@ -438,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--skip-bound", action="store_true", help="skip the single-request bound")
     p.add_argument("--work", default="", help="folder caching the trained exports")
+    p.add_argument("--batching", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--batching-file", default=str(ROOT / "serving" / "batching_parameters.txt"))
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -445,7 +450,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.UTC)
     info = machine()
-    batching = ["--enable_batching", f"--batching_parameters_file={args.batching_file}"]
+    batching = (
+        ["--enable_batching", f"--batching_parameters_file={args.batching_file}"]
+        if args.batching
+        else []
+    )
     with tempfile.TemporaryDirectory(prefix="recflow-bench-soak-") as tmp:
         work = Path(tmp)
         if args.work:  # keep the trained exports between runs
