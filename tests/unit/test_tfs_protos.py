@@ -155,3 +155,10 @@ def test_batching_file_without_enable_batching_is_refused_as_tf_serving_does(
     )  # fmt: skip
     with pytest.raises(ConfigError, match="without setting server_options.enable_batching"):
         server_from_args(args)
+
+
+def test_mirrored_protos_follow_the_pinned_serving_release() -> None:
+    """A new TF Serving release means re-reading its protos: this fails until someone does."""
+    from recflow.serving.release import TF_SERVING_VERSION
+
+    assert tfs_protos.MIRRORED_RELEASE == TF_SERVING_VERSION
