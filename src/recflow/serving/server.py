@@ -698,13 +698,17 @@ def _build_servicers(
                     outputs = single[0]
                 response = servable.respond(prepared, outputs)
             except ServableError as exc:
-                metrics.observe(name, "Predict", exc.code, time.perf_counter() - started)
-                await _abort(context, exc)
+                failure = ServableError(exc.code, exc.message)
             except QueueFull as exc:
-                metrics.observe(name, "Predict", "UNAVAILABLE", time.perf_counter() - started)
-                await _abort(context, ServableError("UNAVAILABLE", str(exc)))
-            metrics.observe(name, "Predict", "OK", time.perf_counter() - started)
-            return response
+                failure = ServableError("UNAVAILABLE", str(exc))
+            else:
+                metrics.observe(name, "Predict", "OK", time.perf_counter() - started)
+                return response
+            metrics.observe(name, "Predict", failure.code, time.perf_counter() - started)
+            # Abort outside the except block and without the request in this frame: the abort's
+            # exception (and anything that keeps it) must not keep a large request alive.
+            request = None
+            await _abort(context, failure)
 
         async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
