@@ -14,7 +14,7 @@ export SCARF_ANALYTICS := false
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality check-serving-compat compose-smoke bench-tf32
+.PHONY: install system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality check-serving-compat compose-smoke bench-tf32 bench-soak
 
 install: $(STAMP)
 
@@ -106,6 +106,11 @@ check-serving-compat: install
 # over gRPC and print the top-10; tears the stack down afterwards unless KEEP=1.
 compose-smoke: install
 	$(BIN)/python -m recflow.ops.compose_smoke $(if $(filter 1,$(CPU)),--cpu) $(if $(filter 1,$(KEEP)),--keep)
+
+# 10 minutes of open-loop Predicts with a hot swap every 2 minutes and a hostile request every
+# second, on a MovieLens-100K-size model; writes bench/results/soak.{json,md}
+bench-soak: install
+	$(BIN)/python bench/soak.py --out bench/results
 
 clean:
 	rm -rf var
