@@ -95,11 +95,24 @@ def build_ranking_mlp(features: Features, cfg: TrainConfig) -> keras.Model:
     model = keras.Model([u, i], head(pair), name="ranking_mlp")
     for layer, values in frozen.values():
         layer.set_weights([values])
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
-        loss=keras.losses.BinaryCrossentropy(),
-    )
+    model.compile(optimizer=embedding_optimizer(cfg), loss=keras.losses.BinaryCrossentropy())
     return model
+
+
+def embedding_optimizer(cfg: TrainConfig, learning_rate: float | None = None) -> Any:
+    """Adam with lazy (touched-rows-only) embedding updates; plain dense Adam under DP-SGD.
+
+    DP-SGD stays dense on purpose: its Gaussian noise covers every coordinate of every table,
+    so every row really changes at every step (see recflow.models.sparse_adam).
+    """
+    import keras
+
+    from recflow.models.sparse_adam import lazy_adam
+
+    lr = cfg.learning_rate if learning_rate is None else learning_rate
+    if cfg.dp_enabled:
+        return keras.optimizers.Adam(learning_rate=lr)
+    return lazy_adam(lr)
 
 
 def score_matrix(model: keras.Model, user_idx: Any, n_items: int) -> Any:
