@@ -63,7 +63,11 @@ def _child(stage: str, params: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"seconds": round(seconds, 2)}
     if stage == "train":
         out.update(_train_counts(cfg, ctx))
-    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    out["peak_rss_mb"] = round(use.ru_maxrss / 1024)
+    # CPU seconds of the whole process (start-up included): on a shared machine wall time
+    # depends on the load, CPU time much less.
+    out["cpu_seconds"] = round(use.ru_utime + use.ru_stime, 1)
     return out
 
 
@@ -86,17 +90,19 @@ def _train_counts(cfg: Any, ctx: Any) -> dict[str, Any]:
 
 
 def _run_stage(stage: str, params: dict[str, Any], log: Path) -> dict[str, Any]:
+    """Run ``stage`` in a child process; its output (progress lines) streams into ``log``."""
+    result_file = log.with_suffix(".result.json")
+    result_file.unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--child", stage, "--params", json.dumps(params)]
+    cmd += ["--result", str(result_file)]
     with log.open("a") as fh:
         fh.write(f"\n### {stage} {json.dumps(params)}\n")
         fh.flush()
-        done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=fh, text=True, check=False)
-        fh.write(done.stdout)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
+        done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0 or not result_file.is_file():
         tail = [line for line in log.read_text().splitlines() if line.strip()][-3:]
         return {"error": f"exit {done.returncode}: " + " | ".join(tail)[-600:]}
-    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    result: dict[str, Any] = json.loads(result_file.read_text())
     return result
 
 
@@ -158,12 +164,13 @@ def _markdown(doc: dict[str, Any]) -> str:
             f"generate: {size['generate']}; end to end (stages below): "
             f"{size.get('end_to_end_seconds')} s",
             "",
-            "| stage | seconds | peak RSS MB | events/s | train examples/s | loadavg | note |",
-            "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+            "| stage | seconds | CPU s | peak RSS MB | events/s | train examples/s | loadavg | note |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
         ]
         for key, st in size["stages"].items():
             lines.append(
-                f"| {key} | {st.get('seconds', '')} | {st.get('peak_rss_mb', '')} | "
+                f"| {key} | {st.get('seconds', '')} | {st.get('cpu_seconds', '')} | "
+                f"{st.get('peak_rss_mb', '')} | "
                 f"{st.get('events_per_s', '')} | {st.get('examples_per_s', '')} | "
                 f"{st.get('loadavg', '')} | {st.get('error', st.get('note', ''))} |"
             )
@@ -195,9 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--params", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print("RESULT " + json.dumps(_child(args.child, json.loads(args.params))), flush=True)
+        result = _child(args.child, json.loads(args.params))
+        Path(args.result).write_text(json.dumps(result))
         return 0
 
     from recflow.config import TrainConfig
