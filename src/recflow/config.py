@@ -118,6 +118,9 @@ class TrainConfig:
     learning_rate: float = 0.002
     negatives_per_positive: int = 4
     seed: int = 42
+    # Batches per call of the compiled train step (ranking_mlp, neumf): same batches and
+    # updates, less per-step Python overhead (about 2x examples/s at batch 512 on 2 cores).
+    steps_per_execution: int = 16
     # tf.distribute strategy the model is built and fitted under (see models/training.py):
     # "default" (one device), "mirrored" (all local GPUs), "multi_worker" (TF_CONFIG cluster).
     distribution: str = field(default_factory=lambda: _env_str(ENV_TRAIN_DISTRIBUTION, "default"))
@@ -364,6 +367,7 @@ _FLAT_PARAMS: dict[str, tuple[str | None, str]] = {
     "learning_rate": ("train", "learning_rate"),
     "negatives": ("train", "negatives_per_positive"),
     "seed": ("train", "seed"),
+    "steps_per_execution": ("train", "steps_per_execution"),
     "ease_lambda": ("train", "ease_lambda"),
     "sasrec_epochs": ("train", "sasrec_epochs"),
     "sasrec_batch_size": ("train", "sasrec_batch_size"),
@@ -555,6 +559,10 @@ def check(cfg: PipelineConfig) -> None:
         )
     if cfg.train.epochs < 1:
         raise ConfigError(f"epochs: expected >= 1, found {cfg.train.epochs}")
+    if cfg.train.steps_per_execution < 1:
+        raise ConfigError(
+            f"steps_per_execution: expected >= 1, found {cfg.train.steps_per_execution}"
+        )
     if cfg.train.dp_enabled and cfg.train.model != "ranking_mlp":
         # Only the ranking network has a DP-SGD step; a silent non-private fit would mislead.
         raise ConfigError(

@@ -38,7 +38,7 @@ def build_neumf(n_users: int, n_items: int, cfg: TrainConfig) -> Any:
     """A compiled Keras model (user_idx, item_idx) -> logit [B, 1]."""
     import keras
 
-    from recflow.models.ranking_mlp import embedding_optimizer
+    from recflow.models.ranking_mlp import embedding_optimizer, steps_per_execution
 
     d = cfg.embedding_dim
     user = keras.Input(shape=(), dtype="int32", name="user")
@@ -63,6 +63,7 @@ def build_neumf(n_users: int, n_items: int, cfg: TrainConfig) -> Any:
     model = keras.Model([user, item], logit, name="neumf")
     model.compile(
         optimizer=embedding_optimizer(cfg),
+        steps_per_execution=steps_per_execution(cfg),
         loss=keras.losses.BinaryCrossentropy(from_logits=True),
     )
     return model

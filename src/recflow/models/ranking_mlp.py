@@ -95,7 +95,11 @@ def build_ranking_mlp(features: Features, cfg: TrainConfig) -> keras.Model:
     model = keras.Model([u, i], head(pair), name="ranking_mlp")
     for layer, values in frozen.values():
         layer.set_weights([values])
-    model.compile(optimizer=embedding_optimizer(cfg), loss=keras.losses.BinaryCrossentropy())
+    model.compile(
+        optimizer=embedding_optimizer(cfg),
+        loss=keras.losses.BinaryCrossentropy(),
+        steps_per_execution=steps_per_execution(cfg),
+    )
     return model
 
 
@@ -113,6 +117,14 @@ def embedding_optimizer(cfg: TrainConfig, learning_rate: float | None = None) ->
     if cfg.dp_enabled:
         return keras.optimizers.Adam(learning_rate=lr)
     return lazy_adam(lr)
+
+
+def steps_per_execution(cfg: TrainConfig) -> int:
+    """``cfg.steps_per_execution``, or 1 under a multi-replica strategy (Keras 3.15's
+    multi-step loop fails there: "You must feed a value for placeholder tensor")."""
+    import tensorflow as tf
+
+    return cfg.steps_per_execution if tf.distribute.get_strategy().num_replicas_in_sync == 1 else 1
 
 
 def score_matrix(model: keras.Model, user_idx: Any, n_items: int) -> Any:

@@ -710,6 +710,17 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
                 "description": "0 = evaluate every user; N = a fixed random sample of N users (the same for candidate and champion); metrics then carry the interval the sampling implies.",
             },
         ),
+        "steps_per_execution": (
+            t.steps_per_execution,
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 1024,
+                "section": MODEL,
+                "title": "Steps per execution",
+                "description": "model=ranking_mlp/neumf: batches run per call of the compiled train step (same updates, less per-step overhead).",
+            },
+        ),
         "progress_seconds": (
             t.progress_seconds,
             {
