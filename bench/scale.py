@@ -195,10 +195,19 @@ def _markdown(doc: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="1M,5M,20M")
-    parser.add_argument("--models", default="ranking_mlp,sasrec,ease,blend")
+    parser.add_argument("--models", default="ranking_mlp,sasrec,ease")
     parser.add_argument("--work", default="var/bench-scale", help="scratch folder")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--sasrec-epochs", type=int, help="override (recorded) for time")
+    parser.add_argument(
+        "--eval-users",
+        type=int,
+        default=5_000,
+        help="eval_user_sample for the evaluate stage (0: every user); recorded",
+    )
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the sizes already in the results file"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--params", help=argparse.SUPPRESS)
@@ -220,8 +229,11 @@ def main(argv: list[str] | None = None) -> int:
             "sasrec_full_softmax_max_items", "sasrec_large_catalogue_negatives", "ease_lambda",
         )
     }  # fmt: skip
-    extra: dict[str, Any] = {}
-    notes: list[str] = []
+    extra: dict[str, Any] = {"eval_user_sample": args.eval_users}
+    notes: list[str] = [
+        f"evaluate ranks the full catalogue for a fixed random sample of {args.eval_users} "
+        "users (eval_user_sample; 0 = all); metrics carry the sampling half-width"
+    ]
     if args.sasrec_epochs:
         extra["sasrec_epochs"] = args.sasrec_epochs
         notes.append(
@@ -248,8 +260,18 @@ def main(argv: list[str] | None = None) -> int:
         "notes": notes,
     }
 
+    previous = out_dir / "scale.json"
+    if args.merge and previous.is_file():
+        old = json.loads(previous.read_text())
+        doc["sizes"] = {k: v for k, v in old.get("sizes", {}).items() if k not in sizes}
+        doc["earlier_runs"] = [
+            *old.get("earlier_runs", []),
+            {k: old.get(k) for k in ("command", "date", "overrides") if k in old},
+        ]
+        doc["notes"] = [*old.get("notes", []), *(n for n in notes if n not in old["notes"])]
+
     def save() -> None:
-        doc["ratios"] = _ratios(doc["sizes"], [s for s in sizes if s in doc["sizes"]])
+        doc["ratios"] = _ratios(doc["sizes"], [s for s in SIZES if s in doc["sizes"]])
         (out_dir / "scale.json").write_text(json.dumps(doc, indent=2) + "\n")
         (out_dir / "scale.md").write_text(_markdown(doc))
 
