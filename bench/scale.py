@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-SIZES = {  # name -> (events, users, items)
+SIZES = {  # name -> (events, users, items); "smoke" checks the script in a minute
+    "smoke": (60_000, 2_000, 800),
     "1M": (1_000_000, 30_000, 5_000),
     "5M": (5_000_000, 150_000, 20_000),
     "20M": (20_000_000, 600_000, 50_000),
