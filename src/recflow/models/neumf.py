@@ -39,13 +39,14 @@ def build_neumf(n_users: int, n_items: int, cfg: TrainConfig) -> Any:
     import keras
 
     from recflow.models.ranking_mlp import embedding_optimizer, steps_per_execution
+    from recflow.models.sparse_adam import row_embedding
 
     d = cfg.embedding_dim
     user = keras.Input(shape=(), dtype="int32", name="user")
     item = keras.Input(shape=(), dtype="int32", name="item")
 
     def emb(n: int, name: str) -> Any:
-        return keras.layers.Embedding(
+        return row_embedding(
             n,
             d,
             embeddings_initializer=keras.initializers.RandomNormal(stddev=0.01),

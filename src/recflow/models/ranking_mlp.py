@@ -40,7 +40,9 @@ def _frozen_table(keras_mod: Any, name: str, table: np.ndarray) -> tuple[Any, np
     table = np.asarray(table, dtype=np.float32)
     if table.ndim == 1:
         table = table[:, None]
-    layer = keras_mod.layers.Embedding(
+    from recflow.models.sparse_adam import row_embedding
+
+    layer = row_embedding(
         input_dim=table.shape[0],
         output_dim=table.shape[1],
         embeddings_initializer="zeros",
@@ -54,6 +56,8 @@ def build_ranking_mlp(features: Features, cfg: TrainConfig) -> keras.Model:
     """A compiled (user_idx, item_idx) -> [B, 1] sigmoid model over ``features``' index space."""
     import keras
 
+    from recflow.models.sparse_adam import row_embedding
+
     n_genres = int(features.item_genres.shape[1])
     tables = {
         "user_genre_pref": features.user_genre_pref,
@@ -64,7 +68,7 @@ def build_ranking_mlp(features: Features, cfg: TrainConfig) -> keras.Model:
     frozen = {name: _frozen_table(keras, name, values) for name, values in tables.items()}
     user_in = keras.Input(shape=(), dtype="int32", name="user_idx")
     user_parts = [
-        keras.layers.Embedding(features.n_users, cfg.embedding_dim, name="user_embedding")(user_in),
+        row_embedding(features.n_users, cfg.embedding_dim, name="user_embedding")(user_in),
         frozen["user_genre_pref"][0](user_in),
         frozen["user_activity"][0](user_in),
     ]
@@ -74,7 +78,7 @@ def build_ranking_mlp(features: Features, cfg: TrainConfig) -> keras.Model:
 
     item_in = keras.Input(shape=(), dtype="int32", name="item_idx")
     item_parts = [
-        keras.layers.Embedding(features.n_items, cfg.embedding_dim, name="item_embedding")(item_in),
+        row_embedding(features.n_items, cfg.embedding_dim, name="item_embedding")(item_in),
         frozen["item_genres"][0](item_in),
         frozen["item_popularity"][0](item_in),
     ]

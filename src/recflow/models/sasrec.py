@@ -174,13 +174,15 @@ def _network_class() -> type:
     import keras
     from keras import layers, ops
 
+    from recflow.models.sparse_adam import row_embedding
+
     class SasrecNet(keras.Model):  # type: ignore[misc]
         """Hidden states [B, L, dim] of left-padded sequences; two heads on top."""
 
         def __init__(self, p: SasrecParams) -> None:
             super().__init__(name="sasrec")
             self.p = p
-            self.item_embedding = layers.Embedding(p.n_items + 1, p.dim, name="item_embedding")
+            self.item_embedding = row_embedding(p.n_items + 1, p.dim, name="item_embedding")
             self.position_embedding = layers.Embedding(p.max_len, p.dim, name="position_embedding")
             self.input_dropout = layers.Dropout(p.dropout)
             self.attn_norm = [layers.LayerNormalization(epsilon=1e-6) for _ in range(p.blocks)]
