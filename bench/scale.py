@@ -36,7 +36,9 @@ DAG_ID = "recsys_training"
 RUN_ID = "scale"
 
 
-def _params(data_dir: Path, work: Path, model: str, extra: dict[str, Any]) -> dict[str, Any]:
+def _params(
+    data_dir: Path, work: Path, model: str, extra: dict[str, Any], run_id: str
+) -> dict[str, Any]:
     return {
         "data_source": "parquet",
         "data_path": str(data_dir / "interactions"),
@@ -44,6 +46,7 @@ def _params(data_dir: Path, work: Path, model: str, extra: dict[str, Any]) -> di
         "model": model,
         "work_dir": str(work),
         **extra,
+        "_run_id": run_id,
     }
 
 
@@ -54,8 +57,10 @@ def _child(stage: str, params: dict[str, Any]) -> dict[str, Any]:
     from recflow.config import from_params
     from recflow.pipeline.context import RunContext, make_registry
 
+    params = dict(params)
+    run_id = params.pop("_run_id", RUN_ID)
     cfg = from_params(params)
-    ctx = RunContext.create(cfg, DAG_ID, RUN_ID)
+    ctx = RunContext.create(cfg, DAG_ID, run_id)
     registry = make_registry(cfg)
     module = importlib.import_module(f"recflow.pipeline.{stage}")
     started = time.perf_counter()
@@ -276,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         (out_dir / "scale.json").write_text(json.dumps(doc, indent=2) + "\n")
         (out_dir / "scale.md").write_text(_markdown(doc))
 
+    run_id = f"{RUN_ID}-{datetime.now(UTC):%Y%m%dT%H%M%S}"  # one MLflow run per DAG run
     for name in sizes:
         events = SIZES[name][0]
         data_dir, gen = _generate(name, root, args.seed)
@@ -292,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
             print(f"[bench-scale] {name} {key} (loadavg {load})", flush=True)
-            result = _run_stage(stage, _params(data_dir, work, model, extra), log)
+            result = _run_stage(stage, _params(data_dir, work, model, extra, run_id), log)
             result["loadavg"] = load
             if result.get("seconds"):
                 result["events_per_s"] = round(events / result["seconds"])

@@ -22,14 +22,15 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _model(n_users: int, n_items: int, optimizer: object) -> object:
+def _model(n_users: int, n_items: int, optimizer: object, rows: bool = False) -> object:
     import keras
 
+    from recflow.models.sparse_adam import row_embedding
+
+    emb = row_embedding if rows else keras.layers.Embedding
     u = keras.Input(shape=(), dtype="int32")
     i = keras.Input(shape=(), dtype="int32")
-    x = keras.layers.Concatenate()(
-        [keras.layers.Embedding(n_users, 32)(u), keras.layers.Embedding(n_items, 32)(i)]
-    )
+    x = keras.layers.Concatenate()([emb(n_users, 32)(u), emb(n_items, 32)(i)])
     x = keras.layers.Dense(64, activation="relu")(x)
     x = keras.layers.Dense(32, activation="relu")(x)
     model = keras.Model([u, i], keras.layers.Dense(1, activation="sigmoid")(x))
@@ -37,7 +38,16 @@ def _model(n_users: int, n_items: int, optimizer: object) -> object:
     return model
 
 
-def measure(n_users: int, n_items: int, examples: int, lazy: bool, batch: int) -> float:
+VARIANTS = {  # name -> (lazy Adam, RowEmbedding)
+    "keras Adam + keras Embedding (before)": (False, False),
+    "LazyAdam + keras Embedding": (True, False),
+    "LazyAdam + RowEmbedding (after)": (True, True),
+}
+
+
+def measure(
+    n_users: int, n_items: int, examples: int, lazy: bool, batch: int, rows: bool = False
+) -> float:
     import keras
     import tensorflow as tf
 
@@ -45,7 +55,7 @@ def measure(n_users: int, n_items: int, examples: int, lazy: bool, batch: int) -
 
     keras.utils.set_random_seed(0)
     opt = lazy_adam(0.002) if lazy else keras.optimizers.Adam(0.002)
-    model = _model(n_users, n_items, opt)
+    model = _model(n_users, n_items, opt, rows)
     rng = np.random.default_rng(0)
     users = rng.integers(0, n_users, examples, dtype=np.int32)
     items = rng.integers(0, n_items, examples, dtype=np.int32)
@@ -67,13 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = []
     for n_users in [int(x) for x in args.users.split(",")]:
-        for lazy in (False, True):
+        for name, (lazy, gather_rows) in VARIANTS.items():
             load = Path("/proc/loadavg").read_text().split()[:3]
-            rate = measure(n_users, args.items, args.examples, lazy, args.batch)
+            rate = measure(n_users, args.items, args.examples, lazy, args.batch, gather_rows)
             row = {
                 "users": n_users,
                 "items": args.items,
-                "optimizer": "LazyAdam" if lazy else "keras Adam",
+                "optimizer": name,
                 "examples_per_s": round(rate),
                 "loadavg": " ".join(load),
             }
@@ -90,11 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     (out / "sparse_micro.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     lines = [
-        "# Training throughput against users: dense Adam vs LazyAdam",
+        "# Training throughput against users: Keras' Adam and Embedding vs LazyAdam + RowEmbedding",
         "",
         f"{meta['date']}, {meta['machine']}, `{meta['command']}`",
         "",
-        "| users | items | optimizer | examples/s | loadavg |",
+        "| users | items | variant | examples/s | loadavg |",
         "| ---: | ---: | --- | ---: | --- |",
         *(
             f"| {r['users']} | {r['items']} | {r['optimizer']} | {r['examples_per_s']} "

@@ -119,3 +119,27 @@ def test_sasrec_sampled_softmax_above_the_threshold() -> None:
     assert softmax_negatives(cfg, 101) == 32
     assert softmax_negatives(TrainConfig(sasrec_negatives=8), 50) == 8  # explicit wins
     assert softmax_negatives(TrainConfig(sasrec_negatives=64), 50) == 0  # >= catalogue: full
+
+
+def test_row_embedding_is_keras_embedding_without_the_full_read() -> None:
+    """Same outputs and the same (row-sparse) gradient as keras.layers.Embedding."""
+    import keras
+    import tensorflow as tf
+
+    from recflow.models.sparse_adam import row_embedding
+
+    ids = tf.constant([[1, 4], [4, 0]])
+    layers = [keras.layers.Embedding(6, 3), row_embedding(6, 3)]
+    for layer in layers:
+        layer.build((None, 2))
+    layers[1].set_weights(layers[0].get_weights())
+    outs, grads = [], []
+    for layer in layers:
+        with tf.GradientTape() as tape:
+            out = layer(ids)
+            loss = tf.reduce_sum(out**2)
+        outs.append(out.numpy())
+        grads.append(tape.gradient(loss, layer.trainable_variables[0].value))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert all(isinstance(g, tf.IndexedSlices) for g in grads)
+    np.testing.assert_array_equal(tf.convert_to_tensor(grads[0]), tf.convert_to_tensor(grads[1]))
