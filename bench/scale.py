@@ -167,8 +167,8 @@ def _markdown(doc: dict[str, Any]) -> str:
         lines += [
             f"## {name}: {ev:,} events, {us:,} users, {it:,} items",
             "",
-            f"generate: {size['generate']}; end to end (stages below): "
-            f"{size.get('end_to_end_seconds')} s",
+            f"generate: {size['generate']}; stages below, end to end: "
+            f"{size.get('end_to_end_seconds')} s, peak RSS {size.get('peak_rss_mb')} MB",
             "",
             "| stage | seconds | CPU s | peak RSS MB | events/s | train examples/s | loadavg | note |",
             "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
@@ -198,6 +198,15 @@ def _markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _finish(doc: dict[str, Any]) -> None:
+    """Totals per size and the ratios between sizes."""
+    for size in doc["sizes"].values():
+        done = [s for s in size["stages"].values() if s.get("seconds")]
+        size["end_to_end_seconds"] = round(sum(s["seconds"] for s in done), 1)
+        size["peak_rss_mb"] = max((s.get("peak_rss_mb", 0) for s in done), default=0)
+    doc["ratios"] = _ratios(doc["sizes"], [s for s in SIZES if s in doc["sizes"]])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="1M,5M,20M")
@@ -215,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         "--merge", action="store_true", help="keep the sizes already in the results file"
     )
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--render", action="store_true", help="only re-write scale.md (and totals) from scale.json"
+    )
+    parser.add_argument("--note", action="append", default=[], help="a note for the results")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--params", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -222,6 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         result = _child(args.child, json.loads(args.params))
         Path(args.result).write_text(json.dumps(result))
+        return 0
+
+    if args.render:
+        path = Path(args.out) / "scale.json"
+        doc = json.loads(path.read_text())
+        doc["notes"] = [*doc.get("notes", []), *args.note]
+        _finish(doc)
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+        (Path(args.out) / "scale.md").write_text(_markdown(doc))
         return 0
 
     from recflow.config import TrainConfig
@@ -277,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         doc["notes"] = [*old.get("notes", []), *(n for n in notes if n not in old["notes"])]
 
     def save() -> None:
-        doc["ratios"] = _ratios(doc["sizes"], [s for s in SIZES if s in doc["sizes"]])
+        _finish(doc)
         (out_dir / "scale.json").write_text(json.dumps(doc, indent=2) + "\n")
         (out_dir / "scale.md").write_text(_markdown(doc))
 
@@ -309,9 +331,6 @@ def main(argv: list[str] | None = None) -> int:
                     break
                 failed_models.add(model)
             save()
-        done = [s for s in size["stages"].values() if s.get("seconds")]
-        size["end_to_end_seconds"] = round(sum(s["seconds"] for s in done), 1)
-        size["peak_rss_mb"] = max((s.get("peak_rss_mb", 0) for s in done), default=0)
         save()
     return 0
 
