@@ -116,7 +116,6 @@ def _compare_with_champion(
     from recflow.models import load_scorer
 
     scorer, scored = candidate
-    k = cfg.eval_k
     run_tags: dict[str, str] = {}
     if champion.run_id and not champion.tags.get(cat.TAG_SOURCE):
         run_tags = dict(registry.get_run(champion.run_id).tags)
@@ -130,11 +129,16 @@ def _compare_with_champion(
         out["catalogue"] = {"champion": champ_cat.summary(), "overlap": overlap.to_dict()}
         keep = set(overlap.shared_ids)
         if keep >= {str(i) for i in features.item_ids}:
-            out["scored"], out["candidate"] = _score_all(champ_scorer, split, features, cfg, "champion"), scored
+            out["scored"], out["candidate"] = (
+                _score_all(champ_scorer, split, features, cfg, "champion"),
+                scored,
+            )
             return out
         sub = _held_out_in(split, keep)
         try:
-            out["scored"] = _score_all(_restricted(champ_scorer, keep), sub, features, cfg, "champion")
+            out["scored"] = _score_all(
+                _restricted(champ_scorer, keep), sub, features, cfg, "champion"
+            )
             out["candidate"] = _score_all(_restricted(scorer, keep), sub, features, cfg)
         except DataError as error:  # no evaluated user's held-out item is a shared item
             out["scored"] = out["candidate"] = None
