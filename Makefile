@@ -14,7 +14,7 @@ export SCARF_ANALYTICS := false
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality check-serving-compat compose-smoke bench-tf32 bench-soak
+.PHONY: install system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality check-serving-compat compose-smoke bench-tf32 bench-soak bench-scale
 
 install: $(STAMP)
 
@@ -114,3 +114,8 @@ bench-soak: install
 
 clean:
 	rm -rf var
+
+# Training DAG stages on generated logs of 1M, 5M and 20M events (ranking MLP, SASRec, EASE);
+# writes bench/results/scale.{json,md}. Hours on 2 cores: SIZES=1M,5M runs the smaller ones.
+bench-scale: install
+	$(BIN)/python bench/scale.py --sizes $(or $(SIZES),1M,5M,20M) --models $(or $(MODELS),ranking_mlp,sasrec,ease) --sasrec-epochs 2 --out bench/results

@@ -387,6 +387,8 @@ _PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 def _format_of(path: Path, file_format: str | None) -> str:
+    if path.is_dir() and file_format in (None, "parquet"):
+        return "parquet"  # a folder of parquet shards (e.g. recflow.data.stream's output)
     name = path.name.lower()
     by_suffix = (
         "csv"
@@ -415,7 +417,10 @@ def _format_of(path: Path, file_format: str | None) -> str:
 def _read_frame(path: Path, fmt: str, what: str) -> pd.DataFrame:
     import pandas as pd
 
-    _require_file(path, what, "check the path in the config (data_path / items_path / users_path)")
+    if not (fmt == "parquet" and path.is_dir() and any(path.glob("*.parquet"))):
+        _require_file(
+            path, what, "check the path in the config (data_path / items_path / users_path)"
+        )
     try:
         if fmt == "parquet":
             return pd.read_parquet(path)

@@ -61,10 +61,22 @@ class SyntheticTruth:
         return np.asarray(self.user_taste @ per_genre.T)
 
 
+# The generator holds several dense [users, items] float64 arrays (about 40 bytes a cell).
+MAX_CELLS = 50_000_000
+
+
 def _check(cfg: SyntheticConfig) -> None:
     for name in ("n_users", "n_items", "n_genres", "mean_events_per_user"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"synthetic {name}: expected >= 1, found {getattr(cfg, name)}")
+    if cfg.n_users * cfg.n_items > MAX_CELLS:
+        raise ConfigError(
+            f"synthetic: expected users x items <= {MAX_CELLS:,} (this generator builds dense "
+            f"users x items arrays, ~{40 * cfg.n_users * cfg.n_items / 2**30:.0f} GiB here), "
+            f"found {cfg.n_users} x {cfg.n_items}; for large logs write parquet shards with "
+            "recflow.data.stream (python -m recflow.data.stream) and read them with "
+            "data_source=parquet"
+        )
 
 
 def _genre_names(n: int) -> tuple[str, ...]:

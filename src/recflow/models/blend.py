@@ -19,6 +19,7 @@ the seen-item table like every score export.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -133,13 +134,51 @@ def export_blend(
     return save_score_module(features, out_dir, top_k, warmup, _graph_scores, variables)
 
 
+def drop_unscalable_parts(features: Features, cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
+    """``cfg`` with the weight of each part too large for this data set to 0, and why.
+
+    User-side EASE above MAX_USER_SIDE_USERS users and item EASE above MAX_ITEM_SIDE_ITEMS
+    items are dropped (their n x n inverses would not fit); the rest of the blend stays.
+    """
+    from recflow.models.ease import check_item_side, check_user_side
+
+    notes: list[str] = []
+    changes: dict[str, float] = {}
+    for weight, check, size in (
+        ("blend_user_weight", check_user_side, features.n_users),
+        ("blend_item_weight", check_item_side, features.n_items),
+    ):
+        if getattr(cfg, weight) <= 0:
+            continue
+        try:
+            check(size)
+        except TrainingError as exc:
+            changes[weight] = 0.0
+            notes.append(f"blend: dropped a part ({weight} -> 0): {exc}")
+    out = dataclasses.replace(cfg, **changes)  # type: ignore[arg-type]
+    if changes and out.blend_item_weight + out.blend_user_weight + out.blend_vae_weight <= 0:
+        raise TrainingError(
+            "blend: every part with a weight is too large for this data set ("
+            + "; ".join(notes)
+            + "); give blend_vae_weight > 0 or use model=ranking_mlp or sasrec"
+        )
+    return out, notes
+
+
 def train_blend(
     features: Features, cfg: TrainConfig, progress: Callable[[str], None]
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The components plus the weights, as the train stage's array file holds them."""
+    """The components plus the weights, as the train stage's array file holds them.
+
+    A part dropped for scale (``drop_unscalable_parts``) is named in the history's
+    ``notes``, which the train stage records in MLflow and the model card.
+    """
+    cfg, notes = drop_unscalable_parts(features, cfg)
+    for note in notes:
+        progress(note)
     arrays = blend_components(features, cfg, progress)
     weights = np.array([cfg.blend_item_weight, cfg.blend_user_weight, cfg.blend_vae_weight])
-    return {**arrays, WEIGHTS_KEY: weights}, {}
+    return {**arrays, WEIGHTS_KEY: weights}, ({"notes": notes} if notes else {})
 
 
 def export_saved(

@@ -330,6 +330,27 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
                 "description": "model=sasrec/sasrec_sqn: 0 = full softmax over the catalogue; > 0 = sampled softmax with this many uniform negatives (for large catalogues).",
             },
         ),
+        "sasrec_full_softmax_max_items": (
+            t.sasrec_full_softmax_max_items,
+            {
+                "type": "integer",
+                "minimum": 1,
+                "section": MODEL,
+                "title": "SASRec full-softmax catalogue limit",
+                "description": "model=sasrec/sasrec_sqn with sasrec_negatives = 0: catalogues larger than this train with sampled softmax (the full softmax updates every item at every step).",
+            },
+        ),
+        "sasrec_large_catalogue_negatives": (
+            t.sasrec_large_catalogue_negatives,
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 100000,
+                "section": MODEL,
+                "title": "SASRec negatives above the limit",
+                "description": "Sampled negatives per position when the catalogue exceeds the full-softmax limit.",
+            },
+        ),
         "sqn_gamma": (
             t.sqn_gamma,
             {
@@ -677,6 +698,37 @@ def _spec() -> dict[str, tuple[Any, dict[str, Any]]]:
                 "section": GATE,
                 "title": "K (cut-off)",
                 "description": "Metrics are computed on the top K of a full ranking (HR@K, NDCG@K, MRR@K, coverage@K).",
+            },
+        ),
+        "eval_user_sample": (
+            d.eval_user_sample,
+            {
+                "type": "integer",
+                "minimum": 0,
+                "section": GATE,
+                "title": "Evaluation user sample",
+                "description": "0 = evaluate every user; N = a fixed random sample of N users (the same for candidate and champion); metrics then carry the interval the sampling implies.",
+            },
+        ),
+        "steps_per_execution": (
+            t.steps_per_execution,
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 1024,
+                "section": MODEL,
+                "title": "Steps per execution",
+                "description": "model=ranking_mlp/neumf: batches run per call of the compiled train step (same updates, less per-step overhead).",
+            },
+        ),
+        "progress_seconds": (
+            t.progress_seconds,
+            {
+                "type": "number",
+                "minimum": 0,
+                "section": MODEL,
+                "title": "Progress interval (s)",
+                "description": "Seconds between progress lines (examples/s, ETA) in the task log during training, evaluation and large fits; 0 = off.",
             },
         ),
         "gate_metric": (
