@@ -14,7 +14,7 @@ export SCARF_ANALYTICS := false
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality check-serving-compat compose-smoke bench-tf32
+.PHONY: install system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality check-serving-compat compose-smoke bench-tf32 bench-soak bench-scale
 
 install: $(STAMP)
 
@@ -84,7 +84,7 @@ bench-ope: install
 
 # Every model, both evaluation protocols, on MovieLens-100K; writes bench/results/quality.{json,md}
 bench-quality: install
-	$(BIN)/python bench/quality.py --data $(or $(DATA),../shared/datasets/movielens-100k) --out bench/results
+	$(BIN)/python bench/quality.py --data $(or $(DATA),../shared/datasets/movielens-100k) --out bench/results --final --jobs $(or $(JOBS),1)
 
 # TF32 matmul error on scores, emulated on the CPU (basis of the served-answer tolerance);
 # writes bench/results/tf32_tolerance.{json,md}
@@ -107,5 +107,15 @@ check-serving-compat: install
 compose-smoke: install
 	$(BIN)/python -m recflow.ops.compose_smoke $(if $(filter 1,$(CPU)),--cpu) $(if $(filter 1,$(KEEP)),--keep)
 
+# 10 minutes of open-loop Predicts with a hot swap every 2 minutes and a hostile request every
+# second, on a MovieLens-100K-size model; writes bench/results/soak.{json,md}
+bench-soak: install
+	$(BIN)/python bench/soak.py --out bench/results
+
 clean:
 	rm -rf var
+
+# Training DAG stages on generated logs of 1M, 5M and 20M events (ranking MLP, SASRec, EASE);
+# writes bench/results/scale.{json,md}. Hours on 2 cores: SIZES=1M,5M runs the smaller ones.
+bench-scale: install
+	$(BIN)/python bench/scale.py --sizes $(or $(SIZES),1M,5M,20M) --models $(or $(MODELS),ranking_mlp,sasrec,ease) --sasrec-epochs 2 --out bench/results

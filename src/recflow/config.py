@@ -108,6 +108,10 @@ DRIFT = "Drift and skew"
 SERVING = "Registry and serving"
 
 
+# The synthetic generator holds several dense [users, items] float64 arrays (~40 bytes a cell).
+SYNTHETIC_MAX_CELLS = 50_000_000
+
+
 @dataclass(frozen=True)
 class SyntheticConfig(Settings):
     """The seeded synthetic generator (recflow.data.synthetic)."""
@@ -143,6 +147,18 @@ class SyntheticConfig(Settings):
         "Seed of the synthetic generator; change it to get fresh data with the same structure.",
         ge=0,
     )
+
+    def rules(self) -> list[str]:
+        cells = self.n_users * self.n_items
+        if cells <= SYNTHETIC_MAX_CELLS:
+            return []
+        return [
+            f"expected users x items <= {SYNTHETIC_MAX_CELLS:,} (this generator builds dense "
+            f"users x items arrays, ~{40 * cells / 2**30:.0f} GiB here), found "
+            f"{self.n_users} x {self.n_items}; for large logs write parquet shards with "
+            "recflow.data.stream (python -m recflow.data.stream) and read them with "
+            "data_source=parquet"
+        ]
 
 
 @dataclass(frozen=True)
@@ -452,6 +468,13 @@ class PipelineConfig(WorkLayout, Settings):
         ge=1,
         le=100,
         flat="k",
+    )
+    # The same users for candidate, popularity and champion; metrics carry the sampling interval.
+    eval_user_sample: int = setting(
+        0,
+        "Evaluation user sample",
+        "0 = evaluate every user; N = a fixed random sample of N users (the same for candidate and champion); metrics then carry the interval the sampling implies.",
+        ge=0,
     )
     gate: GateConfig = block(GateConfig)
     drift: DriftConfig = block(DriftConfig)

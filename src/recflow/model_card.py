@@ -97,6 +97,7 @@ def build_card(
         f"seed {t.seed}",
         f"- Chronological leave-last-out split; training took {train.get('seconds', '?')} s"
         + (f", final loss {train['final_loss']:.4f}" if train.get("final_loss") else ""),
+        *(f"- Note: {note}" for note in train.get("notes", []) or []),
         "",
         f"## Metrics (full ranking, K = {k})",
     ]

@@ -9,7 +9,7 @@ import pytest
 
 from recflow.config import SyntheticConfig, train_config
 from recflow.data import generate_synthetic
-from recflow.errors import ConfigError, ContractError
+from recflow.errors import ConfigError, ContractError, TrainingError
 from recflow.evaluation import evaluate_scorer, popularity_scorer
 from recflow.features import build_features, split_leave_last_out
 from recflow.models import check_contract, load_recommender, load_scorer
@@ -121,3 +121,33 @@ def test_bad_weights_and_missing_artifacts_fail_clearly(data, tmp_path) -> None:
         train_config(CFG, blend_user_lambda=0)
     with pytest.raises(ContractError, match=BLEND_FILE):
         kind.export(tmp_path / "empty", f, tmp_path / "m", 5, [])
+
+
+def test_a_part_too_large_is_dropped_and_said(data, tmp_path, monkeypatch) -> None:
+    """Above the user-side limit the blend drops that part, keeps the rest and says so in
+    the fit summary (the train stage puts it in MLflow and the model card)."""
+    import recflow.models.ease as ease
+
+    split, f = data
+    monkeypatch.setattr(ease, "MAX_USER_SIDE_USERS", f.n_users - 1)
+    cfg = train_config(CFG, blend_vae_weight=0.0)
+    lines: list[str] = []
+    summary = get_kind("blend").fit(f, split, cfg, lines.append, tmp_path / "t")
+    assert len(summary["notes"]) == 1 and "blend_user_weight -> 0" in summary["notes"][0]
+    assert "use model=ranking_mlp or sasrec" in summary["notes"][0]
+    assert summary["notes"][0] in lines
+    with np.load(tmp_path / "t" / BLEND_FILE) as npz:
+        assert "user_scores" not in npz.files
+        assert npz["blend_weights"].tolist() == [CFG.blend.item_weight, 0.0, 0.0]
+    monkeypatch.setattr(ease, "MAX_ITEM_SIDE_ITEMS", f.n_items - 1)
+    with pytest.raises(TrainingError, match="every part with a weight is too large"):
+        get_kind("blend").fit(f, split, cfg, lambda _: None, tmp_path / "u")
+
+
+def test_item_ease_refusal_names_what_to_use(data, monkeypatch) -> None:
+    import recflow.models.ease as ease
+
+    _, f = data
+    monkeypatch.setattr(ease, "MAX_ITEM_SIDE_ITEMS", f.n_items - 1)
+    with pytest.raises(TrainingError, match="items x items.*use model=ranking_mlp or sasrec"):
+        ease.fit_ease(f, 10.0)

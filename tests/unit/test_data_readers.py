@@ -278,3 +278,37 @@ def test_clean_files_record_nothing_unreadable(tmp_path: Path) -> None:
     write_dataset(ds, tmp_path / "data")
     assert not (tmp_path / "data" / UNREADABLE_FILE).exists()
     assert UNREADABLE_ATTR not in read_dataset(tmp_path / "data").interactions.attrs
+
+
+def write_generated_ml1m(folder: Path, n_users: int = 30, n_items: int = 40, seed: int = 0) -> Path:
+    """A generated MovieLens-1M folder: '::' fields, Latin-1 titles with ':' inside."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for u in range(1, n_users + 1):
+        items = rng.choice(n_items, size=8, replace=False) + 1
+        for t, i in enumerate(items):
+            lines.append(f"{u}::{i}::{rng.integers(1, 6)}::{978300000 + 10 * t}")
+    (folder / "ratings.dat").write_text("\n".join(lines) + "\n")
+    movies = [f"{i}::Café n°{i}: Part {i % 3}: (1999)::Drama|Comedy" for i in range(1, n_items + 1)]
+    (folder / "movies.dat").write_bytes(("\n".join(movies) + "\n").encode("latin-1"))
+    users = [f"{u}::F::25::4::12345" for u in range(1, n_users + 1)]
+    (folder / "users.dat").write_text("\n".join(users) + "\n")
+    return folder
+
+
+def test_read_movielens_folder_by_layout(tmp_path: Path) -> None:
+    from recflow.data.readers import read_movielens_folder
+
+    one_m = read_movielens_folder(write_generated_ml1m(tmp_path / "ml1m"))
+    assert len(one_m.interactions) == 30 * 8
+    assert one_m.interactions[schema.USER_ID].nunique() == 30
+    titles = one_m.items.set_index(schema.ITEM_ID)[schema.TITLE]
+    assert titles.loc["7"] == "Café n°7: Part 1: (1999)"  # Latin-1 decoded, ':' kept
+    assert one_m.users is not None and len(one_m.users) == 30
+    hundred_k = read_movielens_folder(write_ml100k(tmp_path / "ml100k"))
+    assert hundred_k.interactions[schema.USER_ID].tolist() == ["1", "1", "2"]
+    with pytest.raises(DataSourceError, match="u.data .* or ratings.dat"):
+        read_movielens_folder(tmp_path)

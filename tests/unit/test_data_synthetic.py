@@ -120,3 +120,8 @@ def test_planted_tastes_are_learnable_on_held_out_last_events(ds) -> None:
 def test_invalid_config() -> None:
     with pytest.raises(ConfigError, match="synthetic_users: expected >= 10, found 0"):
         generate_synthetic(SyntheticConfig(n_users=0))
+
+
+def test_large_sizes_point_to_the_streaming_generator() -> None:
+    with pytest.raises(ConfigError, match=r"recflow\.data\.stream"):
+        generate_synthetic(SyntheticConfig(n_users=100_000, n_items=20_000))

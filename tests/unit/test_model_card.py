@@ -57,3 +57,11 @@ def test_card_sections_and_numbers() -> None:
 def test_card_without_records_still_renders() -> None:
     card = build_card(PipelineConfig(), version=None, run_id="r", records={})
     assert "(none recorded)" in card and "declined" in card
+
+
+def test_card_shows_training_notes() -> None:
+    note = "blend: dropped a part (blend_user_weight -> 0): too many users"
+    card = build_card(
+        PipelineConfig(), version=1, run_id="r", records={"train": {"seconds": 1, "notes": [note]}}
+    )
+    assert f"- Note: {note}" in card

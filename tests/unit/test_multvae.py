@@ -136,3 +136,16 @@ def test_bad_settings_and_missing_weights_fail_clearly(data, tmp_path) -> None:
         train_config(multvae_members=0)
     with pytest.raises(ContractError, match=WEIGHTS_FILE):
         kind.export(tmp_path, f, tmp_path / "m", 5, [])
+
+
+def test_snapshots_hold_the_weights_after_those_epochs(data) -> None:
+    from recflow.models.multvae import train_multvae
+
+    _, f = data
+    cfg = train_config(model="multvae", multvae_epochs=3, multvae_members=2, seed=3)
+    snaps: dict[int, dict[str, np.ndarray]] = {1: {}, 3: {}}
+    final, history = train_multvae(f, cfg, lambda line: None, snapshots=snaps)
+    assert len(history["loss"]) == 3
+    for name, v in final.items():
+        np.testing.assert_array_equal(snaps[3][name], v)  # after the last epoch = the result
+    assert not np.array_equal(snaps[1]["dec_out_kernel"], final["dec_out_kernel"])

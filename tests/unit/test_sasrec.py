@@ -152,10 +152,45 @@ def test_sampled_softmax_option_trains(data):
     )
     lines: list[str] = []
     trained = train_sasrec(f, split, cfg, progress=lines.append)
-    assert len(lines) == 2 and lines[0].startswith("sasrec epoch 1/2: loss ")
+    assert lines[0] == f"sasrec: sampled softmax with 8 negatives over {f.n_items} items"
+    assert len(lines) == 3 and lines[1].startswith("sasrec epoch 1/2: loss ")
     # a sampled softmax over 8 + 1 classes starts near log(9), far below log(N) of the full one
     assert all(np.isfinite(trained.history["loss"]))
     assert trained.history["loss"][0] < np.log(8 + 1) + 0.5 < np.log(f.n_items) - 1.0
+
+
+def test_sampled_softmax_updates_only_the_items_it_touches(data):
+    """Above the full-softmax limit the loss train_sasrec uses gathers from the whole item
+    table, so its gradient stays row-sparse (LazyAdam then moves only those rows)."""
+    import tensorflow as tf
+
+    from recflow.models.sasrec import build_network
+
+    split, f, _ = data
+    cfg = train_config(
+        CFG, sasrec_full_softmax_max_items=10, sasrec_large_catalogue_negatives=4, sasrec_dim=8
+    )
+    from recflow.models.sasrec import SasrecParams, softmax_negatives
+
+    assert softmax_negatives(cfg, f.n_items) == 4
+    p = SasrecParams.from_config(cfg, f.n_items, q_head=False)
+    model = build_network(p)
+    table = model.item_embedding.embeddings
+    seq = np.zeros((1, p.max_len), np.int32)
+    seq[0, -2:] = [3, 5]
+    with tf.GradientTape() as tape:
+        hidden = model(seq, training=False)[:, -1, :]
+        loss = tf.nn.sampled_softmax_loss(
+            weights=table.value,
+            biases=tf.concat([tf.zeros([1]), model.item_bias], axis=0),
+            labels=tf.constant([[7]], tf.int64),
+            inputs=hidden,
+            num_sampled=4,
+            num_classes=f.n_items + 1,
+        )
+    grad = tape.gradient(loss, table.value)
+    assert isinstance(grad, tf.IndexedSlices)  # never densified
+    assert 7 in set(np.asarray(grad.indices).tolist())
 
 
 def test_export_meets_the_contract(data, exported):

@@ -366,6 +366,19 @@ def read_movielens_1m(folder: str | Path) -> Dataset:
     return Dataset(interactions=interactions, items=item_table, users=users)
 
 
+def read_movielens_folder(folder: str | Path) -> Dataset:
+    """MovieLens-100K (``u.data``) or MovieLens-1M (``ratings.dat``), by the folder's layout."""
+    folder = Path(folder)
+    if (folder / "u.data").is_file():
+        return read_movielens_100k(folder)
+    if (folder / "ratings.dat").is_file():
+        return read_movielens_1m(folder)
+    raise DataSourceError(
+        f"MovieLens folder {folder}: expected u.data (MovieLens-100K) or ratings.dat "
+        f"(MovieLens-1M), found neither; {_ML_HINT}"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Generic CSV / Parquet tables
 
@@ -374,6 +387,8 @@ _PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 def _format_of(path: Path, file_format: str | None) -> str:
+    if path.is_dir() and file_format in (None, "parquet"):
+        return "parquet"  # a folder of parquet shards (e.g. recflow.data.stream's output)
     name = path.name.lower()
     by_suffix = (
         "csv"
@@ -402,7 +417,10 @@ def _format_of(path: Path, file_format: str | None) -> str:
 def _read_frame(path: Path, fmt: str, what: str) -> pd.DataFrame:
     import pandas as pd
 
-    _require_file(path, what, "check the path in the config (data_path / items_path / users_path)")
+    if not (fmt == "parquet" and path.is_dir() and any(path.glob("*.parquet"))):
+        _require_file(
+            path, what, "check the path in the config (data_path / items_path / users_path)"
+        )
     try:
         if fmt == "parquet":
             return pd.read_parquet(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,28 @@ from recflow.schema import ITEM_ID, USER_ID
 from recflow.types import Features, ScoreFn, Split
 
 STAGES = ("validation", "test")
+# Score cells (users x items) per chunk: top_k holds a handful of [B, N] arrays, so a chunk
+# needs ~50 bytes a cell; 2**22 cells keep one chunk near 200 MB whatever the catalogue.
+MAX_CHUNK_CELLS = 2**22
+SAMPLE_SEED = 20240601  # fixed: candidate, popularity and champion see the same users
+Z_95 = 1.959964
+
+
+def chunk_users(n_items: int, batch_size: int = 1024) -> int:
+    """Users per scoring chunk: at most ``batch_size`` and at most MAX_CHUNK_CELLS cells."""
+    return max(1, min(batch_size, MAX_CHUNK_CELLS // max(1, n_items)))
+
+
+def sample_users(users: np.ndarray, sample: int) -> np.ndarray:
+    """Positions of a fixed random ``sample`` of ``users`` (all when 0 or >= their number).
+
+    Seeded by SAMPLE_SEED and the sorted users, so two scorers on the same split are
+    evaluated on the same users.
+    """
+    if sample <= 0 or sample >= users.size:
+        return np.arange(users.size)
+    rng = np.random.default_rng(SAMPLE_SEED)
+    return np.sort(rng.choice(users.size, size=sample, replace=False))
 
 
 @dataclass(frozen=True)
@@ -23,11 +46,25 @@ class RankedUsers:
     targets: np.ndarray  # [U] int64
     topk: np.ndarray  # [U, k] int64, -1 for "no item"
     k: int
+    population: int = 0  # evaluable users the sample was drawn from (0: no sampling)
 
     def metrics(self, n_items: int) -> dict[str, float]:
-        """The same dict ``evaluate_scorer`` returns."""
+        """The same dict ``evaluate_scorer`` returns.
+
+        On a user sample it adds ``sampled_from`` (the evaluable users) and, for HR and NDCG,
+        ``<metric>.sample_halfwidth``: the 95 % normal half-width of the sample mean with the
+        finite-population correction, i.e. how far the all-user value may lie.
+        """
         out = ranking_metrics(self.topk, self.targets, n_items, self.k)
         out["users"] = float(self.users.size)
+        if self.population > self.users.size:
+            n, pop = self.users.size, self.population
+            ndcg = self.per_user_ndcg()
+            fpc = np.sqrt((pop - n) / max(pop - 1, 1))
+            for name, values in ((f"hr@{self.k}", ndcg > 0), (f"ndcg@{self.k}", ndcg)):
+                sd = float(np.std(values.astype(np.float64), ddof=1)) if n > 1 else 0.0
+                out[f"{name}.sample_halfwidth"] = Z_95 * sd / np.sqrt(n) * float(fpc)
+            out["sampled_from"] = float(pop)
         return out
 
     def per_user_ndcg(self) -> np.ndarray:
@@ -42,8 +79,15 @@ def rank_users(
     k: int,
     stage: str = "validation",
     batch_size: int = 1024,
+    user_sample: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RankedUsers:
-    """Each evaluated user's top-k under the rules of :func:`evaluate_scorer`, kept per user."""
+    """Each evaluated user's top-k under the rules of :func:`evaluate_scorer`, kept per user.
+
+    Users are scored in chunks of :func:`chunk_users` (bounded memory at any catalogue size).
+    ``user_sample`` > 0 evaluates a fixed random sample of that many users (:func:`sample_users`).
+    ``progress(done, total)`` is called after each chunk.
+    """
     if stage not in STAGES:
         raise ConfigError(f"stage: expected one of {STAGES}, found {stage!r}")
     if k < 1 or batch_size < 1:
@@ -56,6 +100,9 @@ def rank_users(
             f"events, found {len(frame)} {stage} rows and none for the {features.n_users} "
             "training users; check that users have at least 3 events"
         )
+    population = users.size
+    chosen = sample_users(users, user_sample)
+    users, targets = users[chosen], targets[chosen]
     also_excluded = None
     if stage == "test":
         val_users, val_items = _held_out(split.validation, features, "validation")
@@ -65,6 +112,7 @@ def rank_users(
     exclusions = _TrainItems(features)
     catalogue = _CatalogueMap(features.item_ids)
     topk = np.empty((users.size, k), dtype=np.int64)
+    batch_size = chunk_users(features.n_items, batch_size)
     for start in range(0, users.size, batch_size):
         batch = slice(start, start + batch_size)
         batch_users = users[batch]
@@ -75,7 +123,9 @@ def rank_users(
             rows = np.flatnonzero(extra >= 0)
             scores[rows, extra[rows]] = -np.inf
         topk[batch] = top_k(scores, targets[batch], k)
-    return RankedUsers(users, targets, topk, k)
+        if progress is not None:
+            progress(min(start + batch_size, users.size), users.size)
+    return RankedUsers(users, targets, topk, k, population if user_sample > 0 else 0)
 
 
 def evaluate_scorer(

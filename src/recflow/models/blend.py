@@ -7,9 +7,10 @@
     vae_u       the Mult-VAE ensemble's score (already standardised, ``multvae_*`` settings)
     std(.)      each user's row to mean 0, standard deviation 1, so weights compare
 
-Why a blend: on MovieLens-100K's MS split the three score within 0.02 nDCG@10 of each other
-and no single model reached 0.49, while the blend does (bench/results/quality.md). Weights
-and strengths were chosen on inner folds of the training part, never on test.
+Why a blend: the three parts make different errors. Whether a blend (and which parts) beats
+its single parts is decided on inner folds of the training part (bench/PROTOCOL.md), never on
+the test split; bench/results/quality.md has the outcome and the history of this model
+(it was first built after looking at test-split numbers; that round is recorded there).
 
 Export stores B [N, N], the user-side score table [U, N] (C^T X depends only on training
 data, so it is computed once at fit time) and the Mult-VAE weights; serving builds x_u from
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from recflow.config import TrainConfig
-from recflow.errors import ContractError
+from recflow.errors import ContractError, TrainingError
 from recflow.models.score_module import array_stages
 from recflow.types import Features
 
@@ -123,13 +124,58 @@ def export_blend(
     return save_score_module(features, out_dir, top_k, warmup, _graph_scores, variables)
 
 
+def drop_unscalable_parts(features: Features, cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
+    """``cfg`` with the weight of each part too large for this data set to 0, and why.
+
+    User-side EASE above MAX_USER_SIDE_USERS users and item EASE above MAX_ITEM_SIDE_ITEMS
+    items are dropped (their n x n inverses would not fit); the rest of the blend stays.
+    """
+    from recflow.config import train_config
+    from recflow.models.ease import check_item_side, check_user_side
+
+    notes: list[str] = []
+    weights = {
+        "blend_user_weight": cfg.blend.user_weight,
+        "blend_item_weight": cfg.blend.item_weight,
+        "blend_vae_weight": cfg.blend.vae_weight,
+    }
+    changes: dict[str, float] = {}
+    for weight, check, size in (
+        ("blend_user_weight", check_user_side, features.n_users),
+        ("blend_item_weight", check_item_side, features.n_items),
+    ):
+        if weights[weight] <= 0:
+            continue
+        try:
+            check(size)
+        except TrainingError as exc:
+            changes[weight] = 0.0
+            notes.append(f"blend: dropped a part ({weight} -> 0): {exc}")
+    if not changes:
+        return cfg, notes
+    if sum({**weights, **changes}.values()) <= 0:
+        raise TrainingError(
+            "blend: every part with a weight is too large for this data set ("
+            + "; ".join(notes)
+            + "); give blend_vae_weight > 0 or use model=ranking_mlp or sasrec"
+        )
+    return train_config(cfg, **changes), notes
+
+
 def train_blend(
     features: Features, cfg: TrainConfig, progress: Callable[[str], None]
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The components plus the weights, as the train stage's array file holds them."""
+    """The components plus the weights, as the train stage's array file holds them.
+
+    A part dropped for scale (``drop_unscalable_parts``) is named in the history's
+    ``notes``, which the train stage records in MLflow and the model card.
+    """
+    cfg, notes = drop_unscalable_parts(features, cfg)
+    for note in notes:
+        progress(note)
     arrays = blend_components(features, cfg, progress)
     weights = np.array([cfg.blend.item_weight, cfg.blend.user_weight, cfg.blend.vae_weight])
-    return {**arrays, WEIGHTS_KEY: weights}, {}
+    return {**arrays, WEIGHTS_KEY: weights}, ({"notes": notes} if notes else {})
 
 
 def export_saved(

@@ -23,6 +23,10 @@ from recflow.types import Features
 
 B_FILE = "ease_B.npy"
 MAX_USER_SIDE_USERS = 50_000
+# Item EASE holds the [N, N] Gram matrix, its inverse and B (float64: 24 N^2 bytes at the
+# peak, ~10 GB at 20,000 items) and exports B as an [N, N] float32 table.
+MAX_ITEM_SIDE_ITEMS = 20_000
+INSTEAD = "use model=ranking_mlp or sasrec, whose cost grows with events, not items squared"
 
 
 def binary_matrix(features: Features) -> Any:
@@ -58,11 +62,30 @@ def _check_fit(features: Features, l2: float, name: str) -> None:
         raise TrainingError("EASE: expected training interactions, found none")
 
 
+def check_item_side(n_items: int) -> None:
+    if n_items > MAX_ITEM_SIDE_ITEMS:
+        raise TrainingError(
+            f"item EASE: expected at most {MAX_ITEM_SIDE_ITEMS} items (it inverts an items x "
+            f"items matrix, ~{24 * n_items**2 / 2**30:.0f} GiB at {n_items} items, and exports "
+            f"an items x items table), found {n_items}; {INSTEAD}"
+        )
+
+
 def fit_ease(features: Features, l2: float) -> np.ndarray:
     """The item-item weights B [N, N] float32 with a zero diagonal."""
     _check_fit(features, l2, "ease_lambda")
+    check_item_side(features.n_items)
     x = binary_matrix(features)
     return _closed_form(np.asarray((x.T @ x).toarray(), dtype=np.float64), l2).astype(np.float32)
+
+
+def check_user_side(n_users: int) -> None:
+    if n_users > MAX_USER_SIDE_USERS:
+        raise TrainingError(
+            f"user-side EASE: expected at most {MAX_USER_SIDE_USERS} users (it inverts a "
+            f"users x users matrix and exports a users x items table), found {n_users}; set "
+            f"blend_user_weight=0 (the blend drops it by itself and records that), or {INSTEAD}"
+        )
 
 
 def user_side_scores(features: Features, l2: float) -> np.ndarray:
@@ -73,11 +96,7 @@ def user_side_scores(features: Features, l2: float) -> np.ndarray:
     like this one see". Its [U, U] inverse limits it to user bases of tens of thousands.
     """
     _check_fit(features, l2, "blend_user_lambda")
-    if features.n_users > MAX_USER_SIDE_USERS:
-        raise TrainingError(
-            f"user-side EASE: expected at most {MAX_USER_SIDE_USERS} users (it inverts a "
-            f"users x users matrix), found {features.n_users}; set blend_user_weight=0"
-        )
+    check_user_side(features.n_users)
     x = binary_matrix(features)
     c = _closed_form(np.asarray((x @ x.T).toarray(), dtype=np.float64), l2)
     return np.asarray(x.T @ c, dtype=np.float32).T

@@ -12,8 +12,9 @@ beta rises linearly from 0 to ``multvae_beta_max`` over the first ``multvae_anne
 epochs (the paper's KL annealing with a cap) and stays there. ``multvae_members`` networks
 train side by side (an ensemble in one model: own initialisation, dropout and noise each).
 Scores for serving are each member's decoder logits at z = mu, standardised per user and
-averaged: softmax is monotone, so one member ranks by its multinomial probabilities. On the
-MovieLens-100K MS split, four members scored nDCG@10 0.470 where one scored 0.463.
+averaged: softmax is monotone, so one member ranks by its multinomial probabilities. The
+member count, KL cap and epochs are chosen on inner folds of the training part
+(bench/PROTOCOL.md; the choice and its inner scores are in bench/results/quality.json).
 
 Export re-implements the deterministic forward pass with tf ops over the trained weights and
 builds x_u for a batch of users from the seen-item table the serving contract keeps anyway
@@ -158,10 +159,27 @@ def build_multvae(n_items: int, cfg: TrainConfig) -> tuple[Any, Any]:
     return model, beta
 
 
+def _named_weights(model: Any) -> dict[str, np.ndarray]:
+    weights: dict[str, np.ndarray] = {}
+    for name in (*ENCODER, *DECODER):
+        kernel, bias = model.get_layer(name).get_weights()
+        weights[f"{name}_kernel"] = np.asarray(kernel, np.float32)
+        weights[f"{name}_bias"] = np.asarray(bias, np.float32)
+    return weights
+
+
 def train_multvae(
-    features: Features, cfg: TrainConfig, progress: Callable[[str], None]
+    features: Features,
+    cfg: TrainConfig,
+    progress: Callable[[str], None],
+    *,
+    snapshots: dict[int, dict[str, np.ndarray]] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, list[float]]]:
-    """Fit Mult-VAE; returns (named weights for export, per-epoch history)."""
+    """Fit Mult-VAE; returns (named weights for export, per-epoch history).
+
+    ``snapshots``: its keys are 1-based epochs; the weights after each of those epochs are
+    stored under them (to compare epoch counts from one training, e.g. on inner folds).
+    """
     import keras
 
     _check(features, cfg)
@@ -200,7 +218,9 @@ def train_multvae(
             self.history["loss"].append(loss)
             self.history["beta"].append(float(keras.ops.convert_to_numpy(beta)))
             self.history["seconds"].append(now - self.t0)
-            self.t0 = now
+            if snapshots is not None and epoch + 1 in snapshots:
+                snapshots[epoch + 1] = _named_weights(self.model)
+            self.t0 = time.perf_counter()
             # A line per epoch would flood the task log over 200 epochs; every 10th suffices.
             if (epoch + 1) % 10 == 0 or epoch + 1 == cfg.multvae.epochs:
                 progress(f"multvae epoch {epoch + 1}/{cfg.multvae.epochs} loss={loss:.3f}")
@@ -215,12 +235,7 @@ def train_multvae(
         verbose=0,
         callbacks=[Anneal(), report],
     )
-    weights: dict[str, np.ndarray] = {}
-    for name in (*ENCODER, *DECODER):
-        kernel, bias = model.get_layer(name).get_weights()
-        weights[f"{name}_kernel"] = np.asarray(kernel, np.float32)
-        weights[f"{name}_bias"] = np.asarray(bias, np.float32)
-    return weights, report.history
+    return _named_weights(model), report.history
 
 
 def standardise_rows(scores: np.ndarray) -> np.ndarray:

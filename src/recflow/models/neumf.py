@@ -38,16 +38,21 @@ def build_neumf(n_users: int, n_items: int, cfg: TrainConfig) -> Any:
     """A compiled Keras model (user_idx, item_idx) -> logit [B, 1]."""
     import keras
 
+    from recflow.models.ranking_mlp import embedding_optimizer, steps_per_execution
+    from recflow.models.sparse_adam import row_embedding
+
     d = cfg.embedding_dim
     user = keras.Input(shape=(), dtype="int32", name="user")
     item = keras.Input(shape=(), dtype="int32", name="item")
 
     def emb(n: int, name: str) -> Any:
-        return keras.layers.Embedding(
+        return row_embedding(
             n,
             d,
             embeddings_initializer=keras.initializers.RandomNormal(stddev=0.01),
-            embeddings_regularizer=keras.regularizers.L2(1e-6),
+            # L2 on the rows looked up in the batch, not on the whole table: a table-wide
+            # penalty has a dense gradient and would rewrite every row at every step.
+            activity_regularizer=keras.regularizers.L2(1e-6),
             name=name,
         )
 
@@ -58,7 +63,8 @@ def build_neumf(n_users: int, n_items: int, cfg: TrainConfig) -> Any:
     logit = keras.layers.Dense(1, name="out")(keras.layers.Concatenate()([gmf, h]))
     model = keras.Model([user, item], logit, name="neumf")
     model.compile(
-        optimizer=keras.optimizers.Adam(cfg.learning_rate),
+        optimizer=embedding_optimizer(cfg),
+        steps_per_execution=steps_per_execution(cfg),
         loss=keras.losses.BinaryCrossentropy(from_logits=True),
     )
     return model
@@ -70,7 +76,12 @@ def train_neumf(
     """Fit NeuMF; returns (named weights for export, per-epoch history)."""
     import keras
 
-    from recflow.models.training import _check_inputs, sample_negatives, unique_positives
+    from recflow.models.training import (
+        _check_inputs,
+        fit_epoch,
+        sample_negatives,
+        unique_positives,
+    )
 
     _check_inputs(features, cfg)
     keras.utils.set_random_seed(cfg.seed)
@@ -85,14 +96,10 @@ def train_neumf(
         items = np.concatenate([pos_i, neg_i])
         labels = np.concatenate([np.ones(pos_u.size, np.float32), np.zeros(neg_u.size, np.float32)])
         order = rng.permutation(users.size)
-        fit = model.fit(
-            [users[order], items[order]],
-            labels[order],
-            batch_size=cfg.batch_size,
-            epochs=1,
-            shuffle=False,
-            verbose=0,
-        )
+        fit = fit_epoch(
+            model, users[order], items[order], labels[order], cfg, progress,
+            f"neumf epoch {epoch}/{cfg.epochs}",
+        )  # fmt: skip
         loss = float(fit.history["loss"][-1])
         if not np.isfinite(loss):
             raise TrainingError(

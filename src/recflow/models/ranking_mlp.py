@@ -40,7 +40,9 @@ def _frozen_table(keras_mod: Any, name: str, table: np.ndarray) -> tuple[Any, np
     table = np.asarray(table, dtype=np.float32)
     if table.ndim == 1:
         table = table[:, None]
-    layer = keras_mod.layers.Embedding(
+    from recflow.models.sparse_adam import row_embedding
+
+    layer = row_embedding(
         input_dim=table.shape[0],
         output_dim=table.shape[1],
         embeddings_initializer="zeros",
@@ -54,6 +56,8 @@ def build_ranking_mlp(features: Features, cfg: TrainConfig) -> keras.Model:
     """A compiled (user_idx, item_idx) -> [B, 1] sigmoid model over ``features``' index space."""
     import keras
 
+    from recflow.models.sparse_adam import row_embedding
+
     n_genres = int(features.item_genres.shape[1])
     tables = {
         "user_genre_pref": features.user_genre_pref,
@@ -64,7 +68,7 @@ def build_ranking_mlp(features: Features, cfg: TrainConfig) -> keras.Model:
     frozen = {name: _frozen_table(keras, name, values) for name, values in tables.items()}
     user_in = keras.Input(shape=(), dtype="int32", name="user_idx")
     user_parts = [
-        keras.layers.Embedding(features.n_users, cfg.embedding_dim, name="user_embedding")(user_in),
+        row_embedding(features.n_users, cfg.embedding_dim, name="user_embedding")(user_in),
         frozen["user_genre_pref"][0](user_in),
         frozen["user_activity"][0](user_in),
     ]
@@ -74,7 +78,7 @@ def build_ranking_mlp(features: Features, cfg: TrainConfig) -> keras.Model:
 
     item_in = keras.Input(shape=(), dtype="int32", name="item_idx")
     item_parts = [
-        keras.layers.Embedding(features.n_items, cfg.embedding_dim, name="item_embedding")(item_in),
+        row_embedding(features.n_items, cfg.embedding_dim, name="item_embedding")(item_in),
         frozen["item_genres"][0](item_in),
         frozen["item_popularity"][0](item_in),
     ]
@@ -99,10 +103,35 @@ def build_ranking_mlp(features: Features, cfg: TrainConfig) -> keras.Model:
     for layer, values in frozen.values():
         layer.set_weights([values])
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
+        optimizer=embedding_optimizer(cfg),
         loss=keras.losses.BinaryCrossentropy(),
+        steps_per_execution=steps_per_execution(cfg),
     )
     return model
+
+
+def embedding_optimizer(cfg: TrainConfig, learning_rate: float | None = None) -> Any:
+    """Adam with lazy (touched-rows-only) embedding updates; plain dense Adam under DP-SGD.
+
+    DP-SGD stays dense on purpose: its Gaussian noise covers every coordinate of every table,
+    so every row really changes at every step (see recflow.models.sparse_adam).
+    """
+    import keras
+
+    from recflow.models.sparse_adam import lazy_adam
+
+    lr = cfg.learning_rate if learning_rate is None else learning_rate
+    if cfg.dp.enabled:
+        return keras.optimizers.Adam(learning_rate=lr)
+    return lazy_adam(lr)
+
+
+def steps_per_execution(cfg: TrainConfig) -> int:
+    """``cfg.steps_per_execution``, or 1 under a multi-replica strategy (Keras 3.15's
+    multi-step loop fails there: "You must feed a value for placeholder tensor")."""
+    import tensorflow as tf
+
+    return cfg.steps_per_execution if tf.distribute.get_strategy().num_replicas_in_sync == 1 else 1
 
 
 def score_matrix(model: keras.Model, user_idx: Any, n_items: int) -> Any:

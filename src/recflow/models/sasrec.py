@@ -153,13 +153,15 @@ def _network_class() -> type:
     import keras
     from keras import layers, ops
 
+    from recflow.models.sparse_adam import row_embedding
+
     class SasrecNet(keras.Model):  # type: ignore[misc]
         """Hidden states [B, L, dim] of left-padded sequences; two heads on top."""
 
         def __init__(self, p: SasrecParams) -> None:
             super().__init__(name="sasrec")
             self.p = p
-            self.item_embedding = layers.Embedding(p.n_items + 1, p.dim, name="item_embedding")
+            self.item_embedding = row_embedding(p.n_items + 1, p.dim, name="item_embedding")
             self.position_embedding = layers.Embedding(p.max_len, p.dim, name="position_embedding")
             self.input_dropout = layers.Dropout(p.dropout)
             self.attn_norm = [layers.LayerNormalization(epsilon=1e-6) for _ in range(p.blocks)]
@@ -265,7 +267,9 @@ def train_sasrec(
     import keras
     import tensorflow as tf
 
+    from recflow.models.sparse_adam import lazy_adam
     from recflow.models.sqn import TargetNetwork, bellman_targets, q_loss
+    from recflow.progress import Progress
 
     p = SasrecParams.from_config(cfg, features.n_items, q_head=q_head)
     if cfg.sasrec.epochs < 1 or cfg.sasrec.batch_size < 1:
@@ -291,26 +295,31 @@ def train_sasrec(
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = build_network(p)
-    optimizer = keras.optimizers.Adam(learning_rate=cfg.sasrec.learning_rate, beta_2=0.98)
+    optimizer = lazy_adam(cfg.sasrec.learning_rate, beta_2=0.98)
     target = TargetNetwork(model, build_network(p)) if q_head else None
-    sampled = cfg.sasrec.negatives
+    sampled = softmax_negatives(cfg, p.n_items)
+    if sampled:
+        progress(f"sasrec: sampled softmax with {sampled} negatives over {p.n_items} items")
     gamma, q_weight, q_negatives = cfg.sqn.gamma, cfg.sqn.q_weight, cfg.sqn.negatives
     n_items = p.n_items
 
     def supervised_loss(hidden: Any, labels: Any) -> Any:
-        if 0 < sampled < n_items:
+        if sampled:
+            # Sampled over the whole embedding table (row 0 pads, so ids shift by one): a
+            # slice of the table would turn the gradient dense; a gather keeps it row-sparse.
             lab = tf.cast(labels[:, None], tf.int64)
+            ids, true_expected, sampled_expected = tf.random.uniform_candidate_sampler(
+                lab, 1, sampled, unique=True, range_max=n_items
+            )
             return tf.reduce_mean(
                 tf.nn.sampled_softmax_loss(
-                    weights=model.item_matrix(),
-                    biases=model.item_bias,
-                    labels=lab,
+                    weights=model.item_embedding.embeddings.value,
+                    biases=tf.concat([tf.zeros([1]), model.item_bias], axis=0),
+                    labels=lab + 1,
                     inputs=hidden,
                     num_sampled=sampled,
-                    num_classes=n_items,
-                    sampled_values=tf.random.uniform_candidate_sampler(
-                        lab, 1, sampled, unique=True, range_max=n_items
-                    ),
+                    num_classes=n_items + 1,
+                    sampled_values=(ids + 1, true_expected, sampled_expected),
                 )
             )
         logits = model.logits(hidden)
@@ -375,14 +384,23 @@ def train_sasrec(
         order = rng.permutation(n_windows)
         sums = np.zeros(3)
         batches = 0
+        meter = Progress(
+            f"sasrec epoch {epoch}/{cfg.sasrec.epochs}",
+            n_windows,
+            progress,
+            unit="sequences",
+            interval=cfg.progress_seconds,
+        )
         for start in range(0, n_windows, cfg.sasrec.batch_size):
             take = order[start : start + cfg.sasrec.batch_size]
             out = step(*(tf.constant(windows[k][take]) for k in windows))
+            meter.update(start + take.size)
             sums += [float(v) for v in out]
             batches += 1
             steps += 1
             if target is not None and steps % cfg.sqn.target_every == 0:
                 target.update(cfg.sqn.tau)
+        meter.finish()
         means = sums / batches
         if not np.isfinite(means[0]):
             raise TrainingError(
@@ -405,6 +423,19 @@ def train_sasrec(
     seconds = time.perf_counter() - wall0
     cpu = _cpu_seconds() - cpu0
     return TrainedSasrec(model, p, seqs, history, seconds, cpu)
+
+
+def softmax_negatives(cfg: TrainConfig, n_items: int) -> int:
+    """Sampled negatives per position, or 0 for the full softmax over the catalogue.
+
+    ``sasrec_negatives`` > 0 wins; otherwise catalogues above ``sasrec_full_softmax_max_items``
+    use ``sasrec_large_catalogue_negatives``. Never as many as the catalogue (that is the full
+    softmax).
+    """
+    wanted = cfg.sasrec.negatives
+    if wanted <= 0 and n_items > cfg.sasrec.full_softmax_max_items:
+        wanted = cfg.sasrec.large_catalogue_negatives
+    return wanted if 0 < wanted < n_items else 0
 
 
 def score_sequences(model: Any, padded: np.ndarray, head: str = "supervised") -> np.ndarray:

@@ -81,7 +81,9 @@ def array_stages(
         t0 = time.perf_counter()
         arrays, history = train(features, cfg, progress)
         save_arrays(train_dir, file_name, arrays)
-        return {"history": history, "seconds": time.perf_counter() - t0}
+        notes = history.pop("notes", None)  # text, not per-epoch numbers
+        summary = {"history": history, "seconds": time.perf_counter() - t0}
+        return {**summary, "notes": list(notes)} if notes else summary
 
     def export_stage(
         train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]

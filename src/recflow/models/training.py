@@ -233,14 +233,10 @@ def train_ranking_mlp(
             continue
         # Our own seeded shuffle, so the order does not depend on Keras' data pipeline.
         order = rng.permutation(users.size)
-        fit = model.fit(
-            [users[order], items[order]],
-            labels[order],
-            batch_size=cfg.batch_size,
-            epochs=1,
-            shuffle=False,
-            verbose=0,
-        )
+        fit = fit_epoch(
+            model, users[order], items[order], labels[order], cfg, progress,
+            f"epoch {epoch}/{cfg.epochs}",
+        )  # fmt: skip
         loss = float(fit.history["loss"][-1])
         if not np.isfinite(loss):
             raise TrainingError(
@@ -255,6 +251,38 @@ def train_ranking_mlp(
             f"seconds={seconds:.1f}"
         )
     return TrainedModel(model=model, history=history, seconds=time.perf_counter() - started)
+
+
+def fit_epoch(
+    model: Any,
+    users: np.ndarray,
+    items: np.ndarray,
+    labels: np.ndarray,
+    cfg: TrainConfig,
+    say: Callable[[str], None],
+    what: str,
+) -> Any:
+    """One epoch of ``model.fit`` over the given (already shuffled) rows, streamed by tf.data.
+
+    The rows are sliced into batches by ``tf.data`` (no per-epoch copy into Keras' own
+    adapter) and a progress line (examples/s, ETA) goes to ``say`` every
+    ``cfg.progress_seconds``.
+    """
+    import tensorflow as tf
+
+    from recflow.progress import Progress, keras_callback
+
+    data = (
+        tf.data.Dataset.from_tensor_slices(((users, items), labels))
+        .batch(cfg.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    meter = Progress(what, users.size, say, interval=cfg.progress_seconds)
+    fit = model.fit(
+        data, epochs=1, shuffle=False, verbose=0, callbacks=[keras_callback(meter, cfg.batch_size)]
+    )
+    meter.finish()
+    return fit
 
 
 def score_users(trained: TrainedModel, features: Features, user_idx: np.ndarray) -> np.ndarray:

@@ -63,8 +63,10 @@ def _export_ranking_mlp(
     import keras
 
     from recflow.models.export import export_model
+    from recflow.models.sparse_adam import register
     from recflow.models.training import TrainedModel
 
+    register()  # the saved model was compiled with LazyAdam
     model = keras.models.load_model(train_dir / KERAS_FILE)
     trained = TrainedModel(model=model, history={}, seconds=0.0)
     return export_model(

@@ -27,16 +27,49 @@ PER_USER_FILE = "per_user_ndcg.npz"
 class _Scored:
     """Metrics per stage plus the validation ranking, kept for per-user values and slices."""
 
-    def __init__(self, scorer: Any, split: Any, features: Any, k: int) -> None:
+    def __init__(
+        self, scorer: Any, split: Any, features: Any, cfg: PipelineConfig, who: str
+    ) -> None:
         from recflow.evaluation.slices import rank_users
+        from recflow.progress import Progress
 
-        ranked = {s: rank_users(scorer, split, features, k=k, stage=s) for s in STAGES}
+        ranked = {}
+        for s in STAGES:
+            meter: Progress | None = None
+
+            def tick(done: int, total: int, s: str = s) -> None:
+                nonlocal meter
+                if meter is None:
+                    meter = Progress(
+                        f"evaluate {who} ({s})",
+                        total,
+                        say,
+                        unit="users",
+                        interval=cfg.train.progress_seconds,
+                    )
+                meter.update(done)
+
+            ranked[s] = rank_users(
+                scorer,
+                split,
+                features,
+                k=cfg.eval_k,
+                stage=s,
+                user_sample=cfg.eval_user_sample,
+                progress=tick,
+            )
+            if meter is not None:
+                meter.finish()
         self.metrics = {s: r.metrics(features.n_items) for s, r in ranked.items()}
         self.validation = ranked["validation"]
 
 
-def _score_all(scorer: Any, split: Any, features: Any, k: int) -> _Scored:
-    return _Scored(scorer, split, features, k)
+def _score_all(
+    scorer: Any, split: Any, features: Any, cfg: PipelineConfig, who: str = "candidate"
+) -> _Scored:
+    """``who`` names the scorer in progress lines. A user sample (``eval_user_sample``) is
+    the same for every scorer on the same split (fixed seed)."""
+    return _Scored(scorer, split, features, cfg, who)
 
 
 def _restricted(scorer: Any, keep: set[str]) -> Any:
@@ -83,7 +116,6 @@ def _compare_with_champion(
     from recflow.models import load_scorer
 
     scorer, scored = candidate
-    k = cfg.eval_k
     run_tags: dict[str, str] = {}
     if champion.run_id and not champion.tags.get(cat.TAG_SOURCE):
         run_tags = dict(registry.get_run(champion.run_id).tags)
@@ -97,12 +129,17 @@ def _compare_with_champion(
         out["catalogue"] = {"champion": champ_cat.summary(), "overlap": overlap.to_dict()}
         keep = set(overlap.shared_ids)
         if keep >= {str(i) for i in features.item_ids}:
-            out["scored"], out["candidate"] = _score_all(champ_scorer, split, features, k), scored
+            out["scored"], out["candidate"] = (
+                _score_all(champ_scorer, split, features, cfg, "champion"),
+                scored,
+            )
             return out
         sub = _held_out_in(split, keep)
         try:
-            out["scored"] = _score_all(_restricted(champ_scorer, keep), sub, features, k)
-            out["candidate"] = _score_all(_restricted(scorer, keep), sub, features, k)
+            out["scored"] = _score_all(
+                _restricted(champ_scorer, keep), sub, features, cfg, "champion"
+            )
+            out["candidate"] = _score_all(_restricted(scorer, keep), sub, features, cfg)
         except DataError as error:  # no evaluated user's held-out item is a shared item
             out["scored"] = out["candidate"] = None
             out["catalogue"]["no_comparison"] = str(error)
@@ -128,9 +165,9 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
     result: dict[str, Any] = {"k": k}
     source = _data_source(ctx)
     candidate_scorer = load_scorer(ctx.saved_model_dir)
-    candidate = _score_all(candidate_scorer, split, features, k)
+    candidate = _score_all(candidate_scorer, split, features, cfg)
     result["catalogue"] = {"candidate": of_scorer(candidate_scorer, source).summary()}
-    popularity = _score_all(popularity_scorer(features), split, features, k)
+    popularity = _score_all(popularity_scorer(features), split, features, cfg, "popularity")
     result["candidate"] = candidate.metrics
     result["popularity"] = popularity.metrics
     result["champion"] = None

@@ -45,6 +45,10 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
         "train_dir": str(ctx.train_dir),
     }
     registry.log_metrics(mlflow_run, {"train.seconds": seconds})
+    notes = [str(n) for n in summary.get("notes", [])]
+    if notes:  # e.g. a blend part dropped for scale: MLflow and the model card say so
+        result["notes"] = notes
+        registry.set_tags(mlflow_run, {"train.notes": " | ".join(notes)[:4900]})
     ctx.write_json(TRAIN_JSON, result)
     say(f"train: done in {seconds:.1f} s" + (f", final loss {losses[-1]:.4f}" if losses else ""))
     return {k: v for k, v in result.items() if k != "history"}

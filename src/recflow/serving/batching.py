@@ -67,6 +67,23 @@ class BatchingOptions:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in params.items() if k in known})
 
+    @classmethod
+    def from_proto(cls, params: Any) -> BatchingOptions:
+        """From a checked TF Serving ``BatchingParameters`` (``recflow.serving.tfs_protos``).
+
+        ``max_batch_size`` unset means TF Serving's default (1000), so the request limit is the
+        one TF Serving applies; the other unset fields keep this scheduler's defaults.
+        ``allowed_batch_sizes`` (padding to fixed shapes) and ``pad_variable_length_inputs``
+        are checked but not used: merged batches here run at their natural size.
+        """
+        from recflow.serving.tfs_protos import effective_max_batch_size
+
+        values: dict[str, Any] = {"max_batch_size": effective_max_batch_size(params)}
+        for name in ("batch_timeout_micros", "num_batch_threads", "max_enqueued_batches"):
+            if params.HasField(name):
+                values[name] = int(getattr(params, name).value)
+        return cls(**values)
+
     @property
     def max_enqueued_rows(self) -> int:
         return self.max_batch_size * self.max_enqueued_batches

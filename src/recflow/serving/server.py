@@ -32,6 +32,7 @@ import gc
 import logging
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -44,6 +45,16 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from recflow.errors import ConfigError
 from recflow.serving.batching import AsyncBatcher, BatchingOptions, QueueFull
+from recflow.serving.limits import (
+    DEFAULT_MAX_REQUEST_ROWS,
+    MAX_RECEIVE,
+    LimitExceeded,
+    RequestLimits,
+    check_input,
+    parse_grpc_channel_arguments,
+    server_options,
+)
+from recflow.serving.metrics import ServingMetrics
 
 if TYPE_CHECKING:
     import grpc
@@ -55,6 +66,10 @@ DEFAULT_SIGNATURE = "serving_default"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000
 _VERSION_DIR = re.compile(r"^\d+$")
+
+# The local server answers on this machine only unless told otherwise (--bind_address);
+# TF Serving binds every interface, which a container needs and a laptop should not do.
+DEFAULT_BIND_ADDRESS = "127.0.0.1"
 
 # tensorflow_serving.apis.get_model_status_pb2.ModelVersionStatus.State values (no import).
 START, LOADING, AVAILABLE, UNLOADING, END = 10, 20, 30, 40, 50
@@ -95,13 +110,16 @@ class Servable:
     signature_defs: dict[str, Any]  # signature name -> SignatureDef proto (from saved_model.pb)
     owner: Any = None  # the restored object; its functions need it alive
 
-    def predict(self, request: Any) -> Any:
+    def predict(self, request: Any, limits: RequestLimits | None = None) -> Any:
         """Run a PredictRequest; validation and messages follow TF Serving's predict_util."""
-        prepared = self.prepare(request)
+        prepared = self.prepare(request, limits)
         return self.respond(prepared, self.run_batch([prepared])[0])
 
-    def prepare(self, request: Any) -> PreparedRequest:
-        """Validate a PredictRequest and convert its inputs; raises ServableError."""
+    def prepare(self, request: Any, limits: RequestLimits | None = None) -> PreparedRequest:
+        """Validate a PredictRequest and convert its inputs; raises ServableError.
+
+        Shapes and ``limits`` (rows, declared elements) are checked before any input is
+        decoded, so an oversized request is refused without allocating it."""
         sig_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         sig = self.signature_defs.get(sig_name)
         fn = self.functions.get(sig_name)
@@ -138,6 +156,10 @@ class Servable:
                     f"{_dtype_name(proto.dtype)} is provided (input {alias!r} of signature "
                     f"{sig_name!r})",
                 )
+            try:
+                check_input(alias, proto, info, sig_name, limits)
+            except LimitExceeded as exc:
+                raise ServableError(exc.code, exc.message) from None
             try:
                 array = tensor_proto_to_numpy(proto)
             except Exception:
@@ -420,6 +442,7 @@ class ModelManager:
             with self._lock:
                 self._config = new
                 self._labels = labels
+            self.metrics.set_models(m.name for m in new.model_config_list.config)
             self._sync()
             self._raise_if_new_models_failed(
                 [m.name for m in new.model_config_list.config if m.name not in old_names]
@@ -635,6 +658,7 @@ def _build_servicers(
     model_executor: futures.Executor,
     admin_executor: futures.Executor,
     batching: BatchingOptions | None = None,
+    limits: RequestLimits | None = None,
 ) -> tuple[Any, Any]:
     """asyncio servicers: parsing, validation and responses run on the event loop (~30 us),
     TensorFlow runs in ``model_executor`` and reloads in ``admin_executor``, so neither a
@@ -662,7 +686,7 @@ def _build_servicers(
             name = request.model_spec.name
             try:
                 servable = manager.servable(request.model_spec)
-                prepared = servable.prepare(request)
+                prepared = servable.prepare(request, limits)
                 if batcher is not None and prepared.rows is not None:
                     key = (id(servable), *prepared.batch_key())
                     outputs = await batcher.submit(key, (servable, prepared), prepared.rows)
@@ -674,13 +698,17 @@ def _build_servicers(
                     outputs = single[0]
                 response = servable.respond(prepared, outputs)
             except ServableError as exc:
-                metrics.observe(name, "Predict", exc.code, time.perf_counter() - started)
-                await _abort(context, exc)
+                failure = ServableError(exc.code, exc.message)
             except QueueFull as exc:
-                metrics.observe(name, "Predict", "UNAVAILABLE", time.perf_counter() - started)
-                await _abort(context, ServableError("UNAVAILABLE", str(exc)))
-            metrics.observe(name, "Predict", "OK", time.perf_counter() - started)
-            return response
+                failure = ServableError("UNAVAILABLE", str(exc))
+            else:
+                metrics.observe(name, "Predict", "OK", time.perf_counter() - started)
+                return response
+            metrics.observe(name, "Predict", failure.code, time.perf_counter() - started)
+            # Abort outside the except block and without the request in this frame: the abort's
+            # exception (and anything that keeps it) must not keep a large request alive.
+            request = None
+            await _abort(context, failure)
 
         async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
@@ -738,127 +766,21 @@ def _build_servicers(
 # Metrics over the REST port (Prometheus text format)
 
 
-# Microsecond buckets, as TF Serving's :tensorflow:serving:request_latency histogram uses.
-LATENCY_BUCKETS_US = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000,
-                      250000, 1000000, 10000000)  # fmt: skip
-BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-
-
-class _Histogram:
-    __slots__ = ("bounds", "counts", "total", "sum")
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * len(self.bounds)
-        self.total = 0
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[i] += 1
-                break
-        self.total += 1
-        self.sum += value
-
-    def lines(self, name: str, labels: str) -> list[str]:
-        out, cumulative = [], 0
-        for bound, count in zip(self.bounds, self.counts, strict=True):
-            cumulative += count
-            out.append(f'{name}_bucket{{{labels},le="{bound:g}"}} {cumulative}')
-        out.append(f'{name}_bucket{{{labels},le="+Inf"}} {self.total}')
-        out.append(f"{name}_sum{{{labels}}} {self.sum:g}")
-        out.append(f"{name}_count{{{labels}}} {self.total}")
-        return out
-
-
-class ServingMetrics:
-    """Request counts, latency and batch sizes; one short lock per observation (~1 us)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[tuple[str, str, str]] = Counter()
-        self._latency: dict[tuple[str, str], _Histogram] = {}
-        self._batch_sizes = _Histogram(BATCH_SIZE_BUCKETS)
-        self._batch_requests = 0
-
-    def observe(self, model: str, api: str, status: str, seconds: float) -> None:
-        with self._lock:
-            self._counts[(model, api, status)] += 1
-            hist = self._latency.get((model, api))
-            if hist is None:
-                hist = self._latency[(model, api)] = _Histogram(LATENCY_BUCKETS_US)
-            hist.observe(seconds * 1e6)
-
-    def observe_batch(self, requests: int, rows: int) -> None:
-        with self._lock:
-            self._batch_sizes.observe(rows)
-            self._batch_requests += requests
-
-    def counts(self) -> Counter[tuple[str, str, str]]:
-        with self._lock:
-            return Counter(self._counts)
-
-    def text(self, snapshot: dict[str, dict[int, int]]) -> str:
-        """Prometheus text exposition format 0.0.4."""
-        with self._lock:
-            counts = sorted(self._counts.items())
-            latency = [(k, h.lines) for k, h in sorted(self._latency.items())]
-            batch_lines = self._batch_sizes.lines(
-                ":tensorflow:serving:batching_session:processed_batch_size", 'api="Predict"'
-            )
-            batched = self._batch_sizes.total
-        lines = [
-            "# HELP :tensorflow:serving:request_count Requests by model, API and status.",
-            "# TYPE :tensorflow:serving:request_count counter",
-            *(
-                f':tensorflow:serving:request_count{{model_name="{m}",api="{a}",status="{c}"}} {n}'
-                for (m, a, c), n in counts
-            ),
-            "# HELP :tensorflow:serving:request_latency Request latency in microseconds.",
-            "# TYPE :tensorflow:serving:request_latency histogram",
-        ]
-        for (model, api), hist_lines in latency:
-            labels = f'model_name="{model}",API="{api}",entrypoint="GRPC"'
-            lines += hist_lines(":tensorflow:serving:request_latency", labels)
-        lines += [
-            "# HELP :tensorflow:serving:model_version_state State of each version "
-            "(10 START, 20 LOADING, 30 AVAILABLE, 40 UNLOADING, 50 END).",
-            "# TYPE :tensorflow:serving:model_version_state gauge",
-            *(
-                f':tensorflow:serving:model_version_state{{model_name="{m}",version="{v}"}} {st}'
-                for m, versions in sorted(snapshot.items())
-                for v, st in sorted(versions.items())
-            ),
-            "# HELP :recflow:serving:loaded_versions Versions AVAILABLE for inference per model.",
-            "# TYPE :recflow:serving:loaded_versions gauge",
-            *(
-                f':recflow:serving:loaded_versions{{model_name="{m}"}} '
-                f"{sum(1 for st in versions.values() if st == AVAILABLE)}"
-                for m, versions in sorted(snapshot.items())
-            ),
-        ]
-        if batched:
-            lines += [
-                "# HELP :tensorflow:serving:batching_session:processed_batch_size Rows per "
-                "executed batch.",
-                "# TYPE :tensorflow:serving:batching_session:processed_batch_size histogram",
-                *batch_lines,
-            ]
-        return "\n".join(lines) + "\n"
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _metrics_text(manager: ModelManager) -> str:
     return manager.metrics.text(manager.snapshot())
 
 
-def _start_metrics(manager: ModelManager, port: int, path: str) -> ThreadingHTTPServer:
+def _start_metrics(manager: ModelManager, host: str, port: int, path: str) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             found = self.path.split("?")[0] == path
             body = (_metrics_text(manager) if found else f"only {path} is served here\n").encode()
             self.send_response(200 if found else 404)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -866,7 +788,14 @@ def _start_metrics(manager: ModelManager, port: int, path: str) -> ThreadingHTTP
         def log_message(self, format: str, *args: Any) -> None:  # quiet access log
             return
 
-    httpd = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server_class = ThreadingHTTPServer
+    if ":" in host:  # an IPv6 address
+
+        class _V6(ThreadingHTTPServer):
+            address_family = socket.AF_INET6
+
+        server_class = _V6
+    httpd = server_class((host, port), Handler)
     threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True).start()
     return httpd
 
@@ -895,6 +824,9 @@ class LocalModelServer:
         rest_api_port: int = 0,
         metrics_path: str | None = None,
         batching: BatchingOptions | None = None,
+        host: str = DEFAULT_BIND_ADDRESS,
+        limits: RequestLimits | None = None,
+        grpc_options: Sequence[tuple[str, int | str]] | None = None,
     ) -> None:
         self.manager = ModelManager(
             allow_version_labels_for_unavailable_models=allow_version_labels_for_unavailable_models
@@ -908,6 +840,17 @@ class LocalModelServer:
         self._rest_port = rest_api_port
         self._metrics_path = metrics_path
         self.batching = batching
+        self.host = host
+        # Without explicit limits: the batching max_batch_size, else DEFAULT_MAX_REQUEST_ROWS.
+        self.limits = limits or (
+            RequestLimits(batching.max_batch_size, "max_batch_size of the batching parameters")
+            if batching is not None
+            else RequestLimits()
+        )
+        options, receive = server_options(grpc_options or ())
+        if receive != self.limits.max_receive_bytes:
+            self.limits = dataclasses.replace(self.limits, max_receive_bytes=receive)
+        self._grpc_options = options
         self._stop = threading.Event()
         self._grpc: grpc.aio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -956,10 +899,23 @@ class LocalModelServer:
         except BaseException:
             self._close_loop()
             raise
-        log.info("Running gRPC ModelServer at 0.0.0.0:%d ...", self.port)
+        log.info("Running gRPC ModelServer at %s ...", _host_port(self.host, self.port))
+        log.info(
+            "Request limits: %d rows (%s), %d bytes per message (%s)",
+            self.limits.max_rows,
+            self.limits.rows_from,
+            self.limits.max_receive_bytes,
+            MAX_RECEIVE,
+        )
         if self._rest_port > 0 and self._metrics_path:
-            self._http = _start_metrics(self.manager, self._rest_port, self._metrics_path)
-            log.info("Exporting metrics at 0.0.0.0:%d%s", self._rest_port, self._metrics_path)
+            self._http = _start_metrics(
+                self.manager, self.host, self._rest_port, self._metrics_path
+            )
+            log.info(
+                "Exporting metrics at http://%s%s",
+                _host_port(self.host, self._rest_port),
+                self._metrics_path,
+            )
         self._poller = threading.Thread(target=self._poll_loop, name="poll", daemon=True)
         self._poller.start()
         return self
@@ -969,21 +925,23 @@ class LocalModelServer:
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
         assert self._model_pool is not None and self._admin_pool is not None
-        server = grpc.aio.server(
-            # TF Serving lifts gRPC's 4 MB receive limit on the server side.
-            options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
-        )
+        # gRPC's own 4 MiB receive limit unless --grpc_channel_arguments says otherwise (TF
+        # Serving lifts it to 2 GiB; here a bounded request is the point, see limits.py).
+        server = grpc.aio.server(options=self._grpc_options)
         prediction, models = _build_servicers(
-            self.manager, self._model_pool, self._admin_pool, self.batching
+            self.manager, self._model_pool, self._admin_pool, self.batching, self.limits
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
         try:
-            port = server.add_insecure_port(f"0.0.0.0:{self._port}")
+            port = server.add_insecure_port(_host_port(self.host, self._port))
         except RuntimeError:  # grpcio raises where older versions returned 0
             port = 0
         if port == 0:
-            raise OSError(f"could not bind gRPC port {self._port}; is another server using it?")
+            raise OSError(
+                f"could not bind gRPC to {_host_port(self.host, self._port)}; is another server "
+                "using the port, or is the address not one of this machine's?"
+            )
         await server.start()
         self._grpc = server
         return int(port)
@@ -1060,54 +1018,38 @@ class LocalModelServer:
 # Flags (TF Serving's names)
 
 
-_BATCHING_FIELDS = {
-    "max_batch_size",
-    "batch_timeout_micros",
-    "num_batch_threads",
-    "max_enqueued_batches",
-    "pad_variable_length_inputs",
-    "allowed_batch_sizes",
-    "thread_pool_name",
-    "enable_large_batch_splitting",
-    "max_execution_batch_size",
-}
-
-
 def parse_batching_parameters(text: str, *, source: str = "<text>") -> dict[str, Any]:
-    """Read TF Serving's BatchingParameters text format (``max_batch_size { value: 32 }``)."""
+    """TF Serving's BatchingParameters text (its own schema, ``tfs_protos``): the fields set,
+    wrapper values unwrapped (``{"max_batch_size": 128, "allowed_batch_sizes": [32, ...]}``).
+    ConfigError names ``source`` and the problem when TF Serving would refuse the text."""
+    from recflow.serving.tfs_protos import parse_batching_text
+
+    return batching_fields(parse_batching_text(text, source=source))
+
+
+def batching_fields(params: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, value in re.findall(r"(\w+)\s*\{\s*value\s*:\s*([^}\s]+)\s*\}", text):
-        if key not in _BATCHING_FIELDS:
-            raise ConfigError(
-                f"{source}: unknown batching parameter {key!r}; expected some of "
-                f"{sorted(_BATCHING_FIELDS)}"
-            )
-        parsed: Any = value.strip('"')
-        if re.fullmatch(r"-?\d+", parsed):
-            parsed = int(parsed)
-        elif parsed in ("true", "false"):
-            parsed = parsed == "true"
-        if key == "allowed_batch_sizes":
-            out.setdefault(key, []).append(parsed)
+    for field, value in params.ListFields():
+        if field.message_type is not None:
+            out[field.name] = value.value
+        elif field.is_repeated:
+            out[field.name] = list(value)
         else:
-            out[key] = parsed
-    leftover = re.sub(r"(\w+)\s*\{\s*value\s*:\s*([^}\s]+)\s*\}", "", text)
-    leftover = re.sub(r"#.*", "", leftover).strip()
-    if leftover:
-        raise ConfigError(
-            f"{source}: could not read {leftover[:60]!r}; expected lines like "
-            "'max_batch_size { value: 128 }'"
-        )
+            out[field.name] = value
     return out
 
 
-def parse_monitoring_config(text: str) -> str | None:
-    """The Prometheus path if ``prometheus_config { enable: true path: ... }`` is set."""
-    block = re.search(r"prometheus_config\s*\{([^}]*)\}", text)
-    if not block or not re.search(r"enable\s*:\s*true", block.group(1)):
-        return None
-    path = re.search(r'path\s*:\s*"([^"]+)"', block.group(1))
-    return path.group(1) if path else "/monitoring/prometheus/metrics"
+def parse_monitoring_config(text: str, *, source: str = "<text>") -> str | None:
+    """The Prometheus path of a MonitoringConfig text if ``prometheus_config.enable``."""
+    from recflow.serving.tfs_protos import (
+        MONITORING_EXAMPLE,
+        MonitoringConfig,
+        parse_text_proto,
+        prometheus_path,
+    )
+
+    config = parse_text_proto(text, MonitoringConfig(), source=source, example=MONITORING_EXAMPLE)
+    return prometheus_path(config)
 
 
 def _bool(text: str) -> bool:
@@ -1124,6 +1066,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Local stand-in for tensorflow_model_server (same gRPC API and flags).",
     )
     p.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    p.add_argument(
+        "--bind_address",
+        default=DEFAULT_BIND_ADDRESS,
+        help="interface for the gRPC and metrics ports (default %(default)s: this machine "
+        "only; 0.0.0.0 inside a container's network). recflow's flag: TF Serving binds all",
+    )
     p.add_argument(
         "--rest_api_port",
         type=int,
@@ -1181,6 +1129,19 @@ def build_parser() -> argparse.ArgumentParser:
         "for testing promotion deadlines)",
     )
     p.add_argument(
+        "--grpc_channel_arguments",
+        default="",
+        help="comma-separated gRPC server arguments, TF Serving's form, e.g. "
+        f"{MAX_RECEIVE}=8388608 (default receive limit: gRPC's 4 MiB)",
+    )
+    p.add_argument(
+        "--max_request_rows",
+        type=int,
+        default=DEFAULT_MAX_REQUEST_ROWS,
+        help="rows one Predict may carry when batching is off (default %(default)s; TF "
+        "Serving has no limit there); with --enable_batching max_batch_size applies",
+    )
+    p.add_argument(
         "--tensorflow_intra_op_parallelism",
         type=int,
         default=0,
@@ -1225,20 +1186,31 @@ def server_from_args(args: argparse.Namespace) -> LocalModelServer:
     configure_tensorflow_threads(
         args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism
     )
+    from recflow.serving import tfs_protos
+
     batching = None
     if args.enable_batching:
-        params: dict[str, Any] = {}
         if args.batching_parameters_file:
-            params = parse_batching_parameters(
-                Path(args.batching_parameters_file).read_text(encoding="utf-8"),
-                source=args.batching_parameters_file,
-            )
-        batching = BatchingOptions.from_params(params)
+            params = tfs_protos.read_batching_parameters(args.batching_parameters_file)
+            rows_from = f"max_batch_size of {args.batching_parameters_file}"
+        else:
+            params = tfs_protos.BatchingParameters()
+            rows_from = "TF Serving's default max_batch_size (no --batching_parameters_file)"
+        batching = BatchingOptions.from_proto(params)
+        limits = RequestLimits(batching.max_batch_size, rows_from)
         log.info("Batching Predict requests: %s", batching)
+    elif args.batching_parameters_file:  # TF Serving's own refusal (model_servers/server.cc)
+        raise ConfigError(
+            "server_options.batching_parameters_file is set without setting "
+            "server_options.enable_batching to true."
+        )
+    else:
+        limits = RequestLimits(args.max_request_rows, "--max_request_rows")
+    grpc_options = parse_grpc_channel_arguments(args.grpc_channel_arguments)
     metrics_path = None
     if args.monitoring_config_file:
-        metrics_path = parse_monitoring_config(
-            Path(args.monitoring_config_file).read_text(encoding="utf-8")
+        metrics_path = tfs_protos.prometheus_path(
+            tfs_protos.read_monitoring_config(args.monitoring_config_file)
         )
         if metrics_path and args.rest_api_port <= 0:
             log.warning("monitoring config asks for Prometheus but --rest_api_port is 0; skipped")
@@ -1261,6 +1233,9 @@ def server_from_args(args: argparse.Namespace) -> LocalModelServer:
         rest_api_port=args.rest_api_port,
         metrics_path=metrics_path,
         batching=batching,
+        host=args.bind_address,
+        limits=limits,
+        grpc_options=grpc_options,
     )
     if args.load_delay_seconds > 0:
         server.manager._loader = delayed_loader(args.load_delay_seconds)

@@ -1,0 +1,341 @@
+"""`make bench-scale`: the training DAG's stages on generated logs of growing size.
+
+For each size a streaming synthetic log (recflow.data.stream) is written as parquet shards,
+then the training DAG's stage functions run on it as Airflow would run them, each in its own
+process (so each stage's peak RSS is its own): ingest, validate, features once per size, then
+train, export and evaluate for each model. The recipe is the config defaults (recorded in the
+results); ``--sasrec-epochs`` is the only override and is recorded when used.
+
+Writes bench/results/scale.{json,md}: each stage's wall time, peak RSS, events/s (training
+also examples/s), and the ratios between consecutive sizes against the ratio of their inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SIZES = {  # name -> (events, users, items); "smoke" checks the script in a minute
+    "smoke": (60_000, 2_000, 800),
+    "1M": (1_000_000, 30_000, 5_000),
+    "5M": (5_000_000, 150_000, 20_000),
+    "20M": (20_000_000, 600_000, 50_000),
+}
+DATA_STAGES = ("ingest", "validate", "features")
+MODEL_STAGES = ("train", "export", "evaluate")
+DAG_ID = "recsys_training"
+RUN_ID = "scale"
+
+
+def _params(
+    data_dir: Path, work: Path, model: str, extra: dict[str, Any], run_id: str
+) -> dict[str, Any]:
+    return {
+        "data_source": "parquet",
+        "data_path": str(data_dir / "interactions"),
+        "items_path": str(data_dir / "items.parquet"),
+        "model": model,
+        "work_dir": str(work),
+        **extra,
+        "_run_id": run_id,
+    }
+
+
+def _child(stage: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Run one stage in this process; returns seconds, peak RSS and training counts."""
+    import importlib
+
+    from recflow.config import from_params
+    from recflow.pipeline.context import RunContext, make_registry
+
+    params = dict(params)
+    run_id = params.pop("_run_id", RUN_ID)
+    cfg = from_params(params)
+    ctx = RunContext.create(cfg, DAG_ID, run_id)
+    registry = make_registry(cfg)
+    module = importlib.import_module(f"recflow.pipeline.{stage}")
+    started = time.perf_counter()
+    module.run(cfg, ctx, registry)
+    seconds = time.perf_counter() - started
+    out: dict[str, Any] = {"seconds": round(seconds, 2)}
+    if stage == "train":
+        out.update(_train_counts(cfg, ctx))
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    out["peak_rss_mb"] = round(use.ru_maxrss / 1024)
+    # CPU seconds of the whole process (start-up included): on a shared machine wall time
+    # depends on the load, CPU time much less.
+    out["cpu_seconds"] = round(use.ru_utime + use.ru_stime, 1)
+    return out
+
+
+def _train_counts(cfg: Any, ctx: Any) -> dict[str, Any]:
+    from recflow.features import load_features
+
+    train = json.loads((ctx.run_dir / "train.json").read_text())
+    seconds = sum(train.get("history", {}).get("seconds", [])) or train["seconds"]
+    features = load_features(ctx.features_dir)
+    if cfg.train.model in ("ranking_mlp", "neumf"):
+        from recflow.models.training import unique_positives
+
+        per_epoch = unique_positives(features)[0].size * (1 + cfg.train.negatives_per_positive)
+        examples = per_epoch * cfg.train.epochs
+        return {"train_examples": examples, "examples_per_s": round(examples / seconds)}
+    if cfg.train.model in ("sasrec", "sasrec_sqn"):
+        events = int(features.train_user_idx.size) * cfg.train.sasrec.epochs
+        return {"train_event_epochs": events, "examples_per_s": round(events / train["seconds"])}
+    return {}
+
+
+def _run_stage(stage: str, params: dict[str, Any], log: Path) -> dict[str, Any]:
+    """Run ``stage`` in a child process; its output (progress lines) streams into ``log``."""
+    result_file = log.with_suffix(".result.json")
+    result_file.unlink(missing_ok=True)
+    cmd = [sys.executable, __file__, "--child", stage, "--params", json.dumps(params)]
+    cmd += ["--result", str(result_file)]
+    with log.open("a") as fh:
+        fh.write(f"\n### {stage} {json.dumps(params)}\n")
+        fh.flush()
+        done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0 or not result_file.is_file():
+        tail = [line for line in log.read_text().splitlines() if line.strip()][-3:]
+        return {"error": f"exit {done.returncode}: " + " | ".join(tail)[-600:]}
+    result: dict[str, Any] = json.loads(result_file.read_text())
+    return result
+
+
+def _generate(name: str, root: Path, seed: int) -> tuple[Path, dict[str, Any]]:
+    from recflow.data.stream import StreamConfig, write_stream
+
+    events, users, items = SIZES[name]
+    data_dir = root / "data" / name
+    cfg = StreamConfig(n_events=events, n_users=users, n_items=items, seed=seed)
+    manifest = data_dir / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text()).get("n_events") == events:
+        return data_dir, {"seconds": None, "reused": True}
+    started = time.perf_counter()
+    write_stream(cfg, data_dir)
+    return data_dir, {"seconds": round(time.perf_counter() - started, 2)}
+
+
+def _ratios(results: dict[str, Any], sizes: list[str]) -> list[dict[str, Any]]:
+    """Per stage: time ratio between consecutive sizes over their event ratio."""
+    out = []
+    for a, b in zip(sizes, sizes[1:], strict=False):
+        input_ratio = SIZES[b][0] / SIZES[a][0]
+        for key, stage_a in results[a]["stages"].items():
+            stage_b = results[b]["stages"].get(key, {})
+            if not stage_a.get("seconds") or not stage_b.get("seconds"):
+                continue
+            time_ratio = stage_b["seconds"] / stage_a["seconds"]
+            row = {
+                "stage": key,
+                "from": a,
+                "to": b,
+                "input_ratio": round(input_ratio, 2),
+                "time_ratio": round(time_ratio, 2),
+                "growth_over_input": round(time_ratio / input_ratio, 2),
+                "goal_met": time_ratio / input_ratio <= 1.3,
+            }
+            if stage_a.get("examples_per_s") and stage_b.get("examples_per_s"):
+                row["throughput_ratio"] = round(
+                    stage_b["examples_per_s"] / stage_a["examples_per_s"], 2
+                )
+            out.append(row)
+    return out
+
+
+def _markdown(doc: dict[str, Any]) -> str:
+    lines = [
+        "# bench-scale: the training DAG's stages on generated logs",
+        "",
+        f"{doc['date']} · {doc['machine']} · `{doc['command']}`",
+        "",
+        f"Recipe (config defaults): `{json.dumps(doc['recipe'])}`",
+        "",
+    ]
+    for name, size in doc["sizes"].items():
+        ev, us, it = SIZES[name]
+        lines += [
+            f"## {name}: {ev:,} events, {us:,} users, {it:,} items",
+            "",
+            f"generate: {size['generate']}; stages below, end to end: "
+            f"{size.get('end_to_end_seconds')} s, peak RSS {size.get('peak_rss_mb')} MB",
+            "",
+            "| stage | seconds | CPU s | peak RSS MB | events/s | train examples/s | loadavg | note |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        ]
+        for key, st in size["stages"].items():
+            lines.append(
+                f"| {key} | {st.get('seconds', '')} | {st.get('cpu_seconds', '')} | "
+                f"{st.get('peak_rss_mb', '')} | "
+                f"{st.get('events_per_s', '')} | {st.get('examples_per_s', '')} | "
+                f"{st.get('loadavg', '')} | {st.get('error', st.get('note', ''))} |"
+            )
+        lines.append("")
+    if doc["ratios"]:
+        lines += [
+            "## Growth between sizes (goal: time ratio / input ratio <= 1.3)",
+            "",
+            "| stage | sizes | input x | time x | growth/input | goal | throughput x |",
+            "| --- | --- | ---: | ---: | ---: | --- | ---: |",
+        ]
+        for r in doc["ratios"]:
+            lines.append(
+                f"| {r['stage']} | {r['from']}->{r['to']} | {r['input_ratio']} | "
+                f"{r['time_ratio']} | {r['growth_over_input']} | "
+                f"{'met' if r['goal_met'] else 'MISSED'} | {r.get('throughput_ratio', '')} |"
+            )
+    lines += ["", *(f"- {n}" for n in doc.get("notes", []))]
+    return "\n".join(lines) + "\n"
+
+
+def _finish(doc: dict[str, Any]) -> None:
+    """Totals per size and the ratios between sizes."""
+    for size in doc["sizes"].values():
+        done = [s for s in size["stages"].values() if s.get("seconds")]
+        size["end_to_end_seconds"] = round(sum(s["seconds"] for s in done), 1)
+        size["peak_rss_mb"] = max((s.get("peak_rss_mb", 0) for s in done), default=0)
+    doc["ratios"] = _ratios(doc["sizes"], [s for s in SIZES if s in doc["sizes"]])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="1M,5M,20M")
+    parser.add_argument("--models", default="ranking_mlp,sasrec,ease")
+    parser.add_argument("--work", default="var/bench-scale", help="scratch folder")
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--sasrec-epochs", type=int, help="override (recorded) for time")
+    parser.add_argument(
+        "--eval-users",
+        type=int,
+        default=5_000,
+        help="eval_user_sample for the evaluate stage (0: every user); recorded",
+    )
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the sizes already in the results file"
+    )
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--render", action="store_true", help="only re-write scale.md (and totals) from scale.json"
+    )
+    parser.add_argument("--note", action="append", default=[], help="a note for the results")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--params", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        result = _child(args.child, json.loads(args.params))
+        Path(args.result).write_text(json.dumps(result))
+        return 0
+
+    if args.render:
+        path = Path(args.out) / "scale.json"
+        doc = json.loads(path.read_text())
+        doc["notes"] = [*doc.get("notes", []), *args.note]
+        _finish(doc)
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+        (Path(args.out) / "scale.md").write_text(_markdown(doc))
+        return 0
+
+    from recflow.config import TrainConfig
+    from recflow.settings import flat_values
+
+    defaults = TrainConfig()
+    flat = flat_values(defaults)
+    recipe = {
+        k: flat[k]
+        for k in (
+            "epochs", "batch_size", "embedding_dim", "learning_rate", "negatives",
+            "sasrec_epochs", "sasrec_batch_size", "sasrec_max_len", "sasrec_negatives",
+            "sasrec_full_softmax_max_items", "sasrec_large_catalogue_negatives", "ease_lambda",
+        )
+    }  # fmt: skip
+    extra: dict[str, Any] = {"eval_user_sample": args.eval_users}
+    notes: list[str] = [
+        f"evaluate ranks the full catalogue for a fixed random sample of {args.eval_users} "
+        "users (eval_user_sample; 0 = all); metrics carry the sampling half-width"
+    ]
+    if args.sasrec_epochs:
+        extra["sasrec_epochs"] = args.sasrec_epochs
+        notes.append(
+            f"sasrec_epochs overridden to {args.sasrec_epochs} (default "
+            f"{defaults.sasrec.epochs}) to fit the time box; its examples/s is per event-epoch"
+        )
+    root = Path(args.work).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sizes = [s for s in args.sizes.split(",") if s]
+    models = [m for m in args.models.split(",") if m]
+    doc: dict[str, Any] = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": (
+            f"{platform.node()}: {os.cpu_count()} cores, "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+            f"{platform.machine()}, Python {platform.python_version()}"
+        ),
+        "recipe": recipe,
+        "overrides": extra,
+        "sizes": {},
+        "notes": notes,
+    }
+
+    previous = out_dir / "scale.json"
+    if args.merge and previous.is_file():
+        old = json.loads(previous.read_text())
+        doc["sizes"] = {k: v for k, v in old.get("sizes", {}).items() if k not in sizes}
+        doc["earlier_runs"] = [
+            *old.get("earlier_runs", []),
+            {k: old.get(k) for k in ("command", "date", "overrides") if k in old},
+        ]
+        doc["notes"] = [*old.get("notes", []), *(n for n in notes if n not in old["notes"])]
+
+    def save() -> None:
+        _finish(doc)
+        (out_dir / "scale.json").write_text(json.dumps(doc, indent=2) + "\n")
+        (out_dir / "scale.md").write_text(_markdown(doc))
+
+    run_id = f"{RUN_ID}-{datetime.now(UTC):%Y%m%dT%H%M%S}"  # one MLflow run per DAG run
+    for name in sizes:
+        events = SIZES[name][0]
+        data_dir, gen = _generate(name, root, args.seed)
+        size: dict[str, Any] = {"generate": gen, "stages": {}}
+        doc["sizes"][name] = size
+        log = root / f"{name}.log"
+        work = root / "work" / name
+        plan = [(s, models[0]) for s in DATA_STAGES]
+        plan += [(s, m) for m in models for s in MODEL_STAGES]
+        failed_models: set[str] = set()
+        for stage, model in plan:
+            key = stage if stage in DATA_STAGES else f"{model}.{stage}"
+            if model in failed_models and stage != "train":
+                continue
+            load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+            print(f"[bench-scale] {name} {key} (loadavg {load})", flush=True)
+            result = _run_stage(stage, _params(data_dir, work, model, extra, run_id), log)
+            result["loadavg"] = load
+            if result.get("seconds"):
+                result["events_per_s"] = round(events / result["seconds"])
+            size["stages"][key] = result
+            print(f"[bench-scale]   -> {json.dumps(result)}", flush=True)
+            if "error" in result:
+                if stage in DATA_STAGES:
+                    break
+                failed_models.add(model)
+            save()
+        save()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
