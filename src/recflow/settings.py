@@ -369,11 +369,13 @@ def form_schemas(cfg: Any, names: tuple[str, ...] | None = None) -> dict[str, tu
         allowed = s.allowed()
         if allowed is not None:
             schema["enum"] = ([None] if nullable else []) + list(allowed)
+        # Strict bounds (gt/lt) go to the form as minimum/maximum: Airflow 3.3.2's trigger
+        # dialog would not submit a form with exclusiveMinimum/exclusiveMaximum (found by
+        # tests/integration/test_browser_ui.py). The strict bound is still enforced when the
+        # run's conf is parsed (value_problems), so a boundary value fails there, by name.
         for key, bound in (
-            ("minimum", s.ge),
-            ("exclusiveMinimum", s.gt),
-            ("maximum", s.le),
-            ("exclusiveMaximum", s.lt),
+            ("minimum", s.ge if s.ge is not None else s.gt),
+            ("maximum", s.le if s.le is not None else s.lt),
             ("minLength", s.min_length),
         ):
             if bound is not None:

@@ -63,6 +63,11 @@ def test_previous_policy_form_and_conf_parse_to_the_same_values():
     _same(config.from_policy_params(rec["conf"]), rec["conf_parses_to"])
 
 
+# The previous forms' strict bounds: the form now shows them inclusive (Airflow's trigger
+# dialog does not submit exclusiveMinimum/exclusiveMaximum); parsing still enforces them.
+_INCLUSIVE = {"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}
+
+
 @pytest.mark.parametrize(
     ("dag", "cfg"),
     [("recsys_training", config.PipelineConfig), ("recsys_policy", config.PolicyConfig)],
@@ -74,5 +79,9 @@ def test_forms_keep_every_previous_param_with_its_default_and_bounds(dag, cfg):
     for name, before in old.items():
         default, schema = new[name]
         assert default == before["value"], name
-        kept = {k: v for k, v in before["schema"].items() if k not in ("title", "description")}
+        kept = {
+            _INCLUSIVE.get(k, k): v
+            for k, v in before["schema"].items()
+            if k not in ("title", "description")
+        }
         assert {k: schema.get(k) for k in kept} == kept, name
