@@ -96,6 +96,32 @@ def airflow_standalone_env(
     return env
 
 
+def prepare_airflow_db(env: dict[str, str]) -> None:
+    """Migrate the metadata DB and create the serving pool before ``airflow standalone`` starts.
+
+    Every task that changes a model server's config declares ``pool=SERVING_POOL``, and the
+    scheduler leaves a task whose pool does not exist unscheduled forever: without this a
+    triggered run stops after ``register``. docker-compose.yml's ``airflow-init`` does the same.
+    """
+    from recflow.pipeline.pools import (
+        SERVING_POOL,
+        SERVING_POOL_DESCRIPTION,
+        SERVING_POOL_SLOTS,
+    )
+
+    airflow = [sys.executable, "-m", "airflow"]
+    for argv in (
+        [*airflow, "db", "migrate"],
+        [*airflow, "pools", "set", SERVING_POOL, str(SERVING_POOL_SLOTS), SERVING_POOL_DESCRIPTION],
+    ):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise ServerUnavailable(
+                f"`airflow {' '.join(argv[3:5])}` failed (exit {done.returncode}), so Airflow "
+                f"cannot start: {(done.stderr or done.stdout)[-2000:]}"
+            )
+
+
 def airflow_url(port: int, host: str = "127.0.0.1") -> str:
     return f"http://{'localhost' if host in ('0.0.0.0', '127.0.0.1') else host}:{port}"
 
@@ -284,6 +310,7 @@ def run_airflow(cfg: PipelineConfig, port: int, host: str) -> int:
     user, password = airflow_login(cfg.work_dir / "airflow")
     url = airflow_url(port, host)
     print(f"[recflow] starting Airflow in {cfg.work_dir / 'airflow'} (takes about a minute)")
+    prepare_airflow_db(env)
     return _foreground(
         [sys.executable, "-m", "airflow", "standalone"],
         env,

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from recflow.airflow_env import DAGS_FOLDER, airflow_env
+from recflow.airflow_env import DAGS_FOLDER
 
 PROBE = r"""
 import json, sys, time
@@ -50,18 +47,8 @@ EXPECTED_EDGES = {
 
 
 @pytest.fixture(scope="module")
-def parsed(tmp_path_factory) -> dict:
-    env = airflow_env(tmp_path_factory.mktemp("recflow"))
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE, str(DAGS_FOLDER)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
-    assert line, f"DAG probe failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return json.loads(line[0][len("RESULT") :])
+def parsed(run_dag_probe) -> dict:
+    return run_dag_probe(PROBE)
 
 
 def test_no_import_errors(parsed):

@@ -3,13 +3,8 @@ server retry transient faults with exponential backoff (recflow.pipeline.retries
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from recflow.airflow_env import DAGS_FOLDER, airflow_env
 from recflow.pipeline.retries import retry_args
 
 PROBE = r"""
@@ -33,18 +28,8 @@ print("RESULT" + json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def tasks(tmp_path_factory) -> dict:
-    env = airflow_env(tmp_path_factory.mktemp("recflow"))
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE, str(DAGS_FOLDER)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
-    assert line, f"DAG probe failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    parsed = json.loads(line[0][len("RESULT") :])
+def tasks(run_dag_probe) -> dict:
+    parsed = run_dag_probe(PROBE)
     assert parsed["errors"] == {}
     return parsed["dags"]
 

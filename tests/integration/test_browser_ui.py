@@ -14,7 +14,12 @@ from urllib.parse import quote
 import pytest
 
 from recflow.config import PipelineConfig
-from recflow.launch import airflow_login, airflow_standalone_env, mlflow_command
+from recflow.launch import (
+    airflow_login,
+    airflow_standalone_env,
+    mlflow_command,
+    prepare_airflow_db,
+)
 from recflow.local_services import ModelServerProcess, free_port
 
 pytestmark = pytest.mark.slow
@@ -56,6 +61,7 @@ def services(tmp_path: Path):
         port = free_port()
         env = airflow_standalone_env(work, port=port)
         user, password = airflow_login(work / "airflow")
+        prepare_airflow_db(env)
         airflow = ui.start_service(
             "airflow",
             ui.python_module("airflow", "standalone"),

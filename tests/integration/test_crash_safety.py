@@ -73,14 +73,20 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
     server = ModelServerProcess(
         cfg.model_config_file, port=port, log_file=work / "server.log", poll_seconds=0.5
     ).start()
-    os.environ.setdefault("RECFLOW_PSEUDONYM_KEY", "k" * 32)
+    # Module-scoped: the key must not outlive this module (a later test that checks the
+    # generated demo key would read this one instead).
+    environ = pytest.MonkeyPatch()
+    environ.setenv("RECFLOW_PSEUDONYM_KEY", "k" * 32)
     from recflow.pipeline import features, ingest, train
 
     ctx = RunContext.create(cfg, "recsys_training", RUN_ID)
-    for stage in (ingest, features, train):
-        stage.run(cfg, ctx)
-    yield {"work": work, "params": params, "cfg": cfg, "ctx": ctx, "server": server}
-    server.stop()
+    try:
+        for stage in (ingest, features, train):
+            stage.run(cfg, ctx)
+        yield {"work": work, "params": params, "cfg": cfg, "ctx": ctx, "server": server}
+    finally:
+        server.stop()
+        environ.undo()
 
 
 def run_stage(env: Any, stage: str, *, kill_at: str | None = None) -> None:
