@@ -26,10 +26,15 @@ if TYPE_CHECKING:
 RAW_SAMPLE_ROWS = 1000
 
 
+def landed_history_dir(cfg: PipelineConfig) -> Path:
+    """Where landing appends batches: always under the work dir, whatever the run reads."""
+    return cfg.work_dir / "history"
+
+
 def history_dir(cfg: PipelineConfig) -> Path:
     if cfg.data.source == "history" and cfg.data.path:
         return Path(cfg.data.path)
-    return cfg.work_dir / "history"
+    return landed_history_dir(cfg)
 
 
 def _raw_sample(path: str, column_mapping: dict[str, str]) -> pd.DataFrame | None:

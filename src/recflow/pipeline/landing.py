@@ -87,12 +87,10 @@ def land(cfg: PipelineConfig, ctx: RunContext) -> dict[str, Any]:
     from recflow.data import dataset_digest
     from recflow.data.history import append_batch, batch_id
     from recflow.errors import DataSourceError
-    from recflow.pipeline.ingest import history_dir, load_private
+    from recflow.pipeline.ingest import landed_history_dir, load_private
     from recflow.validation import validate_dataset
 
-    history = history_dir(
-        dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source="csv"))
-    )
+    history = landed_history_dir(cfg)
     files = _batches(cfg)
     if not files:
         raise DataSourceError(
