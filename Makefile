@@ -28,10 +28,10 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/base.in requi
 
 # DATA=<MovieLens-100K folder> runs the same demo on MovieLens.
 demo: install
-	$(BIN)/python -m recflow.demo $(if $(DATA),--data $(DATA)) $(DEMO_ARGS)
+	$(BIN)/python -m recflow.dev.demo $(if $(DATA),--data $(DATA)) $(DEMO_ARGS)
 
 demo-movielens: install
-	$(BIN)/python -m recflow.demo --data $(or $(DATA),../shared/datasets/movielens-100k) $(DEMO_ARGS)
+	$(BIN)/python -m recflow.dev.demo --data $(or $(DATA),../shared/datasets/movielens-100k) $(DEMO_ARGS)
 
 # Local UIs on the same $(RECFLOW_HOME) as the demo; each runs in the foreground (Ctrl-C stops it).
 AIRFLOW_PORT ?= 8080
@@ -39,13 +39,13 @@ MLFLOW_PORT ?= 5000
 SERVE_PORT ?= 8500
 
 airflow: install
-	$(BIN)/python -m recflow.launch airflow --port $(AIRFLOW_PORT)
+	$(BIN)/python -m recflow.dev.launch airflow --port $(AIRFLOW_PORT)
 
 mlflow: install
-	$(BIN)/python -m recflow.launch mlflow --port $(MLFLOW_PORT)
+	$(BIN)/python -m recflow.dev.launch mlflow --port $(MLFLOW_PORT)
 
 serve: install
-	$(BIN)/python -m recflow.launch serve --port $(SERVE_PORT)
+	$(BIN)/python -m recflow.dev.launch serve --port $(SERVE_PORT)
 
 # Debian packages some tests need: docker-compose (validates the compose file without an engine),
 # chromium (the browser test) and postgresql (the server programs initdb/pg_ctl, found as

@@ -184,7 +184,7 @@ def open_loop(
 
 
 def start_server(model_dir: Path, work: Path, port: int, args: argparse.Namespace) -> Any:
-    from recflow.local_services import port_open
+    from recflow.net import port_open
     from recflow.promotion import install_version
     from recflow.serving.model_config import ModelEntry, write_entries
 
@@ -259,7 +259,7 @@ def rate_sweep(
 def bench_model(name: str, args: argparse.Namespace, cache: Path, work: Path) -> dict[str, Any]:
     from serving_models import build
 
-    from recflow.local_services import free_port
+    from recflow.net import free_port
 
     export, model = build(name, cache)
     users = model.pop("user_ids")

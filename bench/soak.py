@@ -135,7 +135,7 @@ def hostile_requests() -> list[tuple[str, bytes | None, set[str]]]:
 
 
 def start_server(work: Path, config: Path, port: int, extra: list[str]) -> Any:
-    from recflow.local_services import port_open
+    from recflow.net import port_open
 
     command = [
         sys.executable, "-m", "recflow.serving.server", f"--port={port}",
@@ -164,7 +164,7 @@ def single_request_bound(
     """RSS and peak RSS of a fresh server around one request of the largest allowed size."""
     import grpc
 
-    from recflow.local_services import free_port
+    from recflow.net import free_port
     from recflow.promotion import install_version
     from recflow.serving.limits import DEFAULT_MAX_REQUEST_ROWS
     from recflow.serving.model_config import ModelEntry, write_entries
@@ -309,7 +309,7 @@ def window_slopes(samples: list[tuple[float, float]], every_s: float) -> list[di
 
 def soak(exports: list[Path], users: list[str], work: Path, args: argparse.Namespace,
          batching: list[str]) -> dict[str, Any]:  # fmt: skip
-    from recflow.local_services import free_port
+    from recflow.net import free_port
     from recflow.promotion import Promoter
     from recflow.serving.client import ServingClient
     from recflow.serving.model_config import write_entries

@@ -160,7 +160,7 @@ def recsys_training():
     @task(trigger_rule="none_failed_min_one_success")
     @fail_fast
     def report_run() -> dict:
-        from recflow import reporting
+        from recflow.pipeline import reporting
 
         return reporting.log_run_report(*_stage())
 

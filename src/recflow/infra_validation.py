@@ -150,7 +150,8 @@ class _Sandbox:
     """One model server process serving only the candidate, from a temporary base path."""
 
     def __init__(self, saved_model_dir: Path, root: Path, cfg: InfraValidationConfig) -> None:
-        from recflow.local_services import EMPTY_MODEL_CONFIG, free_port
+        from recflow.net import free_port
+        from recflow.serving.model_config import EMPTY_MODEL_CONFIG
         from recflow.storage import atomic_write_text, copy_tree_atomic
 
         self.cfg = cfg
@@ -176,7 +177,7 @@ class _Sandbox:
         return "\n".join(text.splitlines()[-lines:])
 
     def start(self) -> None:
-        from recflow.local_services import port_open
+        from recflow.net import port_open
 
         with open(self.log_file, "wb") as log:
             self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from recflow.airflow_env import DAGS_FOLDER, airflow_env
+from recflow.dev.airflow_env import DAGS_FOLDER, airflow_env
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from recflow.airflow_env import DAGS_FOLDER
+from recflow.dev.airflow_env import DAGS_FOLDER
 
 PROBE = r"""
 import json, sys, time

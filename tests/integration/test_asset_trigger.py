@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from recflow.airflow_env import airflow_env
-from recflow.local_services import free_port
+from recflow.dev.airflow_env import airflow_env
+from recflow.net import free_port
 
 pytestmark = pytest.mark.slow
 

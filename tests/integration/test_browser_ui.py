@@ -14,13 +14,14 @@ from urllib.parse import quote
 import pytest
 
 from recflow.config import PipelineConfig
-from recflow.launch import (
+from recflow.dev.launch import (
     airflow_login,
     airflow_standalone_env,
     mlflow_command,
     prepare_airflow_db,
 )
-from recflow.local_services import ModelServerProcess, free_port
+from recflow.dev.local_services import ModelServerProcess
+from recflow.net import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from recflow.config import PipelineConfig, from_params
-from recflow.local_services import free_port
+from recflow.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

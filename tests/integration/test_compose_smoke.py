@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from recflow.airflow_env import airflow_env
-from recflow.local_services import ModelServerProcess, free_port
+from recflow.dev.airflow_env import airflow_env
+from recflow.dev.local_services import ModelServerProcess
+from recflow.net import free_port
 from recflow.ops import compose_smoke as smoke
 from recflow.pipeline.pools import SERVING_POOL
 

@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 
 from recflow.config import PipelineConfig, from_params
+from recflow.dev.local_services import ModelServerProcess
 from recflow.errors import RegistryError
-from recflow.local_services import ModelServerProcess, free_port
+from recflow.net import free_port
 from recflow.pipeline.context import RunContext
 
 pytestmark = pytest.mark.slow

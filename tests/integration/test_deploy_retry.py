@@ -16,8 +16,9 @@ import pytest
 from _savedmodel_fixture import publish_version
 
 from recflow.config import PipelineConfig, RegistryConfig, ServingConfig
+from recflow.dev.local_services import ModelServerProcess
 from recflow.errors import PromotionError, ServingError, is_transient
-from recflow.local_services import ModelServerProcess, free_port
+from recflow.net import free_port
 from recflow.pipeline import deploy
 from recflow.pipeline.context import DAG_ID_TAG, DAG_RUN_TAG, RunContext
 from recflow.pipeline.retries import final_error

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from recflow.launch import wait_until
-from recflow.local_services import free_port, port_open
+from recflow.dev.launch import wait_until
+from recflow.net import free_port, port_open
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,7 @@ def _live_members(pgid: int) -> list[str]:
 def test_signalled_mlflow_launcher_leaves_no_child_and_frees_its_port(tmp_path, sig):
     port = free_port()
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "recflow.launch", "mlflow", "--port", str(port)],
+        [sys.executable, "-m", "recflow.dev.launch", "mlflow", "--port", str(port)],
         cwd=ROOT,
         env={**os.environ, "RECFLOW_HOME": str(tmp_path)},
         stdout=subprocess.DEVNULL,

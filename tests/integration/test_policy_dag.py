@@ -15,10 +15,11 @@ import grpc
 import numpy as np
 import pytest
 
-from recflow.airflow_env import airflow_env
 from recflow.bandits.client import PolicyClient, UniformPredictor
 from recflow.bandits.synthetic import drive_client, linear_environment
-from recflow.local_services import ModelServerProcess, free_port
+from recflow.dev.airflow_env import airflow_env
+from recflow.dev.local_services import ModelServerProcess
+from recflow.net import free_port
 
 pytestmark = pytest.mark.slow
 

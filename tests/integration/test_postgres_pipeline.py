@@ -15,8 +15,9 @@ from typing import Any
 import pg  # tests/integration/pg.py (this folder is on sys.path, see conftest.py)
 import pytest
 
-from recflow.airflow_env import airflow_env
-from recflow.local_services import ModelServerProcess, free_port
+from recflow.dev.airflow_env import airflow_env
+from recflow.dev.local_services import ModelServerProcess
+from recflow.net import free_port
 
 pytestmark = pytest.mark.slow
 

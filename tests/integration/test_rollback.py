@@ -11,9 +11,10 @@ import pytest
 from _exported_models import export_popularity
 
 from recflow.config import PipelineConfig, RegistryConfig, ServingConfig
+from recflow.dev.local_services import ModelServerProcess
 from recflow.errors import PromotionError
-from recflow.local_services import ModelServerProcess, free_port
 from recflow.models import load_recommender
+from recflow.net import free_port
 from recflow.pipeline import deploy, rollback
 from recflow.pipeline.context import RunContext, make_promoter, tracking_run
 from recflow.registry import InMemoryRegistry

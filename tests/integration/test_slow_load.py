@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from _savedmodel_fixture import publish_version
 
+from recflow.dev.local_services import ModelServerProcess
 from recflow.errors import PromotionError, RecflowError
-from recflow.local_services import ModelServerProcess, free_port
+from recflow.net import free_port
 from recflow.promotion import Promoter
 from recflow.serving.client import ServingClient
 from recflow.serving.model_config import ModelEntry, read_entries, write_entries

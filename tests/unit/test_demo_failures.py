@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recflow.demo import _DagLog
+from recflow.dev.demo import _DagLog
 
 # Lines as `airflow dags test` (Airflow 3.3.2) printed them for a run whose validate task
 # failed (trimmed: ids shortened, GX chatter and most traceback frames left out). The XCom

@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from recflow import launch
 from recflow.config import PipelineConfig, RegistryConfig
+from recflow.dev import launch
 from recflow.errors import ConfigError
 
 
@@ -97,7 +97,7 @@ def test_demo_prints_a_heartbeat_when_a_step_is_quiet(capsys):
     """`make demo` must not look hung while a long task prints nothing."""
     import time
 
-    from recflow.demo import _Progress
+    from recflow.dev.demo import _Progress
 
     with _Progress(heartbeat=0.3) as progress:
         progress.task = "train"

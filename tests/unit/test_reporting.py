@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from recflow import reporting
 from recflow.config import PipelineConfig
+from recflow.pipeline import reporting
 from recflow.pipeline.context import RunContext
 from recflow.registry.memory import InMemoryRegistry
 

@@ -19,9 +19,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from recflow.airflow_env import airflow_env
 from recflow.config import default_work_dir, from_params
-from recflow.local_services import ModelServerProcess, port_open
+from recflow.dev.airflow_env import airflow_env
+from recflow.dev.local_services import ModelServerProcess
+from recflow.net import port_open
 
 DAG_ID = "recsys_training"
 _FINISHED = re.compile(r"DagRun Finished: dag_id=(\S+), .*?run_id=([^,]+), .*?state=(\w+)")

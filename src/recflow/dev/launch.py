@@ -22,10 +22,10 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from recflow.airflow_env import airflow_env
 from recflow.config import PipelineConfig
+from recflow.dev.airflow_env import airflow_env
 from recflow.errors import ConfigError, ServerUnavailable
-from recflow.local_services import port_open
+from recflow.net import port_open
 
 AIRFLOW_USER = "admin"
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
@@ -348,7 +348,7 @@ def run_serve(cfg: PipelineConfig, port: int) -> int:
     _check_port_free(port, "the model server", "SERVE_PORT")
     cfg.model_config_file.parent.mkdir(parents=True, exist_ok=True)
     if not cfg.model_config_file.exists():
-        from recflow.local_services import EMPTY_MODEL_CONFIG
+        from recflow.serving.model_config import EMPTY_MODEL_CONFIG
         from recflow.storage import atomic_write_text
 
         atomic_write_text(cfg.model_config_file, EMPTY_MODEL_CONFIG)
@@ -368,7 +368,7 @@ def run_serve(cfg: PipelineConfig, port: int) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m recflow.launch",
+        prog="python -m recflow.dev.launch",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

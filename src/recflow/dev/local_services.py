@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from recflow.errors import ServerUnavailable
+from recflow.net import port_open
+from recflow.serving.model_config import EMPTY_MODEL_CONFIG
 from recflow.storage import atomic_write_text
-
-EMPTY_MODEL_CONFIG = "model_config_list {\n}\n"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(host: str, port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-        return True
-    return False
 
 
 class ModelServerProcess:

@@ -317,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _smoke(stack: Stack, env: dict[str, str], args: argparse.Namespace) -> int:
-    from recflow.local_services import port_open
+    from recflow.net import port_open
     from recflow.pipeline.pools import SERVING_POOL
 
     host = "127.0.0.1"

@@ -46,7 +46,7 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
     if champion_version is not None:
         description += f". Challenges champion v{champion_version}."
     # What changed, in numbers: a reader of the registry should not need to open the run.
-    from recflow.reporting import deltas_sentence
+    from recflow.pipeline.reporting import deltas_sentence
 
     description = description.rstrip(".") + ". " + deltas_sentence(evaluation)
     from recflow.model_card import CARD_FILE, card_for_run

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 Policy = Literal["specific", "latest", "all"]
 POLICIES: tuple[str, ...] = ("specific", "latest", "all")
 PLATFORM = "tensorflow"
+# A config naming no model: what a model server starts from before the first deploy.
+EMPTY_MODEL_CONFIG = "model_config_list {\n}\n"
 
 
 @dataclass(frozen=True)
