@@ -272,7 +272,7 @@ def decide(
     ``cfg.allow_catalogue_change``. ``candidate_on_shared``: the candidate's metrics on the items
     both know, which the champion rule then uses (the champion's were measured on those too).
     """
-    # cfg.rule is one of GATE_RULES: declared and checked in recflow.config.GateConfig
+    # cfg.rule is one of GATE_RULES: declared and checked in recflow.gate_config.GateConfig
     metric = f"{cfg.metric}@{k}"
     catalogue_check = _catalogue_check(catalogue, cfg)
     versus = candidate_on_shared if candidate_on_shared is not None else candidate
