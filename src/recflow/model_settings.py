@@ -1,0 +1,401 @@
+"""Model-kind settings: one block per model kind with settings of its own.
+
+``recflow.train_config.TrainConfig`` holds each as a nested block (``ease``, ``sasrec``, ``sqn``,
+``multvae``, ``blend``, ``dp``, ``two_stage``) and re-exports the classes. Declared with
+:func:`recflow.settings.setting` (see that module for what is derived).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from recflow.settings import Settings, setting
+
+MODEL = "Model and training"
+
+
+@dataclass(frozen=True)
+class EaseSettings(Settings):
+    """model=ease: the closed-form item-item model (models/ease.py)."""
+
+    FORM_SECTION: ClassVar[str] = MODEL
+    FLAT_PREFIX: ClassVar[str] = "ease_"
+
+    l2: float = setting(
+        250.0,
+        "EASE lambda",
+        "model=ease only: L2 weight of the closed-form item-item model; larger is smoother (tuned on MovieLens-100K).",
+        gt=0,
+        le=100000,
+        flat="ease_lambda",
+    )
+
+
+@dataclass(frozen=True)
+class SasrecSettings(Settings):
+    """model=sasrec/sasrec_sqn (models/sasrec.py): own epochs/batch/lr, since a Transformer
+    over sequences wants other values than the ranking MLP."""
+
+    FORM_SECTION: ClassVar[str] = MODEL
+    FLAT_PREFIX: ClassVar[str] = "sasrec_"
+
+    epochs: int = setting(
+        60,
+        "SASRec epochs",
+        "model=sasrec/sasrec_sqn: passes over all users' training sequences (cut into windows of the maximum length).",
+        ge=1,
+        le=1000,
+    )
+    batch_size: int = setting(
+        128,
+        "SASRec batch size",
+        "model=sasrec/sasrec_sqn: sequence windows per gradient step.",
+        ge=1,
+        le=4096,
+    )
+    learning_rate: float = setting(
+        0.001,
+        "SASRec learning rate",
+        "model=sasrec/sasrec_sqn: Adam learning rate (beta_2 0.98).",
+        gt=0,
+        le=1,
+    )
+    max_len: int = setting(
+        50,
+        "SASRec maximum sequence length",
+        "model=sasrec/sasrec_sqn: most recent items the Transformer reads (e.g. 50 or 200); longer histories are cut into several training windows.",
+        ge=2,
+        le=1000,
+    )
+    dim: int = setting(
+        64,
+        "SASRec hidden size",
+        "model=sasrec/sasrec_sqn: item/position embedding and Transformer width (a multiple of the heads).",
+        ge=2,
+        le=1024,
+    )
+    blocks: int = setting(
+        2,
+        "SASRec blocks",
+        "model=sasrec/sasrec_sqn: stacked causal self-attention blocks.",
+        ge=1,
+        le=12,
+    )
+    heads: int = setting(
+        1,
+        "SASRec attention heads",
+        "model=sasrec/sasrec_sqn: heads per attention layer; must divide the hidden size.",
+        ge=1,
+        le=16,
+    )
+    dropout: float = setting(
+        0.2,
+        "SASRec dropout",
+        "model=sasrec/sasrec_sqn: dropout on embeddings, attention and feed-forward layers.",
+        ge=0,
+        lt=1,
+    )
+    negatives: int = setting(
+        0,
+        "SASRec sampled negatives",
+        "model=sasrec/sasrec_sqn: 0 = full softmax over the catalogue; > 0 = sampled softmax with this many uniform negatives (for large catalogues).",
+        ge=0,
+        le=100000,
+    )
+    # With negatives = 0, catalogues above full_softmax_max_items train with sampled softmax
+    # over large_catalogue_negatives uniform negatives: the full softmax costs (and updates)
+    # every item's embedding at every step.
+    full_softmax_max_items: int = setting(
+        10_000,
+        "SASRec full-softmax catalogue limit",
+        "model=sasrec/sasrec_sqn with sasrec_negatives = 0: catalogues larger than this train with sampled softmax (the full softmax updates every item at every step).",
+        ge=1,
+    )
+    large_catalogue_negatives: int = setting(
+        256,
+        "SASRec negatives above the limit",
+        "Sampled negatives per position when the catalogue exceeds the full-softmax limit.",
+        ge=1,
+        le=100000,
+    )
+
+    def rules(self) -> list[str]:
+        if self.dim % self.heads:
+            return [
+                f"sasrec_heads: expected a divisor of sasrec_dim={self.dim}, found {self.heads}"
+            ]
+        return []
+
+
+@dataclass(frozen=True)
+class SqnSettings(Settings):
+    """model=sasrec_sqn (models/sqn.py): the Q-learning head next to SASRec's."""
+
+    FORM_SECTION: ClassVar[str] = MODEL
+    FLAT_PREFIX: ClassVar[str] = "sqn_"
+
+    gamma: float = setting(
+        0.5,
+        "SQN discount",
+        "model=sasrec_sqn: gamma of the Bellman target r + gamma * max Q'(s', a').",
+        ge=0,
+        lt=1,
+    )
+    negative_reward: float = setting(
+        0.0,
+        "SQN reward below rating 4",
+        "model=sasrec_sqn: reward of an event rated below 4 (rated >= 4: 1; implicit data: every event 1).",
+        ge=-1,
+        le=1,
+    )
+    target_every: int = setting(
+        100,
+        "SQN target update period",
+        "model=sasrec_sqn: training steps between updates of the target network.",
+        ge=1,
+        le=100000,
+    )
+    tau: float = setting(
+        1.0,
+        "SQN target update rate",
+        "model=sasrec_sqn: 1 = copy the online network at each update; < 1 = Polyak averaging.",
+        gt=0,
+        le=1,
+    )
+    q_weight: float = setting(
+        1.0,
+        "SQN Q-loss weight",
+        "model=sasrec_sqn: weight of the Q-learning loss next to the cross-entropy.",
+        ge=0,
+        le=100,
+    )
+    negatives: int = setting(
+        0,
+        "SQN negative actions",
+        "model=sasrec_sqn: random unlogged items per state trained toward reward 0 with the state unchanged (SNQN); 0 = SQN as published. Needed to serve the Q head.",
+        ge=0,
+        le=1000,
+    )
+    serve_head: str = setting(
+        "supervised",
+        "SQN served head",
+        "model=sasrec_sqn: which head the exported model ranks with (the paper serves the supervised one).",
+        choices=("supervised", "q"),
+    )
+
+
+@dataclass(frozen=True)
+class MultvaeSettings(Settings):
+    """model=multvae (models/multvae.py; Liang et al. 2018): the paper's [N-600-200-600-N]
+    network, input dropout 0.5, KL weight annealed to a cap; the blend's VAE part too."""
+
+    FORM_SECTION: ClassVar[str] = MODEL
+    FLAT_PREFIX: ClassVar[str] = "multvae_"
+
+    epochs: int = setting(
+        200,
+        "Mult-VAE epochs",
+        "model=multvae: passes over all users' training rows.",
+        ge=1,
+        le=5000,
+    )
+    batch_size: int = setting(
+        500,
+        "Mult-VAE batch size",
+        "model=multvae: users per gradient step (the paper uses 500).",
+        ge=1,
+        le=100000,
+    )
+    learning_rate: float = setting(
+        0.001,
+        "Mult-VAE learning rate",
+        "model=multvae: Adam learning rate.",
+        gt=0,
+        le=1,
+    )
+    hidden: int = setting(
+        600,
+        "Mult-VAE hidden size",
+        "model=multvae: tanh layer of the encoder and of the decoder (the paper uses 600).",
+        ge=1,
+        le=8192,
+    )
+    latent: int = setting(
+        200,
+        "Mult-VAE latent size",
+        "model=multvae: dimension of the Gaussian latent code (the paper uses 200).",
+        ge=1,
+        le=4096,
+    )
+    dropout: float = setting(
+        0.5,
+        "Mult-VAE input dropout",
+        "model=multvae: share of each user's normalised row dropped during training.",
+        ge=0,
+        lt=1,
+    )
+    beta_max: float = setting(
+        1.0,
+        "Mult-VAE KL cap (beta max)",
+        "model=multvae or blend: final weight of the KL term; the paper's 0.2 overfit MovieLens-100K, 1.0 was chosen on an inner split.",
+        ge=0,
+        le=10,
+    )
+    anneal_epochs: int = setting(
+        100,
+        "Mult-VAE annealing epochs",
+        "model=multvae: epochs over which the KL weight rises linearly from 0 to the cap; 0 starts at the cap.",
+        ge=0,
+        le=5000,
+    )
+    members: int = setting(
+        4,
+        "Mult-VAE ensemble members",
+        "model=multvae or blend: networks trained side by side (own initialisation and noise); served scores are the mean of their standardised scores.",
+        ge=1,
+        le=32,
+    )
+
+
+@dataclass(frozen=True)
+class BlendSettings(Settings):
+    """model=blend (models/blend.py): standardised scores of item EASE, user-side EASE and
+    Mult-VAE (multvae settings), weighted. The defaults are the settings chosen on inner folds of
+    MovieLens-100K's MS training part (bench/quality.py)."""
+
+    FORM_SECTION: ClassVar[str] = MODEL
+    FLAT_PREFIX: ClassVar[str] = "blend_"
+
+    item_weight: float = setting(
+        0.1,
+        "Blend: item EASE weight",
+        "model=blend: weight of item EASE's standardised scores; 0 leaves it out.",
+        ge=0,
+        le=100,
+    )
+    user_weight: float = setting(
+        0.1,
+        "Blend: user-side EASE weight",
+        "model=blend: weight of user-side EASE's standardised scores (it inverts a users x users matrix: 0 for very large user bases).",
+        ge=0,
+        le=100,
+    )
+    vae_weight: float = setting(
+        0.8,
+        "Blend: Mult-VAE weight",
+        "model=blend: weight of the Mult-VAE ensemble's scores; 0 leaves it out.",
+        ge=0,
+        le=100,
+    )
+    item_lambda: float = setting(
+        400.0,
+        "Blend: item EASE lambda",
+        "model=blend: L2 weight of the item-item model inside the blend.",
+        gt=0,
+        le=100000,
+    )
+    user_lambda: float = setting(
+        800.0,
+        "Blend: user-side EASE lambda",
+        "model=blend: L2 weight of the user-user model inside the blend.",
+        gt=0,
+        le=100000,
+    )
+
+    def rules(self) -> list[str]:
+        if self.item_weight + self.user_weight + self.vae_weight <= 0:
+            return [
+                "blend weights: expected at least one of blend_item_weight, blend_user_weight, blend_vae_weight > 0, found all 0"
+            ]
+        return []
+
+
+@dataclass(frozen=True)
+class DpSettings(Settings):
+    """DP-SGD for ranking_mlp (recflow.privacy_dp): per-example clipping to l2_clip, Gaussian
+    noise of std noise_multiplier * l2_clip, epsilon reported at delta (None: 1/rows)."""
+
+    FORM_SECTION: ClassVar[str] = MODEL
+    FLAT_PREFIX: ClassVar[str] = "dp_"
+
+    enabled: bool = setting(
+        False,
+        "Differential privacy (DP-SGD)",
+        "model=ranking_mlp only: train with DP-SGD (per-example gradient clipping plus Gaussian noise, Poisson-sampled batches); the privacy budget epsilon is logged as train.dp_epsilon. It covers one training row (not a whole user) and the trained weights only: the frozen profile tables (genre preferences, activity, popularity) are not privatised.",
+    )
+    l2_clip: float = setting(
+        1.0,
+        "DP clipping norm",
+        "dp_enabled only: each example's gradient is scaled down to at most this L2 norm.",
+        gt=0,
+        le=1000,
+    )
+    noise_multiplier: float = setting(
+        1.1,
+        "DP noise multiplier",
+        "dp_enabled only: Gaussian noise std as a multiple of the clipping norm; larger gives a smaller epsilon and a less accurate model.",
+        gt=0,
+        le=100,
+    )
+    delta: float | None = setting(
+        None,
+        "DP delta",
+        "dp_enabled only: delta at which epsilon is reported. Empty: 1 / training rows per epoch.",
+        gt=0,
+        lt=1,
+    )
+
+
+@dataclass(frozen=True)
+class TwoStageSettings(Settings):
+    """model=two_stage (models/two_stage.py): the towers pick ``candidates`` items per request
+    (brute-force dot product + top_k), the ranking MLP (TrainConfig's epochs, batch_size, ...)
+    scores only those. Towers: in-batch softmax with logQ correction, lazy Adam
+    (models/two_tower.py)."""
+
+    FORM_SECTION: ClassVar[str] = MODEL
+    FLAT_PREFIX: ClassVar[str] = "two_stage_"
+
+    candidates: int = setting(
+        200,
+        "Two-stage: candidates N",
+        "model=two_stage: items the retrieval towers pick per request (dot product + top_k over the whole catalogue); the ranking MLP scores only these.",
+        ge=1,
+        le=1000000,
+    )
+    tower_dim: int = setting(
+        32,
+        "Two-stage: tower width",
+        "model=two_stage: width of the user and item tower vectors.",
+        ge=1,
+        le=1024,
+    )
+    tower_epochs: int = setting(
+        10,
+        "Two-stage: tower epochs",
+        "model=two_stage: passes over the distinct training pairs for the towers (the MLP uses epochs).",
+        ge=1,
+        le=1000,
+    )
+    tower_batch_size: int = setting(
+        1024,
+        "Two-stage: tower batch size",
+        "model=two_stage: pairs per step; the other pairs of a batch are each positive's negatives (in-batch softmax).",
+        ge=2,
+        le=65536,
+    )
+    tower_learning_rate: float = setting(
+        0.01,
+        "Two-stage: tower learning rate",
+        "model=two_stage: Adam step size of the towers (rows of the batch only).",
+        gt=0,
+        le=1,
+    )
+    tower_temperature: float = setting(
+        0.2,
+        "Two-stage: softmax temperature",
+        "model=two_stage: the towers' cosine similarities are divided by this in the in-batch softmax.",
+        gt=0,
+        le=10,
+    )
