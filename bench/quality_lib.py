@@ -56,7 +56,7 @@ def protocol_spec(path: Path = PROTOCOL_FILE) -> dict[str, Any]:
 
 def load_dataset(data: Path) -> Any:
     """MovieLens-100K (u.data) or MovieLens-1M (ratings.dat, '::', latin-1) by folder layout."""
-    from recflow.data.readers import read_movielens_folder
+    from recflow.data.movielens import read_movielens_folder
 
     return read_movielens_folder(data)
 

@@ -246,7 +246,7 @@ def test_load_source_dispatch(tmp_path: Path) -> None:
 def test_unreadable_values_are_recorded_with_examples(tmp_path: Path) -> None:
     """Text in a numeric column is kept as null, and what the text was is kept beside it."""
     from recflow.data import read_dataset, write_dataset
-    from recflow.data.readers import UNREADABLE_ATTR
+    from recflow.data.canonical import UNREADABLE_ATTR
 
     events = tmp_path / "events.csv"
     lines = ["user_id,item_id,rating,timestamp", "1,A,abc,5", "1,B,4,6", "2,A,five,7",
@@ -270,7 +270,7 @@ def test_unreadable_values_are_recorded_with_examples(tmp_path: Path) -> None:
 
 def test_clean_files_record_nothing_unreadable(tmp_path: Path) -> None:
     from recflow.data import read_dataset, write_dataset
-    from recflow.data.readers import UNREADABLE_ATTR
+    from recflow.data.canonical import UNREADABLE_ATTR
     from recflow.data.store import UNREADABLE_FILE
 
     ds = read_movielens_100k(write_ml100k(tmp_path / "ml"))
@@ -300,7 +300,7 @@ def write_generated_ml1m(folder: Path, n_users: int = 30, n_items: int = 40, see
 
 
 def test_read_movielens_folder_by_layout(tmp_path: Path) -> None:
-    from recflow.data.readers import read_movielens_folder
+    from recflow.data.movielens import read_movielens_folder
 
     one_m = read_movielens_folder(write_generated_ml1m(tmp_path / "ml1m"))
     assert len(one_m.interactions) == 30 * 8

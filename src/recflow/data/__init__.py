@@ -11,12 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from recflow.data.download import download_movielens
-    from recflow.data.readers import (
-        load_source,
-        read_movielens_1m,
-        read_movielens_100k,
-        read_table,
-    )
+    from recflow.data.movielens import read_movielens_1m, read_movielens_100k
+    from recflow.data.readers import load_source, read_table
     from recflow.data.store import dataset_digest, read_dataset, write_dataset
     from recflow.data.synthetic import SyntheticTruth, generate_synthetic, synthetic_truth
     from recflow.types import Dataset
@@ -26,8 +22,8 @@ _WHERE = {
     "generate_synthetic": "recflow.data.synthetic",
     "synthetic_truth": "recflow.data.synthetic",
     "SyntheticTruth": "recflow.data.synthetic",
-    "read_movielens_100k": "recflow.data.readers",
-    "read_movielens_1m": "recflow.data.readers",
+    "read_movielens_100k": "recflow.data.movielens",
+    "read_movielens_1m": "recflow.data.movielens",
     "read_table": "recflow.data.readers",
     "load_source": "recflow.data.readers",
     "write_dataset": "recflow.data.store",

@@ -1,4 +1,6 @@
-"""Readers that turn source files into canonical tables (see ``recflow.schema``).
+"""Readers that turn source files into canonical tables (see ``recflow.schema``): generic
+CSV/Parquet tables with a column mapping here, MovieLens folders in ``recflow.data.movielens``,
+and ``load_source``, which picks one by ``DataConfig.source``.
 
 Structural problems (missing files or columns, a file that does not split into the expected
 fields) raise ``DataSourceError``. Values that are present but bad (rating "abc", an empty user
@@ -8,13 +10,19 @@ silently dropping or fixing them.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from recflow import schema
+from recflow.data.canonical import (
+    canonical_interactions,
+    canonical_items,
+    require_file,
+    to_id,
+    to_unix_seconds,
+)
+from recflow.data.movielens import read_movielens_1m, read_movielens_100k
 from recflow.errors import DataSourceError
 
 if TYPE_CHECKING:
@@ -22,361 +30,6 @@ if TYPE_CHECKING:
 
     from recflow.config import DataConfig
     from recflow.types import Dataset
-
-_ML_HINT = (
-    "point data_path at the extracted MovieLens folder "
-    "(recflow.data.download_movielens fetches and extracts it)"
-)
-
-
-# ---------------------------------------------------------------------------------------------
-# Column conversions shared by every reader (and by recflow.data.store)
-
-
-# DataFrame.attrs key of a table's unreadable values: column -> {"count", "expected",
-# "examples", "rows"}. A reader keeps such values as nulls (see the module docstring) and
-# records here what the text was, so that validation can say "50 values are not numbers,
-# e.g. 'abc'" instead of "50 nulls". recflow.data.store persists it beside the tables.
-UNREADABLE_ATTR = "recflow.unreadable"
-UNREADABLE_EXAMPLES = 5
-_EXAMPLE_CHARS = 40
-
-
-def unreadable_values(raw: pd.Series, parsed: pd.Series, expected: str) -> dict[str, Any] | None:
-    """Where ``raw`` held text that ``parsed`` could not read (null there, non-blank here)."""
-    import numpy as np
-
-    text = raw.astype("string").str.strip()
-    bad = (
-        parsed.isna().to_numpy(dtype=bool)
-        & text.notna().to_numpy(dtype=bool)
-        & (text != "").fillna(False).to_numpy(dtype=bool)
-    )
-    count = int(bad.sum())
-    if not count:
-        return None
-    from recflow.validation.pii import looks_personal
-
-    values = [str(v) for v in text[bad].tolist()]
-    examples = []
-    for value in list(dict.fromkeys(values))[:UNREADABLE_EXAMPLES]:
-        # Examples end up in logs and Data Docs: personal data is named, never shown.
-        kind = looks_personal(value)
-        examples.append(f"<withheld: looks like {kind}>" if kind else value[:_EXAMPLE_CHARS])
-    rows = [int(i) for i in np.flatnonzero(bad)[:UNREADABLE_EXAMPLES]]
-    return {"count": count, "expected": expected, "examples": examples, "rows": rows}
-
-
-def to_id(s: pd.Series) -> pd.Series:
-    """Ids as nullable strings: 7 and 7.0 both become "7"; blank strings become null."""
-    import pandas as pd
-
-    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_integer_dtype(s):
-        return s.astype("string")
-    if pd.api.types.is_float_dtype(s):
-        out = s.astype("string")
-        whole = s.notna() & (s % 1 == 0)
-        out[whole] = s[whole].astype("int64").astype("string")
-        return out
-    out = s.astype("string").str.strip()
-    return out.mask(out == "", pd.NA)
-
-
-def to_float(s: pd.Series) -> pd.Series:
-    """Nullable Float64; text that is not a number becomes null."""
-    import pandas as pd
-
-    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-        return s.astype("Float64")
-    return pd.to_numeric(s.astype("string").str.strip(), errors="coerce").astype("Float64")
-
-
-def to_int(s: pd.Series) -> pd.Series:
-    """Nullable Int64; text that is not a whole number (e.g. "3.5", "abc") becomes null."""
-    import pandas as pd
-
-    if pd.api.types.is_integer_dtype(s):
-        return s.astype("Int64")
-    num = to_float(s)
-    return num.where(num % 1 == 0).astype("Int64")
-
-
-def to_unix_seconds(s: pd.Series) -> pd.Series:
-    """Unix seconds (Int64) from numbers (seconds, floored) or ISO-8601 datetimes (naive = UTC)."""
-    import pandas as pd
-
-    epoch = pd.Timestamp(0, tz="UTC")
-    if pd.api.types.is_datetime64_any_dtype(s):
-        dt = s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
-        return ((dt - epoch) // pd.Timedelta(seconds=1)).astype("Int64")
-    num = to_float(s)
-    out = num.where(num.isna(), num // 1)  # fractional seconds are a valid time: floor them
-    text = s.astype("string").str.strip()
-    needs_date = out.isna() & text.notna() & (text != "")
-    if needs_date.any():
-        dt = pd.to_datetime(text[needs_date], format="ISO8601", utc=True, errors="coerce")
-        out[needs_date] = ((dt - epoch) // pd.Timedelta(seconds=1)).astype("Float64")
-    return out.astype("Int64")
-
-
-def to_text(s: pd.Series) -> pd.Series:
-    """Nullable strings, blank -> null."""
-    import pandas as pd
-
-    out = s.astype("string")
-    return out.mask(out.str.strip() == "", pd.NA)
-
-
-def canonical_interactions(
-    user_id: pd.Series,
-    item_id: pd.Series,
-    rating: pd.Series,
-    timestamp: pd.Series,
-    *,
-    timestamp_raw: pd.Series | None = None,
-    timestamp_expected: str = "whole numbers (unix seconds)",
-) -> pd.DataFrame:
-    """The canonical interactions table; ``timestamp`` is already converted, and
-    ``timestamp_raw`` (the text it came from) lets unreadable times be recorded as such."""
-    import pandas as pd
-
-    ratings = to_float(rating)
-    out = pd.DataFrame(
-        {
-            schema.USER_ID: to_id(user_id).to_numpy(),
-            schema.ITEM_ID: to_id(item_id).to_numpy(),
-            schema.RATING: ratings.to_numpy(),
-            schema.TIMESTAMP: timestamp.to_numpy(),
-        }
-    ).astype(schema.INTERACTION_DTYPES)
-    unreadable = {schema.RATING: unreadable_values(rating, ratings, "numbers")}
-    if timestamp_raw is not None:
-        unreadable[schema.TIMESTAMP] = unreadable_values(
-            timestamp_raw, timestamp, timestamp_expected
-        )
-    found = {column: info for column, info in unreadable.items() if info}
-    if found:
-        out.attrs[UNREADABLE_ATTR] = found
-    return out
-
-
-def canonical_items(item_id: pd.Series, title: pd.Series, genres: pd.Series) -> pd.DataFrame:
-    import pandas as pd
-
-    return pd.DataFrame(
-        {
-            schema.ITEM_ID: to_id(item_id).to_numpy(),
-            schema.TITLE: to_text(title).to_numpy(),
-            schema.GENRES: genres.astype("string").to_numpy(),
-        }
-    ).astype(schema.ITEM_DTYPES)
-
-
-# ---------------------------------------------------------------------------------------------
-# Low-level file access with uniform errors
-
-
-def _require_file(path: Path, what: str, hint: str) -> Path:
-    if not path.is_file():
-        found = "a folder" if path.is_dir() else "nothing"
-        raise DataSourceError(f"{what}: expected a file at {path}, found {found}; {hint}")
-    return path
-
-
-def _read_delimited(
-    source: Path | io.StringIO, path: Path, *, sep: str, n_fields: int, what: str, **kw: Any
-) -> pd.DataFrame:
-    """Read a header-less delimited file as text columns and check its field count."""
-    import pandas as pd
-
-    try:
-        df = pd.read_csv(
-            source,
-            sep=sep,
-            header=None,
-            dtype=str,
-            quoting=csv.QUOTE_NONE,
-            keep_default_na=False,
-            na_filter=False,
-            **kw,
-        )
-    except pd.errors.EmptyDataError:
-        raise DataSourceError(
-            f"{what}: {path} is empty; expected {n_fields} fields a line"
-        ) from None
-    except (pd.errors.ParserError, ValueError, OSError) as exc:
-        raise DataSourceError(
-            f"{what}: could not split {path} into {n_fields} {sep!r}-separated fields a line "
-            f"({exc}); check that this is the right file and format"
-        ) from None
-    if df.shape[1] != n_fields:
-        raise DataSourceError(
-            f"{what}: expected {n_fields} {sep!r}-separated fields a line in {path}, "
-            f"found {df.shape[1]}; check that this is the right file and format"
-        )
-    return df
-
-
-def _read_double_colon(path: Path, n_fields: int, what: str) -> pd.DataFrame:
-    # '::' needs pandas' slow regex engine; a control character that never occurs in the
-    # MovieLens .dat files lets the C engine split the lines instead.
-    text = path.read_bytes().decode("latin-1").replace("::", "\x1f")
-    return _read_delimited(io.StringIO(text), path, sep="\x1f", n_fields=n_fields, what=what)
-
-
-# ---------------------------------------------------------------------------------------------
-# MovieLens
-
-
-def _genre_names_100k(folder: Path) -> list[str]:
-    path = _require_file(folder / "u.genre", "MovieLens-100K genres", _ML_HINT)
-    names: dict[int, str] = {}
-    for lineno, line in enumerate(path.read_text(encoding="latin-1").splitlines(), 1):
-        if not line.strip():
-            continue
-        name, _, index = line.rpartition("|")
-        if not name or not index.strip().isdigit():
-            raise DataSourceError(
-                f"MovieLens-100K genres: expected 'name|index' on line {lineno} of {path}, "
-                f"found {line!r}"
-            )
-        names[int(index)] = name
-    if sorted(names) != list(range(len(names))) or not names:
-        raise DataSourceError(
-            f"MovieLens-100K genres: expected indices 0..n-1 in {path}, found {sorted(names)}"
-        )
-    return [names[i] for i in range(len(names))]
-
-
-def _join_flags(flags: pd.DataFrame, names: list[str]) -> pd.Series:
-    """'1'/'0' genre flag columns -> names joined by '|'; a row with another value -> null."""
-    import pandas as pd
-
-    rows: list[list[str]] = flags.astype(str).to_numpy().tolist()
-    ok = [set(row) <= {"0", "1"} for row in rows]
-    hot = [[v == "1" for v in row] for row in rows]
-    joined = [
-        schema.GENRE_SEPARATOR.join(n for n, h in zip(names, row, strict=True) if h)
-        if good
-        else None
-        for row, good in zip(hot, ok, strict=True)
-    ]
-    return pd.Series(joined, dtype="string")
-
-
-def read_movielens_100k(folder: str | Path) -> Dataset:
-    """Read the MovieLens-100K folder (u.data, u.item, u.genre, u.user)."""
-    import pandas as pd
-
-    from recflow.types import Dataset
-
-    folder = Path(folder)
-    what = "MovieLens-100K"
-    ratings = _read_delimited(
-        _require_file(folder / "u.data", f"{what} ratings", _ML_HINT),
-        folder / "u.data",
-        sep="\t",
-        n_fields=4,
-        what=f"{what} ratings",
-    )
-    genres = _genre_names_100k(folder)
-    item_path = _require_file(folder / "u.item", f"{what} items", _ML_HINT)
-    items = _read_delimited(
-        item_path,
-        item_path,
-        sep="|",
-        n_fields=5 + len(genres),
-        what=f"{what} items",
-        encoding="latin-1",
-    )
-    interactions = canonical_interactions(
-        ratings[0], ratings[1], ratings[2], to_int(ratings[3]), timestamp_raw=ratings[3]
-    )
-    item_table = canonical_items(items[0], items[1], _join_flags(items.iloc[:, 5:], genres))
-    users = None
-    user_path = folder / "u.user"
-    if user_path.exists():
-        u = _read_delimited(
-            user_path, user_path, sep="|", n_fields=5, what=f"{what} users", encoding="latin-1"
-        )
-        users = pd.DataFrame(
-            {
-                schema.USER_ID: to_id(u[0]),
-                "age": to_int(u[1]),
-                "gender": to_text(u[2]),
-                "occupation": to_text(u[3]),
-                "zip_code": to_text(u[4]),
-            }
-        )
-    return Dataset(interactions=interactions, items=item_table, users=users)
-
-
-def _movies_1m(path: Path) -> pd.DataFrame:
-    import pandas as pd
-
-    # Titles may contain ':' (even end with one), so split off the id at the first '::' and
-    # the genres at the last one instead of splitting on every '::'.
-    rows: list[tuple[str | None, str | None, str | None]] = []
-    for line in path.read_bytes().decode("latin-1").splitlines():
-        if not line.strip():
-            continue
-        head, sep1, rest = line.partition("::")
-        title, sep2, genres = rest.rpartition("::")
-        if not sep1 or not sep2:
-            raise DataSourceError(
-                f"MovieLens-1M movies: expected 'MovieID::Title::Genres' lines in {path}, "
-                f"found {line!r}; check that this is the right file and format"
-            )
-        rows.append((head, title, genres))
-    if not rows:
-        raise DataSourceError(f"MovieLens-1M movies: {path} is empty; expected movie lines")
-    return pd.DataFrame(rows, columns=[0, 1, 2], dtype="string")
-
-
-def read_movielens_1m(folder: str | Path) -> Dataset:
-    """Read the MovieLens-1M folder (ratings.dat, movies.dat, users.dat; '::'-separated)."""
-    import pandas as pd
-
-    from recflow.types import Dataset
-
-    folder = Path(folder)
-    what = "MovieLens-1M"
-    ratings = _read_double_colon(
-        _require_file(folder / "ratings.dat", f"{what} ratings", _ML_HINT), 4, f"{what} ratings"
-    )
-    movies = _movies_1m(_require_file(folder / "movies.dat", f"{what} movies", _ML_HINT))
-    interactions = canonical_interactions(
-        ratings[0], ratings[1], ratings[2], to_int(ratings[3]), timestamp_raw=ratings[3]
-    )
-    genres = movies[2].str.strip()
-    item_table = canonical_items(movies[0], movies[1], genres.mask(genres.isna(), ""))
-    users = None
-    user_path = folder / "users.dat"
-    if user_path.exists():
-        u = _read_double_colon(user_path, 5, f"{what} users")
-        users = pd.DataFrame(
-            {
-                schema.USER_ID: to_id(u[0]),
-                "gender": to_text(u[1]),
-                "age": to_int(u[2]),  # an age-group code in ML-1M
-                "occupation": to_int(u[3]),  # a code in ML-1M
-                "zip_code": to_text(u[4]),
-            }
-        )
-    return Dataset(interactions=interactions, items=item_table, users=users)
-
-
-def read_movielens_folder(folder: str | Path) -> Dataset:
-    """MovieLens-100K (``u.data``) or MovieLens-1M (``ratings.dat``), by the folder's layout."""
-    folder = Path(folder)
-    if (folder / "u.data").is_file():
-        return read_movielens_100k(folder)
-    if (folder / "ratings.dat").is_file():
-        return read_movielens_1m(folder)
-    raise DataSourceError(
-        f"MovieLens folder {folder}: expected u.data (MovieLens-100K) or ratings.dat "
-        f"(MovieLens-1M), found neither; {_ML_HINT}"
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,7 +71,7 @@ def _read_frame(path: Path, fmt: str, what: str) -> pd.DataFrame:
     import pandas as pd
 
     if not (fmt == "parquet" and path.is_dir() and any(path.glob("*.parquet"))):
-        _require_file(
+        require_file(
             path, what, "check the path in the config (data_path / items_path / users_path)"
         )
     try:

@@ -41,12 +41,12 @@ def _conform(df: pd.DataFrame, dtypes: dict[str, str], table: str) -> pd.DataFra
         ) from None
 
 
-# Beside the tables: what the readers could not read (see recflow.data.readers.UNREADABLE_ATTR).
+# Beside the tables: what the readers could not read (see recflow.data.canonical.UNREADABLE_ATTR).
 UNREADABLE_FILE = "unreadable.json"
 
 
 def _unreadable(ds: Dataset) -> dict[str, Any]:
-    from recflow.data.readers import UNREADABLE_ATTR
+    from recflow.data.canonical import UNREADABLE_ATTR
 
     found = {}
     for name in ("interactions", "items", "users"):
@@ -105,7 +105,7 @@ def read_dataset(folder: Path) -> Dataset:
         users = load(schema.USERS_FILE, {schema.USER_ID: "string"}, "users")
     ds = Dataset(interactions=interactions, items=items, users=users)
     if (folder / UNREADABLE_FILE).is_file():
-        from recflow.data.readers import UNREADABLE_ATTR
+        from recflow.data.canonical import UNREADABLE_ATTR
 
         recorded = json.loads((folder / UNREADABLE_FILE).read_text(encoding="utf-8"))
         for name, columns in recorded.items():

@@ -241,8 +241,8 @@ _NOT_NULL = "expect_column_values_to_not_be_null"
 
 
 def _unreadable(df: pd.DataFrame | None) -> dict[str, dict[str, Any]]:
-    """Column -> what the reader could not read there (kept as nulls; see recflow.data.readers)."""
-    from recflow.data.readers import UNREADABLE_ATTR
+    """Column -> what the reader could not read there (kept as nulls; see recflow.data.canonical)."""
+    from recflow.data.canonical import UNREADABLE_ATTR
 
     if df is None:
         return {}
