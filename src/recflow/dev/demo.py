@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from recflow.config import default_work_dir, from_params
+from recflow.config import PipelineConfig, default_work_dir, from_params
 from recflow.dev.airflow_env import airflow_env
 from recflow.dev.local_services import ModelServerProcess
 from recflow.net import port_open
@@ -247,7 +247,7 @@ def _quiet_native_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _show_recommendations(cfg, run_id: str, args: argparse.Namespace) -> int:
+def _show_recommendations(cfg: PipelineConfig, run_id: str, args: argparse.Namespace) -> int:
     from recflow.data import read_dataset
     from recflow.errors import RecflowError
     from recflow.features import load_split
