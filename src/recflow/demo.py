@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from recflow.airflow_env import airflow_env
-from recflow.config import default_work_dir, from_params
+from recflow.config import PipelineConfig, default_work_dir, from_params
 from recflow.local_services import ModelServerProcess, port_open
 
 DAG_ID = "recsys_training"
@@ -246,7 +246,7 @@ def _quiet_native_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _show_recommendations(cfg, run_id: str, args: argparse.Namespace) -> int:
+def _show_recommendations(cfg: PipelineConfig, run_id: str, args: argparse.Namespace) -> int:
     from recflow.data import read_dataset
     from recflow.errors import RecflowError
     from recflow.features import load_split
