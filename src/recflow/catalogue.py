@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from recflow.jsontypes import JSONObject
+
 if TYPE_CHECKING:
     from recflow.types import ScoreFn
 
@@ -46,7 +48,7 @@ class Catalogue:
             h.update(f"{len(item)}:{item}\n".encode())  # length prefix: no separator ambiguity
         return h.hexdigest()
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> JSONObject:
         return {"digest": self.digest, "size": self.size, "source": self.source}
 
     def tags(self) -> dict[str, str]:
@@ -69,7 +71,7 @@ class Overlap:
     def share_of_champion(self) -> float:
         return self.shared / self.champion_size if self.champion_size else 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {
             "shared": self.shared,
             "candidate_size": self.candidate_size,

@@ -37,6 +37,7 @@ from recflow.errors import (
     ServerUnavailable,
     ServingError,
 )
+from recflow.jsontypes import JSONObject
 
 SANDBOX_MODEL = "infra-validation"
 SANDBOX_VERSION = 1
@@ -70,7 +71,7 @@ class InfraValidationResult:
     # True: the sandbox itself failed (no verdict on the model; worth retrying later)
     infrastructure: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return dataclasses.asdict(self)
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from recflow.bandits.logformat import BanditLogWriter
 from recflow.bandits.slates import sample_slate, slate_marginals
 from recflow.errors import DataError, ServingError
+from recflow.jsontypes import JSONObject
 
 # Names of the policy signature (recflow.bandits.export); repeated here so that importing
 # the client does not import the exporter (and with it TensorFlow).
@@ -168,7 +169,7 @@ class PolicyClient:
         reward: float,
         *,
         action_id: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> JSONObject:
         """Append the reward of slot ``position`` of an earlier ``choose``.
 
         ``action_id`` is needed only for requests this client no longer remembers (another

@@ -18,6 +18,7 @@ import numpy as np
 
 from recflow.bandits.feedback import LoggedFeedback
 from recflow.errors import ValidationFailed
+from recflow.jsontypes import JSONObject
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,7 +75,7 @@ def validate_frame(
     min_rounds: int = 1,
     docs_dir: Path | None = None,
     sample_rows: int = 5,
-) -> dict[str, Any]:
+) -> JSONObject:
     """Run the suite on ``frame``; return a JSON-able report or raise ValidationFailed."""
     from recflow.validation.run import import_gx
 
@@ -120,7 +121,7 @@ def validate_frame(
     outcome = checkpoint.run(batch_parameters={"dataframe": frame})
     results = [r for run in outcome.run_results.values() for r in run.results]
     failures = [_failure(r, frame, sample_rows) for r in results if not r.success]
-    report = {
+    report: JSONObject = {
         "success": not failures,
         "rounds": len(frame),
         "expectations_evaluated": len(results),
@@ -142,14 +143,14 @@ def validate_frame(
     return report
 
 
-def validate_feedback(feedback: LoggedFeedback, **kwargs: Any) -> dict[str, Any]:
+def validate_feedback(feedback: LoggedFeedback, **kwargs: Any) -> JSONObject:
     """Validate loaded feedback against its own catalogue and number of positions."""
     return validate_frame(
         feedback_frame(feedback), feedback.action_ids, feedback.len_list, **kwargs
     )
 
 
-def _failure(r: Any, frame: pd.DataFrame, limit: int) -> dict[str, Any]:
+def _failure(r: Any, frame: pd.DataFrame, limit: int) -> JSONObject:
     kwargs = dict(r.expectation_config.kwargs)
     result = r.result or {}
     column = kwargs.get("column")

@@ -13,6 +13,7 @@ from typing import Any
 
 from recflow.config import PipelineConfig
 from recflow.errors import ModelLoadFailed, ServerUnavailable, VerificationFailed
+from recflow.jsontypes import JSONObject
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
 from recflow.pipeline.names import CHALLENGER, INFRA_VALIDATION_JSON, REGISTER_JSON
 from recflow.registry import Registry
@@ -27,7 +28,7 @@ def run(
     registry: Registry | None = None,
     *,
     validation: Any = None,
-) -> dict[str, Any]:
+) -> JSONObject:
     """``validation`` overrides ``InfraValidationConfig`` (tests); by default from ``cfg``."""
     from recflow.infra_validation import InfraValidationConfig, validate_model
 

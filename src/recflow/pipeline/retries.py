@@ -27,7 +27,7 @@ from recflow.errors import RecflowError, is_transient
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def retry_args(cfg: RetryConfig | None = None) -> dict[str, Any]:
+def retry_args(cfg: RetryConfig | None = None) -> dict[str, object]:
     """Operator arguments (DAG ``default_args`` or ``@task(**...)``) for transient faults."""
     cfg = cfg or RetryConfig()
     return {

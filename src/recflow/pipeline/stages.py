@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from recflow.errors import RecflowError, ValidationFailed, is_transient
+from recflow.jsontypes import JSONObject
 from recflow.pipeline.context import RunContext, make_promoter, make_registry, say, tracking_run
 from recflow.pipeline.names import (
     CHALLENGER,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from recflow.registry import Registry
 
 Report = TypeVar("Report")
+Record = TypeVar("Record", bound=Mapping[str, object])
 
 
 def open_run(cfg: WorkLayout, ctx: RunContext, registry: Registry | None) -> tuple[Registry, str]:
@@ -58,7 +60,7 @@ def record_validation(
     ctx: RunContext,
     step: str,
     validate: Callable[[], Report],
-    summary: Callable[[Report], dict[str, Any]],
+    summary: Callable[[Report], JSONObject],
 ) -> Report:
     """Run ``validate``; keep the evidence with the run either way. A failure ends the run
     FAILED and raises: nothing downstream may run."""
@@ -85,16 +87,17 @@ def record_gate(
     registry: Registry,
     mlflow_run: str,
     ctx: RunContext,
-    record: dict[str, Any],
+    record: Record,
     *,
     step: str,
     headline: str = "",
     keeps_serving: str = "the champion",
     tags: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+) -> Record:
     """Log a gate decision (``record`` has ``passed`` and ``reasons``). Declining is a normal
     outcome: the run ends FINISHED and the promotion steps are skipped."""
-    passed, reasons = bool(record["passed"]), list(record["reasons"])
+    passed, listed = bool(record["passed"]), record["reasons"]
+    reasons = [str(r) for r in listed] if isinstance(listed, list | tuple) else [str(listed)]
     registry.log_dict(mlflow_run, record, "gate/decision.json")
     registry.set_tags(
         mlflow_run,
@@ -194,7 +197,7 @@ class Verification:
     inputs: Mapping[str, np.ndarray]
     expected: Mapping[str, np.ndarray]
     checked: str
-    summary: dict[str, Any]
+    summary: JSONObject
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,7 @@ class Deployment:
         ctx: RunContext,
         registry: Registry | None = None,
         promoter: Promotion | None = None,
-    ) -> dict[str, Any]:
+    ) -> JSONObject:
         """Install the registered version and load it under label ``canary``."""
         registry, promoter = self._seams(cfg, registry, promoter)
         version, step, noun = registered_version(ctx), self.deploy_step, self.noun
@@ -250,7 +253,7 @@ class Deployment:
         ctx: RunContext,
         registry: Registry | None = None,
         promoter: Promotion | None = None,
-    ) -> dict[str, Any]:
+    ) -> JSONObject:
         """The canary must answer as the exported model did, by the promoter's comparison."""
         registry, promoter = self._seams(cfg, registry, promoter)
         version = registered_version(ctx)
@@ -276,7 +279,7 @@ class Deployment:
         ctx: RunContext,
         registry: Registry | None = None,
         promoter: Promotion | None = None,
-    ) -> dict[str, Any]:
+    ) -> JSONObject:
         """Move label ``stable`` and alias ``champion`` to the verified canary."""
         registry, promoter = self._seams(cfg, registry, promoter)
         mlflow_run = tracking_run(cfg, ctx, registry)

@@ -36,6 +36,7 @@ from recflow.errors import (
     ServerUnavailable,
     ServingError,
 )
+from recflow.jsontypes import JSONObject
 
 if TYPE_CHECKING:
     from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
@@ -425,7 +426,7 @@ class ServingClient:
                 f"HandleReloadConfigRequest refused: {response.status.error_message}"
             )
 
-    def metadata(self, model: str, version: int | None = None) -> dict[str, Any]:
+    def metadata(self, model: str, version: int | None = None) -> JSONObject:
         """``{"model", "version", "signatures": {name: {"inputs", "outputs", "method_name"}}}``
         with each tensor as ``(dtype, shape)``, e.g. ``("DT_STRING", (-1,))``."""
         from tensorflow_serving.apis import get_model_metadata_pb2

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from recflow.config import ValidationConfig
+from recflow.jsontypes import JSONObject
 from recflow.schema import (
     INTERACTION_COLUMNS,
     ITEM_COLUMNS,
@@ -122,7 +123,7 @@ def build_suites(cfg: ValidationConfig, *, with_users: bool) -> dict[str, gx.Exp
     return suites
 
 
-def suite_parameters(ds: Dataset, cfg: ValidationConfig, now: int | None = None) -> dict[str, Any]:
+def suite_parameters(ds: Dataset, cfg: ValidationConfig, now: int | None = None) -> JSONObject:
     """Run-time values of the suite parameters."""
     item_ids: list[str] = []
     if ITEM_ID in ds.items.columns:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from recflow.config import ValidationConfig
 from recflow.errors import ValidationFailed
+from recflow.jsontypes import JSONObject
 from recflow.schema import ITEM_ID, USER_ID
 from recflow.validation import expectations as ex
 
@@ -38,7 +39,7 @@ class ValidationReport:
     results: list[dict[str, Any]] = field(default_factory=list)
     data_docs_index: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {
             "success": self.success,
             "statistics": dict(self.statistics),
