@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from recflow.jsontypes import JSONObject
 
@@ -86,7 +86,7 @@ def overlap(candidate: Catalogue, champion: Catalogue) -> Overlap:
     return Overlap(shared, len(set(candidate.item_ids)), len(known))
 
 
-def from_ids(item_ids: Sequence[Any], source: str = UNKNOWN_SOURCE) -> Catalogue:
+def from_ids(item_ids: Sequence[object], source: str = UNKNOWN_SOURCE) -> Catalogue:
     return Catalogue(tuple(_text(i) for i in item_ids), source)
 
 
@@ -98,7 +98,7 @@ def of_scorer(score_fn: ScoreFn, source: str = UNKNOWN_SOURCE) -> Catalogue:
     return from_ids(list(np.asarray(item_ids).reshape(-1)), source)
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from recflow.errors import RecflowError, ValidationFailed, is_transient
-from recflow.jsontypes import JSONObject
+from recflow.jsontypes import JSONObject, JSONValue
 from recflow.pipeline.context import RunContext, make_promoter, make_registry, say, tracking_run
 from recflow.pipeline.names import (
     CHALLENGER,
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 Report = TypeVar("Report")
 Record = TypeVar("Record", bound=Mapping[str, object])
+Cfg = TypeVar("Cfg", bound=WorkLayout)
 
 
 def open_run(cfg: WorkLayout, ctx: RunContext, registry: Registry | None) -> tuple[Registry, str]:
@@ -124,7 +125,7 @@ def register(
     registry: Registry,
     mlflow_run: str,
     artifact_path: str,
-    tags: Mapping[str, Any],
+    tags: Mapping[str, object],
     description: str,
     *,
     step: str,
@@ -201,30 +202,30 @@ class Verification:
 
 
 @dataclass(frozen=True)
-class Deployment:
+class Deployment(Generic[Cfg]):
     """The serving steps of one pipeline: deploy as canary, verify, promote to stable.
 
     ``verification`` builds the requests and expected answers for this model's contract;
     ``promoter`` makes a promoter that compares by that contract.
     """
 
-    verification: Callable[[Any, RunContext], Verification]
-    promoter: Callable[[Any], Promotion] = make_promoter
+    verification: Callable[[Cfg, RunContext], Verification]
+    promoter: Callable[[Cfg], Promotion] = make_promoter
     # verify's result when a re-run finds the version stable already (verified before)
-    already_stable: Mapping[str, Any] = field(default_factory=dict)
+    already_stable: Mapping[str, JSONValue] = field(default_factory=dict)
     noun: str = "version"
     deploy_step: str = "deploy"
     verify_step: str = "verify"
     promote_step: str = "promote"
 
     def _seams(
-        self, cfg: WorkLayout, registry: Registry | None, promoter: Promotion | None
+        self, cfg: Cfg, registry: Registry | None, promoter: Promotion | None
     ) -> tuple[Registry, Promotion]:
         return registry or make_registry(cfg), promoter or self.promoter(cfg)
 
     def deploy_canary(
         self,
-        cfg: WorkLayout,
+        cfg: Cfg,
         ctx: RunContext,
         registry: Registry | None = None,
         promoter: Promotion | None = None,
@@ -249,7 +250,7 @@ class Deployment:
 
     def verify_canary(
         self,
-        cfg: WorkLayout,
+        cfg: Cfg,
         ctx: RunContext,
         registry: Registry | None = None,
         promoter: Promotion | None = None,
@@ -275,7 +276,7 @@ class Deployment:
 
     def promote(
         self,
-        cfg: WorkLayout,
+        cfg: Cfg,
         ctx: RunContext,
         registry: Registry | None = None,
         promoter: Promotion | None = None,

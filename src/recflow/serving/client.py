@@ -39,6 +39,7 @@ from recflow.errors import (
 from recflow.jsontypes import JSONObject
 
 if TYPE_CHECKING:
+    from tensorflow.core.protobuf.meta_graph_pb2 import TensorInfo
     from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
 
     from recflow.serving.model_config import ModelEntry
@@ -455,12 +456,12 @@ class ServingClient:
         }
 
 
-def _tensor_info(info: Any) -> tuple[str, tuple[int, ...] | None]:
+def _tensor_info(info: TensorInfo) -> tuple[str, tuple[int, ...] | None]:
     from tensorflow.core.framework import types_pb2
 
     shape = None if info.tensor_shape.unknown_rank else tuple(d.size for d in info.tensor_shape.dim)
     return types_pb2.DataType.Name(info.dtype), shape
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
