@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from recflow.jsontypes import JSONObject
 
 if TYPE_CHECKING:
     import pandas as pd
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core import ExpectationSuite
+    from great_expectations.expectations import Expectation
 
 SUITE = "recflow_bandit_feedback"
 COLUMNS = ("action_id", "position", "reward", "pscore", "context_ok")
@@ -44,10 +48,10 @@ def feedback_frame(feedback: LoggedFeedback) -> pd.DataFrame:
 
 
 def _suite(
-    gx: Any, catalogue: Sequence[str], len_list: int, binary_reward: bool, min_rounds: int
-) -> Any:
+    gx: ModuleType, catalogue: Sequence[str], len_list: int, binary_reward: bool, min_rounds: int
+) -> ExpectationSuite:
     e = gx.expectations
-    exps: list[Any] = [
+    exps: list[Expectation] = [
         e.ExpectTableColumnsToMatchSet(column_set=list(COLUMNS), exact_match=False),
         e.ExpectTableRowCountToBeBetween(min_value=min_rounds),
         e.ExpectColumnValuesToNotBeNull(column="pscore"),
@@ -64,6 +68,15 @@ def _suite(
     if binary_reward:
         exps.append(e.ExpectColumnValuesToBeInSet(column="reward", value_set=[0.0, 1.0]))
     return gx.ExpectationSuite(name=SUITE, expectations=exps)
+
+
+class FrameOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`validate_frame` after the frame and its catalogue."""
+
+    binary_reward: bool
+    min_rounds: int
+    docs_dir: Path | None
+    sample_rows: int
 
 
 def validate_frame(
@@ -105,7 +118,7 @@ def validate_frame(
     definition = context.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=SUITE, data=batch_def, suite=suite)
     )
-    actions: list[Any] = []
+    actions: list[UpdateDataDocsAction] = []
     if docs_dir is not None:
         from great_expectations.checkpoint import UpdateDataDocsAction
 
@@ -143,7 +156,7 @@ def validate_frame(
     return report
 
 
-def validate_feedback(feedback: LoggedFeedback, **kwargs: Any) -> JSONObject:
+def validate_feedback(feedback: LoggedFeedback, **kwargs: Unpack[FrameOptions]) -> JSONObject:
     """Validate loaded feedback against its own catalogue and number of positions."""
     return validate_frame(
         feedback_frame(feedback), feedback.action_ids, feedback.len_list, **kwargs
