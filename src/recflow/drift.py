@@ -144,7 +144,7 @@ def reference_stats(ds: Dataset, *, digest: str | None = None) -> JSONObject:
     }
 
 
-def save_stats(stats: Mapping[str, Any], path: Path) -> Path:
+def save_stats(stats: Mapping[str, object], path: Path) -> Path:
     from recflow.storage import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps(stats, sort_keys=True))
