@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from recflow.jsontypes import JSONObject
 
 if TYPE_CHECKING:
     from recflow.types import ScoreFn
@@ -46,7 +48,7 @@ class Catalogue:
             h.update(f"{len(item)}:{item}\n".encode())  # length prefix: no separator ambiguity
         return h.hexdigest()
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> JSONObject:
         return {"digest": self.digest, "size": self.size, "source": self.source}
 
     def tags(self) -> dict[str, str]:
@@ -69,7 +71,7 @@ class Overlap:
     def share_of_champion(self) -> float:
         return self.shared / self.champion_size if self.champion_size else 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {
             "shared": self.shared,
             "candidate_size": self.candidate_size,
@@ -84,7 +86,7 @@ def overlap(candidate: Catalogue, champion: Catalogue) -> Overlap:
     return Overlap(shared, len(set(candidate.item_ids)), len(known))
 
 
-def from_ids(item_ids: Sequence[Any], source: str = UNKNOWN_SOURCE) -> Catalogue:
+def from_ids(item_ids: Sequence[object], source: str = UNKNOWN_SOURCE) -> Catalogue:
     return Catalogue(tuple(_text(i) for i in item_ids), source)
 
 
@@ -96,7 +98,7 @@ def of_scorer(score_fn: ScoreFn, source: str = UNKNOWN_SOURCE) -> Catalogue:
     return from_ids(list(np.asarray(item_ids).reshape(-1)), source)
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 

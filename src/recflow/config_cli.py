@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from recflow.errors import ConfigError
+from recflow.jsontypes import JSONObject
 
 
-def parse_assignments(pairs: list[str]) -> dict[str, Any]:
+def parse_assignments(pairs: list[str]) -> JSONObject:
     """``["epochs=3", "model=ease"]`` -> ``{"epochs": "3", "model": "ease"}`` (coerced later)."""
-    out: dict[str, Any] = {}
+    out: JSONObject = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:

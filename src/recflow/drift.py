@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recflow.errors import DataError
+from recflow.jsontypes import JSONObject
 
 if TYPE_CHECKING:
     from recflow.config import DriftConfig
@@ -47,7 +48,7 @@ SERVING_LOG_SUBDIR = Path("serving") / "requests"
 class DriftDetected(DataError):
     """A batch differs from the champion's training data beyond the configured limits."""
 
-    def __init__(self, message: str, checks: list[dict[str, Any]], quarantine: str | None) -> None:
+    def __init__(self, message: str, checks: list[JSONObject], quarantine: str | None) -> None:
         super().__init__(message)
         self.checks = checks
         self.quarantine = quarantine
@@ -62,7 +63,7 @@ class Check:
     passed: bool
     detail: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return asdict(self)
 
 
@@ -114,7 +115,7 @@ def activity_bucket(events: int) -> str:
 # Reference statistics
 
 
-def reference_stats(ds: Dataset, *, digest: str | None = None) -> dict[str, Any]:
+def reference_stats(ds: Dataset, *, digest: str | None = None) -> JSONObject:
     """The JSON-able statistics drift is measured against (user ids must be pseudonyms)."""
     from recflow.schema import ITEM_ID, RATING, USER_ID
 
@@ -143,14 +144,14 @@ def reference_stats(ds: Dataset, *, digest: str | None = None) -> dict[str, Any]
     }
 
 
-def save_stats(stats: Mapping[str, Any], path: Path) -> Path:
+def save_stats(stats: Mapping[str, object], path: Path) -> Path:
     from recflow.storage import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps(stats, sort_keys=True))
     return Path(path)
 
 
-def load_stats(path: Path) -> dict[str, Any]:
+def load_stats(path: Path) -> JSONObject:
     try:
         stats = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

@@ -32,7 +32,6 @@ the data, the model or the request, and retrying it would only repeat it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 
 class RecflowError(Exception):
@@ -62,7 +61,7 @@ class ValidationFailed(DataError):
     def __init__(
         self,
         message: str,
-        failures: Sequence[Mapping[str, Any]] = (),
+        failures: Sequence[Mapping[str, object]] = (),
         data_docs: str | None = None,
     ) -> None:
         super().__init__(message)

@@ -24,6 +24,7 @@ import numpy as np
 
 from recflow.config import GateConfig
 from recflow.errors import ConfigError
+from recflow.jsontypes import JSONObject
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class GateDecision:
     reasons: list[str] = field(default_factory=list)
     checks: list[GateCheck] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {
             "passed": self.passed,
             "reasons": list(self.reasons),

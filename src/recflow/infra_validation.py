@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +37,12 @@ from recflow.errors import (
     ServerUnavailable,
     ServingError,
 )
+from recflow.jsontypes import JSONObject
+
+if TYPE_CHECKING:
+    from tensorflow_serving.apis.predict_pb2 import PredictRequest
+
+    from recflow.serving.client import ServingClient
 
 SANDBOX_MODEL = "infra-validation"
 SANDBOX_VERSION = 1
@@ -70,7 +76,7 @@ class InfraValidationResult:
     # True: the sandbox itself failed (no verdict on the model; worth retrying later)
     infrastructure: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return dataclasses.asdict(self)
 
 
@@ -101,7 +107,7 @@ def server_command(kind: str | None, port: int, config_file: Path) -> tuple[str,
     ]
 
 
-def read_warmup_requests(saved_model_dir: Path) -> list[Any]:
+def read_warmup_requests(saved_model_dir: Path) -> list[PredictRequest]:
     """The PredictRequests of ``assets.extra/tf_serving_warmup_requests`` (ContractError if none)."""
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
@@ -206,7 +212,7 @@ class _Sandbox:
             self.process.wait(timeout=5)
 
 
-def _load(sandbox: _Sandbox, client: Any) -> float:
+def _load(sandbox: _Sandbox, client: ServingClient) -> float:
     """Load the candidate by reload RPC and wait for AVAILABLE; seconds taken."""
     from recflow.serving.model_config import ModelEntry
 
@@ -230,7 +236,7 @@ def _load(sandbox: _Sandbox, client: Any) -> float:
     return time.monotonic() - started
 
 
-def _users_of(requests: Sequence[Any]) -> list[np.ndarray]:
+def _users_of(requests: Sequence[PredictRequest]) -> list[np.ndarray]:
     """The user ids of each warmup request (the contract's only input)."""
     import tensorflow as tf
 
@@ -249,7 +255,7 @@ def _users_of(requests: Sequence[Any]) -> list[np.ndarray]:
 
 def _replay(
     sandbox: _Sandbox,
-    client: Any,
+    client: ServingClient,
     batches: Sequence[np.ndarray],
     offline: Callable[[np.ndarray], dict[str, np.ndarray]],
 ) -> tuple[int, list[str]]:

@@ -29,13 +29,13 @@ KNOWN_LIMITS = (
 )
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
 
 
-def _metrics_table(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def _metrics_table(rows: Mapping[str, Mapping[str, object]]) -> list[str]:
     names = sorted({m for r in rows.values() for m in r if not isinstance(r[m], dict | list)})
     if not names:
         return ["(none recorded)"]
@@ -101,7 +101,7 @@ def build_card(
         "",
         f"## Metrics (full ranking, K = {k})",
     ]
-    rows: dict[str, Mapping[str, Any]] = {}
+    rows: dict[str, Mapping[str, object]] = {}
     for who in ("candidate", "popularity", "champion"):
         per_stage = evaluation.get(who) or {}
         for stage in ("validation", "test"):
@@ -111,7 +111,7 @@ def build_card(
     slices = (evaluation.get("slices") or {}).get("candidate") or {}
     if slices:
         lines += ["", "### Per slice (candidate, validation)"]
-        flat: dict[str, Mapping[str, Any]] = {}
+        flat: dict[str, Mapping[str, object]] = {}
         for name, value in slices.items():
             if isinstance(value, Mapping) and all(isinstance(v, Mapping) for v in value.values()):
                 for sub, metrics in value.items():

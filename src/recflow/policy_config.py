@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from recflow import settings as _settings
 from recflow.errors import ConfigError
@@ -223,7 +223,9 @@ def policy_param_names() -> tuple[str, ...]:
     return tuple(_settings.param_map(PolicyConfig))
 
 
-def from_policy_params(params: Mapping[str, Any], base: PolicyConfig | None = None) -> PolicyConfig:
+def from_policy_params(
+    params: Mapping[str, object], base: PolicyConfig | None = None
+) -> PolicyConfig:
     """A PolicyConfig from the policy DAG's flat params; unknown names and bad values raise."""
     cfg: PolicyConfig = _settings.parse(PolicyConfig, params, base)
     check_policy(cfg)
@@ -239,6 +241,6 @@ def check_policy(cfg: PolicyConfig) -> None:
         )
 
 
-def policy_to_dict(cfg: PolicyConfig) -> dict[str, Any]:
+def policy_to_dict(cfg: PolicyConfig) -> dict[str, object]:
     """A JSON-friendly view, for logging as MLflow params."""
     return _settings.mlflow_params(cfg)

@@ -27,11 +27,15 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recflow.errors import ConfigError, TrainingError
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
 
 # Integer orders only: the binomial expansion below is exact for them. Dense at small orders
 # (where large epsilons are decided), sparse above (small epsilons need large orders).
@@ -163,7 +167,7 @@ class DPStep:
     ranking network): post-processing of the noisy gradient, so it costs no privacy.
     """
 
-    def __init__(self, model: Any, settings: DPSettings, expected_batch: float) -> None:
+    def __init__(self, model: keras.Model, settings: DPSettings, expected_batch: float) -> None:
         import keras
         import tensorflow as tf
 
@@ -175,11 +179,11 @@ class DPStep:
         noise_std = tf.constant(settings.noise_multiplier * settings.l2_clip, tf.float32)
         denom = tf.constant(float(expected_batch), tf.float32)
 
-        def example_losses(users: Any, items: Any, labels: Any) -> Any:
+        def example_losses(users: tf.Tensor, items: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
             probs = model([users, items], training=True)
             return keras.losses.binary_crossentropy(labels[:, None], probs)
 
-        def apply_noisy(grads: list[Any], seed: Any) -> None:
+        def apply_noisy(grads: list[tf.Tensor], seed: tf.Tensor) -> None:
             noisy = []
             for n, (g, v) in enumerate(zip(grads, variables, strict=True)):
                 # Noise on every coordinate, touched rows or not: a table row left noiseless
@@ -197,7 +201,9 @@ class DPStep:
             ],
             reduce_retracing=True,
         )
-        def step(users: Any, items: Any, labels: Any, seed: Any) -> Any:
+        def step(
+            users: tf.Tensor, items: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor
+        ) -> tf.Tensor:
             batch = tf.shape(users)[0]
             with tf.GradientTape() as tape:
                 losses = example_losses(users, items, labels)
@@ -207,7 +213,7 @@ class DPStep:
             dense = [k for k, g in enumerate(summed) if not isinstance(g, tf.IndexedSlices)]
             dense_vars = [variables[k] for k in dense]
 
-            def one_example(args: Any) -> Any:
+            def one_example(args: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> list[tf.Tensor]:
                 user, item, label = args
                 with tf.GradientTape() as t:
                     loss = tf.reduce_sum(example_losses(user[None], item[None], label[None]))
@@ -230,7 +236,7 @@ class DPStep:
                 sq_norm += tf.reduce_sum(tf.square(tf.reshape(j, [batch, -1])), axis=1)
             # min(1, C / ||g_b||) without dividing by a zero norm.
             scale = clip / tf.maximum(tf.sqrt(sq_norm), clip)
-            grads: list[Any] = [None] * len(variables)
+            grads: list[tf.Tensor] = [None] * len(variables)
             for k in sparse:
                 grads[k] = tf.math.unsorted_segment_sum(
                     summed[k].values * scale[:, None],
@@ -243,14 +249,16 @@ class DPStep:
             return tf.reduce_mean(losses)
 
         @tf.function(input_signature=[tf.TensorSpec([2], tf.int32)])
-        def noise_only(seed: Any) -> None:
+        def noise_only(seed: tf.Tensor) -> None:
             # An empty Poisson batch still takes its (pure-noise) step: the accountant counts it.
             apply_noisy([tf.zeros(v.shape, tf.float32) for v in variables], seed)
 
         self._step = step
         self._noise_only = noise_only
 
-    def __call__(self, users: Any, items: Any, labels: Any, seed: Any) -> float | None:
+    def __call__(
+        self, users: tf.Tensor, items: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor
+    ) -> float | None:
         """Mean loss of the batch, or None for an empty batch."""
         if int(users.shape[0]) == 0:
             self._noise_only(seed)

@@ -12,7 +12,10 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    import keras
 
 DEFAULT_INTERVAL_SECONDS = 30.0
 BAR_WIDTH = 30
@@ -82,12 +85,12 @@ class Progress:
             self.stream.flush()
 
 
-def keras_callback(progress: Progress, examples_per_batch: int) -> Any:
+def keras_callback(progress: Progress, examples_per_batch: int) -> keras.callbacks.Callback:
     """A Keras callback feeding ``progress`` after each (executed) batch of one epoch."""
     import keras
 
     class _Callback(keras.callbacks.Callback):  # type: ignore[misc]
-        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
             progress.update((batch + 1) * examples_per_batch)
 
     return _Callback()

@@ -18,11 +18,12 @@ import filecmp
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from recflow.errors import PromotionError, RecflowError, VerificationFailed
+from recflow.jsontypes import JSONObject
 from recflow.serving.model_config import ModelEntry, read_entries, write_entries
 from recflow.storage import copy_tree_atomic
 
@@ -96,7 +97,7 @@ class Promotion(Protocol):
 
     def verify_canary(
         self, version: int, inputs: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]
-    ) -> dict[str, Any]: ...
+    ) -> JSONObject: ...
 
     def abort_canary(self, version: int) -> None: ...
 
@@ -223,7 +224,7 @@ class Promoter:
 
     def verify_canary(
         self, version: int, inputs: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]
-    ) -> dict[str, Any]:
+    ) -> JSONObject:
         """Predict ``inputs`` through the ``canary`` label; ``compare`` with ``expected``.
 
         Any difference withdraws the canary (stable keeps serving) and raises.

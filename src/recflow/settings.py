@@ -19,15 +19,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sized
 from dataclasses import MISSING, dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict, TypeVar, Unpack, overload
 
 from recflow.errors import ConfigError
+from recflow.jsontypes import JSONObject, JSONScalar
 
-Choices = tuple[Any, ...] | Callable[[], tuple[Any, ...]]
+Choices = tuple[JSONScalar, ...] | Callable[[], tuple[JSONScalar, ...]]
+T = TypeVar("T")
+S = TypeVar("S", bound="Settings")
 
 
 @dataclass(frozen=True)
@@ -50,20 +53,51 @@ class Setting:
     null_default: bool = False
     entries: Mapping[str, Setting] | None = None  # mapping whose keys are DAG params too
 
-    def allowed(self) -> tuple[Any, ...] | None:
+    def allowed(self) -> tuple[JSONScalar, ...] | None:
         if self.choices is None:
             return None
         return self.choices() if callable(self.choices) else self.choices
 
 
+class Declared(TypedDict, total=False):
+    """The keywords of :func:`setting` and :func:`entry` beyond title and help."""
+
+    ge: float | None
+    gt: float | None
+    le: float | None
+    lt: float | None
+    choices: Choices | None
+    min_length: int | None
+    section: str | None
+    flat: str | None
+    param: bool
+    null_default: bool
+    entries: Mapping[str, Setting] | None
+
+
+@overload
 def setting(
-    default: Any = MISSING,
+    default: T,
+    title: str = "",
+    help: str = "",
+    **declared: Unpack[Declared],  # noqa: A002
+) -> T: ...
+@overload
+def setting(
+    *,
+    title: str = "",
+    help: str = "",
+    factory: Callable[[], T],
+    **declared: Unpack[Declared],  # noqa: A002
+) -> T: ...
+def setting(
+    default: object = MISSING,
     title: str = "",
     help: str = "",  # noqa: A002 - the form's word for it
     *,
-    factory: Callable[[], Any] | None = None,
-    **declared: Any,
-) -> Any:
+    factory: Callable[[], object] | None = None,
+    **declared: Unpack[Declared],
+) -> Any:  # a dataclasses.field(): typed as the default, as dataclasses.field is
     """A config field with its declaration (see :class:`Setting` for the keywords)."""
     meta = {"setting": Setting(title=title, help=help, **declared)}
     if factory is not None:
@@ -71,12 +105,12 @@ def setting(
     return field(default=default, metadata=meta)
 
 
-def entry(title: str, help: str, **declared: Any) -> Setting:  # noqa: A002
+def entry(title: str, help: str, **declared: Unpack[Declared]) -> Setting:  # noqa: A002
     """One key of a mapping setting that is also a DAG param (e.g. ``floors['ndcg']``)."""
     return Setting(title=title, help=help, **declared)
 
 
-def block(factory: Callable[[], Any], *, hide: tuple[str, ...] = ()) -> Any:
+def block(factory: Callable[[], T], *, hide: tuple[str, ...] = ()) -> T:
     """A nested config; ``hide``: flat names of it that are not params of this parent."""
     return field(default_factory=factory, metadata={"block": hide})
 
@@ -86,11 +120,13 @@ class Settings:
 
     FORM_SECTION: ClassVar[str] = ""
     FLAT_PREFIX: ClassVar[str] = ""
+    # Declared so that mypy sees every Settings as a dataclass (each subclass is one).
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     def __post_init__(self) -> None:
         problems = [
             problem
-            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+            for f in dataclasses.fields(self)
             if "setting" in f.metadata
             for problem in value_problems(
                 f.metadata["setting"], getattr(self, f.name), _label(type(self), f)
@@ -105,14 +141,14 @@ class Settings:
         return []
 
 
-def _label(cls: type, f: dataclasses.Field[Any]) -> str:
+def _label(cls: type, f: dataclasses.Field[object]) -> str:
     s: Setting = f.metadata["setting"]
     if not s.param:
         return f.name
     return s.flat or f"{cls.FLAT_PREFIX}{f.name}"  # type: ignore[attr-defined]
 
 
-def value_problems(s: Setting, value: Any, name: str) -> list[str]:
+def value_problems(s: Setting, value: object, name: str) -> list[str]:
     """Messages for a value outside its declared bounds or choices (empty when fine)."""
     if value is None:
         return []
@@ -128,8 +164,8 @@ def value_problems(s: Setting, value: Any, name: str) -> list[str]:
         if value in allowed or (s.null_default and value == ""):
             return []
         return [f"{name}: expected one of {list(allowed)}, found {value!r}"]
-    out = []
-    if s.min_length is not None and len(value) < s.min_length:
+    out: list[str] = []
+    if s.min_length is not None and isinstance(value, Sized) and len(value) < s.min_length:
         out.append(f"{name}: expected at least {s.min_length} characters, found {value!r}")
     if isinstance(value, int | float) and not isinstance(value, bool):
         for bound, ok, word in (
@@ -155,7 +191,7 @@ class Param:
     path: tuple[str, ...]  # field names from the root config down to the field
     key: str | None  # the mapping key for an entry of a mapping setting
     setting: Setting
-    type: Any
+    type: Any  # an annotation from typing.get_type_hints: a class or a typing form
     section: str
     is_param: bool = True  # False: config-only here (code, environment, or hidden by the parent)
 
@@ -206,14 +242,14 @@ def param_map(cls: type) -> dict[str, Param]:
     return out
 
 
-def get_value(cfg: Any, p: Param) -> Any:
-    obj = cfg
+def get_value(cfg: Settings, p: Param) -> object:
+    obj: Any = cfg  # walks attributes named by the declarations
     for name in p.path:
         obj = getattr(obj, name)
     return obj[p.key] if p.key is not None and p.key in obj else (None if p.key else obj)
 
 
-def flat_values(cfg: Any) -> dict[str, Any]:
+def flat_values(cfg: Settings) -> dict[str, object]:
     """``{DAG-param name: value}`` of a config (the inverse of :func:`parse`)."""
     return {p.name: get_value(cfg, p) for p in walk(type(cfg))}
 
@@ -222,7 +258,7 @@ def flat_values(cfg: Any) -> dict[str, Any]:
 # Coercion and parsing
 
 
-def coerce(value: Any, tp: Any, name: str) -> Any:
+def coerce(value: Any, tp: Any, name: str) -> object:
     """``value`` (from a form, JSON conf or CLI string) as type ``tp``; ConfigError if it can't."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if args and type(None) in args:  # X | None
@@ -278,19 +314,20 @@ def _type_word(tp: Any) -> str:
     return f"a {getattr(tp, '__name__', tp)}"
 
 
-def parse(cls: type, params: Mapping[str, Any], base: Any = None) -> Any:
+def parse(cls: type[S], params: Mapping[str, object], base: S | None = None) -> S:
     """A config of class ``cls`` from flat DAG params over ``base`` (default: ``cls()``).
 
     Unknown names, values of the wrong type and values outside their bounds are all reported
     in one ConfigError (name, bound, value); cross-field rules run when the result is built.
     None or an empty string means "not given": the base value stays.
     """
-    known = param_map(cls)
+    klass: type = cls
+    known = param_map(klass)
     problems: list[str] = []
     unknown = sorted(set(params) - set(known))
     if unknown:
         problems.append(f"unknown params {unknown}; expected some of {sorted(known)}")
-    changes: dict[tuple[str, ...], dict[str, Any]] = {}
+    changes: dict[tuple[str, ...], dict[str, object]] = {}
     for name, raw in params.items():
         p = known.get(name)
         if p is None or raw is None or (isinstance(raw, str) and raw == ""):
@@ -308,16 +345,17 @@ def parse(cls: type, params: Mapping[str, Any], base: Any = None) -> Any:
         if p.key is None:
             fields[p.path[-1]] = value
         else:
-            mapping = fields.get(p.path[-1])
-            if mapping is None:
-                mapping = dict(get_value(base or cls(), dataclasses.replace(p, key=None)))
+            current = fields.get(p.path[-1])
+            if current is None:
+                current = get_value(base or cls(), dataclasses.replace(p, key=None))
+            mapping = dict(current) if isinstance(current, Mapping) else {}
             fields[p.path[-1]] = {**mapping, p.key: value}
     if problems:
         raise ConfigError("invalid settings: " + "; ".join(problems))
     return _apply(base if base is not None else cls(), (), changes)
 
 
-def _apply(obj: Any, path: tuple[str, ...], changes: dict[tuple[str, ...], dict[str, Any]]) -> Any:
+def _apply(obj: S, path: tuple[str, ...], changes: dict[tuple[str, ...], dict[str, object]]) -> S:
     update = dict(changes.get(path, {}))
     for f in dataclasses.fields(obj):
         if "block" in f.metadata:
@@ -334,7 +372,7 @@ def _apply(obj: Any, path: tuple[str, ...], changes: dict[tuple[str, ...], dict[
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", Path: "string"}
 
 
-def _json_type(tp: Any) -> tuple[Any, bool]:
+def _json_type(tp: Any) -> tuple[str, bool]:
     args = typing.get_args(tp)
     nullable = bool(args) and type(None) in args
     if nullable:
@@ -347,9 +385,11 @@ def _json_type(tp: Any) -> tuple[Any, bool]:
     return _JSON_TYPES[tp], nullable
 
 
-def form_schemas(cfg: Any, names: tuple[str, ...] | None = None) -> dict[str, tuple[Any, dict]]:
+def form_schemas(
+    cfg: Settings, names: tuple[str, ...] | None = None
+) -> dict[str, tuple[object, JSONObject]]:
     """``{name: (default, JSON schema)}`` of the trigger form, from a default config ``cfg``."""
-    out: dict[str, tuple[Any, dict[str, Any]]] = {}
+    out: dict[str, tuple[object, JSONObject]] = {}
     params = walk(type(cfg))
     if names is not None:  # in the order given
         by_name = {p.name: p for p in params}
@@ -363,12 +403,13 @@ def form_schemas(cfg: Any, names: tuple[str, ...] | None = None) -> dict[str, tu
             default = list(default)
         elif isinstance(default, Mapping):
             default = dict(default)
-        schema: dict[str, Any] = {"type": ["null", jtype] if nullable else jtype}
+        schema: JSONObject = {"type": ["null", jtype] if nullable else jtype}
         if jtype == "array":
             schema["items"] = {"type": "string"}
         allowed = s.allowed()
         if allowed is not None:
-            schema["enum"] = ([None] if nullable else []) + list(allowed)
+            enum: list[JSONScalar] = [None] if nullable else []
+            schema["enum"] = enum + list(allowed)
         # Strict bounds (gt/lt) go to the form as minimum/maximum: Airflow 3.3.2's trigger
         # dialog would not submit a form with exclusiveMinimum/exclusiveMaximum (found by
         # tests/integration/test_browser_ui.py). The strict bound is still enforced when the
@@ -385,9 +426,9 @@ def form_schemas(cfg: Any, names: tuple[str, ...] | None = None) -> dict[str, tu
     return out
 
 
-def mlflow_params(cfg: Any) -> dict[str, Any]:
+def mlflow_params(cfg: Settings) -> dict[str, object]:
     """Every setting (DAG param or not) keyed by its dotted config path, JSON-friendly."""
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for p in walk(type(cfg), params_only=False):
         if p.key is not None:
             continue
@@ -416,7 +457,7 @@ def _bounds_text(s: Setting) -> str:
     return ", ".join(parts)
 
 
-def markdown_table(cfg: Any, heading: str) -> str:
+def markdown_table(cfg: Settings, heading: str) -> str:
     """A Markdown table of a config's settings (DAG params first, then config-only ones)."""
     lines = [
         f"## {heading}",

@@ -242,6 +242,8 @@ def test_rollout_polling_reload_and_labels(
     # keep asking for "stable" during every swap below: no request may fail
     failures: list[str] = []
     served: set[int] = set()
+    answers = [0]  # requests the hammer has finished; the test waits on counts, not time
+    answered = threading.Condition()
     stop = threading.Event()
 
     def hammer() -> None:
@@ -251,10 +253,21 @@ def test_rollout_polling_reload_and_labels(
                     served.add(c.recommend(MODEL, ["u1"], k=1)[0].model_version)
                 except ServingError as exc:
                     failures.append(str(exc))
+                with answered:
+                    answers[0] += 1
+                    answered.notify_all()
+
+    def after_answers(n: int) -> None:
+        """Return once the hammer has finished ``n`` more requests (the timeout only bounds a
+        hang; it decides nothing)."""
+        with answered:
+            target = answers[0] + n
+            assert answered.wait_for(lambda: answers[0] >= target, timeout=60), "hammer stuck"
 
     thread = threading.Thread(target=hammer)
     thread.start()
     try:
+        after_answers(5)  # the hammer runs before the first swap
         # version 3 is on disk but a label cannot point at it before it is loaded
         publish_version(model_sources["B"], base, 3)
         with pytest.raises(ServingError, match="which is not currently available"):
@@ -269,7 +282,7 @@ def test_rollout_polling_reload_and_labels(
         client.reload_config([entry.add_version(3).with_label("stable", 3).remove_version(1)])
         assert client.recommend(MODEL, ["u1"], k=1)[0].model_version == 3
         assert client.model_status(MODEL, 1)[0].state == "END"
-        time.sleep(0.3)
+        after_answers(20)  # the hammer keeps asking after the last swap
     finally:
         stop.set()
         thread.join()
@@ -278,7 +291,7 @@ def test_rollout_polling_reload_and_labels(
 
     # a config file write is applied by polling
     write_entries(config, [ModelEntry(MODEL, str(base), (2, 3), {"stable": 2})])
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # bounds a hang; the poll interval is 0.5 s
     while client.recommend(MODEL, ["u1"], k=1)[0].model_version != 2:
         assert time.monotonic() < deadline, server.log()
         time.sleep(0.2)

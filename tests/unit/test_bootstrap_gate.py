@@ -15,12 +15,18 @@ from recflow.gate import decide
 
 K = 10
 CFG = GateConfig(floors={}, min_lift_over_popularity=0.1, bootstrap_samples=500)
-# Per-user NDCG-like values for 800 users: a hit rate of 30 % with graded ranks.
-_CHAMP_RNG = np.random.default_rng(0)
-CHAMP = np.where(
-    _CHAMP_RNG.random(800) < 0.3, 1 / np.log2(_CHAMP_RNG.integers(1, 11, 800) + 1), 0.0
-)
-CHAMP.setflags(write=False)
+
+
+def _champion_scores() -> np.ndarray:
+    """Per-user NDCG-like values for 800 users: a hit rate of 30 % with graded ranks."""
+    rng = np.random.default_rng(0)  # its own seeded stream, used once here
+    hits = rng.random(800) < 0.3
+    values = np.where(hits, 1 / np.log2(rng.integers(1, 11, 800) + 1), 0.0)
+    values.setflags(write=False)
+    return values
+
+
+CHAMP = _champion_scores()  # fixed, read-only data; the tests draw their noise from ``rng``
 
 
 @pytest.fixture()

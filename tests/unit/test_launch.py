@@ -93,15 +93,45 @@ def test_help_lists_the_commands(capsys):
         assert name in out and text in out
 
 
-def test_demo_prints_a_heartbeat_when_a_step_is_quiet(capsys):
-    """`make demo` must not look hung while a long task prints nothing."""
-    import time
+def test_demo_prints_a_heartbeat_when_a_step_is_quiet(capsys, monkeypatch):
+    """`make demo` must not look hung while a long task prints nothing.
+
+    The heartbeat loop runs here in this thread on a fake clock: each wait of its stop event
+    is one tick that advances the clock by the wait's timeout, so the count of heartbeats
+    follows from the ticks, not from how fast a thread is scheduled.
+    """
+    import sys
+    from types import SimpleNamespace
 
     from recflow.dev.demo import _Progress
 
-    with _Progress(heartbeat=0.3) as progress:
-        progress.task = "train"
-        time.sleep(1.6)
+    now = [1000.0]
+    monkeypatch.setattr(
+        sys.modules[_Progress.__module__], "time", SimpleNamespace(monotonic=lambda: now[0])
+    )
+
+    class Ticks:
+        """Stands in for the stop event: ``n`` waits time out, then it is set."""
+
+        def __init__(self, n: int) -> None:
+            self.left = n
+
+        def wait(self, timeout: float) -> bool:
+            if self.left == 0:
+                return True
+            self.left -= 1
+            now[0] += timeout
+            return False
+
+    progress = _Progress(heartbeat=2.5)  # the loop ticks every second
+    progress._done = Ticks(6)  # type: ignore[assignment]
+    progress._beat()  # quiet from the start: beats after 3 and 6 seconds
+    progress.task = "train"
+    progress._done = Ticks(2)  # type: ignore[assignment]
+    progress._beat()  # 2 quiet seconds since the last beat: silent
+    progress._done = Ticks(1)  # type: ignore[assignment]
+    progress._beat()  # 3 quiet seconds: one beat, in the task
     lines = [line for line in capsys.readouterr().out.splitlines() if "still running" in line]
-    assert lines and all("in task train" in line for line in lines)
-    assert lines[0].split("s", 1)[0].strip().replace(".", "").isdigit()  # elapsed seconds first
+    assert [line.split()[0] for line in lines] == ["3.0s", "6.0s", "9.0s"]  # elapsed first
+    assert ["starting Airflow" in line for line in lines] == [True, True, False]
+    assert "in task train" in lines[2]

@@ -22,8 +22,9 @@ from recflow.schema import GENRES, ITEM_ID, RATING, TIMESTAMP, TITLE, USER_ID
 def _reference_split(df: pd.DataFrame, ratio: float, seed: int, col: str):
     """Their _do_stratification, step by step with pandas (random, sort, rank/count)."""
     data = df.copy()
-    np.random.seed(seed)
-    data["random"] = np.random.rand(data.shape[0])
+    # Their np.random.seed(seed) + np.random.rand(n), as a local stream (the same numbers,
+    # without touching numpy's global state for the other tests).
+    data["random"] = np.random.RandomState(seed).rand(data.shape[0])
     data = data.sort_values([col, "random"])
     groups = data.groupby(col)
     data["rank"] = (groups.cumcount() + 1) / groups[col].transform("count")

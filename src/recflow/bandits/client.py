@@ -24,13 +24,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from recflow.bandits.logformat import BanditLogWriter
 from recflow.bandits.slates import sample_slate, slate_marginals
 from recflow.errors import DataError, ServingError
+from recflow.jsontypes import JSONObject
 
 # Names of the policy signature (recflow.bandits.export); repeated here so that importing
 # the client does not import the exporter (and with it TensorFlow).
@@ -62,7 +63,7 @@ class Slate:
     epsilon: float
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
@@ -168,7 +169,7 @@ class PolicyClient:
         reward: float,
         *,
         action_id: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> JSONObject:
         """Append the reward of slot ``position`` of an earlier ``choose``.
 
         ``action_id`` is needed only for requests this client no longer remembers (another

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
@@ -24,6 +24,22 @@ from recflow.errors import DataError
 ESTIMATORS: tuple[str, ...] = ("ips", "snips", "dm", "dr")
 REWARD_MODELS: tuple[str, ...] = ("logistic", "ridge")
 _BOOT_CELLS = 4_000_000  # indices drawn per chunk: bounds bootstrap memory to ~32 MB
+
+
+class Interval(TypedDict):
+    """A value with its bootstrap interval."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+
+
+class EstimateRecord(Interval):
+    """:meth:`Estimate.to_dict`: the interval, which estimator, at which confidence, on what."""
+
+    estimator: str
+    confidence: float
+    n_rounds: int
 
 
 @dataclass(frozen=True)
@@ -38,7 +54,7 @@ class Estimate:
     def covers(self, truth: float) -> bool:
         return self.ci_low <= truth <= self.ci_high
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> EstimateRecord:
         return {
             "estimator": self.estimator,
             "value": self.value,

@@ -22,14 +22,17 @@ Warmup: ``assets.extra/tf_serving_warmup_requests`` (PredictionLog TFRecord).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recflow import contract
-from recflow.bandits.policies import LinUCB, NeuralPolicy
+from recflow.bandits.policies import LinUCB, NeuralPolicy, Policy
 from recflow.errors import ContractError
 from recflow.storage import atomic_directory
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 POLICY_CONTRACT_VERSION = "policy-1.0"
 INPUT_CONTEXT = "context"
@@ -40,7 +43,7 @@ OUTPUT_ACTION_PROBS = "action_probs"
 WARMUP_BATCH = 8
 
 
-def _module(policy: Any, dim: int) -> Any:
+def _module(policy: LinUCB | NeuralPolicy, dim: int) -> tf.Module:
     import tensorflow as tf
 
     n_actions = len(policy.action_ids)
@@ -133,7 +136,7 @@ def _write_warmup(out_dir: Path, contexts: np.ndarray, epsilon: float) -> int:
 
 
 def export_policy(
-    policy: LinUCB | NeuralPolicy,
+    policy: Policy,
     out_dir: Path,
     *,
     warmup_contexts: np.ndarray,

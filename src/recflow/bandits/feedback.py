@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from recflow.errors import DataError
+from recflow.jsontypes import JSONObject
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,7 @@ FEEDBACK_FILE = "feedback.npz"
 FEEDBACK_META = "feedback.json"
 
 
-def save_feedback(
-    feedback: LoggedFeedback, folder: Path, meta: dict[str, Any] | None = None
-) -> Path:
+def save_feedback(feedback: LoggedFeedback, folder: Path, meta: JSONObject | None = None) -> Path:
     """Write ``feedback`` (arrays + catalogue + ``meta``) to ``folder`` in one rename."""
     import json
 
@@ -119,7 +117,7 @@ def save_feedback(
     return Path(folder)
 
 
-def read_feedback(folder: Path) -> tuple[LoggedFeedback, dict[str, Any]]:
+def read_feedback(folder: Path) -> tuple[LoggedFeedback, JSONObject]:
     """(feedback, meta) written by :func:`save_feedback`."""
     import json
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from recflow.bandits.estimators import ESTIMATORS, Estimate
 from recflow.errors import ConfigError
@@ -40,9 +39,9 @@ class PolicyGateDecision:
     estimator: str
     threshold: float
     lower_bound: float | None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: Mapping[str, object] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "passed": self.passed,
             "reasons": list(self.reasons),
@@ -59,7 +58,7 @@ def decide_policy(
     cfg = cfg or PolicyGateConfig()
     cfg.check()
     threshold = logging_value * (1.0 + cfg.margin)
-    details = {
+    details: dict[str, object] = {
         "estimates": {k: v.to_dict() for k, v in candidate.items()},
         "logging_value": logging_value,
     }

@@ -42,12 +42,13 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, Unpack
 
 import numpy as np
 
 from recflow.bandits.feedback import LoggedFeedback
 from recflow.errors import DataError, DataSourceError
+from recflow.jsontypes import JSONObject
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,6 +72,46 @@ FRAME_COLUMNS = (
 )
 
 
+class ImpressionFields(TypedDict):
+    """The keyword arguments of :func:`impression_record`."""
+
+    request_id: str
+    context: Sequence[float]
+    action_ids: Sequence[str]
+    propensities: Sequence[float]
+    policy_name: str
+    policy_version: str
+    epsilon: float
+    timestamp: NotRequired[float | None]
+    rewards: NotRequired[Sequence[float | None] | None]
+
+
+class RewardFields(TypedDict):
+    """The keyword arguments of :func:`reward_record`."""
+
+    request_id: str
+    position: int
+    action_id: str
+    reward: float
+    timestamp: NotRequired[float | None]
+
+
+class _Slot(TypedDict):
+    """One row of :func:`read_log`'s frame (``FRAME_COLUMNS``)."""
+
+    request_id: str
+    timestamp: float
+    policy_name: str
+    policy_version: str
+    epsilon: float
+    position: int
+    action_id: str
+    pscore: float
+    reward: float
+    context: list[float]
+    context_ok: bool
+
+
 def impression_record(
     *,
     request_id: str,
@@ -82,7 +123,7 @@ def impression_record(
     epsilon: float,
     timestamp: float | None = None,
     rewards: Sequence[float | None] | None = None,
-) -> dict[str, Any]:
+) -> JSONObject:
     """An impression record; ``action_ids[k]`` was shown at position k."""
     if len(action_ids) != len(propensities):
         raise ValueError(
@@ -91,7 +132,7 @@ def impression_record(
         )
     slate = []
     for k, (a, p) in enumerate(zip(action_ids, propensities, strict=True)):
-        slot: dict[str, Any] = {"position": k, "action_id": str(a), "propensity": float(p)}
+        slot: JSONObject = {"position": k, "action_id": str(a), "propensity": float(p)}
         if rewards is not None and rewards[k] is not None:
             slot["reward"] = float(rewards[k])  # type: ignore[arg-type]
         slate.append(slot)
@@ -111,7 +152,7 @@ def impression_record(
 
 def reward_record(
     *, request_id: str, position: int, action_id: str, reward: float, timestamp: float | None = None
-) -> dict[str, Any]:
+) -> JSONObject:
     return {
         "schema": SCHEMA,
         "version": VERSION,
@@ -136,18 +177,18 @@ class BanditLogWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: JSONObject) -> None:
         line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
         with self._lock, self.path.open("a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()
 
-    def log_impression(self, **kwargs: Any) -> dict[str, Any]:
+    def log_impression(self, **kwargs: Unpack[ImpressionFields]) -> JSONObject:
         record = impression_record(**kwargs)
         self.write(record)
         return record
 
-    def log_reward(self, **kwargs: Any) -> dict[str, Any]:
+    def log_reward(self, **kwargs: Unpack[RewardFields]) -> JSONObject:
         record = reward_record(**kwargs)
         self.write(record)
         return record
@@ -187,13 +228,14 @@ def read_log(paths: Iterable[Path], *, missing_reward: float | None = None) -> p
     """One row per shown slot (columns ``FRAME_COLUMNS``), rewards joined from reward records."""
     import pandas as pd
 
-    slots: dict[tuple[str, int], dict[str, Any]] = {}
+    slots: dict[tuple[str, int], _Slot] = {}
     rewards: dict[tuple[str, int], tuple[float, float]] = {}
     for path, number, rec in iter_records(paths):
         try:
             if rec["type"] == IMPRESSION:
                 for slot in rec["slate"]:
                     key = (str(rec["request_id"]), int(slot["position"]))
+                    context = [float(x) for x in rec["context"]]
                     slots[key] = {
                         "request_id": key[0],
                         "timestamp": float(rec["timestamp"]),
@@ -204,10 +246,9 @@ def read_log(paths: Iterable[Path], *, missing_reward: float | None = None) -> p
                         "action_id": str(slot["action_id"]),
                         "pscore": _number(slot.get("propensity")),
                         "reward": _number(slot.get("reward")),
-                        "context": [float(x) for x in rec["context"]],
+                        "context": context,
+                        "context_ok": bool(context) and all(math.isfinite(x) for x in context),
                     }
-                    ctx = slots[key]["context"]
-                    slots[key]["context_ok"] = bool(ctx) and all(math.isfinite(x) for x in ctx)
             elif rec["type"] == REWARD:
                 key = (str(rec["request_id"]), int(rec["position"]))
                 ts = float(rec["timestamp"])
@@ -265,7 +306,9 @@ def to_feedback(frame: pd.DataFrame, catalogue: Sequence[str], len_list: int) ->
     return feedback
 
 
-def _number(value: Any) -> float:
+def _number(value: object) -> float:
     if value is None:
         return math.nan
-    return float(value)
+    if isinstance(value, int | float | str):
+        return float(value)
+    raise TypeError(f"expected a number, found {value!r}")

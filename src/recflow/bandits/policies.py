@@ -16,12 +16,16 @@ LinUCB and LinearTS fit on the logged (context, action, reward) of every positio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from recflow.bandits.feedback import LoggedFeedback
 from recflow.errors import TrainingError
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
 
 OBJECTIVES = ("dr", "ipw")
 
@@ -168,7 +172,7 @@ def _pseudo_rewards(
 
 @dataclass
 class NeuralPolicy:
-    model: Any  # keras.Model: context [n, D] -> logits [n, A]
+    model: keras.Model  # context [n, D] -> logits [n, A]
     action_ids: tuple[str, ...]
     temperature: float = 1.0
     history: list[float] = field(default_factory=list)  # training objective per epoch
@@ -209,7 +213,7 @@ class NeuralPolicy:
         logits = keras.layers.Dense(feedback.n_actions, name="logits")(h)
         model = keras.Model(inputs, logits)
 
-        def loss(y_true: Any, y_pred: Any) -> Any:
+        def loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
             ops = keras.ops
             p = ops.softmax(y_pred, axis=-1)
             value = ops.sum(p * y_true, axis=-1)

@@ -10,7 +10,6 @@ the user and context, and splitting them would leak the request into both parts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -27,7 +26,7 @@ class FeedbackSplit:
     holdout_fraction: float
     seed: int
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, int | float]:
         return {
             "holdout_fraction": self.holdout_fraction,
             "seed": self.seed,

@@ -7,11 +7,12 @@ position bias (slot k's click rate is multiplied by ``position_decay ** k``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recflow.bandits.simulator import BanditEnvironment
+from recflow.jsontypes import JSONObject
 
 if TYPE_CHECKING:
     from recflow.bandits.client import PolicyClient
@@ -46,7 +47,7 @@ def drive_client(
     epsilon: float,
     seed: int = 0,
     position_decay: float = 0.7,
-) -> dict[str, Any]:
+) -> JSONObject:
     """Serve ``n_requests`` random users through ``client``; log a reward for every slot."""
     rng = np.random.default_rng(seed)
     index = {a: i for i, a in enumerate(env.action_ids)}

@@ -12,15 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import numpy as np
 
 from recflow.bandits.feedback import LoggedFeedback
 from recflow.errors import ValidationFailed
+from recflow.jsontypes import JSONObject
 
 if TYPE_CHECKING:
     import pandas as pd
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core import ExpectationSuite
+    from great_expectations.expectations import Expectation
 
 SUITE = "recflow_bandit_feedback"
 COLUMNS = ("action_id", "position", "reward", "pscore", "context_ok")
@@ -43,10 +48,10 @@ def feedback_frame(feedback: LoggedFeedback) -> pd.DataFrame:
 
 
 def _suite(
-    gx: Any, catalogue: Sequence[str], len_list: int, binary_reward: bool, min_rounds: int
-) -> Any:
+    gx: ModuleType, catalogue: Sequence[str], len_list: int, binary_reward: bool, min_rounds: int
+) -> ExpectationSuite:
     e = gx.expectations
-    exps: list[Any] = [
+    exps: list[Expectation] = [
         e.ExpectTableColumnsToMatchSet(column_set=list(COLUMNS), exact_match=False),
         e.ExpectTableRowCountToBeBetween(min_value=min_rounds),
         e.ExpectColumnValuesToNotBeNull(column="pscore"),
@@ -65,6 +70,15 @@ def _suite(
     return gx.ExpectationSuite(name=SUITE, expectations=exps)
 
 
+class FrameOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`validate_frame` after the frame and its catalogue."""
+
+    binary_reward: bool
+    min_rounds: int
+    docs_dir: Path | None
+    sample_rows: int
+
+
 def validate_frame(
     frame: pd.DataFrame,
     catalogue: Sequence[str],
@@ -74,7 +88,7 @@ def validate_frame(
     min_rounds: int = 1,
     docs_dir: Path | None = None,
     sample_rows: int = 5,
-) -> dict[str, Any]:
+) -> JSONObject:
     """Run the suite on ``frame``; return a JSON-able report or raise ValidationFailed."""
     from recflow.validation.run import import_gx
 
@@ -104,7 +118,7 @@ def validate_frame(
     definition = context.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=SUITE, data=batch_def, suite=suite)
     )
-    actions: list[Any] = []
+    actions: list[UpdateDataDocsAction] = []
     if docs_dir is not None:
         from great_expectations.checkpoint import UpdateDataDocsAction
 
@@ -120,7 +134,7 @@ def validate_frame(
     outcome = checkpoint.run(batch_parameters={"dataframe": frame})
     results = [r for run in outcome.run_results.values() for r in run.results]
     failures = [_failure(r, frame, sample_rows) for r in results if not r.success]
-    report = {
+    report: JSONObject = {
         "success": not failures,
         "rounds": len(frame),
         "expectations_evaluated": len(results),
@@ -142,14 +156,14 @@ def validate_frame(
     return report
 
 
-def validate_feedback(feedback: LoggedFeedback, **kwargs: Any) -> dict[str, Any]:
+def validate_feedback(feedback: LoggedFeedback, **kwargs: Unpack[FrameOptions]) -> JSONObject:
     """Validate loaded feedback against its own catalogue and number of positions."""
     return validate_frame(
         feedback_frame(feedback), feedback.action_ids, feedback.len_list, **kwargs
     )
 
 
-def _failure(r: Any, frame: pd.DataFrame, limit: int) -> dict[str, Any]:
+def _failure(r: Any, frame: pd.DataFrame, limit: int) -> JSONObject:
     kwargs = dict(r.expectation_config.kwargs)
     result = r.result or {}
     column = kwargs.get("column")

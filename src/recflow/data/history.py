@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from recflow.errors import DataSourceError
+from recflow.jsontypes import JSONObject
 from recflow.storage import atomic_directory
 
 if TYPE_CHECKING:
@@ -53,9 +54,7 @@ def list_batches(history: Path) -> list[Path]:
     return sorted(found, key=landed)
 
 
-def append_batch(
-    history: Path, ds: Dataset, digest: str, meta: dict[str, Any]
-) -> tuple[Path, bool]:
+def append_batch(history: Path, ds: Dataset, digest: str, meta: JSONObject) -> tuple[Path, bool]:
     """Write ``ds`` as a new batch; (its folder, whether it was new). Idempotent per digest."""
     from recflow.data.store import write_dataset
 

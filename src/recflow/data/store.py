@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from recflow import schema
 from recflow.errors import DataError, DataSourceError
+from recflow.jsontypes import JSONObject
 from recflow.storage import atomic_directory
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def _conform(df: pd.DataFrame, dtypes: dict[str, str], table: str) -> pd.DataFra
 UNREADABLE_FILE = "unreadable.json"
 
 
-def _unreadable(ds: Dataset) -> dict[str, Any]:
+def _unreadable(ds: Dataset) -> JSONObject:
     from recflow.data.canonical import UNREADABLE_ATTR
 
     found = {}

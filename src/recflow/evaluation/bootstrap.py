@@ -8,11 +8,11 @@ correlation between the models cancels out of its width.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 
 from recflow.errors import ConfigError, DataError
+from recflow.jsontypes import JSONObject
 
 # Resamples drawn per chunk: bounds the [chunk, n_users] index matrix.
 _CHUNK_CELLS = 4_000_000
@@ -29,7 +29,7 @@ class Interval:
     samples: int
     users: int
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return asdict(self)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from recflow.errors import DataError
 from recflow.evaluation.bootstrap import bootstrap_mean, paired_bootstrap
+from recflow.jsontypes import JSONObject
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def check_same_users(a: UserScores, b: UserScores) -> None:
         )
 
 
-def seed_summary(scores: UserScores, metric: str, *, samples: int, seed: int = 0) -> dict[str, Any]:
+def seed_summary(scores: UserScores, metric: str, *, samples: int, seed: int = 0) -> JSONObject:
     """Mean and sd over seeds of the metric; bootstrap interval over users of the seed mean."""
     per_seed = scores.values[metric].mean(axis=1)
     ci = bootstrap_mean(scores.seed_mean(metric), samples=samples, seed=seed)
@@ -129,7 +130,7 @@ def _t_pvalue(diff: np.ndarray) -> tuple[float, float]:
 
 def paired_test(
     a: UserScores, b: UserScores, metric: str, *, samples: int, seed: int = 0
-) -> dict[str, Any]:
+) -> JSONObject:
     """a - b on per-user seed means: paired t-test over users and paired bootstrap interval."""
     check_same_users(a, b)
     x, y = a.seed_mean(metric), b.seed_mean(metric)
@@ -148,7 +149,7 @@ def paired_test(
     }
 
 
-def one_sample_test(a: UserScores, metric: str, figure: float, name: str) -> dict[str, Any]:
+def one_sample_test(a: UserScores, metric: str, figure: float, name: str) -> JSONObject:
     """a's per-user seed means against a fixed figure: two-sided one-sample t-test."""
     x = a.seed_mean(metric)
     t, p = _t_pvalue(x - figure)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,10 @@ from recflow.config import TrainConfig
 from recflow.errors import ContractError, TrainingError
 from recflow.models.score_module import array_stages
 from recflow.types import Features
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+    from scipy import sparse
 
 BLEND_FILE = "blend.npz"
 VAE_PREFIX = "vae_"
@@ -58,7 +62,10 @@ def blend_components(
 
 
 def score_numpy(
-    arrays: dict[str, np.ndarray], weights: tuple[float, float, float], rows: np.ndarray, x: Any
+    arrays: dict[str, np.ndarray],
+    weights: tuple[float, float, float],
+    rows: np.ndarray,
+    x: np.ndarray | sparse.csr_matrix,
 ) -> np.ndarray:
     """Blend scores [B, N] for user indices ``rows`` with binary rows ``x`` [B, N] (reference)."""
     from recflow.models.multvae import score_numpy as vae_scores
@@ -76,7 +83,7 @@ def score_numpy(
     return total
 
 
-def _graph_scores(module: Any, idx: Any) -> Any:
+def _graph_scores(module: tf.Module, idx: tf.Tensor) -> tf.Tensor:
     import tensorflow as tf
 
     from recflow.models.multvae import graph_scores as vae_graph

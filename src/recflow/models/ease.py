@@ -14,12 +14,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recflow.errors import ContractError, TrainingError
 from recflow.types import Features
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+    from scipy import sparse
+
+    from recflow.config import TrainConfig
+    from recflow.types import Split
 
 B_FILE = "ease_B.npy"
 MAX_USER_SIDE_USERS = 50_000
@@ -29,7 +36,7 @@ MAX_ITEM_SIDE_ITEMS = 20_000
 INSTEAD = "use model=ranking_mlp or sasrec, whose cost grows with events, not items squared"
 
 
-def binary_matrix(features: Features) -> Any:
+def binary_matrix(features: Features) -> sparse.csr_matrix:
     """Sparse CSR [U, N] float64 0/1 matrix of distinct training pairs."""
     from scipy import sparse
 
@@ -102,7 +109,7 @@ def user_side_scores(features: Features, l2: float) -> np.ndarray:
     return np.asarray(x.T @ c, dtype=np.float32).T
 
 
-def ease_scores_tf(module: Any, idx: Any) -> Any:
+def ease_scores_tf(module: tf.Module, idx: tf.Tensor) -> tf.Tensor:
     import tensorflow as tf
 
     from recflow.models.score_module import seen_rows_tf
@@ -127,7 +134,11 @@ def export_ease(
 
 # -- zoo adapters -----------------------------------------------------------------------------
 def fit(
-    features: Features, split: Any, cfg: Any, progress: Callable[[str], None], train_dir: Path
+    features: Features,
+    split: Split,
+    cfg: TrainConfig,
+    progress: Callable[[str], None],
+    train_dir: Path,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     b = fit_ease(features, float(cfg.ease.l2))

@@ -5,22 +5,26 @@ module every score model shares (:mod:`recflow.models.score_module`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from recflow.errors import ContractError
 from recflow.models.training import TrainedModel
 from recflow.types import Features
 
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
 RANKING_MLP = "ranking_mlp"
 POPULARITY = "popularity"
 
 
-def _known_scores(model: Any, n_items: int) -> Any:
+def _known_scores(model: keras.Model, n_items: int) -> Callable[[tf.Module, tf.Tensor], tf.Tensor]:
     """The ranking network's scores for known users, or popularity for the baseline."""
 
-    def known(module: Any, idx: Any) -> Any:
+    def known(module: tf.Module, idx: tf.Tensor) -> tf.Tensor:
         import tensorflow as tf
 
         from recflow.models.ranking_mlp import score_matrix

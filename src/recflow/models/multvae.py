@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +34,10 @@ from recflow.config import TrainConfig
 from recflow.errors import ContractError, TrainingError
 from recflow.models.score_module import array_stages
 from recflow.types import Features
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
 
 WEIGHTS_FILE = "multvae_weights.npz"
 # Layer names, also the keys (with _kernel / _bias) of the saved weights.
@@ -68,7 +72,7 @@ def beta_schedule(epoch: int, step: int, steps_per_epoch: int, cfg: TrainConfig)
     return float(cfg.multvae.beta_max * min(1.0, done))
 
 
-def build_multvae(n_items: int, cfg: TrainConfig) -> tuple[Any, Any]:
+def build_multvae(n_items: int, cfg: TrainConfig) -> tuple[keras.Model, tf.Variable]:
     """(compiled Keras model x [B, N] -> logits [B, M, N], the beta variable the KL term reads).
 
     The M = ``multvae_members`` networks share nothing but the batches: each has its own
@@ -83,9 +87,9 @@ def build_multvae(n_items: int, cfg: TrainConfig) -> tuple[Any, Any]:
     latent, members = cfg.multvae.latent, cfg.multvae.members
     beta = keras.Variable(0.0, trainable=False, name="kl_beta")
 
-    def stacked_glorot(layer_seed: int) -> Any:
+    def stacked_glorot(layer_seed: int) -> Callable[..., tf.Tensor]:
         # Glorot over each member's own [in, out] (a 3-D shape would count M in the fans).
-        def init(shape: Any, dtype: Any = None) -> Any:
+        def init(shape: Sequence[int], dtype: tf.DType | None = None) -> tf.Tensor:
             return ops.stack(
                 [
                     keras.initializers.GlorotUniform(seed=cfg.seed + 1000 * m + layer_seed)(
@@ -100,12 +104,12 @@ def build_multvae(n_items: int, cfg: TrainConfig) -> tuple[Any, Any]:
     class MemberDense(keras.layers.Layer):  # type: ignore[misc]
         """y[:, m] = activation(x[:, m] @ W[m] + b[m]); kernel [M, in, out], bias [M, out]."""
 
-        def __init__(self, units: int, activation: str | None, layer_seed: int, **kw: Any):
+        def __init__(self, units: int, activation: str | None, layer_seed: int, **kw: object):
             super().__init__(**kw)
             self.units, self.activation = units, keras.activations.get(activation)
             self.layer_seed = layer_seed
 
-        def build(self, input_shape: Any) -> None:
+        def build(self, input_shape: tuple[int, ...]) -> None:
             fan_in = int(input_shape[-1])
             self.kernel = self.add_weight(
                 shape=(members, fan_in, self.units),
@@ -116,17 +120,17 @@ def build_multvae(n_items: int, cfg: TrainConfig) -> tuple[Any, Any]:
                 shape=(members, self.units), initializer="zeros", name="bias"
             )
 
-        def call(self, x: Any) -> Any:
+        def call(self, x: tf.Tensor) -> tf.Tensor:
             return self.activation(ops.einsum("bmi,mio->bmo", x, self.kernel) + self.bias)
 
     class Sample(keras.layers.Layer):  # type: ignore[misc]
         """z from (mu, log-variance); adds beta * KL as a loss; mu itself when not training."""
 
-        def __init__(self, **kwargs: Any) -> None:
+        def __init__(self, **kwargs: object) -> None:
             super().__init__(**kwargs)
             self.seed = keras.random.SeedGenerator(cfg.seed)
 
-        def call(self, stats: Any, training: bool | None = None) -> Any:
+        def call(self, stats: tf.Tensor, training: bool | None = None) -> tf.Tensor:
             mu, log_var = stats[..., :latent], stats[..., latent:]
             # KL of N(mu, exp(lv)) from N(0, I): summed over latent dims and members, mean
             # over the batch (the sum over members keeps each member's gradient its own).
@@ -151,7 +155,7 @@ def build_multvae(n_items: int, cfg: TrainConfig) -> tuple[Any, Any]:
     logits = MemberDense(n_items, None, 4, name=DECODER[1])(h)
     model = keras.Model(x, logits, name="multvae")
 
-    def multinomial_nll(y_true: Any, y_pred: Any) -> Any:
+    def multinomial_nll(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         per_member = -ops.sum(y_true[:, None, :] * ops.log_softmax(y_pred, axis=-1), axis=-1)
         return ops.sum(per_member, axis=-1)
 
@@ -159,7 +163,7 @@ def build_multvae(n_items: int, cfg: TrainConfig) -> tuple[Any, Any]:
     return model, beta
 
 
-def _named_weights(model: Any) -> dict[str, np.ndarray]:
+def _named_weights(model: keras.Model) -> dict[str, np.ndarray]:
     weights: dict[str, np.ndarray] = {}
     for name in (*ENCODER, *DECODER):
         kernel, bias = model.get_layer(name).get_weights()
@@ -195,10 +199,12 @@ def train_multvae(
             super().__init__()
             self.epoch = 0
 
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             self.epoch = epoch
 
-        def on_train_batch_begin(self, batch_index: int, logs: Any = None) -> None:
+        def on_train_batch_begin(
+            self, batch_index: int, logs: dict[str, float] | None = None
+        ) -> None:
             beta.assign(beta_schedule(self.epoch, batch_index, steps, cfg))
 
     class Report(keras.callbacks.Callback):  # type: ignore[misc]
@@ -207,7 +213,7 @@ def train_multvae(
             self.t0 = time.perf_counter()
             self.history: dict[str, list[float]] = {"loss": [], "beta": [], "seconds": []}
 
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             loss = float((logs or {}).get("loss", float("nan")))
             if not np.isfinite(loss):
                 raise TrainingError(
@@ -273,7 +279,7 @@ def score_numpy(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     return np.asarray(standardise_rows(member_logits(weights, x)).mean(axis=1), np.float32)
 
 
-def standardise_rows_tf(scores: Any) -> Any:
+def standardise_rows_tf(scores: tf.Tensor) -> tf.Tensor:
     import tensorflow as tf
 
     mean = tf.reduce_mean(scores, axis=-1, keepdims=True)
@@ -281,7 +287,7 @@ def standardise_rows_tf(scores: Any) -> Any:
     return (scores - mean) / (std + STD_EPSILON)
 
 
-def graph_scores(module: Any, idx: Any) -> Any:
+def graph_scores(module: tf.Module, idx: tf.Tensor) -> tf.Tensor:
     """:func:`score_numpy` in tf ops over the module's weight variables (the served path)."""
     import tensorflow as tf
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +25,10 @@ from recflow.config import TrainConfig
 from recflow.errors import ContractError, TrainingError
 from recflow.models.score_module import array_stages
 from recflow.types import Features
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
 
 WEIGHTS_FILE = "neumf_weights.npz"
 TOWER = ("mlp_0", "mlp_1", "mlp_2")
@@ -34,7 +38,7 @@ def tower_sizes(dim: int) -> tuple[int, ...]:
     return (2 * dim, dim, max(1, dim // 2))
 
 
-def build_neumf(n_users: int, n_items: int, cfg: TrainConfig) -> Any:
+def build_neumf(n_users: int, n_items: int, cfg: TrainConfig) -> keras.Model:
     """A compiled Keras model (user_idx, item_idx) -> logit [B, 1]."""
     import keras
 
@@ -45,7 +49,7 @@ def build_neumf(n_users: int, n_items: int, cfg: TrainConfig) -> Any:
     user = keras.Input(shape=(), dtype="int32", name="user")
     item = keras.Input(shape=(), dtype="int32", name="item")
 
-    def emb(n: int, name: str) -> Any:
+    def emb(n: int, name: str) -> keras.layers.Layer:
         return row_embedding(
             n,
             d,
@@ -131,7 +135,7 @@ def score_numpy(weights: dict[str, np.ndarray], user_idx: np.ndarray) -> np.ndar
     return np.asarray(gmf + h @ out_k[d:] + weights["out_bias"][0], np.float32)
 
 
-def _graph_scores(module: Any, idx: Any) -> Any:
+def _graph_scores(module: tf.Module, idx: tf.Tensor) -> tf.Tensor:
     import tensorflow as tf
 
     safe = tf.maximum(idx, 0)

@@ -13,7 +13,8 @@ no custom objects, and the weights end up as ordinary variables in any SavedMode
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from recflow.types import Features
 
 if TYPE_CHECKING:
     import keras
+    import numpy.typing as npt
 
 USER_TOWER = "user_tower"
 ITEM_TOWER = "item_tower"
@@ -31,7 +33,9 @@ HEAD = "head"
 MAX_PAIRS_PER_BATCH = 262_144
 
 
-def _frozen_table(keras_mod: Any, name: str, table: np.ndarray) -> tuple[Any, np.ndarray]:
+def _frozen_table(
+    keras_mod: ModuleType, name: str, table: np.ndarray
+) -> tuple[keras.layers.Embedding, np.ndarray]:
     """A non-trainable Embedding for ``table`` plus the values to load once it is built.
 
     The values are set as weights, not as a Constant initializer, so the model's saved config
@@ -110,7 +114,9 @@ def build_ranking_mlp(features: Features, cfg: TrainConfig) -> keras.Model:
     return model
 
 
-def embedding_optimizer(cfg: TrainConfig, learning_rate: float | None = None) -> Any:
+def embedding_optimizer(
+    cfg: TrainConfig, learning_rate: float | None = None
+) -> keras.optimizers.Optimizer:
     """Adam with lazy (touched-rows-only) embedding updates; plain dense Adam under DP-SGD.
 
     DP-SGD stays dense on purpose: its Gaussian noise covers every coordinate of every table,
@@ -134,7 +140,7 @@ def steps_per_execution(cfg: TrainConfig) -> int:
     return cfg.steps_per_execution if tf.distribute.get_strategy().num_replicas_in_sync == 1 else 1
 
 
-def score_matrix(model: keras.Model, user_idx: Any, n_items: int) -> Any:
+def score_matrix(model: keras.Model, user_idx: npt.ArrayLike, n_items: int) -> np.ndarray:
     """Scores [B, N] of users ``user_idx`` (int tensor [B]) against items 0..N-1.
 
     Works eagerly and inside a ``tf.function`` (the export traces it); the caller bounds B so

@@ -25,9 +25,13 @@ with plain Adam when ``dp_enabled`` (``build_ranking_mlp``).
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING
 
 from recflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
 
 
 @functools.cache
@@ -39,7 +43,12 @@ def _lazy_adam_class() -> type:
     class LazyAdam(keras.optimizers.Adam):  # type: ignore[misc]
         """``keras.optimizers.Adam`` with lazy (row-sparse) updates for IndexedSlices."""
 
-        def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> Any:
+        def update_step(
+            self,
+            gradient: tf.Tensor | tf.IndexedSlices,
+            variable: tf.Variable,
+            learning_rate: float | tf.Tensor,
+        ) -> tf.Operation | None:
             if not isinstance(gradient, tf.IndexedSlices):
                 return super().update_step(gradient, variable, learning_rate)
             var = variable.value if isinstance(variable, keras.Variable) else variable
@@ -87,7 +96,7 @@ def _row_embedding_class() -> type:
         it reads only the looked-up rows and its gradient is the same IndexedSlices.
         """
 
-        def call(self, inputs: Any) -> Any:
+        def call(self, inputs: tf.Tensor) -> tf.Tensor:
             if inputs.dtype not in ("int32", "int64"):
                 inputs = tf.cast(inputs, "int32")
             table = self.embeddings
@@ -97,12 +106,12 @@ def _row_embedding_class() -> type:
     return RowEmbedding
 
 
-def row_embedding(*args: Any, **kwargs: Any) -> Any:
+def row_embedding(*args: object, **kwargs: object) -> keras.layers.Embedding:
     """A RowEmbedding layer (``keras.layers.Embedding`` arguments)."""
     return _row_embedding_class()(*args, **kwargs)
 
 
-def lazy_adam(learning_rate: float, **kwargs: Any) -> Any:
+def lazy_adam(learning_rate: float, **kwargs: object) -> keras.optimizers.Adam:
     """A LazyAdam optimizer (``keras.optimizers.Adam`` arguments; amsgrad is not supported)."""
     if kwargs.get("amsgrad"):
         raise ConfigError(

@@ -5,13 +5,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recflow.config import TrainConfig
 from recflow.errors import TrainingError
 from recflow.types import Features
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
 
 # Rejection rounds before switching to exact per-user draws; each round re-draws only the
 # draws that hit seen items, so for users who have seen < 50 % of items 8 rounds leave ~0.4 %.
@@ -22,7 +26,7 @@ _MAX_REDRAW_ROUNDS = 8
 class TrainedModel:
     """A trained Keras ranking model with its per-epoch history (``history["loss"]``)."""
 
-    model: Any  # keras.Model; Any keeps keras out of import time
+    model: keras.Model  # keras is imported for type checking only
     history: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -85,7 +89,7 @@ def _check_inputs(features: Features, cfg: TrainConfig) -> None:
     # epochs, batch_size and negatives have declared bounds (recflow.train_config.TrainConfig)
 
 
-def distribution_strategy(name: str) -> Any:
+def distribution_strategy(name: str) -> tf.distribute.Strategy:
     """The tf.distribute strategy called ``name`` ("default", "mirrored", "multi_worker").
 
     "mirrored" replicates the model on every local GPU (the CPU when there is none) and splits
@@ -132,7 +136,11 @@ class _DPRun:
 
     @classmethod
     def start(
-        cls, cfg: TrainConfig, strategy: Any, positives: int, progress: Callable[[str], None]
+        cls,
+        cfg: TrainConfig,
+        strategy: tf.distribute.Strategy,
+        positives: int,
+        progress: Callable[[str], None],
     ) -> _DPRun:
         from recflow.privacy_dp import DPSettings
 
@@ -155,7 +163,7 @@ class _DPRun:
 
     def epoch(
         self,
-        model: Any,
+        model: keras.Model,
         users: np.ndarray,
         items: np.ndarray,
         labels: np.ndarray,
@@ -183,7 +191,7 @@ def train_ranking_mlp(
     cfg: TrainConfig,
     *,
     progress: Callable[[str], None] = print,
-    strategy: Any = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> TrainedModel:
     """Fit the ranking network; one ``progress`` line per epoch so task logs show progress.
 
@@ -254,14 +262,14 @@ def train_ranking_mlp(
 
 
 def fit_epoch(
-    model: Any,
+    model: keras.Model,
     users: np.ndarray,
     items: np.ndarray,
     labels: np.ndarray,
     cfg: TrainConfig,
     say: Callable[[str], None],
     what: str,
-) -> Any:
+) -> keras.callbacks.History:
     """One epoch of ``model.fit`` over the given (already shuffled) rows, streamed by tf.data.
 
     The rows are sliced into batches by ``tf.data`` (no per-epoch copy into Keras' own

@@ -24,12 +24,18 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recflow.errors import ContractError
 from recflow.types import Features, Split
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from recflow.config import TrainConfig
 
 KERAS_FILE = "model.keras"
 TOWERS_FILE = "towers.npz"
@@ -65,7 +71,7 @@ def recall_metrics(towers: Any, features: Features, split: Split, n: int) -> dic
 def fit(
     features: Features,
     split: Split,
-    cfg: Any,
+    cfg: TrainConfig,
     progress: Callable[[str], None],
     train_dir: Path,
 ) -> dict[str, Any]:
@@ -101,7 +107,7 @@ def fit(
     return {"history": history, "metrics": metrics, "seconds": time.perf_counter() - t0}
 
 
-def candidate_scores(model: Any, user_idx: Any, candidates: Any) -> Any:
+def candidate_scores(model: keras.Model, user_idx: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
     """MLP probabilities [B, C] of users ``user_idx`` [B] for items ``candidates`` [B, C]."""
     import tensorflow as tf
 
@@ -114,7 +120,7 @@ def candidate_scores(model: Any, user_idx: Any, candidates: Any) -> Any:
     return tf.reshape(model.get_layer(HEAD)(pairs), [b, c])
 
 
-def top_k_blocked(scores: Any, k: int, block: int = BLOCK) -> Any:
+def top_k_blocked(scores: tf.Tensor, k: int, block: int = BLOCK) -> tf.Tensor:
     """Indices [B, k] of each row's k largest ``scores`` [B, N] (any order), exactly as
     ``tf.math.top_k`` would pick them, in about half its time on a large catalogue.
 
@@ -136,7 +142,9 @@ def top_k_blocked(scores: Any, k: int, block: int = BLOCK) -> Any:
     return tf.gather(best_blocks, within // block, batch_dims=1) * block + within % block
 
 
-def _retrieval(module: Any, idx: Any, n_candidates: int) -> tuple[Any, Any, Any]:
+def _retrieval(
+    module: tf.Module, idx: tf.Tensor, n_candidates: int
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """(retrieval scores [B, N], candidate indices [B, C], candidate is unseen [B, C])."""
     import tensorflow as tf
 
@@ -155,10 +163,12 @@ def _retrieval(module: Any, idx: Any, n_candidates: int) -> tuple[Any, Any, Any]
     return retrieval, candidates, unseen
 
 
-def _known_candidates(model: Any, n_candidates: int) -> Any:
+def _known_candidates(
+    model: keras.Model, n_candidates: int
+) -> Callable[[tf.Module, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
     """Serving: the MLP's scores of each known user's candidates (training items -inf)."""
 
-    def known(module: Any, idx: Any) -> tuple[Any, Any]:
+    def known(module: tf.Module, idx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         import tensorflow as tf
 
         _, candidates, unseen = _retrieval(module, idx, n_candidates)
@@ -168,10 +178,12 @@ def _known_candidates(model: Any, n_candidates: int) -> Any:
     return known
 
 
-def _known_scores(model: Any, n_candidates: int) -> Any:
+def _known_scores(
+    model: keras.Model, n_candidates: int
+) -> Callable[[tf.Module, tf.Tensor], tf.Tensor]:
     """Offline ``score_all``: candidates by the MLP, the rest below them (module docstring)."""
 
-    def known(module: Any, idx: Any) -> Any:
+    def known(module: tf.Module, idx: tf.Tensor) -> tf.Tensor:
         import tensorflow as tf
 
         retrieval, candidates, unseen = _retrieval(module, idx, n_candidates)

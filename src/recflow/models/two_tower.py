@@ -23,12 +23,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recflow.errors import TrainingError
 from recflow.types import Features
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 _BETA_1 = 0.9
 _BETA_2 = 0.999
@@ -45,7 +48,14 @@ class Towers:
     history: dict[str, list[float]]
 
 
-def _lazy_adam(var: Any, m: Any, v: Any, grad: Any, lr: float, step: Any) -> None:
+def _lazy_adam(
+    var: tf.Variable,
+    m: tf.Variable,
+    v: tf.Variable,
+    grad: tf.IndexedSlices,
+    lr: float,
+    step: tf.Tensor,
+) -> None:
     """One Adam update of the rows in ``grad`` (a tf.IndexedSlices); other rows stay as they are."""
     import tensorflow as tf
 

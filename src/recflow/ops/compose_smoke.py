@@ -37,12 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from recflow.errors import RecflowError
+from recflow.jsontypes import JSONObject
 
 ROOT = Path(__file__).resolve().parents[3]
 DAG_ID = "recsys_training"
 PROJECT = "recflow-smoke"
 # Small enough to train in minutes on CPU workers; the gate's lift floor off for a first run.
-SMOKE_CONF: dict[str, Any] = {
+SMOKE_CONF: JSONObject = {
     "epochs": 2,
     "synthetic_users": 300,
     "synthetic_items": 200,
@@ -103,16 +104,16 @@ class AirflowApi:
     def version(self) -> str:
         return str(self._request("GET", "/api/v2/version", auth=False)["version"])
 
-    def dag(self, dag_id: str) -> dict[str, Any]:
+    def dag(self, dag_id: str) -> JSONObject:
         return dict(self._request("GET", f"/api/v2/dags/{dag_id}"))
 
     def unpause(self, dag_id: str) -> None:
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
-    def pool(self, name: str) -> dict[str, Any]:
+    def pool(self, name: str) -> JSONObject:
         return dict(self._request("GET", f"/api/v2/pools/{urllib.parse.quote(name, safe='')}"))
 
-    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
+    def trigger(self, dag_id: str, conf: JSONObject) -> str:
         run = self._request(
             "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf}
         )

@@ -22,12 +22,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from recflow.errors import ConfigError
+from recflow.jsontypes import JSONObject
 
 RUNNER = Path(__file__).with_name("compat_runner.py")
 ATOL, RTOL = 1e-5, 1e-4  # infra validation's comparison (recflow.infra_validation)
@@ -86,7 +88,7 @@ def export_every_kind(out: Path, kinds: list[str] | None = None) -> tuple[list[s
     names = kinds or list(kind_names())
     for name in names:
         cfg = TrainConfig(model=name, epochs=1, embedding_dim=8, batch_size=256)
-        fast: dict[str, Any] = {
+        fast: dict[str, Any] = {  # field names found at run time
             f.name: 1 for f in dataclasses.fields(cfg) if f.name.endswith("_epochs")
         }
         cfg = dataclasses.replace(cfg, **fast)
@@ -143,7 +145,7 @@ def compare(reference: Path, candidate: Path) -> list[OutputDiff]:
     return diffs
 
 
-def machine() -> dict[str, Any]:
+def machine() -> JSONObject:
     model = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -160,7 +162,7 @@ def machine() -> dict[str, Any]:
 
 def check(
     serving_version: str, work: Path, venv: Path, kinds: list[str] | None = None
-) -> dict[str, Any]:
+) -> JSONObject:
     """The whole check; a JSON-able report with ``passed``."""
     import tensorflow as tf
 
@@ -177,7 +179,7 @@ def check(
     ref_meta = run_signatures(sys.executable, models, inputs_file, work / "reference.npz")
     cand_meta = run_signatures(candidate_python, models, inputs_file, work / "candidate.npz")
     diffs = compare(work / "reference.npz", work / "candidate.npz")
-    per_kind = {}
+    per_kind: dict[str, JSONObject] = {}
     for name in names:
         mine = [d for d in diffs if d.key.startswith(f"{name}/")]
         per_kind[name] = {
@@ -203,7 +205,7 @@ def check(
     }
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: Mapping[str, Any]) -> str:
     lines = [
         f"# TF Serving {report['serving_version']} compatibility of our exports",
         "",

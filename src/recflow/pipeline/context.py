@@ -19,6 +19,8 @@ from recflow.storage import atomic_write_text, safe_name
 from recflow.work_layout import WorkLayout
 
 if TYPE_CHECKING:
+    from airflow.sdk import Context
+
     from recflow.promotion import Comparison, Promotion
     from recflow.registry import Registry
 
@@ -78,7 +80,7 @@ class RunContext:
     def saved_model_dir(self) -> Path:
         return self.run_dir / "saved_model"
 
-    def write_json(self, name: str, payload: Any) -> Path:
+    def write_json(self, name: str, payload: object) -> Path:
         path = self.run_dir / name
         atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
         return path
@@ -135,7 +137,7 @@ def make_promoter(cfg: WorkLayout, compare: Comparison | None = None) -> Promoti
 
 
 def from_airflow(
-    context: Mapping[str, Any], parse: Callable[[Mapping[str, Any]], Cfg] | None = None
+    context: Context, parse: Callable[[Mapping[str, Any]], Cfg] | None = None
 ) -> tuple[Cfg, RunContext]:
     """Config from the run's params (``parse``: the DAG's, default the training pipeline's)
     and the run's identity, inside an Airflow task."""

@@ -17,9 +17,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from recflow.config import PipelineConfig
+from recflow.jsontypes import JSONObject
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
 from recflow.pipeline.names import CHAMPION, DRIFT_JSON, INGEST_JSON
 from recflow.registry import Registry
@@ -32,7 +32,7 @@ def quarantine_dir(cfg: PipelineConfig, ctx: RunContext) -> Path:
     return cfg.work_dir / "quarantine" / safe_name(ctx.dag_id) / safe_name(ctx.run_id)
 
 
-def _champion_stats(cfg: PipelineConfig, registry: Registry) -> tuple[dict[str, Any] | None, str]:
+def _champion_stats(cfg: PipelineConfig, registry: Registry) -> tuple[JSONObject | None, str]:
     """(the champion's reference statistics or None, why they are missing)."""
     from recflow.drift import REFERENCE_STATS_FILE, load_stats
     from recflow.errors import RegistryError
@@ -53,7 +53,7 @@ def _champion_stats(cfg: PipelineConfig, registry: Registry) -> tuple[dict[str, 
     return stats, f"champion v{champion.version}"
 
 
-def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> JSONObject:
     from recflow.data import read_dataset
     from recflow.drift import (
         REFERENCE_STATS_FILE,
@@ -78,7 +78,7 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
     docs = ctx.data_docs_dir / DOCS_SUBDIR
     if reference is None:
         say(f"drift: skipped ({against})")
-        summary: dict[str, Any] = {"status": "skipped", "reason": against, "checks": []}
+        summary: JSONObject = {"status": "skipped", "reason": against, "checks": []}
         _write_docs(docs, html_report([], title="Drift and skew", status="skipped", note=against))
         registry.log_artifacts(mlflow_run, docs, f"data_docs/{DOCS_SUBDIR}")
         registry.set_tags(mlflow_run, {"drift": "skipped"})
@@ -132,7 +132,7 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
             "accept_drift=true (or raise the drift_* limits)."
         )
         say(message)
-        raise DriftDetected(message, summary["checks"], str(where))
+        raise DriftDetected(message, [c.to_dict() for c in checks], str(where))
     registry.set_tags(mlflow_run, {"drift": status})
     ctx.write_json(DRIFT_JSON, summary)
     say(f"drift: {status} against {against}")
@@ -146,7 +146,7 @@ def _write_docs(folder: Path, page: str) -> None:
 
 
 def _quarantine(
-    cfg: PipelineConfig, ctx: RunContext, summary: dict[str, Any], reasons: list[str]
+    cfg: PipelineConfig, ctx: RunContext, summary: JSONObject, reasons: list[str]
 ) -> Path:
     import json
 

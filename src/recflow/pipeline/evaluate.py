@@ -10,15 +10,24 @@ NDCG@k of candidate, popularity and champion (same users, same order) to
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recflow.config import PipelineConfig
+from recflow.jsontypes import JSONObject
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
 from recflow.pipeline.names import CHAMPION, EVALUATION_JSON
 from recflow.registry import Registry
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from recflow.catalogue import Overlap
+    from recflow.registry import ModelVersionInfo
+    from recflow.types import Features, ScoreFn, Split
 
 STAGES = ("validation", "test")
 PER_USER_FILE = "per_user_ndcg.npz"
@@ -28,7 +37,7 @@ class _Scored:
     """Metrics per stage plus the validation ranking, kept for per-user values and slices."""
 
     def __init__(
-        self, scorer: Any, split: Any, features: Any, cfg: PipelineConfig, who: str
+        self, scorer: ScoreFn, split: Split, features: Features, cfg: PipelineConfig, who: str
     ) -> None:
         from recflow.evaluation.slices import rank_users
         from recflow.progress import Progress
@@ -65,14 +74,14 @@ class _Scored:
 
 
 def _score_all(
-    scorer: Any, split: Any, features: Any, cfg: PipelineConfig, who: str = "candidate"
+    scorer: ScoreFn, split: Split, features: Features, cfg: PipelineConfig, who: str = "candidate"
 ) -> _Scored:
     """``who`` names the scorer in progress lines. A user sample (``eval_user_sample``) is
     the same for every scorer on the same split (fixed seed)."""
     return _Scored(scorer, split, features, cfg, who)
 
 
-def _restricted(scorer: Any, keep: set[str]) -> Any:
+def _restricted(scorer: ScoreFn, keep: set[str]) -> ScoreFn:
     """``scorer`` ranking only the items in ``keep`` (the others are left out of its catalogue)."""
 
     def score(user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,27 +93,43 @@ def _restricted(scorer: Any, keep: set[str]) -> Any:
     return score
 
 
-def _held_out_in(split: Any, keep: set[str]) -> Any:
+def _held_out_in(split: Split, keep: set[str]) -> Split:
     """The split with only the held-out rows whose item is in ``keep`` (training unchanged)."""
     import dataclasses
 
     from recflow.schema import ITEM_ID
 
-    def only(frame: Any) -> Any:
+    def only(frame: pd.DataFrame) -> pd.DataFrame:
         return frame[frame[ITEM_ID].astype(str).isin(keep)]
 
     return dataclasses.replace(split, validation=only(split.validation), test=only(split.test))
 
 
+@dataclass
+class _Comparison:
+    """The champion scored beside the candidate, and the catalogue facts for the gate.
+
+    ``scored``/``candidate``: the champion's and the candidate's metrics on what both know
+    (None when no evaluated user's held-out item is shared); ``restricted``: only the shared
+    items were ranked (the catalogues differ).
+    """
+
+    catalogue: JSONObject
+    overlap: Overlap
+    scored: _Scored | None
+    candidate: _Scored | None
+    restricted: bool = False
+
+
 def _compare_with_champion(
     cfg: PipelineConfig,
     registry: Registry,
-    champion: Any,
-    candidate: tuple[Any, _Scored],
-    split: Any,
-    features: Any,
+    champion: ModelVersionInfo,
+    candidate: tuple[ScoreFn, _Scored],
+    split: Split,
+    features: Features,
     source: str,
-) -> dict[str, Any]:
+) -> _Comparison:
     """Score the champion on the items both models know; the catalogue facts for the gate.
 
     With the same catalogue this is the champion scored on the whole split. When the champion
@@ -119,35 +144,28 @@ def _compare_with_champion(
     run_tags: dict[str, str] = {}
     if champion.run_id and not champion.tags.get(cat.TAG_SOURCE):
         run_tags = dict(registry.get_run(champion.run_id).tags)
-    out: dict[str, Any] = {"version": champion.version}
     with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
         path = registry.download_version(cfg.registry.model_name, champion.version, Path(tmp))
         champ_scorer = load_scorer(path)
         champ_cat = cat.of_scorer(champ_scorer, cat.recorded_source(champion.tags, run_tags))
         cand_cat = cat.of_scorer(scorer, source)
         overlap = cat.overlap(cand_cat, champ_cat)
-        out["catalogue"] = {"champion": champ_cat.summary(), "overlap": overlap.to_dict()}
+        catalogue: JSONObject = {"champion": champ_cat.summary(), "overlap": overlap.to_dict()}
         keep = set(overlap.shared_ids)
         if keep >= {str(i) for i in features.item_ids}:
-            out["scored"], out["candidate"] = (
-                _score_all(champ_scorer, split, features, cfg, "champion"),
-                scored,
-            )
-            return out
+            champ = _score_all(champ_scorer, split, features, cfg, "champion")
+            return _Comparison(catalogue, overlap, champ, scored)
         sub = _held_out_in(split, keep)
         try:
-            out["scored"] = _score_all(
-                _restricted(champ_scorer, keep), sub, features, cfg, "champion"
-            )
-            out["candidate"] = _score_all(_restricted(scorer, keep), sub, features, cfg)
+            champ = _score_all(_restricted(champ_scorer, keep), sub, features, cfg, "champion")
+            cand = _score_all(_restricted(scorer, keep), sub, features, cfg)
         except DataError as error:  # no evaluated user's held-out item is a shared item
-            out["scored"] = out["candidate"] = None
-            out["catalogue"]["no_comparison"] = str(error)
-        out["restricted"] = True
-    return out
+            catalogue["no_comparison"] = str(error)
+            return _Comparison(catalogue, overlap, None, None, restricted=True)
+    return _Comparison(catalogue, overlap, champ, cand, restricted=True)
 
 
-def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> JSONObject:
     from recflow.evaluation import popularity_scorer
     from recflow.features import load_features, load_split
     from recflow.models import load_scorer
@@ -162,15 +180,19 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
     from recflow.evaluation.slices import sliced_metrics
     from recflow.storage import atomic_directory
 
-    result: dict[str, Any] = {"k": k}
+    result: JSONObject = {"k": k}
     source = _data_source(ctx)
     candidate_scorer = load_scorer(ctx.saved_model_dir)
     candidate = _score_all(candidate_scorer, split, features, cfg)
-    result["catalogue"] = {"candidate": of_scorer(candidate_scorer, source).summary()}
+    catalogue: JSONObject = {"candidate": of_scorer(candidate_scorer, source).summary()}
+    result["catalogue"] = catalogue
     popularity = _score_all(popularity_scorer(features), split, features, cfg, "popularity")
+    # Metrics per scorer: stage -> metric -> value (the champion's None when there is none).
+    scored_by = {"candidate": candidate.metrics, "popularity": popularity.metrics}
     result["candidate"] = candidate.metrics
     result["popularity"] = popularity.metrics
     result["champion"] = None
+    overlap: Overlap | None = None
     per_user = {
         "user_ids": features.user_ids[candidate.validation.users].astype(str),
         "candidate": candidate.validation.per_user_ndcg(),
@@ -182,15 +204,17 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
             cfg, registry, champion, (candidate_scorer, candidate), split, features, source
         )
         result["champion_version"] = champion.version
-        result["catalogue"].update(compared["catalogue"])
-        scored = compared["scored"]
+        catalogue.update(compared.catalogue)
+        overlap = compared.overlap
+        scored = compared.scored
         if scored is not None:
-            result["champion"] = scored.metrics
+            result["champion"] = scored_by["champion"] = scored.metrics
             per_user["champion"] = scored.validation.per_user_ndcg()
-        if compared.get("restricted") and compared["candidate"] is not None:
+        if compared.restricted and compared.candidate is not None:
             # The champion rule compares these: both models on the items both know.
-            result["candidate_on_shared"] = compared["candidate"].metrics
-            per_user["candidate_on_shared"] = compared["candidate"].validation.per_user_ndcg()
+            shared = compared.candidate
+            result["candidate_on_shared"] = scored_by["candidate_on_shared"] = shared.metrics
+            per_user["candidate_on_shared"] = shared.validation.per_user_ndcg()
     result["slices"] = {"candidate": sliced_metrics(candidate.validation, features)}
     # np.savez appends ".npz" to names without it; write into a scratch folder, then move.
     with atomic_directory(ctx.run_dir / "per_user") as scratch:
@@ -198,9 +222,9 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
     result["per_user_file"] = str(ctx.run_dir / "per_user" / PER_USER_FILE)
 
     for who in ("candidate", "popularity", "champion", "candidate_on_shared"):
-        if result.get(who) is None:
+        if who not in scored_by:
             continue
-        for stage, metrics in result[who].items():
+        for stage, metrics in scored_by[who].items():
             registry.log_metrics(
                 mlflow_run, {f"{who}.{stage}.{name}": float(v) for name, v in metrics.items()}
             )
@@ -208,20 +232,19 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
     ctx.write_json(EVALUATION_JSON, result)
     m = f"ndcg@{k}"
     line = (
-        f"evaluate (validation {m}): candidate {result['candidate']['validation'][m]:.4f}, "
-        f"popularity {result['popularity']['validation'][m]:.4f}"
+        f"evaluate (validation {m}): candidate {candidate.metrics['validation'][m]:.4f}, "
+        f"popularity {popularity.metrics['validation'][m]:.4f}"
     )
-    if result["champion"] is not None:
+    if "champion" in scored_by:
         line += (
-            f", champion v{result['champion_version']} {result['champion']['validation'][m]:.4f}"
+            f", champion v{result['champion_version']} {scored_by['champion']['validation'][m]:.4f}"
         )
     say(line)
-    overlap = result["catalogue"].get("overlap")
-    if overlap and (overlap["share_of_champion"] < 1.0 or "candidate_on_shared" in result):
+    if overlap and (overlap.share_of_champion < 1.0 or "candidate_on_shared" in result):
         say(
-            f"evaluate: catalogues differ: the candidate knows {overlap['candidate_size']} items, "
-            f"the champion {overlap['champion_size']}, shared {overlap['shared']} "
-            f"({overlap['share_of_champion']:.1%} of the champion's); the champion comparison "
+            f"evaluate: catalogues differ: the candidate knows {overlap.candidate_size} items, "
+            f"the champion {overlap.champion_size}, shared {overlap.shared} "
+            f"({overlap.share_of_champion:.1%} of the champion's); the champion comparison "
             "ranks only the shared items"
         )
     return result

@@ -6,9 +6,8 @@ and so that evaluation scores the exact artifact that would be served.
 
 from __future__ import annotations
 
-from typing import Any
-
 from recflow.config import PipelineConfig
+from recflow.jsontypes import JSONObject
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
 from recflow.registry import Registry
 
@@ -16,7 +15,7 @@ MODEL_ARTIFACT_PATH = "model"
 WARMUP_USERS = 8
 
 
-def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> JSONObject:
     from recflow.features import load_features
     from recflow.models import check_contract
     from recflow.models.zoo import get_kind

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from recflow.config import PipelineConfig
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
 from recflow.pipeline.names import FEATURES_JSON
 from recflow.registry import Registry
 
 
-def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, int]:
     from recflow.data import read_dataset
     from recflow.features import (
         build_features,

@@ -7,17 +7,22 @@ floors read the candidate's sliced validation metrics.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recflow.config import PipelineConfig
+from recflow.jsontypes import JSONObject
 from recflow.pipeline import stages
 from recflow.pipeline.context import RunContext, make_registry, tracking_run
 from recflow.pipeline.names import EVALUATION_JSON, TRAIN_JSON
 from recflow.registry import Registry
 
+if TYPE_CHECKING:
+    import numpy as np
 
-def _per_user(evaluation: dict[str, Any], metric: str) -> dict[str, Any]:
+
+def _per_user(evaluation: Mapping[str, Any], metric: str) -> dict[str, np.ndarray]:
     """Per-user NDCG arrays saved by evaluate (empty when absent or the metric is not NDCG)."""
     import numpy as np
 
@@ -28,7 +33,7 @@ def _per_user(evaluation: dict[str, Any], metric: str) -> dict[str, Any]:
         return {name: data[name] for name in data.files}
 
 
-def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> JSONObject:
     from recflow.gate import decide, with_check
 
     registry = registry or make_registry(cfg)

@@ -9,13 +9,17 @@ the run ends FAILED, and the task fails with the reason.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from recflow.config import PipelineConfig
 from recflow.errors import ModelLoadFailed, ServerUnavailable, VerificationFailed
+from recflow.jsontypes import JSONObject
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
 from recflow.pipeline.names import CHALLENGER, INFRA_VALIDATION_JSON, REGISTER_JSON
 from recflow.registry import Registry
+
+if TYPE_CHECKING:
+    from recflow.infra_validation import InfraValidationConfig
 
 TAG = "infra_validation"
 RESULT_FILE = INFRA_VALIDATION_JSON
@@ -26,8 +30,8 @@ def run(
     ctx: RunContext,
     registry: Registry | None = None,
     *,
-    validation: Any = None,
-) -> dict[str, Any]:
+    validation: InfraValidationConfig | None = None,
+) -> JSONObject:
     """``validation`` overrides ``InfraValidationConfig`` (tests); by default from ``cfg``."""
     from recflow.infra_validation import InfraValidationConfig, validate_model
 

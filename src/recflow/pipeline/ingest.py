@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from recflow import config as config_mod
 from recflow.config import PipelineConfig
+from recflow.jsontypes import JSONObject
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
 from recflow.pipeline.names import INGEST_JSON
 from recflow.registry import Registry
@@ -85,7 +86,7 @@ def run(
     registry: Registry | None = None,
     *,
     triggered_by_asset: bool = False,
-) -> dict[str, Any]:
+) -> JSONObject:
     """``triggered_by_asset``: the run was started by new history (the recsys_ingest DAG's
     asset), so it reads the "history" source whatever the data_source param says."""
     from recflow.data import dataset_digest, write_dataset
@@ -109,7 +110,7 @@ def run(
     write_dataset(ds, ctx.data_dir)
     digest = dataset_digest(ds)
     inter = ds.interactions
-    summary = {
+    summary: JSONObject = {
         "data_dir": str(ctx.data_dir),
         "digest": digest,
         "source": source,

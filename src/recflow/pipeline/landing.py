@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 from recflow.config import PipelineConfig
+from recflow.jsontypes import JSONObject
 from recflow.pipeline.context import RunContext, say
 from recflow.pipeline.names import LANDING_JSON
 
@@ -36,7 +36,7 @@ LANDING_PARAMS = (
 )
 
 
-def landing_params() -> dict[str, Any]:
+def landing_params() -> dict[str, object]:
     from recflow.pipeline.params import training_params
 
     params = training_params()
@@ -76,7 +76,7 @@ def _items_for(cfg: PipelineConfig, batch: Path) -> Path:
     )
 
 
-def land(cfg: PipelineConfig, ctx: RunContext) -> dict[str, Any]:
+def land(cfg: PipelineConfig, ctx: RunContext) -> JSONObject:
     """Land every batch; returns ``{"new": [...], "existing": [...], "history": path}``.
 
     Any batch failing PII checks or validation fails the task (nothing of it is appended);

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from recflow.settings import form_schemas
+from recflow.settings import Settings, form_schemas
 
 # The rollback DAG: its own request, and where the registry and the model server are.
 ROLLBACK_KEYS = (
@@ -21,27 +19,31 @@ ROLLBACK_KEYS = (
 )
 
 
-def _params(cfg: Any, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+def _params(cfg: Settings, names: tuple[str, ...] | None = None) -> dict[str, object]:
     from airflow.sdk import Param
 
-    return {name: Param(v, **schema) for name, (v, schema) in form_schemas(cfg, names).items()}
+    return {
+        # The JSON-schema keywords become Param's keyword arguments, as Airflow documents.
+        name: Param(v, **schema)  # type: ignore[arg-type]
+        for name, (v, schema) in form_schemas(cfg, names).items()
+    }
 
 
-def training_params() -> dict[str, Any]:
+def training_params() -> dict[str, object]:
     """Airflow Params of ``recsys_training``, grouped by section."""
     from recflow.config import PipelineConfig
 
     return _params(PipelineConfig())
 
 
-def policy_params() -> dict[str, Any]:
+def policy_params() -> dict[str, object]:
     """Airflow Params of ``recsys_policy``, grouped by section."""
     from recflow.config import PolicyConfig
 
     return _params(PolicyConfig())
 
 
-def rollback_params() -> dict[str, Any]:
+def rollback_params() -> dict[str, object]:
     """Airflow Params of ``recsys_rollback``: target version, reason, registry and serving."""
     from recflow.config import RollbackConfig
 

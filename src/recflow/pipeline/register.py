@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from recflow.config import PipelineConfig
+from recflow.jsontypes import JSONObject
 from recflow.pipeline import stages
 from recflow.pipeline.context import RunContext
 from recflow.pipeline.export import MODEL_ARTIFACT_PATH
@@ -12,7 +11,7 @@ from recflow.pipeline.names import DAG_RUN_TAG, EVALUATION_JSON, GATE_JSON, INGE
 from recflow.registry import Registry
 
 
-def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> JSONObject:
     from recflow.contract import CONTRACT_VERSION
 
     registry, mlflow_run = stages.open_run(cfg, ctx, registry)

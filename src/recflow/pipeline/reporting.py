@@ -13,8 +13,10 @@ import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypedDict
 
+from recflow.jsontypes import JSONObject
 from recflow.pipeline.names import (
     EVALUATION_JSON,
     GATE_JSON,
@@ -25,6 +27,9 @@ from recflow.pipeline.names import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from recflow.config import PipelineConfig
     from recflow.pipeline.context import RunContext
     from recflow.registry import Registry
@@ -36,6 +41,14 @@ STAGES = ("validation", "test")
 DECILES = 10
 MAX_LONG_TAIL_USERS = 5000  # enough for a stable share; bounds the time on big data sets
 _COLORS = {"candidate": "#1f77b4", "popularity": "#7f7f7f", "champion": "#ff7f0e"}
+
+
+class ReportFiles(TypedDict):
+    """What :func:`write_report` wrote: plot file names, the summary file, long-tail shares."""
+
+    plots: list[str]
+    summary: str
+    long_tail: dict[str, list[float]] | None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +104,7 @@ def deltas_sentence(evaluation: Mapping[str, Any]) -> str:
 # Plots (each returns the file it wrote, or None when there is nothing to draw)
 
 
-def _pyplot() -> Any:
+def _pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")  # no display on workers; must precede the pyplot import
@@ -197,7 +210,7 @@ def plot_slices(slices: Mapping[str, Any], metric: str, out: Path) -> Path | Non
     return out
 
 
-def popularity_deciles(train_item_idx: Any, n_items: int) -> Any:
+def popularity_deciles(train_item_idx: npt.ArrayLike, n_items: int) -> np.ndarray:
     """Decile of every catalogue item by training popularity: 0 = the most popular 10%.
 
     Ties are broken by item index so that the deciles have equal sizes (items without any
@@ -213,7 +226,10 @@ def popularity_deciles(train_item_idx: Any, n_items: int) -> Any:
 
 
 def long_tail_shares(
-    recommended: Any, item_index: Mapping[str, int], deciles: Any, train_item_idx: Any
+    recommended: npt.ArrayLike,
+    item_index: Mapping[str, int],
+    deciles: np.ndarray,
+    train_item_idx: npt.ArrayLike,
 ) -> dict[str, list[float]]:
     """Share of recommendations and of training interactions in each popularity decile."""
     import numpy as np
@@ -290,7 +306,7 @@ def compute_long_tail(ctx: RunContext, k: int) -> dict[str, list[float]] | None:
 # Summary
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: object) -> str:
     return f"{float(value):.4f}" if isinstance(value, int | float) else "–"
 
 
@@ -372,7 +388,7 @@ def summary_markdown(
 # Entry point used by the DAG
 
 
-def write_report(cfg: PipelineConfig, ctx: RunContext, out_dir: Path) -> dict[str, Any]:
+def write_report(cfg: PipelineConfig, ctx: RunContext, out_dir: Path) -> ReportFiles:
     """Write the plots and ``summary.md`` into ``out_dir``; return what was written."""
     from recflow.pipeline.context import say
 
@@ -420,7 +436,7 @@ def write_report(cfg: PipelineConfig, ctx: RunContext, out_dir: Path) -> dict[st
 
 def log_run_report(
     cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None
-) -> dict[str, Any]:
+) -> JSONObject:
     """Write the report and log it to the DAG run's MLflow run under ``report/``."""
     from recflow.pipeline.context import make_registry, say, tracking_run
 

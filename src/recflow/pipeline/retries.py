@@ -19,15 +19,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 from recflow.config import RetryConfig
 from recflow.errors import RecflowError, is_transient
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def retry_args(cfg: RetryConfig | None = None) -> dict[str, Any]:
+def retry_args(cfg: RetryConfig | None = None) -> dict[str, object]:
     """Operator arguments (DAG ``default_args`` or ``@task(**...)``) for transient faults."""
     cfg = cfg or RetryConfig()
     return {
@@ -51,11 +52,11 @@ def final_error(error: RecflowError) -> Exception:
     )
 
 
-def fail_fast(fn: F) -> F:
+def fail_fast(fn: Callable[P, R]) -> Callable[P, R]:
     """Decorate a task body: verdicts become ``AirflowFailException``, the rest propagates."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except RecflowError as error:
@@ -65,4 +66,4 @@ def fail_fast(fn: F) -> F:
             raise final from error
 
     wrapper.recflow_fail_fast = True  # type: ignore[attr-defined]  # checked by tests/dags
-    return wrapper  # type: ignore[return-value]
+    return wrapper

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from recflow.config import PipelineConfig
 from recflow.errors import PromotionError, RecflowError, is_transient
+from recflow.jsontypes import JSONObject
 from recflow.pipeline.context import RunContext, make_promoter, make_registry, say, tracking_run
 from recflow.pipeline.names import CHAMPION, PREVIOUS, ROLLED_BACK
 from recflow.registry import Registry
@@ -32,7 +33,7 @@ def run(
     *,
     target_version: int | None = None,
     reason: str = "",
-) -> dict[str, Any]:
+) -> JSONObject:
     from recflow.promotion import STABLE, install_version
 
     registry = registry or make_registry(cfg)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from recflow.errors import RecflowError, ValidationFailed, is_transient
+from recflow.jsontypes import JSONObject, JSONValue
 from recflow.pipeline.context import RunContext, make_promoter, make_registry, say, tracking_run
 from recflow.pipeline.names import (
     CHALLENGER,
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from recflow.registry import Registry
 
 Report = TypeVar("Report")
+Record = TypeVar("Record", bound=Mapping[str, object])
+Cfg = TypeVar("Cfg", bound=WorkLayout)
 
 
 def open_run(cfg: WorkLayout, ctx: RunContext, registry: Registry | None) -> tuple[Registry, str]:
@@ -58,7 +61,7 @@ def record_validation(
     ctx: RunContext,
     step: str,
     validate: Callable[[], Report],
-    summary: Callable[[Report], dict[str, Any]],
+    summary: Callable[[Report], JSONObject],
 ) -> Report:
     """Run ``validate``; keep the evidence with the run either way. A failure ends the run
     FAILED and raises: nothing downstream may run."""
@@ -85,16 +88,17 @@ def record_gate(
     registry: Registry,
     mlflow_run: str,
     ctx: RunContext,
-    record: dict[str, Any],
+    record: Record,
     *,
     step: str,
     headline: str = "",
     keeps_serving: str = "the champion",
     tags: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+) -> Record:
     """Log a gate decision (``record`` has ``passed`` and ``reasons``). Declining is a normal
     outcome: the run ends FINISHED and the promotion steps are skipped."""
-    passed, reasons = bool(record["passed"]), list(record["reasons"])
+    passed, listed = bool(record["passed"]), record["reasons"]
+    reasons = [str(r) for r in listed] if isinstance(listed, list | tuple) else [str(listed)]
     registry.log_dict(mlflow_run, record, "gate/decision.json")
     registry.set_tags(
         mlflow_run,
@@ -121,7 +125,7 @@ def register(
     registry: Registry,
     mlflow_run: str,
     artifact_path: str,
-    tags: Mapping[str, Any],
+    tags: Mapping[str, object],
     description: str,
     *,
     step: str,
@@ -194,38 +198,38 @@ class Verification:
     inputs: Mapping[str, np.ndarray]
     expected: Mapping[str, np.ndarray]
     checked: str
-    summary: dict[str, Any]
+    summary: JSONObject
 
 
 @dataclass(frozen=True)
-class Deployment:
+class Deployment(Generic[Cfg]):
     """The serving steps of one pipeline: deploy as canary, verify, promote to stable.
 
     ``verification`` builds the requests and expected answers for this model's contract;
     ``promoter`` makes a promoter that compares by that contract.
     """
 
-    verification: Callable[[Any, RunContext], Verification]
-    promoter: Callable[[Any], Promotion] = make_promoter
+    verification: Callable[[Cfg, RunContext], Verification]
+    promoter: Callable[[Cfg], Promotion] = make_promoter
     # verify's result when a re-run finds the version stable already (verified before)
-    already_stable: Mapping[str, Any] = field(default_factory=dict)
+    already_stable: Mapping[str, JSONValue] = field(default_factory=dict)
     noun: str = "version"
     deploy_step: str = "deploy"
     verify_step: str = "verify"
     promote_step: str = "promote"
 
     def _seams(
-        self, cfg: WorkLayout, registry: Registry | None, promoter: Promotion | None
+        self, cfg: Cfg, registry: Registry | None, promoter: Promotion | None
     ) -> tuple[Registry, Promotion]:
         return registry or make_registry(cfg), promoter or self.promoter(cfg)
 
     def deploy_canary(
         self,
-        cfg: WorkLayout,
+        cfg: Cfg,
         ctx: RunContext,
         registry: Registry | None = None,
         promoter: Promotion | None = None,
-    ) -> dict[str, Any]:
+    ) -> JSONObject:
         """Install the registered version and load it under label ``canary``."""
         registry, promoter = self._seams(cfg, registry, promoter)
         version, step, noun = registered_version(ctx), self.deploy_step, self.noun
@@ -246,11 +250,11 @@ class Deployment:
 
     def verify_canary(
         self,
-        cfg: WorkLayout,
+        cfg: Cfg,
         ctx: RunContext,
         registry: Registry | None = None,
         promoter: Promotion | None = None,
-    ) -> dict[str, Any]:
+    ) -> JSONObject:
         """The canary must answer as the exported model did, by the promoter's comparison."""
         registry, promoter = self._seams(cfg, registry, promoter)
         version = registered_version(ctx)
@@ -272,11 +276,11 @@ class Deployment:
 
     def promote(
         self,
-        cfg: WorkLayout,
+        cfg: Cfg,
         ctx: RunContext,
         registry: Registry | None = None,
         promoter: Promotion | None = None,
-    ) -> dict[str, Any]:
+    ) -> JSONObject:
         """Move label ``stable`` and alias ``champion`` to the verified canary."""
         registry, promoter = self._seams(cfg, registry, promoter)
         mlflow_run = tracking_run(cfg, ctx, registry)

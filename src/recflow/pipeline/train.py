@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from recflow.config import PipelineConfig
+from recflow.jsontypes import JSONObject
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
 from recflow.pipeline.names import TRAIN_JSON
 from recflow.registry import Registry
 
 
-def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) -> JSONObject:
     from recflow.features import load_features, load_split
     from recflow.models.zoo import get_kind
 

@@ -15,9 +15,12 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from recflow.errors import RegistryError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RunStatus = Literal["RUNNING", "FINISHED", "FAILED", "KILLED"]
 END_STATUSES: tuple[str, ...] = ("FINISHED", "FAILED", "KILLED")
@@ -93,19 +96,19 @@ class Registry(Protocol):
     # --- runs
     def start_run(self, experiment: str, run_name: str, tags: Mapping[str, str]) -> str: ...
     def find_run(self, experiment: str, tags: Mapping[str, str]) -> str | None: ...
-    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None: ...
+    def log_params(self, run_id: str, params: Mapping[str, object]) -> None: ...
     def log_metrics(
         self, run_id: str, metrics: Mapping[str, float], step: int | None = None
     ) -> None: ...
-    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None: ...
+    def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None: ...
     def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str) -> None: ...
     def log_artifact(
         self, run_id: str, local_file: Path, artifact_path: str | None = None
     ) -> None: ...
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None: ...
-    def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> None: ...
+    def log_dict(self, run_id: str, obj: object, artifact_file: str) -> None: ...
     def log_dataset(
-        self, run_id: str, df: Any, *, name: str, digest: str, source: str, context: str
+        self, run_id: str, df: pd.DataFrame, *, name: str, digest: str, source: str, context: str
     ) -> None: ...
     def end_run(self, run_id: str, status: str = "FINISHED") -> None: ...
     def get_run(self, run_id: str) -> RunInfo: ...
@@ -119,14 +122,14 @@ class Registry(Protocol):
         run_id: str,
         artifact_path: str,
         *,
-        tags: Mapping[str, Any] | None = None,
+        tags: Mapping[str, object] | None = None,
         description: str = "",
     ) -> int: ...
     def set_alias(self, name: str, alias: str, version: int) -> None: ...
     def delete_alias(self, name: str, alias: str) -> None: ...
     def get_version_by_alias(self, name: str, alias: str) -> ModelVersionInfo | None: ...
     def get_version(self, name: str, version: int) -> ModelVersionInfo: ...
-    def set_version_tag(self, name: str, version: int, key: str, value: Any) -> None: ...
+    def set_version_tag(self, name: str, version: int, key: str, value: object) -> None: ...
     def update_description(self, name: str, version: int, text: str) -> None: ...
     def download_version(self, name: str, version: int, dst: Path) -> Path: ...
 
@@ -226,11 +229,11 @@ def truncate(value: str, limit: int) -> str:
     return value[: limit - len(TRUNCATION_MARK)] + TRUNCATION_MARK
 
 
-def stringify(value: Any) -> str:
+def stringify(value: object) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+def flatten_params(params: Mapping[str, object], prefix: str = "") -> dict[str, str]:
     """Nested mappings become dotted keys; values become (possibly truncated) strings."""
     out: dict[str, str] = {}
     for key, value in params.items():
@@ -254,14 +257,14 @@ def new_params(run_id: str, logged: Mapping[str, str], params: Mapping[str, str]
     return {k: v for k, v in params.items() if k not in logged}
 
 
-def string_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
+def string_tags(tags: Mapping[str, object] | None) -> dict[str, str]:
     return {
         check_key("tag", k): truncate(stringify(v), MAX_TAG_VALUE_LENGTH)
         for k, v in (tags or {}).items()
     }
 
 
-def serialize_dict(obj: Any, artifact_file: str) -> str:
+def serialize_dict(obj: object, artifact_file: str) -> str:
     """JSON, or YAML when the file name says so; same bytes from both implementations."""
     if artifact_file.endswith((".yaml", ".yml")):
         import yaml

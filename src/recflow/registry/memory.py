@@ -12,11 +12,14 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from recflow.errors import RegistryError
 from recflow.registry import base
 from recflow.storage import safe_name
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -78,7 +81,7 @@ class InMemoryRegistry:
             return None
         return max(found, key=lambda r: r.start_time).run_id
 
-    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+    def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
         run = self._run(run_id)
         run.params.update(base.new_params(run_id, run.params, base.flatten_params(params)))
 
@@ -94,7 +97,7 @@ class InMemoryRegistry:
             if key not in run.metrics or point[:2] >= run.metrics[key][:2]:
                 run.metrics[key] = point
 
-    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+    def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
         self._run(run_id).tags.update(base.string_tags(tags))
 
     def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str) -> None:
@@ -117,11 +120,11 @@ class InMemoryRegistry:
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_text(text, encoding="utf-8")
 
-    def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> None:
+    def log_dict(self, run_id: str, obj: object, artifact_file: str) -> None:
         self.log_text(run_id, base.serialize_dict(obj, artifact_file), artifact_file)
 
     def log_dataset(
-        self, run_id: str, df: Any, *, name: str, digest: str, source: str, context: str
+        self, run_id: str, df: pd.DataFrame, *, name: str, digest: str, source: str, context: str
     ) -> None:
         run = self._run(run_id)
         ref = base.DatasetRef(
@@ -176,7 +179,7 @@ class InMemoryRegistry:
         run_id: str,
         artifact_path: str,
         *,
-        tags: Mapping[str, Any] | None = None,
+        tags: Mapping[str, object] | None = None,
         description: str = "",
     ) -> int:
         run = self._run(run_id)
@@ -226,7 +229,7 @@ class InMemoryRegistry:
         aliases = tuple(sorted(a for a, v in self._models[name].aliases.items() if v == mv.version))
         return replace(mv, tags=dict(mv.tags), aliases=aliases)
 
-    def set_version_tag(self, name: str, version: int, key: str, value: Any) -> None:
+    def set_version_tag(self, name: str, version: int, key: str, value: object) -> None:
         mv = self._version(name, version)
         self._models[name].versions[mv.version] = replace(
             mv, tags={**mv.tags, **base.string_tags({key: value})}

@@ -14,11 +14,17 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from recflow.errors import RegistryError
 from recflow.registry import base
 from recflow.storage import safe_name
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 # Set before mlflow is first imported, so nothing waits on (or reports to) the closed network,
 # and downloads do not draw progress bars into Airflow task logs.
@@ -29,7 +35,7 @@ _ENV_DEFAULTS = {
 }
 
 
-def _import_mlflow() -> Any:
+def _import_mlflow() -> ModuleType:
     for key, value in _ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     import mlflow
@@ -61,7 +67,7 @@ class MlflowRegistry:
             if _is_remote(tracking_uri) or artifact_root is None
             else (Path(artifact_root).resolve())
         )
-        self._client_: Any = None
+        self._client_: MlflowClient | None = None
         self._experiment_ids: dict[str, str] = {}
         if tracking_uri.startswith("sqlite:///"):
             db = tracking_uri.removeprefix("sqlite:///")
@@ -73,7 +79,7 @@ class MlflowRegistry:
 
     # ----------------------------------------------------------------------- plumbing
     @property
-    def _client(self) -> Any:
+    def _client(self) -> MlflowClient:
         if self._client_ is None:
             mlflow = _import_mlflow()
             with self._calling("open the tracking store"):
@@ -139,7 +145,10 @@ class MlflowRegistry:
                 except MlflowException as exc:  # created meanwhile by a parallel task
                     if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise
-                    exp_id = client.get_experiment_by_name(experiment).experiment_id
+                    found = client.get_experiment_by_name(experiment)
+                    if found is None:  # created and deleted meanwhile: report the first error
+                        raise
+                    exp_id = found.experiment_id
             else:
                 exp_id = exp.experiment_id
                 if exp.lifecycle_stage == "deleted":
@@ -152,6 +161,8 @@ class MlflowRegistry:
     # ----------------------------------------------------------------------- runs
     def start_run(self, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:
         exp_id = self._experiment_id(experiment, create=True)
+        if exp_id is None:  # create=True creates or restores it
+            raise RegistryError(f"start_run: experiment {experiment!r} could not be created")
         all_tags = base.string_tags({**base.code_version(), **tags})
         with self._calling(f"start run {run_name!r} in experiment {experiment!r}"):
             run = self._client.create_run(exp_id, run_name=run_name, tags=all_tags)
@@ -174,7 +185,7 @@ class MlflowRegistry:
                 return str(run.info.run_id)
         return None
 
-    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+    def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
         from mlflow.entities import Param
 
         flat = base.flatten_params(params)
@@ -197,7 +208,7 @@ class MlflowRegistry:
         with self._calling(f"log metrics to run {run_id}"):
             self._client.log_batch(run_id, metrics=batch)
 
-    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+    def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
         from mlflow.entities import RunTag
 
         batch = [RunTag(k, v) for k, v in base.string_tags(tags).items()]
@@ -223,11 +234,11 @@ class MlflowRegistry:
         with self._calling(f"write {artifact_file!r} to run {run_id}"):
             self._client.log_text(run_id, text, artifact_file)
 
-    def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> None:
+    def log_dict(self, run_id: str, obj: object, artifact_file: str) -> None:
         self.log_text(run_id, base.serialize_dict(obj, artifact_file), artifact_file)
 
     def log_dataset(
-        self, run_id: str, df: Any, *, name: str, digest: str, source: str, context: str
+        self, run_id: str, df: pd.DataFrame, *, name: str, digest: str, source: str, context: str
     ) -> None:
         mlflow = _import_mlflow()
         from mlflow.entities import DatasetInput, InputTag
@@ -310,7 +321,7 @@ class MlflowRegistry:
         run_id: str,
         artifact_path: str,
         *,
-        tags: Mapping[str, Any] | None = None,
+        tags: Mapping[str, object] | None = None,
         description: str = "",
     ) -> int:
         from mlflow.exceptions import MlflowException
@@ -396,7 +407,7 @@ class MlflowRegistry:
         with self._calling(f"read {name} version {version}"):
             return _version_info(self._client.get_model_version(name, str(int(version))))
 
-    def set_version_tag(self, name: str, version: int, key: str, value: Any) -> None:
+    def set_version_tag(self, name: str, version: int, key: str, value: object) -> None:
         ((key, text),) = base.string_tags({key: value}).items()
         with self._calling(f"tag {name} v{version} with {key!r}"):
             self._client.set_model_version_tag(name, str(int(version)), key, text)
@@ -422,12 +433,12 @@ class MlflowRegistry:
 # ---------------------------------------------------------------------------------------------
 
 
-def _version_info(mv: Any) -> base.ModelVersionInfo:
+def _version_info(mv: ModelVersion) -> base.ModelVersionInfo:
     return base.ModelVersionInfo(
         name=mv.name,
         version=int(mv.version),
         run_id=mv.run_id or "",
-        source=mv.source,
+        source=mv.source or "",
         status=str(mv.status),
         description=mv.description or "",
         tags=dict(mv.tags or {}),

@@ -36,8 +36,10 @@ from recflow.errors import (
     ServerUnavailable,
     ServingError,
 )
+from recflow.jsontypes import JSONObject
 
 if TYPE_CHECKING:
+    from tensorflow.core.protobuf.meta_graph_pb2 import TensorInfo
     from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
 
     from recflow.serving.model_config import ModelEntry
@@ -425,7 +427,7 @@ class ServingClient:
                 f"HandleReloadConfigRequest refused: {response.status.error_message}"
             )
 
-    def metadata(self, model: str, version: int | None = None) -> dict[str, Any]:
+    def metadata(self, model: str, version: int | None = None) -> JSONObject:
         """``{"model", "version", "signatures": {name: {"inputs", "outputs", "method_name"}}}``
         with each tensor as ``(dtype, shape)``, e.g. ``("DT_STRING", (-1,))``."""
         from tensorflow_serving.apis import get_model_metadata_pb2
@@ -454,12 +456,12 @@ class ServingClient:
         }
 
 
-def _tensor_info(info: Any) -> tuple[str, tuple[int, ...] | None]:
+def _tensor_info(info: TensorInfo) -> tuple[str, tuple[int, ...] | None]:
     from tensorflow.core.framework import types_pb2
 
     shape = None if info.tensor_shape.unknown_rank else tuple(d.size for d in info.tensor_shape.dim)
     return types_pb2.DataType.Name(info.dtype), shape
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

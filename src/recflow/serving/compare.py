@@ -36,11 +36,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recflow import contract
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 TF32_RTOL = 5e-3  # relative to the row's largest |score|; derivation in the module docstring
 ATOL = 1e-6  # floor for rows whose scores are all ~0
@@ -51,7 +54,7 @@ _MAX_REPORTED = 5  # problems listed per output before "... and N more rows"
 Answers = Mapping[str, np.ndarray]
 
 
-def as_text(values: Any) -> np.ndarray:
+def as_text(values: npt.ArrayLike) -> np.ndarray:
     """Object/bytes/str arrays as str arrays (gRPC gives bytes, in-process gives str)."""
     arr = np.asarray(values)
     if arr.size == 0:

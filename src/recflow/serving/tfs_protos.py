@@ -23,9 +23,16 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 from recflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from google.protobuf.descriptor_pb2 import FileDescriptorProto
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from google.protobuf.message import Message
+
+M = TypeVar("M", bound="Message")
 
 PACKAGE = "tensorflow.serving"
 SESSION_BUNDLE_CONFIG_PROTO = "tensorflow_serving/servables/tensorflow/session_bundle_config.proto"
@@ -59,7 +66,9 @@ MONITORING_CONFIG_FIELDS: tuple[tuple[str, int, str, str, str], ...] = (
 )
 
 
-def _file(name: str, messages: dict[str, tuple[tuple[str, int, str, str, str], ...]]) -> Any:
+def _file(
+    name: str, messages: dict[str, tuple[tuple[str, int, str, str, str], ...]]
+) -> FileDescriptorProto:
     from google.protobuf import descriptor_pb2
 
     fdp = descriptor_pb2.FileDescriptorProto(name=name, package=PACKAGE, syntax="proto3")
@@ -90,7 +99,7 @@ def _json_name(name: str) -> str:
 
 
 @functools.cache
-def _pool() -> Any:
+def _pool() -> DescriptorPool:
     from google.protobuf import descriptor_pb2, descriptor_pool, wrappers_pb2
 
     pool = descriptor_pool.DescriptorPool()
@@ -110,22 +119,22 @@ def _pool() -> Any:
     return pool
 
 
-def message_class(name: str) -> Any:
+def message_class(name: str) -> type[Message]:
     """The message class of ``tensorflow.serving.<name>`` declared here."""
     from google.protobuf import message_factory
 
     return message_factory.GetMessageClass(_pool().FindMessageTypeByName(f"{PACKAGE}.{name}"))
 
 
-def BatchingParameters(**fields: Any) -> Any:  # noqa: N802 (reads like the proto's own class)
+def BatchingParameters(**fields: object) -> Message:  # noqa: N802 (reads like the proto's own class)
     return message_class("BatchingParameters")(**fields)
 
 
-def MonitoringConfig(**fields: Any) -> Any:  # noqa: N802
+def MonitoringConfig(**fields: object) -> Message:  # noqa: N802
     return message_class("MonitoringConfig")(**fields)
 
 
-def parse_text_proto(text: str, message: Any, *, source: str, example: str) -> Any:
+def parse_text_proto(text: str, message: M, *, source: str, example: str) -> M:
     """Strict text-format parse into ``message``; ConfigError names the source and the problem."""
     from google.protobuf import text_format
 
@@ -140,7 +149,7 @@ def parse_text_proto(text: str, message: Any, *, source: str, example: str) -> A
     return message
 
 
-def read_text_proto(path: str | Path, message: Any, *, example: str) -> Any:
+def read_text_proto(path: str | Path, message: M, *, example: str) -> M:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -154,31 +163,31 @@ BATCHING_EXAMPLE = "'max_batch_size { value: 128 }' and 'allowed_batch_sizes: 32
 MONITORING_EXAMPLE = "'prometheus_config { enable: true path: \"/monitoring/prometheus/metrics\" }'"
 
 
-def parse_batching_text(text: str, *, source: str = "<text>") -> Any:
+def parse_batching_text(text: str, *, source: str = "<text>") -> Message:
     """A checked ``BatchingParameters`` (syntax, then TF Serving's documented rules)."""
     params = parse_text_proto(text, BatchingParameters(), source=source, example=BATCHING_EXAMPLE)
     check_batching_parameters(params, source=source)
     return params
 
 
-def read_batching_parameters(path: str | Path) -> Any:
+def read_batching_parameters(path: str | Path) -> Message:
     params = read_text_proto(path, BatchingParameters(), example=BATCHING_EXAMPLE)
     check_batching_parameters(params, source=str(path))
     return params
 
 
-def read_monitoring_config(path: str | Path) -> Any:
+def read_monitoring_config(path: str | Path) -> Message:
     return read_text_proto(path, MonitoringConfig(), example=MONITORING_EXAMPLE)
 
 
-def effective_max_batch_size(params: Any) -> int:
+def effective_max_batch_size(params: Message) -> int:
     """``max_batch_size`` as TF Serving applies it (its default when unset)."""
     if params.HasField("max_batch_size"):
         return int(params.max_batch_size.value)
     return DEFAULT_MAX_BATCH_SIZE
 
 
-def check_batching_parameters(params: Any, *, source: str) -> None:
+def check_batching_parameters(params: Message, *, source: str) -> None:
     """TF Serving's rules on BatchingParameters, with its own messages where it has them.
 
     From session_bundle_config.proto's comments and the checks in bundle_factory_util.cc
@@ -235,7 +244,7 @@ def check_batching_parameters(params: Any, *, source: str) -> None:
         )
 
 
-def prometheus_path(config: Any) -> str | None:
+def prometheus_path(config: Message) -> str | None:
     """The metrics path if ``prometheus_config.enable``; TF Serving's default path when empty."""
     if not config.HasField("prometheus_config") or not config.prometheus_config.enable:
         return None

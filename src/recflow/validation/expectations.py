@@ -8,9 +8,11 @@ item ids, the latest acceptable timestamp) are GX suite parameters filled in by
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from recflow.config import ValidationConfig
+from recflow.jsontypes import JSONObject
 from recflow.schema import (
     INTERACTION_COLUMNS,
     ITEM_COLUMNS,
@@ -23,6 +25,7 @@ from recflow.schema import (
 
 if TYPE_CHECKING:
     import great_expectations as gx
+    from great_expectations.expectations import Expectation
 
     from recflow.types import Dataset
 
@@ -51,7 +54,7 @@ def suite_name(table: str) -> str:
     return f"{SUITE_PREFIX}_{table}"
 
 
-def _gx() -> Any:
+def _gx() -> ModuleType:
     from recflow.validation.run import import_gx
 
     return import_gx()
@@ -61,7 +64,7 @@ def interactions_suite(cfg: ValidationConfig) -> gx.ExpectationSuite:
     gx = _gx()
     e = gx.expectations
     columns = list(INTERACTION_COLUMNS)
-    expectations: list[Any] = []
+    expectations: list[Expectation] = []
     add = expectations.append
     # Extra columns are tolerated: readers may pass through attributes the pipeline ignores.
     add(e.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=False))
@@ -94,7 +97,7 @@ def interactions_suite(cfg: ValidationConfig) -> gx.ExpectationSuite:
 def items_suite() -> gx.ExpectationSuite:
     gx = _gx()
     e = gx.expectations
-    expectations: list[Any] = []
+    expectations: list[Expectation] = []
     add = expectations.append
     add(e.ExpectTableColumnsToMatchSet(column_set=list(ITEM_COLUMNS), exact_match=False))
     add(e.ExpectColumnValuesToNotBeNull(column=ITEM_ID))
@@ -106,7 +109,7 @@ def items_suite() -> gx.ExpectationSuite:
 def users_suite() -> gx.ExpectationSuite:
     gx = _gx()
     e = gx.expectations
-    expectations: list[Any] = []
+    expectations: list[Expectation] = []
     add = expectations.append
     add(e.ExpectColumnToExist(column=USER_ID))
     add(e.ExpectColumnValuesToNotBeNull(column=USER_ID))
@@ -122,7 +125,7 @@ def build_suites(cfg: ValidationConfig, *, with_users: bool) -> dict[str, gx.Exp
     return suites
 
 
-def suite_parameters(ds: Dataset, cfg: ValidationConfig, now: int | None = None) -> dict[str, Any]:
+def suite_parameters(ds: Dataset, cfg: ValidationConfig, now: int | None = None) -> JSONObject:
     """Run-time values of the suite parameters."""
     item_ids: list[str] = []
     if ITEM_ID in ds.items.columns:

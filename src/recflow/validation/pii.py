@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from recflow.errors import ValidationFailed
 from recflow.schema import USER_ID
@@ -162,6 +162,15 @@ def kind_by_values(values: Iterable[str], min_share: float = MIN_SHARE) -> tuple
     return None
 
 
+class ScanOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`scan_frame` that the dataset-level checks pass on."""
+
+    exempt: Iterable[str]
+    sample_rows: int
+    min_share: float
+    check_names: bool
+
+
 def scan_frame(
     df: pd.DataFrame,
     table: str,
@@ -194,7 +203,7 @@ def scan_frame(
     return found
 
 
-def scan_dataset(ds: Dataset, **kwargs: Any) -> list[Finding]:
+def scan_dataset(ds: Dataset, **kwargs: Unpack[ScanOptions]) -> list[Finding]:
     tables: dict[str, pd.DataFrame | None] = {
         "interactions": ds.interactions,
         "items": ds.items,
@@ -231,11 +240,11 @@ def raise_if_found(findings: list[Finding], data_docs: str | None = None) -> Non
     raise PersonalDataFound("\n".join(lines), failures=failures, data_docs=data_docs)
 
 
-def check_dataset(ds: Dataset, **kwargs: Any) -> None:
+def check_dataset(ds: Dataset, **kwargs: Unpack[ScanOptions]) -> None:
     raise_if_found(scan_dataset(ds, **kwargs))
 
 
-def check_tables(tables: Mapping[str, pd.DataFrame], **kwargs: Any) -> None:
+def check_tables(tables: Mapping[str, pd.DataFrame], **kwargs: Unpack[ScanOptions]) -> None:
     found: list[Finding] = []
     for table, df in tables.items():
         found.extend(scan_frame(df, table, **kwargs))

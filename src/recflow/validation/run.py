@@ -6,15 +6,22 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from recflow.config import ValidationConfig
-from recflow.errors import ValidationFailed
+from recflow.errors import DataError, ValidationFailed
+from recflow.jsontypes import JSONObject
 from recflow.schema import ITEM_ID, USER_ID
 from recflow.validation import expectations as ex
 
 if TYPE_CHECKING:
     import pandas as pd
+    from great_expectations.core import ExpectationSuite, ExpectationValidationResult
+    from great_expectations.data_context import AbstractDataContext
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
 
     from recflow.types import Dataset
 
@@ -23,7 +30,7 @@ DATASOURCE = "recflow"
 DOCS_SUBDIR = Path("gx") / "uncommitted" / "data_docs" / "local_site"
 
 
-def import_gx() -> Any:
+def import_gx() -> ModuleType:
     """Import great_expectations with usage statistics off (the machines have no internet)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations
@@ -38,7 +45,7 @@ class ValidationReport:
     results: list[dict[str, Any]] = field(default_factory=list)
     data_docs_index: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {
             "success": self.success,
             "statistics": dict(self.statistics),
@@ -99,7 +106,7 @@ def validate_dataset(
 # GX plumbing
 
 
-def _file_context(docs_dir: Path) -> Any:
+def _file_context(docs_dir: Path) -> AbstractDataContext:
     gx = import_gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -111,8 +118,12 @@ def _file_context(docs_dir: Path) -> Any:
 
 
 def _run_checkpoint(
-    context: Any, table: str, suite: Any, df: pd.DataFrame, params: dict[str, Any]
-) -> list[Any]:
+    context: AbstractDataContext,
+    table: str,
+    suite: ExpectationSuite,
+    df: pd.DataFrame,
+    params: dict[str, Any],
+) -> list[ExpectationValidationResult]:
     """Run one table's checkpoint; returns the ExpectationValidationResult objects."""
     gx = import_gx()
     from great_expectations.checkpoint import UpdateDataDocsAction
@@ -144,15 +155,15 @@ def _run_checkpoint(
         )
     )
     outcome = checkpoint.run(batch_parameters={"dataframe": df}, expectation_parameters=params)
-    out: list[Any] = []
+    out: list[ExpectationValidationResult] = []
     for suite_result in outcome.run_results.values():
         out.extend(suite_result.results)
     # GX returns results grouped by metric; report them in the order the suite lists them.
     order = {e.id: i for i, e in enumerate(suite.expectations)}
-    return sorted(out, key=lambda r: order.get(r.expectation_config.id, len(order)))
+    return sorted(out, key=lambda r: order.get(_config(r).id, len(order)))
 
 
-def _docs_index(context: Any, docs_dir: Path) -> Path:
+def _docs_index(context: AbstractDataContext, docs_dir: Path) -> Path:
     for site in context.get_docs_sites_urls():
         url = site.get("site_url") or ""
         if url.startswith("file://"):
@@ -196,14 +207,24 @@ def _statistics(ds: Dataset, cfg: ValidationConfig) -> dict[str, int]:
 # Results -> report rows, failures and the error message
 
 
-def _result_row(table: str, r: Any, columns: list[str]) -> dict[str, Any]:
-    config = r.expectation_config
+def _config(r: ExpectationValidationResult) -> ExpectationConfiguration:
+    """The expectation a result is for (GX sets it on every checkpoint result)."""
+    if r.expectation_config is None:
+        raise DataError(
+            f"data validation: expected GX to name the expectation of each result, found a "
+            f"result without one ({str(r)[:200]}); check the great-expectations version"
+        )
+    return r.expectation_config
+
+
+def _result_row(table: str, r: ExpectationValidationResult, columns: list[str]) -> dict[str, Any]:
+    config = _config(r)
     kwargs = dict(config.kwargs)
     column = kwargs.get("column")
     if column is None and "column_list" in kwargs:
         column = ",".join(kwargs["column_list"])
     result = r.result or {}
-    observed: Any
+    observed: object
     error = _exception_message(r.exception_info)
     if "column" in kwargs and kwargs["column"] not in columns:
         # GX's own errors for a missing column range from clear to "list index out of range".
@@ -227,7 +248,7 @@ def _result_row(table: str, r: Any, columns: list[str]) -> dict[str, Any]:
     }
 
 
-def _exception_message(info: Any) -> str | None:
+def _exception_message(info: object) -> str | None:
     """GX puts an error either at the top of exception_info or under one key per failed metric."""
     if not isinstance(info, dict):
         return None
@@ -249,7 +270,7 @@ def _unreadable(df: pd.DataFrame | None) -> dict[str, dict[str, Any]]:
     return dict(df.attrs.get(UNREADABLE_ATTR) or {})
 
 
-def _unreadable_text(info: dict[str, Any], nulls: Any) -> str:
+def _unreadable_text(info: dict[str, Any], nulls: object) -> str:
     """ "50 values are not numbers, e.g. 'abc', 'five'" (and how many other nulls there are)."""
     count = int(info.get("count", 0))
     examples = ", ".join(repr(str(v)) for v in info.get("examples", []))
@@ -282,7 +303,7 @@ def _expected(expectation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     return _jsonable(out)
 
 
-def _observed_text(observed: Any, rows: int) -> str:
+def _observed_text(observed: object, rows: int) -> str:
     if isinstance(observed, dict) and "unexpected_count" in observed:
         return (
             f"{observed['unexpected_count']} of {rows} rows "
@@ -291,7 +312,9 @@ def _observed_text(observed: Any, rows: int) -> str:
     return repr(observed)
 
 
-def _failure(row: dict[str, Any], r: Any, df: pd.DataFrame, limit: int) -> dict[str, Any]:
+def _failure(
+    row: dict[str, Any], r: ExpectationValidationResult, df: pd.DataFrame, limit: int
+) -> dict[str, Any]:
     result = r.result or {}
     indices = list(result.get("unexpected_index_list") or [])[:limit]
     if row["expectation"] == _TYPE_LIST and not indices and row["column"] in df.columns:
@@ -308,7 +331,7 @@ def _failure(row: dict[str, Any], r: Any, df: pd.DataFrame, limit: int) -> dict[
         "table": row["table"],
         "expectation": row["expectation"],
         "column": row["column"],
-        "expected": _expected(row["expectation"], dict(r.expectation_config.kwargs)),
+        "expected": _expected(row["expectation"], dict(_config(r).kwargs)),
         "table_rows": len(df),
         "observed": row["observed"],
         "sample_rows": sample,

@@ -10,7 +10,7 @@ linear_ts), ``logging.value|ci_low|ci_high``, and the split sizes ``split.*`` (l
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
@@ -24,8 +24,24 @@ from recflow.pipeline.policy.common import (
 from recflow.pipeline.policy.learn import POLICIES, PROBS_FILE
 
 if TYPE_CHECKING:
+    from recflow.bandits.estimators import EstimateRecord, Interval
     from recflow.bandits.feedback import LoggedFeedback
     from recflow.registry import Registry
+
+
+class HeldOutValues(TypedDict):
+    """Estimates per policy and estimator, and the logging policy's own value (None: no data)."""
+
+    rounds: int
+    policies: dict[str, dict[str, EstimateRecord]]
+    logging: Interval | None
+
+
+class Estimates(HeldOutValues):
+    """What the stage returns and writes to ``ESTIMATES_JSON``."""
+
+    candidate: str
+    split: Mapping[str, int | float]  # the learn/holdout sizes learn_policies recorded
 
 
 def held_out_values(
@@ -33,7 +49,7 @@ def held_out_values(
     held: LoggedFeedback,
     pis: Mapping[str, np.ndarray],
     q_hat: np.ndarray,
-) -> dict[str, Any]:
+) -> HeldOutValues:
     """Estimates of each policy ``pis[name]`` ([m, A] at each round's position) and of logging.
 
     With no held-out round there is nothing to estimate: ``policies`` is empty and ``logging``
@@ -41,7 +57,7 @@ def held_out_values(
     """
     from recflow.bandits.estimators import bootstrap_ci, estimate_policy_value
 
-    result: dict[str, Any] = {"rounds": held.n_rounds, "policies": {}, "logging": None}
+    result: HeldOutValues = {"rounds": held.n_rounds, "policies": {}, "logging": None}
     if held.n_rounds == 0:
         return result
     alpha = 1.0 - cfg.confidence
@@ -69,7 +85,7 @@ def held_out_values(
     return result
 
 
-def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> Estimates:
     from recflow.bandits.feedback import read_feedback
 
     registry = registry or make_registry(cfg)
@@ -80,14 +96,19 @@ def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) ->
         held = fb.subset(z["holdout_index"])
         q_hat = z["q_hat"]
         pis = {name: z[f"pi_{name}"] for name in POLICIES}
-    result = held_out_values(cfg, held, pis, q_hat)
-    result |= {"candidate": cfg.candidate, "split": split}
+    values = held_out_values(cfg, held, pis, q_hat)
     metrics: dict[str, float] = {}
-    for name, per in result["policies"].items():
+    for name, per in values["policies"].items():
         for k, e in per.items():
-            metrics |= {f"{name}.{k}.{part}": e[part] for part in ("value", "ci_low", "ci_high")}
-    if result["logging"] is not None:
-        metrics |= {f"logging.{part}": v for part, v in result["logging"].items()}
+            metrics[f"{name}.{k}.value"] = e["value"]
+            metrics[f"{name}.{k}.ci_low"] = e["ci_low"]
+            metrics[f"{name}.{k}.ci_high"] = e["ci_high"]
+    log = values["logging"]
+    if log is not None:
+        metrics["logging.value"] = log["value"]
+        metrics["logging.ci_low"] = log["ci_low"]
+        metrics["logging.ci_high"] = log["ci_high"]
+    result: Estimates = {**values, "candidate": cfg.candidate, "split": split}
     registry.log_metrics(mlflow_run, metrics)
     registry.log_dict(mlflow_run, result, "estimates/values.json")
     ctx.write_json(ESTIMATES_JSON, result)
@@ -96,15 +117,14 @@ def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) ->
         f"slots ({split['holdout_requests']} requests); {split['learn_rounds']} slots were "
         "learned from and are not used here:"
     )
-    if result["logging"] is None:
+    if log is None:
         say("  no held-out slots: nothing to estimate")
         return result
-    log = result["logging"]
     say(
         f"  logging policy (on-policy)  {log['value']:.4f}  "
         f"[{log['ci_low']:.4f}, {log['ci_high']:.4f}]"
     )
-    for name, per in result["policies"].items():
+    for name, per in values["policies"].items():
         mark = " (candidate)" if name == cfg.candidate else ""
         cells = "  ".join(
             f"{k} {e['value']:.4f} [{e['ci_low']:.4f}, {e['ci_high']:.4f}]" for k, e in per.items()

@@ -81,7 +81,7 @@ def decide(cfg: PolicyConfig, values: Mapping[str, Any]) -> PolicyGateDecision:
     )
 
 
-def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, object]:
     registry = registry or make_registry(cfg)
     mlflow_run = tracking_run(cfg, ctx, registry)
     decision = decide(cfg, ctx.read_json(ESTIMATES_JSON))

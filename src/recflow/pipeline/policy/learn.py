@@ -17,12 +17,13 @@ as a SavedModel and checked to answer like the Python policy.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recflow.config import PolicyConfig
 from recflow.errors import ContractError
+from recflow.jsontypes import JSONObject
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
 from recflow.pipeline.names import LEARN_JSON
 from recflow.pipeline.policy.common import (
@@ -35,6 +36,7 @@ from recflow.pipeline.policy.common import (
 
 if TYPE_CHECKING:
     from recflow.bandits.feedback import LoggedFeedback
+    from recflow.bandits.policies import Policy
     from recflow.registry import Registry
 
 POLICIES = ("neural", "linucb", "linear_ts")
@@ -43,7 +45,7 @@ WARMUP_CONTEXTS = 16
 CHECK_CONTEXTS = 8
 
 
-def _check_export(policy: Any, ctx: RunContext, context: np.ndarray, epsilon: float) -> None:
+def _check_export(policy: Policy, ctx: RunContext, context: np.ndarray, epsilon: float) -> None:
     """The SavedModel's action_probs equal the Python policy's (catches export drift early)."""
     x = context[:CHECK_CONTEXTS].astype(np.float32)
     eps = np.full(x.shape[0], epsilon, dtype=np.float32)
@@ -59,7 +61,7 @@ def _check_export(policy: Any, ctx: RunContext, context: np.ndarray, epsilon: fl
         )
 
 
-def slot_distributions(policy: Any, fb: LoggedFeedback, epsilon: float) -> np.ndarray:
+def slot_distributions(policy: Policy, fb: LoggedFeedback, epsilon: float) -> np.ndarray:
     """[n, A]: the policy's probability of each action at each round's own logged position."""
     from recflow.bandits.slates import marginals_by_context
 
@@ -82,7 +84,7 @@ def held_out_q_hat(learning: LoggedFeedback, held: LoggedFeedback, kind: str) ->
     return np.asarray(q[np.arange(held.n_rounds), :, held.position])
 
 
-def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> JSONObject:
     from recflow.bandits.estimators import fit_reward_model
     from recflow.bandits.export import export_policy
     from recflow.bandits.feedback import read_feedback
@@ -117,7 +119,7 @@ def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) ->
     )
     for epoch, value in enumerate(neural.history):
         registry.log_metrics(mlflow_run, {"neural.train_objective": value}, step=epoch)
-    policies: dict[str, Any] = {
+    policies: dict[str, Policy] = {
         "neural": neural,
         "linucb": LinUCB.fit(fb, alpha=cfg.linucb_alpha),
         "linear_ts": LinearTS.fit(fb, scale=cfg.ts_scale, seed=cfg.seed),
@@ -148,7 +150,7 @@ def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) ->
         mlflow_run,
         {"policy.candidate": cfg.candidate, "serving.contract_version": POLICY_CONTRACT_VERSION},
     )
-    summary = {
+    summary: JSONObject = {
         "policies": list(POLICIES),
         "candidate": cfg.candidate,
         "epsilon": cfg.epsilon,

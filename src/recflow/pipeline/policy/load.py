@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from recflow.config import PolicyConfig, policy_to_dict
 from recflow.errors import DataSourceError
+from recflow.jsontypes import JSONObject
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
 from recflow.pipeline.names import FEEDBACK_JSON
 from recflow.pipeline.policy.common import feedback_dir
@@ -60,7 +61,7 @@ def _from_serving_log(cfg: PolicyConfig) -> tuple[LoggedFeedback, list[str]]:
     return to_feedback(frame, catalogue, len_list), [str(p) for p in files]
 
 
-def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> JSONObject:
     from recflow.bandits.feedback import save_feedback
     from recflow.bandits.validate import feedback_frame
 
@@ -81,7 +82,7 @@ def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) ->
         fb, files = _from_serving_log(cfg)
     digest = _digest(fb)
     versions = dict(Counter(fb.policy_version)) if fb.policy_version else {}
-    summary = {
+    summary: JSONObject = {
         "source": source,
         "files": files,
         "digest": digest,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from recflow.config import PolicyConfig
+from recflow.jsontypes import JSONObject
 from recflow.pipeline import stages
 from recflow.pipeline.context import RunContext
 from recflow.pipeline.names import DAG_RUN_TAG, ESTIMATES_JSON, FEEDBACK_JSON, GATE_JSON
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from recflow.registry import Registry
 
 
-def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> JSONObject:
     from recflow.bandits.export import POLICY_CONTRACT_VERSION
 
     registry, mlflow_run = stages.open_run(cfg, ctx, registry)

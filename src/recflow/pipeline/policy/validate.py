@@ -7,9 +7,10 @@ learned from such a log.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from recflow.config import PolicyConfig
+from recflow.jsontypes import JSONObject
 from recflow.pipeline import stages
 from recflow.pipeline.context import RunContext, make_registry, say, tracking_run
 from recflow.pipeline.policy.common import feedback_dir
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from recflow.registry import Registry
 
 
-def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> dict[str, Any]:
+def run(cfg: PolicyConfig, ctx: RunContext, registry: Registry | None = None) -> JSONObject:
     from recflow.bandits.feedback import read_feedback
     from recflow.bandits.validate import validate_feedback
 
