@@ -28,23 +28,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
-from recflow.errors import ConfigError
+from recflow.errors import ConfigError, LimitExceeded
+
+if TYPE_CHECKING:
+    from tensorflow.core.framework.tensor_pb2 import TensorProto
+    from tensorflow.core.protobuf.meta_graph_pb2 import TensorInfo
 
 GRPC_DEFAULT_MAX_RECEIVE_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_REQUEST_ROWS = 64  # as serving/batching_parameters.txt's max_batch_size
 MAX_RECEIVE = "grpc.max_receive_message_length"
 INT32_MAX = 2**31 - 1
-
-
-class LimitExceeded(Exception):
-    """A request over a bound: ``code`` is the gRPC status name, ``message`` names the bound."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +80,9 @@ def parse_grpc_channel_arguments(text: str) -> list[tuple[str, int | str]]:
     return out
 
 
-def server_options(arguments: Sequence[tuple[str, int | str]]) -> tuple[list[Any], int]:
+def server_options(
+    arguments: Sequence[tuple[str, int | str]],
+) -> tuple[list[tuple[str, int | str]], int]:
     """gRPC server options and the receive limit in force (gRPC's 4 MiB unless given)."""
     options: dict[str, int | str] = {MAX_RECEIVE: GRPC_DEFAULT_MAX_RECEIVE_BYTES}
     options.update(dict(arguments))
@@ -104,7 +101,7 @@ def shape_text(dims: Sequence[int] | None) -> str:
 
 
 def check_input(
-    alias: str, proto: Any, info: Any, sig_name: str, limits: RequestLimits | None
+    alias: str, proto: TensorProto, info: TensorInfo, sig_name: str, limits: RequestLimits | None
 ) -> int | None:
     """Check one request TensorProto against its signature TensorInfo and the limits, before
     decoding it. Returns the rows along an open batch dimension (None if there is none)."""

@@ -7,14 +7,18 @@ repeated-value forms fall back to TensorFlow's own reader and writer.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    from tensorflow.core.framework.tensor_pb2 import TensorProto
 
 _DT_STRING = 7
 _NUMERIC = {1: "<f4", 2: "<f8", 3: "<i4", 4: "|u1", 5: "<i2", 6: "|i1", 9: "<i8", 10: "|b1",
             17: "<u2", 19: "<f2", 22: "<u4", 23: "<u8"}  # fmt: skip
 
 
-def tensor_proto_to_numpy(proto: Any) -> Any:
+def tensor_proto_to_numpy(proto: TensorProto) -> np.ndarray:
     import numpy as np
 
     dims = tuple(int(d.size) for d in proto.tensor_shape.dim)
@@ -32,7 +36,7 @@ def tensor_proto_to_numpy(proto: Any) -> Any:
     return tf.make_ndarray(proto)
 
 
-def numpy_to_tensor_proto(array: Any, dtype: int, out: Any) -> None:
+def numpy_to_tensor_proto(array: np.ndarray, dtype: int, out: TensorProto) -> None:
     """Fill the TensorProto ``out`` with ``array`` (of signature dtype enum ``dtype``)."""
     import numpy as np
 

@@ -10,14 +10,17 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from recflow.serving.limits import LimitExceeded, RequestLimits, check_input
+from recflow.errors import ServableError
+from recflow.serving.limits import RequestLimits, check_input
 from recflow.serving.server.codec import dtype_name, numpy_to_tensor_proto, tensor_proto_to_numpy
 
 if TYPE_CHECKING:
     import numpy as np
     import tensorflow as tf
+    from tensorflow.core.framework.tensor_pb2 import TensorProto
+    from tensorflow.core.protobuf.meta_graph_pb2 import SignatureDef
     from tensorflow_serving.apis.predict_pb2 import PredictRequest, PredictResponse
 
 log = logging.getLogger("recflow.serving.server")
@@ -27,15 +30,6 @@ WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000
 
 Arrays = dict[str, "np.ndarray"]  # alias -> numpy array
-
-
-class ServableError(Exception):
-    """A request failure carrying the gRPC status code name TF Serving would return."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code  # grpc.StatusCode member name, e.g. "NOT_FOUND"
-        self.message = message
 
 
 @dataclasses.dataclass
@@ -56,8 +50,8 @@ class Servable:
     name: str
     version: int
     path: Path
-    functions: dict[str, Any]  # signature name -> ConcreteFunction
-    signature_defs: dict[str, Any]  # signature name -> SignatureDef proto (from saved_model.pb)
+    functions: dict[str, tf.types.experimental.ConcreteFunction]  # by signature name
+    signature_defs: dict[str, SignatureDef]  # by signature name (from saved_model.pb)
     owner: object = None  # the restored object; its functions need it alive
 
     def predict(
@@ -159,7 +153,12 @@ def _check_input_names(sent: set[str], expected: set[str]) -> None:
 
 
 def _decode_input(
-    i: int, alias: str, proto: Any, sig: Any, sig_name: str, limits: RequestLimits | None
+    i: int,
+    alias: str,
+    proto: TensorProto,
+    sig: SignatureDef,
+    sig_name: str,
+    limits: RequestLimits | None,
 ) -> np.ndarray:
     """Input ``alias`` (the ``i``-th sorted) checked against the SignatureDef, as numpy."""
     if alias not in sig.inputs:
@@ -176,10 +175,7 @@ def _decode_input(
             f"{dtype_name(proto.dtype)} is provided (input {alias!r} of signature "
             f"{sig_name!r})",
         )
-    try:
-        check_input(alias, proto, info, sig_name, limits)
-    except LimitExceeded as exc:
-        raise ServableError(exc.code, exc.message) from None
+    check_input(alias, proto, info, sig_name, limits)  # LimitExceeded is a ServableError
     try:
         array: np.ndarray = tensor_proto_to_numpy(proto)
     except Exception:
@@ -187,7 +183,7 @@ def _decode_input(
     return array
 
 
-def _wanted_outputs(output_filter: list[str], sig: Any) -> list[str]:
+def _wanted_outputs(output_filter: list[str], sig: SignatureDef) -> list[str]:
     wanted = output_filter or sorted(sig.outputs)
     for alias in output_filter:
         if alias not in sig.outputs:
@@ -201,7 +197,9 @@ def _wanted_outputs(output_filter: list[str], sig: Any) -> list[str]:
     return wanted
 
 
-def _call(fn: Any, kwargs: dict[str, Any], sig_name: str) -> dict[str, tf.Tensor]:
+def _call(
+    fn: tf.types.experimental.ConcreteFunction, kwargs: dict[str, tf.Tensor], sig_name: str
+) -> dict[str, tf.Tensor]:
     import tensorflow as tf
 
     try:
