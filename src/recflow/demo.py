@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from recflow.airflow_env import airflow_env
-from recflow.config import default_work_dir, from_params
+from recflow.config import PipelineConfig, default_work_dir, from_params
 from recflow.local_services import ModelServerProcess, port_open
 
 DAG_ID = "recsys_training"
@@ -246,13 +246,14 @@ def _quiet_native_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _show_recommendations(cfg, run_id: str, args: argparse.Namespace) -> int:
+def _show_recommendations(cfg: PipelineConfig, run_id: str, args: argparse.Namespace) -> int:
     from recflow.data import read_dataset
     from recflow.errors import RecflowError
     from recflow.features import load_split
     from recflow.pipeline.context import RunContext
     from recflow.schema import ITEM_ID, TIMESTAMP, TITLE, USER_ID
     from recflow.serving.client import ServingClient
+    from recflow.serving.recommender import RecommenderClient
 
     ctx = RunContext.create(cfg, DAG_ID, run_id)
     gate = ctx.read_json("gate.json")
@@ -293,7 +294,8 @@ def _show_recommendations(cfg, run_id: str, args: argparse.Namespace) -> int:
     with _quiet_native_stderr():
         import tensorflow  # noqa: F401  (its start-up chatter would bury the answer)
     try:
-        with ServingClient(cfg.server_address, timeout=cfg.serving.timeout_seconds) as client:
+        served = ServingClient(cfg.server_address, timeout=cfg.serving.timeout_seconds)
+        with RecommenderClient(served) as client:
             recs = client.recommend(
                 cfg.serving.model_name, [user], k=args.k, label="stable", pseudonymised=True
             )
