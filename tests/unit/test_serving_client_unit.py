@@ -16,7 +16,8 @@ from recflow.errors import (
     ServerUnavailable,
     ServingError,
 )
-from recflow.serving.client import DEFAULT_RELOAD_TIMEOUT, ServingClient, Stubs, map_rpc_error
+from recflow.serving.client import DEFAULT_RELOAD_TIMEOUT, ServingClient, map_rpc_error
+from recflow.serving.stubs import Stubs
 
 
 class FakeRpcError(grpc.RpcError):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
 import numpy as np
@@ -35,22 +35,11 @@ from recflow.errors import (
     ServerUnavailable,
     ServingError,
 )
+from recflow.serving.stubs import Req, Resp, Rpc, StubFactory, Stubs, grpc_stubs
 
 if TYPE_CHECKING:
     from tensorflow.core.protobuf.meta_graph_pb2 import TensorInfo
-    from tensorflow_serving.apis.get_model_metadata_pb2 import (
-        GetModelMetadataRequest,
-        GetModelMetadataResponse,
-    )
-    from tensorflow_serving.apis.get_model_status_pb2 import (
-        GetModelStatusRequest,
-        GetModelStatusResponse,
-    )
-    from tensorflow_serving.apis.model_management_pb2 import (
-        ReloadConfigRequest,
-        ReloadConfigResponse,
-    )
-    from tensorflow_serving.apis.predict_pb2 import PredictRequest, PredictResponse
+    from tensorflow_serving.apis.predict_pb2 import PredictResponse
     from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
 
     from recflow.serving.model_config import ModelEntry
@@ -127,56 +116,6 @@ def map_rpc_error(
             "up but busy or still loading: retry or raise --timeout"
         )
     return ServingError(f"{what}: server answered {code.name}: {details}")
-
-
-Req = TypeVar("Req", contravariant=True)
-Resp = TypeVar("Resp", covariant=True)
-
-
-class Rpc(Protocol[Req, Resp]):
-    """One unary call of a stub: ``stub.Predict(request, timeout=...)``."""
-
-    def __call__(self, request: Req, /, *, timeout: float) -> Resp: ...
-
-
-class PredictionStub(Protocol):
-    """The calls of TF Serving's ``PredictionServiceStub`` the client makes."""
-
-    def Predict(self, request: PredictRequest, timeout: float) -> PredictResponse: ...  # noqa: N802
-
-    def GetModelMetadata(  # noqa: N802
-        self, request: GetModelMetadataRequest, timeout: float
-    ) -> GetModelMetadataResponse: ...
-
-
-class ModelStub(Protocol):
-    """The calls of TF Serving's ``ModelServiceStub`` the client makes."""
-
-    def GetModelStatus(  # noqa: N802
-        self, request: GetModelStatusRequest, timeout: float
-    ) -> GetModelStatusResponse: ...
-
-    def HandleReloadConfigRequest(  # noqa: N802
-        self, request: ReloadConfigRequest, timeout: float
-    ) -> ReloadConfigResponse: ...
-
-
-class Stubs(NamedTuple):
-    prediction: PredictionStub
-    models: ModelStub
-
-
-StubFactory = Callable[[grpc.Channel], Stubs]
-
-
-def grpc_stubs(channel: grpc.Channel) -> Stubs:
-    """TF Serving's generated stubs over ``channel`` (the default ``StubFactory``)."""
-    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
-
-    return Stubs(
-        prediction_service_pb2_grpc.PredictionServiceStub(channel),
-        model_service_pb2_grpc.ModelServiceStub(channel),
-    )
 
 
 class ServingClient:
