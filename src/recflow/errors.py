@@ -19,7 +19,10 @@ found, and what to do next.
     │   ├── InvalidRequest       the server rejected the inputs (gRPC INVALID_ARGUMENT)
     │   ├── ModelNotReady        a version did not become AVAILABLE in time (transient)
     │   │   └── ModelLoadFailed  the server tried and failed to load it (a verdict)
-    │   └── VerificationFailed   the served answers differ from the exported model's
+    │   ├── VerificationFailed   the served answers differ from the exported model's
+    │   └── ServableError        the model server refuses a request (server side; carries the
+    │       │                    gRPC status code name TF Serving would answer)
+    │       └── LimitExceeded    the request is over a bound (rows, elements, message size)
     └── PromotionError           a promotion step could not complete; serving is unchanged
 
 A candidate declined by the gate is not an error: see ``recflow.gate.GateDecision``.
@@ -111,6 +114,23 @@ class ModelLoadFailed(ModelNotReady):
 
 class VerificationFailed(ServingError):
     """Answers from the served model differ from the exported model's answers."""
+
+
+class ServableError(ServingError):
+    """A request the model server refuses, raised inside the server (``recflow.serving.server``).
+
+    ``code`` is the ``grpc.StatusCode`` member name the server answers with (for example
+    ``"NOT_FOUND"``); ``message`` is the text sent as the status details.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class LimitExceeded(ServableError):
+    """A request over a bound (``recflow.serving.limits``): ``message`` names the bound."""
 
 
 class PromotionError(RecflowError):

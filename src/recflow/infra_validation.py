@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from recflow.errors import (
     ServingError,
 )
 from recflow.jsontypes import JSONObject
+from recflow.serving.server_process import EMPTY_MODEL_CONFIG, ServerProcess, free_port
 
 if TYPE_CHECKING:
     from tensorflow_serving.apis.predict_pb2 import PredictRequest
@@ -152,12 +152,10 @@ def _decode(values: np.ndarray) -> np.ndarray:
                         otypes=[object])(values) if values.size else values  # fmt: skip
 
 
-class _Sandbox:
+class _Sandbox(ServerProcess):
     """One model server process serving only the candidate, from a temporary base path."""
 
     def __init__(self, saved_model_dir: Path, root: Path, cfg: InfraValidationConfig) -> None:
-        from recflow.net import free_port
-        from recflow.serving.model_config import EMPTY_MODEL_CONFIG
         from recflow.storage import atomic_write_text, copy_tree_atomic
 
         self.cfg = cfg
@@ -166,50 +164,12 @@ class _Sandbox:
             copy_tree_atomic(saved_model_dir, self.base / str(SANDBOX_VERSION))
         self.config_file = root / "models.config"
         atomic_write_text(self.config_file, EMPTY_MODEL_CONFIG)
-        self.port = free_port()
-        self.name, self.argv = server_command(cfg.server, self.port, self.config_file)
-        self.log_file = root / f"server-{self.port}.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        port = free_port()
+        name, argv = server_command(cfg.server, port, self.config_file)
+        super().__init__(argv, port=port, log_file=root / f"server-{port}.log", name=name)
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_file.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def start(self) -> None:
-        from recflow.net import port_open
-
-        with open(self.log_file, "wb") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + self.cfg.start_timeout_seconds
-        while not port_open("127.0.0.1", self.port):
-            if self.process.poll() is not None:
-                raise ServerUnavailable(
-                    f"sandbox {self.name} exited with code {self.process.returncode} before "
-                    f"listening; log:\n{self.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise ServerUnavailable(
-                    f"sandbox {self.name} did not listen on port {self.port} within "
-                    f"{self.cfg.start_timeout_seconds:.0f} s; log:\n{self.log_tail()}"
-                )
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+    def start(self, timeout: float | None = None) -> _Sandbox:
+        return super().start(self.cfg.start_timeout_seconds if timeout is None else timeout)
 
 
 def _load(sandbox: _Sandbox, client: ServingClient) -> float:

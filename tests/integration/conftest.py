@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,23 +12,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _savedmodel_fixture import write_savedmodel  # noqa: E402
 
+from recflow.serving.server_process import (  # noqa: E402
+    ServerProcess,
+    free_port,
+    local_server_argv,
+)
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class RunningServer:
-    process: subprocess.Popen[str]
-    address: str
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
 
 
 @pytest.fixture(scope="session")
@@ -47,54 +31,23 @@ def model_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def _wait_ready(server: RunningServer, timeout: float) -> None:
-    import grpc
-
-    deadline = time.monotonic() + timeout
-    channel = grpc.insecure_channel(server.address)
-    try:
-        while time.monotonic() < deadline:
-            if server.process.poll() is not None:
-                raise RuntimeError(f"model server exited early:\n{server.log()}")
-            try:
-                grpc.channel_ready_future(channel).result(timeout=0.5)
-                return
-            except grpc.FutureTimeoutError:
-                continue
-    finally:
-        channel.close()
-    raise RuntimeError(f"model server not listening after {timeout}s:\n{server.log()}")
-
-
 @pytest.fixture()
-def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
+def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start the server with extra flags; every server started is stopped (SIGTERM) after."""
-    started: list[RunningServer] = []
+    started: list[ServerProcess] = []
 
-    def start(*flags: str, timeout: float = 60.0) -> RunningServer:
+    def start(*flags: str, timeout: float = 60.0) -> ServerProcess:
         port = free_port()
-        log_path = tmp_path / f"server-{port}.log"
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "DO_NOT_TRACK": "true"}
-        with log_path.open("w") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "recflow.serving.server", "--port", str(port), *flags],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=env,
-                cwd=ROOT,
-            )
-        server = RunningServer(process, f"127.0.0.1:{port}", log_path)
+        server = ServerProcess(
+            local_server_argv(port, *flags),
+            port=port,
+            log_file=tmp_path / f"server-{port}.log",
+            env={"TF_CPP_MIN_LOG_LEVEL": "2", "DO_NOT_TRACK": "true"},
+            cwd=ROOT,
+        )
         started.append(server)
-        _wait_ready(server, timeout)
-        return server
+        return server.start(timeout)
 
     yield start
     for server in started:
-        if server.process.poll() is None:
-            server.process.send_signal(signal.SIGTERM)
-            try:
-                server.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.process.kill()
-                server.process.wait()
+        server.stop()

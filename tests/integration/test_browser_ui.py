@@ -20,8 +20,8 @@ from recflow.dev.launch import (
     mlflow_command,
     prepare_airflow_db,
 )
-from recflow.dev.local_services import ModelServerProcess
 from recflow.net import free_port
+from recflow.serving.server_process import ModelServerProcess
 
 pytestmark = pytest.mark.slow
 

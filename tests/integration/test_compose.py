@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from recflow.config import PipelineConfig, from_params
-from recflow.net import free_port
+from recflow.serving.server_process import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -423,11 +423,19 @@ def test_serving_config_files_parse(variant: str, rendered: dict[str, Any]) -> N
 
 @dataclass
 class Started:
-    process: subprocess.Popen[bytes]
+    server: ServerProcess
     grpc_port: int
     rest_port: int
     remap: dict[str, Path]  # container mount target -> local path
-    log: Path
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        assert self.server.process is not None
+        return self.server.process
+
+    @property
+    def log(self) -> Path:
+        return self.server.log_file
 
     def local(self, container_path: str | Path) -> Path:
         return local_path(self.remap, container_path)
@@ -462,15 +470,13 @@ def start_from_compose(service: dict[str, Any], tmp: Path) -> Started:
     # What airflow-init writes before TF Serving starts.
     config = local_path(remap, flags(service)["model_config_file"])
     config.write_text("model_config_list {\n}\n", encoding="utf-8")
-    log_path = tmp / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "recflow.serving.server", *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        )
-    return Started(process, grpc_port, rest_port, remap, log_path)
+    server = ServerProcess(
+        [sys.executable, "-m", "recflow.serving.server", *args],
+        port=grpc_port,
+        log_file=tmp / "server.log",
+        env={"TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    return Started(server.start(timeout=90), grpc_port, rest_port, remap)
 
 
 @pytest.fixture()
@@ -480,13 +486,7 @@ def compose_server(rendered: dict[str, Any], tmp_path: Path) -> Iterator[tuple[d
     try:
         yield service, started
     finally:
-        if started.process.poll() is None:
-            started.process.terminate()
-            try:
-                started.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                started.process.kill()
-                started.process.wait()
+        started.server.stop()
 
 
 def test_compose_serving_flags_run_and_the_dag_deploys_through_them(

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from recflow.dev.airflow_env import airflow_env
-from recflow.dev.local_services import ModelServerProcess
 from recflow.net import free_port
 from recflow.ops import compose_smoke as smoke
 from recflow.pipeline.pools import SERVING_POOL
+from recflow.serving.server_process import ModelServerProcess
 
 pytestmark = pytest.mark.slow
 

@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 
 from recflow.config import PipelineConfig, from_params
-from recflow.dev.local_services import ModelServerProcess
 from recflow.errors import RegistryError
 from recflow.net import free_port
 from recflow.pipeline.context import RunContext
+from recflow.serving.server_process import ModelServerProcess
 
 pytestmark = pytest.mark.slow
 

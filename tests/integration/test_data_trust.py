@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from recflow.dev.airflow_env import airflow_env
-from recflow.dev.local_services import ModelServerProcess
 from recflow.net import free_port
+from recflow.serving.server_process import ModelServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -98,6 +98,7 @@ def test_promoted_model_has_card_and_reasons_from_the_users_history(env):
     from recflow.features import load_split
     from recflow.privacy import load_key, pseudonymise_one
     from recflow.serving.client import ServingClient
+    from recflow.serving.recommender import RecommenderClient
 
     proc = airflow(env, "dags", "test", "recsys_training", conf=env["base"])
     out = proc.stdout + proc.stderr
@@ -113,8 +114,8 @@ def test_promoted_model_has_card_and_reasons_from_the_users_history(env):
 
     key = load_key(env["work"], create=False)
     raw = f"{MARK}-3"
-    with ServingClient(
-        f"127.0.0.1:{env['port']}",
+    with RecommenderClient(
+        ServingClient(f"127.0.0.1:{env['port']}"),
         pseudonym_key=key,
         request_log=env["work"] / "serving" / "requests",
     ) as c:
@@ -150,7 +151,7 @@ def test_planted_drift_is_quarantined_and_champion_keeps_serving(env):
     assert (quarantined[0] / "data" / "interactions.parquet").is_file()
     assert champion(env) == 1
     with ServingClient(f"127.0.0.1:{env['port']}") as c:
-        [rec] = c.recommend(SERVED, ["p_000000000000000000000000"], k=3, pseudonymised=True)
+        [rec] = c.recommend(SERVED, ["p_000000000000000000000000"], k=3)
     assert rec.model_version == 1
 
 

@@ -16,7 +16,6 @@ import pytest
 from _savedmodel_fixture import publish_version
 
 from recflow.config import PipelineConfig, RegistryConfig, ServingConfig
-from recflow.dev.local_services import ModelServerProcess
 from recflow.errors import PromotionError, ServingError, is_transient
 from recflow.net import free_port
 from recflow.pipeline import deploy
@@ -25,6 +24,7 @@ from recflow.pipeline.retries import final_error
 from recflow.registry.memory import InMemoryRegistry
 from recflow.serving.client import ServingClient
 from recflow.serving.model_config import ModelEntry, read_entries, write_entries
+from recflow.serving.server_process import ModelServerProcess
 
 MODEL = "recommender"
 REGISTERED = "rec"

@@ -231,7 +231,7 @@ def test_unknown_names_and_forged_metric_labels(harness: Harness) -> None:
     grpc_port = int(h.server.address.rsplit(":", 1)[1])
     assert listening_addresses(grpc_port) == {"127.0.0.1"}
     assert listening_addresses(h.rest_port) == {"127.0.0.1"}
-    assert "Running gRPC ModelServer at 127.0.0.1:" in h.server.log()
+    assert "Running gRPC ModelServer at 127.0.0.1:" in h.server.log_text()
     h.refused(request(["u1"], name="nope", label=None), grpc.StatusCode.NOT_FOUND,
               "Servable not found for request: Latest(nope)")  # fmt: skip
     h.refused(request(["u1"], name="モデル😀", label=None), grpc.StatusCode.NOT_FOUND)

@@ -14,12 +14,12 @@ import numpy as np
 from _savedmodel_fixture import publish_version
 
 from recflow.contract import INPUT_USER_ID
-from recflow.dev.local_services import ModelServerProcess
 from recflow.models import load_recommender
 from recflow.net import free_port
 from recflow.promotion import Promoter
 from recflow.serving.client import ServingClient
 from recflow.serving.model_config import ModelEntry, write_entries
+from recflow.serving.server_process import ModelServerProcess
 
 MODEL = "recommender"
 ROOT = Path(__file__).resolve().parents[2]

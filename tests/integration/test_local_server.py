@@ -293,7 +293,7 @@ def test_rollout_polling_reload_and_labels(
     write_entries(config, [ModelEntry(MODEL, str(base), (2, 3), {"stable": 2})])
     deadline = time.monotonic() + 60  # bounds a hang; the poll interval is 0.5 s
     while client.recommend(MODEL, ["u1"], k=1)[0].model_version != 2:
-        assert time.monotonic() < deadline, server.log()
+        assert time.monotonic() < deadline, server.log_text()
         time.sleep(0.2)
 
     # a version that cannot load ends in END with its error, and the client says so
@@ -308,4 +308,4 @@ def test_rollout_polling_reload_and_labels(
     assert row.state == "END" and row.error
     assert client.recommend(MODEL, ["u1"], k=1)[0].model_version == 2
     client.close()
-    assert "Loading servable: {name: recommender version: 4}" in server.log()
+    assert "Loading servable: {name: recommender version: 4}" in server.log_text()

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from recflow.dev.airflow_env import airflow_env
-from recflow.dev.local_services import ModelServerProcess
 from recflow.net import free_port
+from recflow.serving.server_process import ModelServerProcess
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ import pytest
 from recflow.bandits.client import PolicyClient, UniformPredictor
 from recflow.bandits.synthetic import drive_client, linear_environment
 from recflow.dev.airflow_env import airflow_env
-from recflow.dev.local_services import ModelServerProcess
 from recflow.net import free_port
+from recflow.serving.server_process import ModelServerProcess
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,6 @@ import pytest
 from _exported_models import export_popularity
 
 from recflow.config import PipelineConfig, RegistryConfig, ServingConfig
-from recflow.dev.local_services import ModelServerProcess
 from recflow.errors import PromotionError
 from recflow.models import load_recommender
 from recflow.net import free_port
@@ -20,6 +19,7 @@ from recflow.pipeline.context import RunContext, make_promoter, tracking_run
 from recflow.registry import InMemoryRegistry
 from recflow.serving.client import ServingClient
 from recflow.serving.model_config import read_entries
+from recflow.serving.server_process import ModelServerProcess
 
 NAME, SERVED = "rec", "recommender"
 USERS = ["user-0", "user-3", "somebody-new"]

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from _savedmodel_fixture import publish_version
 
-from recflow.dev.local_services import ModelServerProcess
 from recflow.errors import PromotionError, RecflowError
 from recflow.net import free_port
 from recflow.promotion import Promoter
 from recflow.serving.client import ServingClient
 from recflow.serving.model_config import ModelEntry, read_entries, write_entries
+from recflow.serving.server_process import ModelServerProcess
 
 MODEL = "recommender"
 LOAD_DELAY = 4.0  # seconds each load waits; the short deadline below is far shorter

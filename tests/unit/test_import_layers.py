@@ -160,9 +160,9 @@ def test_each_kind_of_forbidden_import_is_found():
         # relative import from a package's __init__ into the pipeline
         "recflow": ("from .pipeline import context\n", True),
         # pipeline reaching into the dev launchers
-        "recflow.pipeline.deploy": ("import recflow.dev.local_services\n", False),
+        "recflow.pipeline.deploy": ("import recflow.dev.launch\n", False),
         # one tool importing another
-        "recflow.ops.compose_smoke": ("from recflow.dev.local_services import x\n", False),
+        "recflow.ops.compose_smoke": ("from recflow.dev.launch import x\n", False),
         # src importing a DAG file; a DAG file importing a dev launcher
         "recflow.serving.client": ("import dags.recsys_training\n", False),
         "dags.recsys_training": ("from recflow.dev.airflow_env import airflow_env\n", False),

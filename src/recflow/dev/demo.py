@@ -21,8 +21,8 @@ from pathlib import Path
 
 from recflow.config import PipelineConfig, default_work_dir, from_params
 from recflow.dev.airflow_env import airflow_env
-from recflow.dev.local_services import ModelServerProcess
 from recflow.net import port_open
+from recflow.serving.server_process import ModelServerProcess
 
 DAG_ID = "recsys_training"
 _FINISHED = re.compile(r"DagRun Finished: dag_id=(\S+), .*?run_id=([^,]+), .*?state=(\w+)")
@@ -254,6 +254,7 @@ def _show_recommendations(cfg: PipelineConfig, run_id: str, args: argparse.Names
     from recflow.pipeline.context import RunContext
     from recflow.schema import ITEM_ID, TIMESTAMP, TITLE, USER_ID
     from recflow.serving.client import ServingClient
+    from recflow.serving.recommender import RecommenderClient
 
     ctx = RunContext.create(cfg, DAG_ID, run_id)
     gate = ctx.read_json("gate.json")
@@ -294,7 +295,8 @@ def _show_recommendations(cfg: PipelineConfig, run_id: str, args: argparse.Names
     with _quiet_native_stderr():
         import tensorflow  # noqa: F401  (its start-up chatter would bury the answer)
     try:
-        with ServingClient(cfg.server_address, timeout=cfg.serving.timeout_seconds) as client:
+        served = ServingClient(cfg.server_address, timeout=cfg.serving.timeout_seconds)
+        with RecommenderClient(served) as client:
             recs = client.recommend(
                 cfg.serving.model_name, [user], k=args.k, label="stable", pseudonymised=True
             )

@@ -83,9 +83,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def _run_recommend(args: argparse.Namespace) -> int:
     from recflow.serving.client import ServingClient
+    from recflow.serving.recommender import RecommenderClient
 
     label = None if args.version is not None else (args.label or "stable")
-    with ServingClient(args.server, timeout=args.timeout) as client:
+    with RecommenderClient(ServingClient(args.server, timeout=args.timeout)) as client:
         recs = client.recommend(
             args.model,
             args.user,

@@ -20,8 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import grpc
 import numpy as np
@@ -37,9 +36,11 @@ from recflow.errors import (
     ServingError,
 )
 from recflow.jsontypes import JSONObject
+from recflow.serving.stubs import Req, Resp, Rpc, StubFactory, Stubs, grpc_stubs
 
 if TYPE_CHECKING:
     from tensorflow.core.protobuf.meta_graph_pb2 import TensorInfo
+    from tensorflow_serving.apis.predict_pb2 import PredictResponse
     from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
 
     from recflow.serving.model_config import ModelEntry
@@ -65,7 +66,8 @@ class Recommendation:
     model_version: int
     # why each item is recommended, aligned with ``items`` (contract 1.1; [] for older models)
     reasons: list[str] = field(default_factory=list)
-    pseudonym: str = ""  # the id the model saw (recflow.privacy) when the client hashed it
+    # the id the model saw when ``recflow.serving.recommender.RecommenderClient`` hashed it
+    pseudonym: str = ""
 
 
 class VersionStatus(NamedTuple):
@@ -118,30 +120,30 @@ def map_rpc_error(
 
 
 class ServingClient:
-    """``with ServingClient("127.0.0.1:8500") as c: c.recommend("recommender", ["u1"])``."""
+    """``with ServingClient("127.0.0.1:8500") as c: c.recommend("recommender", ["u1"])``.
+
+    It sends the user ids it is given; an application holding raw ids uses
+    ``recflow.serving.recommender.RecommenderClient``, which pseudonymises and logs them.
+    """
 
     def __init__(
         self,
         address: str,
         *,
         timeout: float = 10.0,
-        pseudonym_key: bytes | None = None,
-        request_log: Path | None = None,
         reload_timeout: float = DEFAULT_RELOAD_TIMEOUT,
         attempts: int = 4,
         on_retry: Callable[[int, ServingError], None] | None = None,
+        stubs: StubFactory = grpc_stubs,
     ) -> None:
         """``timeout``: deadline of each call (retries included); ``reload_timeout``: the
         deadline of HandleReloadConfigRequest. ``attempts``: tries per call on UNAVAILABLE;
         ``on_retry(attempt, error)`` is called before each retry (logs, tests).
-        ``pseudonym_key``: the key of ``recflow.privacy`` held by the application; with it,
-        ``recommend`` sends keyed pseudonyms instead of the ids it is given. ``request_log``: a
-        folder for serving logs (``recflow.drift``: pseudonymous ids only) used by skew checks.
+        ``stubs``: makes the two service stubs over the client's channel on first use (tests
+        pass fakes).
         """
         self.address = address
         self.timeout = timeout
-        self.pseudonym_key = pseudonym_key
-        self.request_log = request_log
         self.reload_timeout = reload_timeout
         self.attempts = max(1, attempts)
         self.on_retry = on_retry
@@ -160,17 +162,15 @@ class ServingClient:
                 ("grpc.use_local_subchannel_pool", 1),
             ],
         )
-        self._prediction: Any = None
-        self._models: Any = None
+        self._stub_factory = stubs
+        self._stubs: Stubs | None = None
 
     # -- plumbing ----------------------------------------------------------------------------
-    def _stubs(self) -> tuple[Any, Any]:
-        if self._prediction is None:
-            from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
-
-            self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-            self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
-        return self._prediction, self._models
+    @property
+    def stubs(self) -> Stubs:
+        if self._stubs is None:
+            self._stubs = self._stub_factory(self._channel)
+        return self._stubs
 
     def _connected(self) -> bool:
         try:
@@ -179,7 +179,9 @@ class ServingClient:
             return False
         return True
 
-    def _call(self, method: Any, request: Any, what: str, timeout: float | None = None) -> Any:
+    def _call(
+        self, method: Rpc[Req, Resp], request: Req, what: str, timeout: float | None = None
+    ) -> Resp:
         """One idempotent call: retried on UNAVAILABLE with backoff, within one deadline."""
         budget = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
@@ -221,7 +223,7 @@ class ServingClient:
         version: int | None,
         label: str | None,
         signature: str,
-    ) -> Any:
+    ) -> PredictResponse:
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 
@@ -241,7 +243,7 @@ class ServingClient:
             if label
             else "latest"
         )
-        return self._call(self._stubs()[0].Predict, request, f"Predict {model} ({spec})")
+        return self._call(self.stubs.prediction.Predict, request, f"Predict {model} ({spec})")
 
     def predict(
         self,
@@ -290,14 +292,8 @@ class ServingClient:
         k: int = 10,
         version: int | None = None,
         label: str | None = "stable",
-        pseudonymised: bool | None = None,
     ) -> list[Recommendation]:
-        """Top-``k`` per user (a version, when given, wins over the label).
-
-        ``pseudonymised``: True means the ids already are pseudonyms (sent as they are); False
-        means hash them with the client's key or the configured one (``recflow.privacy``;
-        ConfigError without any); None (default) hashes when the client was given a key.
-        """
+        """Top-``k`` per user id, sent as given (a version, when given, wins over the label)."""
         import tensorflow as tf
 
         if k < 1:
@@ -305,21 +301,9 @@ class ServingClient:
         users = [str(u) for u in user_ids]
         if not users:
             return []
-        sent = users
-        hashed = pseudonymised is False or (
-            pseudonymised is None and self.pseudonym_key is not None
-        )
-        if hashed:
-            from recflow.privacy import load_key, pseudonymise
-
-            sent = pseudonymise(users, self.pseudonym_key or load_key(create=False))
-        if self.request_log is not None and (hashed or pseudonymised):
-            from recflow.drift import append_serving_log
-
-            append_serving_log(self.request_log, model, sent, time.time())
         response = self._predict_response(
             model,
-            {contract.INPUT_USER_ID: np.asarray(sent, dtype=object)},
+            {contract.INPUT_USER_ID: np.asarray(users, dtype=object)},
             version=version,
             label=None if version is not None else label,
             signature=contract.SIGNATURE_NAME,
@@ -356,7 +340,7 @@ class ServingClient:
                 if contract.OUTPUT_REASONS in out
                 else []
             )
-            recs.append(Recommendation(user, items, served, reasons, sent[row] if hashed else ""))
+            recs.append(Recommendation(user, items, served, reasons))
         return recs
 
     # -- model management --------------------------------------------------------------------
@@ -367,7 +351,7 @@ class ServingClient:
         request.model_spec.name = model
         if version is not None:
             request.model_spec.version.value = int(version)
-        response = self._call(self._stubs()[1].GetModelStatus, request, f"GetModelStatus {model}")
+        response = self._call(self.stubs.models.GetModelStatus, request, f"GetModelStatus {model}")
         return [
             VersionStatus(
                 int(s.version),
@@ -417,7 +401,7 @@ class ServingClient:
         proto = config if isinstance(config, pb.ModelServerConfig) else to_proto(config)
         request = model_management_pb2.ReloadConfigRequest(config=proto)
         response = self._call(
-            self._stubs()[1].HandleReloadConfigRequest,
+            self.stubs.models.HandleReloadConfigRequest,
             request,
             "HandleReloadConfigRequest",
             timeout=self.reload_timeout,
@@ -438,7 +422,7 @@ class ServingClient:
             request.model_spec.version.value = int(version)
         request.metadata_field.append("signature_def")
         response = self._call(
-            self._stubs()[0].GetModelMetadata, request, f"GetModelMetadata {model}"
+            self.stubs.prediction.GetModelMetadata, request, f"GetModelMetadata {model}"
         )
         sigs = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(sigs)

@@ -30,7 +30,11 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from recflow.errors import ConfigError
+from recflow.errors import ConfigError, LimitExceeded
+
+if TYPE_CHECKING:
+    from tensorflow.core.framework.tensor_pb2 import TensorProto
+    from tensorflow.core.protobuf.meta_graph_pb2 import TensorInfo
 
 if TYPE_CHECKING:
     from tensorflow.core.framework.tensor_pb2 import TensorProto
@@ -40,15 +44,6 @@ GRPC_DEFAULT_MAX_RECEIVE_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_REQUEST_ROWS = 64  # as serving/batching_parameters.txt's max_batch_size
 MAX_RECEIVE = "grpc.max_receive_message_length"
 INT32_MAX = 2**31 - 1
-
-
-class LimitExceeded(Exception):
-    """A request over a bound: ``code`` is the gRPC status name, ``message`` names the bound."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclasses.dataclass(frozen=True)
