@@ -53,9 +53,9 @@ def _serve(path: Path, users: list[str]) -> dict[str, np.ndarray]:
 def test_full_candidate_set_serves_what_the_ranking_mlp_serves(data, fitted, tmp_path) -> None:
     import keras
 
-    from recflow.models.export import export_model
-    from recflow.models.training import TrainedModel
-    from recflow.models.two_stage import KERAS_FILE, TOWERS_FILE
+    from recflow.models.ranking_mlp.export import export_model
+    from recflow.models.ranking_mlp.training import TrainedModel
+    from recflow.models.two_stage.kind import KERAS_FILE, TOWERS_FILE
 
     split, f = data
     train_dir = tmp_path / "train"
@@ -81,8 +81,35 @@ def test_full_candidate_set_serves_what_the_ranking_mlp_serves(data, fitted, tmp
     np.testing.assert_array_equal(a["reasons"][-1], b["reasons"][-1])
 
 
+def test_export_loads_the_ranking_network_in_a_fresh_process(data, fitted, tmp_path) -> None:
+    """The export task is a process of its own: the saved network (LazyAdam, RowEmbedding)
+    must load there without anything registered by training."""
+    import subprocess
+    import sys
+
+    from recflow.features import save_features
+
+    _, f = data
+    save_features(f, tmp_path / "features")
+    code = (
+        "import sys; from pathlib import Path; from recflow.features import load_features; "
+        "from recflow.models.zoo import get_kind; "
+        "f = load_features(Path(sys.argv[1])); "
+        "get_kind('two_stage').export(Path(sys.argv[2]), f, Path(sys.argv[3]), 10, [])"
+    )
+    out = tmp_path / "m"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "features"), str(fitted[0]), str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    check_contract(out)
+
+
 def test_served_items_come_from_the_retrieval_candidates(data, fitted, tmp_path) -> None:
-    from recflow.models.two_tower import Towers, retrieve
+    from recflow.models.two_stage.towers import Towers, retrieve
 
     split, f = data
     train_dir, summary = fitted
@@ -106,7 +133,7 @@ def test_served_items_come_from_the_retrieval_candidates(data, fitted, tmp_path)
 def test_lazy_adam_changes_only_the_rows_of_the_batch() -> None:
     import tensorflow as tf
 
-    from recflow.models.two_tower import _lazy_adam
+    from recflow.models.two_stage.towers import _lazy_adam
 
     table = tf.Variable(np.ones((6, 3), np.float32))
     m, v = tf.Variable(tf.zeros((6, 3))), tf.Variable(tf.zeros((6, 3)))
@@ -150,7 +177,7 @@ def test_with_check_declines_a_passing_decision() -> None:
 def test_blocked_top_k_picks_exactly_what_top_k_picks() -> None:
     import tensorflow as tf
 
-    from recflow.models.two_stage import top_k_blocked
+    from recflow.models.two_stage.export import top_k_blocked
 
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(5, 20_011)).astype(np.float32)

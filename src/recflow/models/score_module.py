@@ -34,7 +34,7 @@ KnownCandidates = Callable[[Any, Any], tuple[Any, Any]]
 
 def seen_csr(features: Features) -> tuple[np.ndarray, np.ndarray]:
     """(row_splits [U+1] int64, items [S] int32) of each user's distinct training items."""
-    from recflow.models.training import unique_positives
+    from recflow.models.pointwise import unique_positives
 
     users, items = unique_positives(features)  # sorted by user, then item
     counts = np.bincount(users, minlength=features.n_users)

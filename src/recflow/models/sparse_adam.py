@@ -17,9 +17,9 @@ dense) take Keras' own dense path unchanged.
 The difference from dense Adam: an untouched row's moments do not decay and its weights do
 not keep moving on stale momentum. That is the usual trade for recommendation embeddings.
 
-DP-SGD (``recflow.privacy_dp``) must stay dense: its Gaussian noise covers every coordinate
+DP-SGD (``recflow.models.ranking_mlp.dp``) must stay dense: its Gaussian noise covers every coordinate
 of every table, so each step really does change every row; the ranking network is compiled
-with plain Adam when ``dp_enabled`` (``build_ranking_mlp``).
+with plain Adam when ``dp_enabled`` (``pointwise.embedding_optimizer``).
 """
 
 from __future__ import annotations

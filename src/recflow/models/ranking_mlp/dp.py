@@ -25,13 +25,19 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recflow.errors import ConfigError, TrainingError
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from recflow.config import TrainConfig
 
 # Integer orders only: the binomial expansion below is exact for them. Dense at small orders
 # (where large epsilons are decided), sparse above (small epsilons need large orders).
@@ -163,7 +169,7 @@ class DPStep:
     ranking network): post-processing of the noisy gradient, so it costs no privacy.
     """
 
-    def __init__(self, model: Any, settings: DPSettings, expected_batch: float) -> None:
+    def __init__(self, model: keras.Model, settings: DPSettings, expected_batch: float) -> None:
         import keras
         import tensorflow as tf
 
@@ -175,11 +181,11 @@ class DPStep:
         noise_std = tf.constant(settings.noise_multiplier * settings.l2_clip, tf.float32)
         denom = tf.constant(float(expected_batch), tf.float32)
 
-        def example_losses(users: Any, items: Any, labels: Any) -> Any:
+        def example_losses(users: tf.Tensor, items: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
             probs = model([users, items], training=True)
             return keras.losses.binary_crossentropy(labels[:, None], probs)
 
-        def apply_noisy(grads: list[Any], seed: Any) -> None:
+        def apply_noisy(grads: list[tf.Tensor], seed: tf.Tensor) -> None:
             noisy = []
             for n, (g, v) in enumerate(zip(grads, variables, strict=True)):
                 # Noise on every coordinate, touched rows or not: a table row left noiseless
@@ -197,7 +203,9 @@ class DPStep:
             ],
             reduce_retracing=True,
         )
-        def step(users: Any, items: Any, labels: Any, seed: Any) -> Any:
+        def step(
+            users: tf.Tensor, items: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor
+        ) -> tf.Tensor:
             batch = tf.shape(users)[0]
             with tf.GradientTape() as tape:
                 losses = example_losses(users, items, labels)
@@ -207,7 +215,7 @@ class DPStep:
             dense = [k for k, g in enumerate(summed) if not isinstance(g, tf.IndexedSlices)]
             dense_vars = [variables[k] for k in dense]
 
-            def one_example(args: Any) -> Any:
+            def one_example(args: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> list[tf.Tensor]:
                 user, item, label = args
                 with tf.GradientTape() as t:
                     loss = tf.reduce_sum(example_losses(user[None], item[None], label[None]))
@@ -230,7 +238,7 @@ class DPStep:
                 sq_norm += tf.reduce_sum(tf.square(tf.reshape(j, [batch, -1])), axis=1)
             # min(1, C / ||g_b||) without dividing by a zero norm.
             scale = clip / tf.maximum(tf.sqrt(sq_norm), clip)
-            grads: list[Any] = [None] * len(variables)
+            grads: list[tf.Tensor] = [None] * len(variables)
             for k in sparse:
                 grads[k] = tf.math.unsorted_segment_sum(
                     summed[k].values * scale[:, None],
@@ -243,14 +251,16 @@ class DPStep:
             return tf.reduce_mean(losses)
 
         @tf.function(input_signature=[tf.TensorSpec([2], tf.int32)])
-        def noise_only(seed: Any) -> None:
+        def noise_only(seed: tf.Tensor) -> None:
             # An empty Poisson batch still takes its (pure-noise) step: the accountant counts it.
             apply_noisy([tf.zeros(v.shape, tf.float32) for v in variables], seed)
 
         self._step = step
         self._noise_only = noise_only
 
-    def __call__(self, users: Any, items: Any, labels: Any, seed: Any) -> float | None:
+    def __call__(
+        self, users: tf.Tensor, items: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor
+    ) -> float | None:
         """Mean loss of the batch, or None for an empty batch."""
         if int(users.shape[0]) == 0:
             self._noise_only(seed)
@@ -300,3 +310,63 @@ def dp_epoch(
         raise TrainingError("DP-SGD: every Poisson batch of the epoch was empty; raise batch_size")
     mean = float(np.average(losses, weights=weights))
     return mean, time.perf_counter() - t0
+
+
+@dataclass
+class DPRun:
+    """DP-SGD state of one training run of the ranking network (``TrainConfig.dp.enabled``).
+
+    Rows per epoch (positives plus their negatives) are the privacy unit; each step samples
+    them with probability q = batch_size / rows (Poisson), and an epoch is rows / batch_size
+    steps, so the expected work per epoch matches non-private training.
+    """
+
+    settings: DPSettings
+    q: float
+    steps_per_epoch: int
+    step: DPStep | None = None
+
+    @classmethod
+    def start(
+        cls,
+        cfg: TrainConfig,
+        strategy: tf.distribute.Strategy,
+        positives: int,
+        progress: Callable[[str], None],
+    ) -> DPRun:
+        if strategy.num_replicas_in_sync > 1:
+            # Per-example clipping needs every example's gradient on one replica.
+            raise TrainingError(
+                "training: DP-SGD runs on one device; set distribution 'default' or turn "
+                "dp_enabled off"
+            )
+        rows = positives * (1 + cfg.negatives_per_positive)
+        q = min(1.0, cfg.batch_size / rows)
+        delta = cfg.dp.delta if cfg.dp.delta is not None else 1.0 / rows
+        settings = DPSettings(cfg.dp.l2_clip, cfg.dp.noise_multiplier, delta)
+        run = cls(settings=settings, q=q, steps_per_epoch=max(1, round(rows / cfg.batch_size)))
+        progress(
+            f"DP-SGD: clip {settings.l2_clip}, noise multiplier {settings.noise_multiplier}, "
+            f"q={q:.5f}, {run.steps_per_epoch} steps/epoch, delta={delta:.3g}"
+        )
+        return run
+
+    def epoch(
+        self,
+        model: keras.Model,
+        users: np.ndarray,
+        items: np.ndarray,
+        labels: np.ndarray,
+        rng: np.random.Generator,
+    ) -> tuple[float, float]:
+        if self.step is None:
+            self.step = DPStep(model, self.settings, self.q * users.size)
+        return dp_epoch(self.step, users, items, labels, self.q, self.steps_per_epoch, rng)
+
+    def epsilon(self, epochs: int) -> float:
+        return dp_sgd_epsilon(
+            self.q,
+            self.settings.noise_multiplier,
+            epochs * self.steps_per_epoch,
+            self.settings.delta,
+        )

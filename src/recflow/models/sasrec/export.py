@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,12 +26,19 @@ from recflow.models.score_module import WARMUP_BATCH, seen_csr, write_warmup
 from recflow.storage import atomic_directory
 from recflow.types import Features
 
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from recflow.models.sasrec.network import SasrecNet
+
 HISTORY_SIGNATURE = "recommend_history"
 INPUT_HISTORY = "history"
 SCORE_HISTORY_ATTR = "score_history"  # restored function: history [B, L] -> scores [B, N]
 
 
-def _build_module(model: Any, features: Features, recent: np.ndarray, head: str, top_k: int) -> Any:
+def _build_module(
+    model: SasrecNet, features: Features, recent: np.ndarray, head: str, top_k: int
+) -> tf.Module:
     import tensorflow as tf
 
     from recflow.models.explain import BECAUSE, POPULAR, build_explainer
@@ -176,7 +183,7 @@ def _build_module(model: Any, features: Features, recent: np.ndarray, head: str,
 
 
 def export_sequential(
-    model: Any,
+    model: SasrecNet,
     features: Features,
     recent: np.ndarray,
     out_dir: Path,

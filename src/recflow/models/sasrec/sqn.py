@@ -9,11 +9,15 @@ transition (the user's last training event) bootstraps nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
 
 POSITIVE_RATING = 4.0  # ratings at or above this are "liked" (reward 1)
 
@@ -32,7 +36,9 @@ def rewards_from_ratings(ratings: np.ndarray, *, other_reward: float = 0.0) -> n
     return np.where(liked, 1.0, other_reward).astype(np.float32)
 
 
-def bellman_targets(rewards: Any, next_q: Any, done: Any, gamma: float) -> Any:
+def bellman_targets(
+    rewards: tf.Tensor, next_q: tf.Tensor, done: tf.Tensor, gamma: float
+) -> tf.Tensor:
     """r + gamma * (1 - done) * max_a' next_q[..., a'] (no gradient flows into the target).
 
     ``rewards`` and ``done`` have shape [...]; ``next_q`` [..., N] are the target network's
@@ -57,7 +63,7 @@ class TargetNetwork:
     Both models must be built with the same architecture (same weight order and shapes).
     """
 
-    def __init__(self, online: Any, target: Any) -> None:
+    def __init__(self, online: keras.Model, target: keras.Model) -> None:
         online_shapes = [tuple(w.shape) for w in online.weights]
         target_shapes = [tuple(w.shape) for w in target.weights]
         if online_shapes != target_shapes:
@@ -86,7 +92,7 @@ class TargetNetwork:
         return max(diffs, default=0.0)
 
 
-def q_loss(q_taken: Any, targets: Any) -> Any:
+def q_loss(q_taken: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
     """Mean squared TD error of the taken actions (SQN's one-step Q-learning loss)."""
     import tensorflow as tf
 

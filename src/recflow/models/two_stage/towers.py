@@ -13,7 +13,7 @@ Copies of the positive item elsewhere in the batch are masked out of its negativ
 The optimiser is Adam applied lazily (only the rows a batch touched, with their own moments), so
 a step costs the batch, not the tables: training time grows with events, not users x items.
 
-Serving (see :mod:`recflow.models.two_stage`) is a brute-force matmul of one user vector
+Serving (see :mod:`recflow.models.two_stage.export`) is a brute-force matmul of one user vector
 against the whole item table plus ``tf.math.top_k``: the stock TF Serving image has no
 approximate-nearest-neighbour ops, and at 50k items x 32 dims the matmul is 1.6 M multiply-adds.
 """
@@ -75,7 +75,7 @@ def train_towers(
     """Fit both towers on ``features``' distinct training pairs (see the module docstring)."""
     import tensorflow as tf
 
-    from recflow.models.training import unique_positives
+    from recflow.models.pointwise import unique_positives
 
     if dim < 1 or epochs < 1 or batch_size < 2 or learning_rate <= 0 or temperature <= 0:
         raise TrainingError(
