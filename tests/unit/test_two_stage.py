@@ -1,5 +1,5 @@
 """two_stage: towers retrieve N candidates, the ranking MLP orders them; N = catalogue ranks like
-ranking_mlp; the towers' optimiser touches only the batch's rows; the gate's retrieval floor."""
+ranking_mlp; the towers' step touches only the batch's rows; the gate's retrieval floor."""
 
 from __future__ import annotations
 
@@ -130,22 +130,22 @@ def test_served_items_come_from_the_retrieval_candidates(data, fitted, tmp_path)
     assert recall > metrics[f"popularity_recall_at_{CFG.two_stage.candidates}"]
 
 
-def test_lazy_adam_changes_only_the_rows_of_the_batch() -> None:
+def test_tower_step_changes_only_the_rows_of_the_batch() -> None:
+    """The towers' step (LazyAdam over RowEmbedding tables) moves only the looked-up rows."""
     import tensorflow as tf
 
-    from recflow.models.two_stage.towers import _lazy_adam
+    from recflow.models.sparse_adam import lazy_adam
+    from recflow.models.two_stage.towers import TowerTables, tower_step
 
-    table = tf.Variable(np.ones((6, 3), np.float32))
-    m, v = tf.Variable(tf.zeros((6, 3))), tf.Variable(tf.zeros((6, 3)))
-    grad = tf.IndexedSlices(
-        tf.constant(np.full((3, 3), 0.5, np.float32)), tf.constant([4, 1, 4]), tf.constant([6, 3])
-    )
-    _lazy_adam(table, m, v, grad, 0.1, tf.constant(1, tf.int64))
-    changed = np.flatnonzero((table.numpy() != 1.0).any(axis=1))
-    np.testing.assert_array_equal(changed, [1, 4])
-    np.testing.assert_array_equal(m.numpy()[[0, 2, 3, 5]], 0.0)
-    # Duplicate rows are summed before the step (row 4 got 0.5 twice): m = 0.1 * 1.0.
-    np.testing.assert_allclose(m.numpy()[4], 0.1, rtol=1e-6)
+    tables = TowerTables.create(6, 5, 3, np.random.default_rng(0))
+    step = tower_step(tables, lazy_adam(0.1, epsilon=1e-8), np.zeros(5, np.float32), 0.5)
+    before = [v.numpy().copy() for v in tables.variables]
+    step(tf.constant([4, 1, 4], tf.int32), tf.constant([0, 2, 3], tf.int32))
+    changed = [
+        np.flatnonzero((v.numpy() != old).any(axis=1)).tolist()
+        for v, old in zip(tables.variables, before, strict=True)
+    ]
+    assert changed == [[1, 4], [0, 2, 3], [0, 2, 3]]  # users, items, item bias
 
 
 def test_retrieval_check_needs_the_floor_and_popularity() -> None:
