@@ -14,12 +14,15 @@ Any model export can call it: ``explainer = build_explainer(features)`` inside a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recflow.models.score_module import seen_csr
 from recflow.types import Features
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 BECAUSE = "because you watched "
 POPULAR = "popular with all users"
@@ -80,7 +83,7 @@ def because_items_numpy(
 
 def build_explainer(
     features: Features, *, item_vectors: np.ndarray | None = None, max_history: int = MAX_HISTORY
-) -> Any:
+) -> tf.Module:
     """A ``tf.Module`` holding the tables reasons need (see the module docstring)."""
     import tensorflow as tf
 

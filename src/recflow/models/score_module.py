@@ -14,22 +14,27 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recflow import contract
 from recflow.errors import ContractError
-from recflow.types import Features
+from recflow.types import Features, Split
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from recflow.config import TrainConfig
 
 WARMUP_BATCH = 8  # user ids per warmup request
 
 # (module, known user indices [B] int64) -> raw scores [B, N] float32, built from tf ops.
-KnownScores = Callable[[Any, Any], Any]
+KnownScores = Callable[["tf.Module", "tf.Tensor"], "tf.Tensor"]
 # Optional serving shortcut for models that score only some items per user (two_stage):
 # (module, known user indices [B]) -> (item indices [B, C], scores [B, C]); training items
 # must already score -inf. Serving then takes the top-K of these C, never touching [B, N].
-KnownCandidates = Callable[[Any, Any], tuple[Any, Any]]
+KnownCandidates = Callable[["tf.Module", "tf.Tensor"], "tuple[tf.Tensor, tf.Tensor]"]
 
 
 def seen_csr(features: Features) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +64,9 @@ def load_arrays(train_dir: Path, file_name: str, model: str) -> dict[str, np.nda
 
 
 # (features, cfg, progress) -> (arrays export needs, per-epoch history)
-TrainArrays = Callable[[Features, Any, Callable[[str], None]], tuple[dict[str, np.ndarray], Any]]
+TrainArrays = Callable[
+    [Features, "TrainConfig", Callable[[str], None]], tuple[dict[str, np.ndarray], dict[str, Any]]
+]
 # (arrays, features, out_dir, top_k, warmup user ids) -> out_dir
 ExportArrays = Callable[[dict[str, np.ndarray], Features, Path, int, Sequence[str]], Path]
 
@@ -73,8 +80,8 @@ def array_stages(
 
     def fit(
         features: Features,
-        split: Any,
-        cfg: Any,
+        split: Split,
+        cfg: TrainConfig,
         progress: Callable[[str], None],
         train_dir: Path,
     ) -> dict[str, Any]:
@@ -98,9 +105,9 @@ def build_score_module(
     top_k: int,
     known_scores: KnownScores,
     variables: dict[str, np.ndarray],
-    tracked: Sequence[Any] = (),
+    tracked: Sequence[tf.Variable] = (),
     known_candidates: KnownCandidates | None = None,
-) -> Any:
+) -> tf.Module:
     """A ``tf.Module`` meeting ``recflow.contract`` around ``known_scores``.
 
     ``variables`` (name -> array) become attributes of the module before ``known_scores``
@@ -214,7 +221,7 @@ def save_score_module(
     warmup_user_ids: Sequence[str],
     known_scores: KnownScores,
     variables: dict[str, np.ndarray],
-    tracked: Sequence[Any] = (),
+    tracked: Sequence[tf.Variable] = (),
     known_candidates: KnownCandidates | None = None,
 ) -> Path:
     """Build the module and write it (atomically) with warmup requests into ``out_dir``."""
@@ -242,7 +249,7 @@ def save_score_module(
     return out_dir
 
 
-def seen_rows_tf(module: Any, idx: Any, n_items: Any) -> Any:
+def seen_rows_tf(module: tf.Module, idx: tf.Tensor, n_items: tf.Tensor) -> tf.Tensor:
     """Binary rows [B, N] of the batch's known users, from the export's seen-item table."""
     import tensorflow as tf
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,11 +12,14 @@ from recflow import contract
 from recflow.errors import ContractError
 from recflow.types import ScoreFn
 
+if TYPE_CHECKING:
+    import tensorflow as tf
+
 # Users per score_all call: bounds the [B, N] (and hidden [B*N, 64]) tensors in the graph.
 _PAIRS_PER_CALL = 262_144
 
 
-def _load(path: Path) -> Any:
+def _load(path: Path) -> tf.Module:
     import tensorflow as tf
 
     try:

@@ -25,9 +25,13 @@ with plain Adam when ``dp_enabled`` (``pointwise.embedding_optimizer``).
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
 
 
 @functools.cache
@@ -39,9 +43,12 @@ def _lazy_adam_class() -> type:
     class LazyAdam(keras.optimizers.Adam):  # type: ignore[misc]
         """``keras.optimizers.Adam`` with lazy (row-sparse) updates for IndexedSlices."""
 
-        def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> Any:
+        def update_step(
+            self, gradient: tf.Tensor, variable: keras.Variable, learning_rate: tf.Tensor
+        ) -> None:
             if not isinstance(gradient, tf.IndexedSlices):
-                return super().update_step(gradient, variable, learning_rate)
+                super().update_step(gradient, variable, learning_rate)
+                return None
             var = variable.value if isinstance(variable, keras.Variable) else variable
             dtype = var.dtype
             lr = tf.cast(learning_rate, dtype)
@@ -87,7 +94,7 @@ def _row_embedding_class() -> type:
         it reads only the looked-up rows and its gradient is the same IndexedSlices.
         """
 
-        def call(self, inputs: Any) -> Any:
+        def call(self, inputs: tf.Tensor) -> tf.Tensor:
             if inputs.dtype not in ("int32", "int64"):
                 inputs = tf.cast(inputs, "int32")
             table = self.embeddings
@@ -97,12 +104,12 @@ def _row_embedding_class() -> type:
     return RowEmbedding
 
 
-def row_embedding(*args: Any, **kwargs: Any) -> Any:
+def row_embedding(*args: Any, **kwargs: Any) -> keras.layers.Embedding:
     """A RowEmbedding layer (``keras.layers.Embedding`` arguments)."""
     return _row_embedding_class()(*args, **kwargs)
 
 
-def lazy_adam(learning_rate: float, **kwargs: Any) -> Any:
+def lazy_adam(learning_rate: float, **kwargs: Any) -> keras.optimizers.Adam:
     """A LazyAdam optimizer (``keras.optimizers.Adam`` arguments; amsgrad is not supported)."""
     if kwargs.get("amsgrad"):
         raise ConfigError(
