@@ -90,9 +90,9 @@ def _score(protocol: str, fold: Fold, score_fn: Any) -> tuple[np.ndarray, dict[s
 def family_group(protocol: str, fold: Fold, sel: dict, rows: dict[str, list[int]], col: Collector):
     """EASE / user-side EASE / Mult-VAE / blend / popularity rows from shared trainings."""
     from recflow.evaluation.loo import peers_test, table_scorer, with_validation_item
-    from recflow.models.blend import score_numpy as blend_scores
-    from recflow.models.ease import fit_ease, user_side_scores
-    from recflow.models.multvae import train_multvae, user_rows
+    from recflow.models.blend.export import score_numpy as blend_scores
+    from recflow.models.ease.closed_form import fit_ease, user_side_scores
+    from recflow.models.multvae.training import train_multvae, user_rows
 
     fam = sel["family"]
     f, variant = fold.features, ("ms" if protocol == "ms" else "loo")
@@ -147,12 +147,9 @@ def family_group(protocol: str, fold: Fold, sel: dict, rows: dict[str, list[int]
 def sequential_group(row: str, fold: Fold, sel: dict, seeds: list[int], col: Collector):
     """SASRec (or SASRec+SQN) per seed; ours and the peers' variant (no history mask)."""
     from recflow.evaluation.loo import ours_test, peers_test, table_scorer
-    from recflow.models.sasrec import (
-        last_windows,
-        score_sequences,
-        train_sasrec,
-        user_sequences,
-    )
+    from recflow.models.sasrec.network import score_sequences
+    from recflow.models.sasrec.sequences import last_windows, user_sequences
+    from recflow.models.sasrec.training import train_sasrec
 
     f, split = fold.features, fold.split
     info: dict[str, list[Any]] = {"train_seconds": [], "cpu_per_wall": []}

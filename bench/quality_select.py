@@ -30,7 +30,7 @@ def _best(scores: dict[Any, float]) -> Any:
 def _vae_variants(fold: Fold, spec: dict[str, Any], cfg: Any) -> dict[tuple, dict]:
     """(cap, members, epochs) -> weights of the first ``members`` networks, one training per cap."""
     from recflow.config import train_config
-    from recflow.models.multvae import train_multvae
+    from recflow.models.multvae.training import train_multvae
 
     out: dict[tuple, dict] = {}
     for cap in spec["vae_caps"]:
@@ -52,8 +52,9 @@ def _vae_variants(fold: Fold, spec: dict[str, Any], cfg: Any) -> dict[tuple, dic
 def select_family(folds: list[Fold], spec: dict[str, Any], cfg: Any) -> dict[str, Any]:
     """Stage 1: each part's setting alone; stage 2: weights on the simplex (parts fixed)."""
     from recflow.evaluation.loo import table_scorer
-    from recflow.models.ease import fit_ease, user_side_scores
-    from recflow.models.multvae import score_numpy, standardise_rows, user_rows
+    from recflow.models.ease.closed_form import fit_ease, user_side_scores
+    from recflow.models.multvae.export import score_numpy, standardise_rows
+    from recflow.models.multvae.training import user_rows
 
     item: dict[float, list[float]] = {}
     user: dict[float, list[float]] = {}
@@ -121,7 +122,9 @@ def select_sasrec_epochs(fold: Fold, spec: dict[str, Any], cfg: Any) -> dict[str
     """Validation NDCG@10 at each epoch of the grid, from one training to the largest."""
     from recflow.config import train_config
     from recflow.evaluation.loo import table_scorer
-    from recflow.models.sasrec import last_windows, score_sequences, train_sasrec, user_sequences
+    from recflow.models.sasrec.network import score_sequences
+    from recflow.models.sasrec.sequences import last_windows, user_sequences
+    from recflow.models.sasrec.training import train_sasrec
 
     f = fold.features
     windows = last_windows(user_sequences(f, fold.split.train), cfg.sasrec.max_len)

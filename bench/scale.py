@@ -84,7 +84,7 @@ def _train_counts(cfg: Any, ctx: Any) -> dict[str, Any]:
     seconds = sum(train.get("history", {}).get("seconds", [])) or train["seconds"]
     features = load_features(ctx.features_dir)
     if cfg.train.model in ("ranking_mlp", "neumf"):
-        from recflow.models.training import unique_positives
+        from recflow.models.pointwise import unique_positives
 
         per_epoch = unique_positives(features)[0].size * (1 + cfg.train.negatives_per_positive)
         examples = per_epoch * cfg.train.epochs

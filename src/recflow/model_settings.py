@@ -17,7 +17,7 @@ MODEL = "Model and training"
 
 @dataclass(frozen=True)
 class EaseSettings(Settings):
-    """model=ease: the closed-form item-item model (models/ease.py)."""
+    """model=ease: the closed-form item-item model (models/ease/)."""
 
     FORM_SECTION: ClassVar[str] = MODEL
     FLAT_PREFIX: ClassVar[str] = "ease_"
@@ -34,7 +34,7 @@ class EaseSettings(Settings):
 
 @dataclass(frozen=True)
 class SasrecSettings(Settings):
-    """model=sasrec/sasrec_sqn (models/sasrec.py): own epochs/batch/lr, since a Transformer
+    """model=sasrec/sasrec_sqn (models/sasrec/): own epochs/batch/lr, since a Transformer
     over sequences wants other values than the ranking MLP."""
 
     FORM_SECTION: ClassVar[str] = MODEL
@@ -130,7 +130,7 @@ class SasrecSettings(Settings):
 
 @dataclass(frozen=True)
 class SqnSettings(Settings):
-    """model=sasrec_sqn (models/sqn.py): the Q-learning head next to SASRec's."""
+    """model=sasrec_sqn (models/sasrec/sqn.py): the Q-learning head next to SASRec's."""
 
     FORM_SECTION: ClassVar[str] = MODEL
     FLAT_PREFIX: ClassVar[str] = "sqn_"
@@ -187,7 +187,7 @@ class SqnSettings(Settings):
 
 @dataclass(frozen=True)
 class MultvaeSettings(Settings):
-    """model=multvae (models/multvae.py; Liang et al. 2018): the paper's [N-600-200-600-N]
+    """model=multvae (models/multvae/; Liang et al. 2018): the paper's [N-600-200-600-N]
     network, input dropout 0.5, KL weight annealed to a cap; the blend's VAE part too."""
 
     FORM_SECTION: ClassVar[str] = MODEL
@@ -260,7 +260,7 @@ class MultvaeSettings(Settings):
 
 @dataclass(frozen=True)
 class BlendSettings(Settings):
-    """model=blend (models/blend.py): standardised scores of item EASE, user-side EASE and
+    """model=blend (models/blend/): standardised scores of item EASE, user-side EASE and
     Mult-VAE (multvae settings), weighted. The defaults are the settings chosen on inner folds of
     MovieLens-100K's MS training part (bench/quality.py)."""
 
@@ -313,7 +313,7 @@ class BlendSettings(Settings):
 
 @dataclass(frozen=True)
 class DpSettings(Settings):
-    """DP-SGD for ranking_mlp (recflow.privacy_dp): per-example clipping to l2_clip, Gaussian
+    """DP-SGD for ranking_mlp (models/ranking_mlp/dp.py): per-example clipping to l2_clip, Gaussian
     noise of std noise_multiplier * l2_clip, epsilon reported at delta (None: 1/rows)."""
 
     FORM_SECTION: ClassVar[str] = MODEL
@@ -349,10 +349,10 @@ class DpSettings(Settings):
 
 @dataclass(frozen=True)
 class TwoStageSettings(Settings):
-    """model=two_stage (models/two_stage.py): the towers pick ``candidates`` items per request
+    """model=two_stage (models/two_stage/): the towers pick ``candidates`` items per request
     (brute-force dot product + top_k), the ranking MLP (TrainConfig's epochs, batch_size, ...)
     scores only those. Towers: in-batch softmax with logQ correction, lazy Adam
-    (models/two_tower.py)."""
+    (models/two_stage/towers.py)."""
 
     FORM_SECTION: ClassVar[str] = MODEL
     FLAT_PREFIX: ClassVar[str] = "two_stage_"

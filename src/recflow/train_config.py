@@ -129,7 +129,7 @@ class TrainConfig(Settings):
         "Seconds between progress lines (examples/s, ETA) in the task log during training, evaluation and large fits (recflow.progress); 0 = off.",
         ge=0,
     )
-    # tf.distribute strategy the model is built and fitted under (see models/training.py).
+    # tf.distribute strategy the model is built and fitted under (see models/ranking_mlp/training.py).
     distribution: str = setting(
         title="Distribution strategy",
         help=f"From ${ENV_TRAIN_DISTRIBUTION}: default (one device), mirrored (all local GPUs), multi_worker (TF_CONFIG cluster).",

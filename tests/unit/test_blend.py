@@ -13,9 +13,11 @@ from recflow.errors import ConfigError, ContractError, TrainingError
 from recflow.evaluation import evaluate_scorer, popularity_scorer
 from recflow.features import build_features, split_leave_last_out
 from recflow.models import check_contract, load_recommender, load_scorer
-from recflow.models.blend import BLEND_FILE, VAE_PREFIX, score_numpy
-from recflow.models.ease import binary_matrix, user_side_scores
-from recflow.models.multvae import standardise_rows
+from recflow.models.blend.export import score_numpy
+from recflow.models.blend.kind import BLEND_FILE
+from recflow.models.blend.training import VAE_PREFIX
+from recflow.models.ease.closed_form import binary_matrix, user_side_scores
+from recflow.models.multvae.export import standardise_rows
 from recflow.models.zoo import get_kind
 from recflow.types import Features, Split
 
@@ -126,7 +128,7 @@ def test_bad_weights_and_missing_artifacts_fail_clearly(data, tmp_path) -> None:
 def test_a_part_too_large_is_dropped_and_said(data, tmp_path, monkeypatch) -> None:
     """Above the user-side limit the blend drops that part, keeps the rest and says so in
     the fit summary (the train stage puts it in MLflow and the model card)."""
-    import recflow.models.ease as ease
+    import recflow.models.ease.closed_form as ease
 
     split, f = data
     monkeypatch.setattr(ease, "MAX_USER_SIDE_USERS", f.n_users - 1)
@@ -145,7 +147,7 @@ def test_a_part_too_large_is_dropped_and_said(data, tmp_path, monkeypatch) -> No
 
 
 def test_item_ease_refusal_names_what_to_use(data, monkeypatch) -> None:
-    import recflow.models.ease as ease
+    import recflow.models.ease.closed_form as ease
 
     _, f = data
     monkeypatch.setattr(ease, "MAX_ITEM_SIDE_ITEMS", f.n_items - 1)

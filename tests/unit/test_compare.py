@@ -107,7 +107,7 @@ def _loo_data():
 
 def test_peers_variant_masks_history_only_when_asked() -> None:
     from recflow.evaluation.loo import peers_test, validation_items, with_validation_item
-    from recflow.models.multvae import user_rows
+    from recflow.models.multvae.training import user_rows
 
     split, f = _loo_data()
     users, items = validation_items(split, f)

@@ -13,7 +13,7 @@ from recflow.errors import ContractError, TrainingError
 from recflow.evaluation import evaluate_scorer, popularity_scorer
 from recflow.features import build_features, split_leave_last_out
 from recflow.models import check_contract, load_recommender, load_scorer
-from recflow.models.ease import binary_matrix, fit_ease
+from recflow.models.ease.closed_form import binary_matrix, fit_ease
 from recflow.models.zoo import get_kind
 from recflow.types import Features, Split
 

@@ -200,3 +200,37 @@ def test_wrong_k_and_missing_model_are_rejected(mlp_dir, tmp_path):
         check_contract(mlp_dir, top_k=7)
     with pytest.raises(ContractError, match="saved_model.pb"):
         check_contract(tmp_path)
+
+
+def test_the_contract_probe_runs_without_recflow(mlp_dir):
+    """The probe check_contract starts imports no recflow module (TF Serving has none): run it
+    as check_contract does, then list what the process had loaded."""
+    import json
+    import subprocess
+    import sys
+
+    from recflow.models.contract_check import _RESULT_PREFIX, probe_args, probe_command
+
+    command = probe_command(probe_args(mlp_dir, top_k=K))
+    assert command[:2] == [sys.executable, "-P"]
+    wrapper = (
+        "import runpy, sys\n"
+        "sys.argv = sys.argv[1:]\n"
+        "try:\n"
+        "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] == 'recflow'))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-P", "-c", wrapper, *command[2:]],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = proc.stdout.splitlines()
+    result = json.loads(
+        next(ln for ln in lines if ln.startswith(_RESULT_PREFIX))[len(_RESULT_PREFIX) :]
+    )
+    assert result["problems"] == [] and result["summary"]["k"] == K
+    assert "LOADED []" in lines

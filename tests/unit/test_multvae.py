@@ -13,15 +13,10 @@ from recflow.errors import ConfigError, ContractError
 from recflow.evaluation import evaluate_scorer, popularity_scorer
 from recflow.features import build_features, split_leave_last_out
 from recflow.models import check_contract, load_recommender, load_scorer
-from recflow.models.multvae import (
-    WEIGHTS_FILE,
-    beta_schedule,
-    build_multvae,
-    member_logits,
-    score_numpy,
-    standardise_rows,
-    user_rows,
-)
+from recflow.models.multvae.export import member_logits, score_numpy, standardise_rows
+from recflow.models.multvae.kind import WEIGHTS_FILE
+from recflow.models.multvae.network import build_multvae
+from recflow.models.multvae.training import beta_schedule, user_rows
 from recflow.models.zoo import get_kind
 from recflow.types import Features, Split
 
@@ -139,7 +134,7 @@ def test_bad_settings_and_missing_weights_fail_clearly(data, tmp_path) -> None:
 
 
 def test_snapshots_hold_the_weights_after_those_epochs(data) -> None:
-    from recflow.models.multvae import train_multvae
+    from recflow.models.multvae.training import train_multvae
 
     _, f = data
     cfg = train_config(model="multvae", multvae_epochs=3, multvae_members=2, seed=3)

@@ -12,7 +12,9 @@ from recflow.data import generate_synthetic
 from recflow.evaluation import evaluate_scorer, popularity_scorer
 from recflow.features import build_features, split_leave_last_out
 from recflow.models import check_contract, load_recommender, load_scorer
-from recflow.models.neumf import WEIGHTS_FILE, build_neumf, score_numpy
+from recflow.models.neumf.export import score_numpy
+from recflow.models.neumf.kind import WEIGHTS_FILE
+from recflow.models.neumf.network import build_neumf
 from recflow.models.zoo import get_kind
 from recflow.types import Features, Split
 

@@ -1,4 +1,4 @@
-"""DP-SGD for the ranking network and its RDP accountant (recflow.privacy_dp).
+"""DP-SGD for the ranking network and its RDP accountant (recflow.models.ranking_mlp.dp).
 
 The accountant is checked against values derived here independently of its binomial sum
 (the plain Gaussian's exact RDP, the order-2 closed form, numerical integration of the
@@ -15,7 +15,7 @@ import pytest
 
 from recflow.config import PipelineConfig, from_params, train_config
 from recflow.errors import ConfigError
-from recflow.privacy_dp import (
+from recflow.models.ranking_mlp.dp import (
     DEFAULT_ORDERS,
     DPSettings,
     DPStep,
@@ -126,7 +126,7 @@ def features():
 def _sgd_model(features):
     import keras
 
-    from recflow.models.ranking_mlp import build_ranking_mlp
+    from recflow.models.ranking_mlp.network import build_ranking_mlp
 
     keras.utils.set_random_seed(1)
     model = build_ranking_mlp(features, train_config(embedding_dim=8))
@@ -217,7 +217,8 @@ def test_an_empty_poisson_batch_still_takes_a_noise_step(features) -> None:
 
 
 def test_dp_training_reports_the_accountants_epsilon_per_epoch(features) -> None:
-    from recflow.models.training import train_ranking_mlp, unique_positives
+    from recflow.models.pointwise import unique_positives
+    from recflow.models.ranking_mlp.training import train_ranking_mlp
 
     cfg = train_config(epochs=2, batch_size=64, embedding_dim=8, dp_enabled=True)
     lines: list[str] = []

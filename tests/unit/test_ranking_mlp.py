@@ -7,7 +7,8 @@ import pytest
 
 from recflow.config import TrainConfig, train_config
 from recflow.errors import ConfigError
-from recflow.models.training import sample_negatives, score_users, train_ranking_mlp
+from recflow.models.pointwise import sample_negatives
+from recflow.models.ranking_mlp.training import score_users, train_ranking_mlp
 from recflow.types import Features
 
 N_USERS, N_ITEMS, N_GENRES = 50, 40, 4
@@ -168,7 +169,7 @@ def test_bad_config_is_refused_where_it_is_built():
 def test_keras_file_round_trip_keeps_scores_and_frozen_profiles(planted, trained, tmp_path):
     import keras
 
-    from recflow.models.training import TrainedModel
+    from recflow.models.ranking_mlp.training import TrainedModel
 
     f = planted[0]
     path = tmp_path / "model.keras"
@@ -185,7 +186,7 @@ def test_keras_file_round_trip_keeps_scores_and_frozen_profiles(planted, trained
 
 
 def test_head_dropout_regularises_training_only(planted):
-    from recflow.models.ranking_mlp import HEAD, build_ranking_mlp
+    from recflow.models.ranking_mlp.network import HEAD, build_ranking_mlp
 
     f = planted[0]
     head = build_ranking_mlp(f, train_config(head_dropout=0.3, embedding_dim=4)).get_layer(HEAD)

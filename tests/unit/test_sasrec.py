@@ -14,11 +14,11 @@ from recflow.errors import ConfigError
 from recflow.features import build_features, split_leave_last_out
 from recflow.models import check_contract
 from recflow.models.explain import POPULAR
-from recflow.models.export_sequential import HISTORY_SIGNATURE, INPUT_HISTORY
-from recflow.models.sasrec import (
+from recflow.models.sasrec.export import HISTORY_SIGNATURE, INPUT_HISTORY
+from recflow.models.sasrec.network import score_sequences
+from recflow.models.sasrec.sequences import (
     Sequences,
     last_windows,
-    score_sequences,
     training_windows,
     user_sequences,
 )
@@ -144,7 +144,7 @@ def test_sasrec_learns_planted_tastes_better_than_popularity(data, exported):
 
 
 def test_sampled_softmax_option_trains(data):
-    from recflow.models.sasrec import train_sasrec
+    from recflow.models.sasrec.training import train_sasrec
 
     split, f, _ = data
     cfg = train_config(
@@ -164,13 +164,14 @@ def test_sampled_softmax_updates_only_the_items_it_touches(data):
     table, so its gradient stays row-sparse (LazyAdam then moves only those rows)."""
     import tensorflow as tf
 
-    from recflow.models.sasrec import build_network
+    from recflow.models.sasrec.network import build_network
 
     split, f, _ = data
     cfg = train_config(
         CFG, sasrec_full_softmax_max_items=10, sasrec_large_catalogue_negatives=4, sasrec_dim=8
     )
-    from recflow.models.sasrec import SasrecParams, softmax_negatives
+    from recflow.models.sasrec.network import SasrecParams
+    from recflow.models.sasrec.training import softmax_negatives
 
     assert softmax_negatives(cfg, f.n_items) == 4
     p = SasrecParams.from_config(cfg, f.n_items, q_head=False)
@@ -279,7 +280,7 @@ def test_unknown_user_and_empty_history_get_popularity(data, served):
 
 
 def test_score_all_matches_the_in_process_network(data, exported, served):
-    from recflow.models.sasrec import load_trained
+    from recflow.models.sasrec.kind import load_trained
 
     _, f, _ = data
     model, _, _ = served

@@ -78,8 +78,8 @@ def test_ranking_mlp_fit_leaves_users_outside_the_batch_unchanged() -> None:
     """Through the real network and fit path: one batch moves only its users' rows."""
     from recflow.data import generate_synthetic
     from recflow.features import build_features, split_leave_last_out
-    from recflow.models.ranking_mlp import build_ranking_mlp
-    from recflow.models.training import fit_epoch
+    from recflow.models.pointwise import fit_epoch
+    from recflow.models.ranking_mlp.network import build_ranking_mlp
 
     ds = generate_synthetic(SyntheticConfig(n_users=80, n_items=40, seed=2))
     features = build_features(split_leave_last_out(ds.interactions).train, ds.items)
@@ -103,7 +103,7 @@ def test_ranking_mlp_fit_leaves_users_outside_the_batch_unchanged() -> None:
 def test_dp_sgd_keeps_dense_adam() -> None:
     import keras
 
-    from recflow.models.ranking_mlp import embedding_optimizer
+    from recflow.models.pointwise import embedding_optimizer
     from recflow.models.sparse_adam import _lazy_adam_class
 
     dense = embedding_optimizer(train_config(dp_enabled=True))
@@ -112,7 +112,7 @@ def test_dp_sgd_keeps_dense_adam() -> None:
 
 
 def test_sasrec_sampled_softmax_above_the_threshold() -> None:
-    from recflow.models.sasrec import softmax_negatives
+    from recflow.models.sasrec.training import softmax_negatives
 
     cfg = train_config(sasrec_full_softmax_max_items=100, sasrec_large_catalogue_negatives=32)
     assert softmax_negatives(cfg, 100) == 0  # full softmax up to the limit

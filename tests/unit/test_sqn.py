@@ -8,8 +8,8 @@ import pytest
 from recflow.config import SyntheticConfig, train_config
 from recflow.errors import ConfigError
 from recflow.features import build_features, split_leave_last_out
-from recflow.models.sasrec import SasrecParams, build_network, score_sequences
-from recflow.models.sqn import TargetNetwork, bellman_targets, rewards_from_ratings
+from recflow.models.sasrec.network import SasrecParams, build_network, score_sequences
+from recflow.models.sasrec.sqn import TargetNetwork, bellman_targets, rewards_from_ratings
 
 CFG = train_config(
     sasrec_epochs=4,
@@ -91,7 +91,7 @@ def data():
 def test_joint_training_and_serving_the_q_head(data, tmp_path, negatives):
     import tensorflow as tf
 
-    from recflow.models.sasrec import load_trained
+    from recflow.models.sasrec.kind import load_trained
     from recflow.models.zoo import get_kind
 
     split, f = data

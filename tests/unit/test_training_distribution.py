@@ -13,7 +13,7 @@ import pytest
 
 from recflow.config import TrainConfig, from_params
 from recflow.errors import ConfigError, TrainingError
-from recflow.models.training import distribution_strategy
+from recflow.models.ranking_mlp.training import distribution_strategy
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,7 +46,7 @@ _TWO_REPLICAS = textwrap.dedent(
     )
     sys.path.insert(0, sys.argv[1])
     from test_ranking_mlp import CFG, favourite_hits, planted_features
-    from recflow.models.training import score_users, train_ranking_mlp
+    from recflow.models.ranking_mlp.training import score_users, train_ranking_mlp
 
     features, fav, genre = planted_features()
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -1,5 +1,5 @@
 """two_stage: towers retrieve N candidates, the ranking MLP orders them; N = catalogue ranks like
-ranking_mlp; the towers' optimiser touches only the batch's rows; the gate's retrieval floor."""
+ranking_mlp; the towers' step touches only the batch's rows; the gate's retrieval floor."""
 
 from __future__ import annotations
 
@@ -53,9 +53,9 @@ def _serve(path: Path, users: list[str]) -> dict[str, np.ndarray]:
 def test_full_candidate_set_serves_what_the_ranking_mlp_serves(data, fitted, tmp_path) -> None:
     import keras
 
-    from recflow.models.export import export_model
-    from recflow.models.training import TrainedModel
-    from recflow.models.two_stage import KERAS_FILE, TOWERS_FILE
+    from recflow.models.ranking_mlp.export import export_model
+    from recflow.models.ranking_mlp.training import TrainedModel
+    from recflow.models.two_stage.kind import KERAS_FILE, TOWERS_FILE
 
     split, f = data
     train_dir = tmp_path / "train"
@@ -81,8 +81,35 @@ def test_full_candidate_set_serves_what_the_ranking_mlp_serves(data, fitted, tmp
     np.testing.assert_array_equal(a["reasons"][-1], b["reasons"][-1])
 
 
+def test_export_loads_the_ranking_network_in_a_fresh_process(data, fitted, tmp_path) -> None:
+    """The export task is a process of its own: the saved network (LazyAdam, RowEmbedding)
+    must load there without anything registered by training."""
+    import subprocess
+    import sys
+
+    from recflow.features import save_features
+
+    _, f = data
+    save_features(f, tmp_path / "features")
+    code = (
+        "import sys; from pathlib import Path; from recflow.features import load_features; "
+        "from recflow.models.zoo import get_kind; "
+        "f = load_features(Path(sys.argv[1])); "
+        "get_kind('two_stage').export(Path(sys.argv[2]), f, Path(sys.argv[3]), 10, [])"
+    )
+    out = tmp_path / "m"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "features"), str(fitted[0]), str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    check_contract(out)
+
+
 def test_served_items_come_from_the_retrieval_candidates(data, fitted, tmp_path) -> None:
-    from recflow.models.two_tower import Towers, retrieve
+    from recflow.models.two_stage.towers import Towers, retrieve
 
     split, f = data
     train_dir, summary = fitted
@@ -103,22 +130,22 @@ def test_served_items_come_from_the_retrieval_candidates(data, fitted, tmp_path)
     assert recall > metrics[f"popularity_recall_at_{CFG.two_stage.candidates}"]
 
 
-def test_lazy_adam_changes_only_the_rows_of_the_batch() -> None:
+def test_tower_step_changes_only_the_rows_of_the_batch() -> None:
+    """The towers' step (LazyAdam over RowEmbedding tables) moves only the looked-up rows."""
     import tensorflow as tf
 
-    from recflow.models.two_tower import _lazy_adam
+    from recflow.models.sparse_adam import lazy_adam
+    from recflow.models.two_stage.towers import TowerTables, tower_step
 
-    table = tf.Variable(np.ones((6, 3), np.float32))
-    m, v = tf.Variable(tf.zeros((6, 3))), tf.Variable(tf.zeros((6, 3)))
-    grad = tf.IndexedSlices(
-        tf.constant(np.full((3, 3), 0.5, np.float32)), tf.constant([4, 1, 4]), tf.constant([6, 3])
-    )
-    _lazy_adam(table, m, v, grad, 0.1, tf.constant(1, tf.int64))
-    changed = np.flatnonzero((table.numpy() != 1.0).any(axis=1))
-    np.testing.assert_array_equal(changed, [1, 4])
-    np.testing.assert_array_equal(m.numpy()[[0, 2, 3, 5]], 0.0)
-    # Duplicate rows are summed before the step (row 4 got 0.5 twice): m = 0.1 * 1.0.
-    np.testing.assert_allclose(m.numpy()[4], 0.1, rtol=1e-6)
+    tables = TowerTables.create(6, 5, 3, np.random.default_rng(0))
+    step = tower_step(tables, lazy_adam(0.1, epsilon=1e-8), np.zeros(5, np.float32), 0.5)
+    before = [v.numpy().copy() for v in tables.variables]
+    step(tf.constant([4, 1, 4], tf.int32), tf.constant([0, 2, 3], tf.int32))
+    changed = [
+        np.flatnonzero((v.numpy() != old).any(axis=1)).tolist()
+        for v, old in zip(tables.variables, before, strict=True)
+    ]
+    assert changed == [[1, 4], [0, 2, 3], [0, 2, 3]]  # users, items, item bias
 
 
 def test_retrieval_check_needs_the_floor_and_popularity() -> None:
@@ -150,7 +177,7 @@ def test_with_check_declines_a_passing_decision() -> None:
 def test_blocked_top_k_picks_exactly_what_top_k_picks() -> None:
     import tensorflow as tf
 
-    from recflow.models.two_stage import top_k_blocked
+    from recflow.models.two_stage.export import top_k_blocked
 
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(5, 20_011)).astype(np.float32)

@@ -1,4 +1,12 @@
-"""Models: the deep ranking network, the popularity baseline, export in the serving contract.
+"""Models: every kind the pipeline trains, and the serving contract around their exports.
+
+One folder per kind (``ranking_mlp``, ``popularity``, ``ease``, ``neumf``, ``sasrec`` with
+``sasrec_sqn``, ``multvae``, ``blend``, ``two_stage``) holds its network, training and export,
+and a ``kind`` module with the zoo's ``fit`` and ``export``. Modules at this level are shared:
+``zoo`` (the list of kinds), ``score_module`` (the contract around any scorer), ``scorer``
+(loading an export in-process), ``contract_check`` (checking an export in a fresh process),
+``explain`` (the ``reasons`` output), ``sparse_adam`` and ``pointwise`` (training pieces
+several kinds use).
 
 The names below are imported on first use (PEP 562), so importing this package, or its light
 ``zoo`` module for the list of model kinds, stays cheap at Airflow DAG-parse time.
@@ -11,18 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from recflow.models.contract_check import check_contract
-    from recflow.models.export import export_model
+    from recflow.models.ranking_mlp.export import export_model
+    from recflow.models.ranking_mlp.training import TrainedModel, score_users, train_ranking_mlp
     from recflow.models.scorer import load_recommender, load_scorer
-    from recflow.models.training import TrainedModel, score_users, train_ranking_mlp
 
 _WHERE = {
-    "TrainedModel": "training",
+    "TrainedModel": "ranking_mlp.training",
     "check_contract": "contract_check",
-    "export_model": "export",
+    "export_model": "ranking_mlp.export",
     "load_recommender": "scorer",
     "load_scorer": "scorer",
-    "score_users": "training",
-    "train_ranking_mlp": "training",
+    "score_users": "ranking_mlp.training",
+    "train_ranking_mlp": "ranking_mlp.training",
 }
 __all__ = [
     "TrainedModel",

@@ -55,7 +55,7 @@ def cooccurrence_vectors(features: Features, dim: int = DEFAULT_DIM) -> np.ndarr
 
 
 def seen_csr_pairs(features: Features) -> tuple[np.ndarray, np.ndarray]:
-    from recflow.models.training import unique_positives
+    from recflow.models.pointwise import unique_positives
 
     return unique_positives(features)
 

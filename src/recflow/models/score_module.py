@@ -34,12 +34,12 @@ KnownScores = Callable[["tf.Module", "tf.Tensor"], "tf.Tensor"]
 # Optional serving shortcut for models that score only some items per user (two_stage):
 # (module, known user indices [B]) -> (item indices [B, C], scores [B, C]); training items
 # must already score -inf. Serving then takes the top-K of these C, never touching [B, N].
-KnownCandidates = Callable[["tf.Module", "tf.Tensor"], tuple["tf.Tensor", "tf.Tensor"]]
+KnownCandidates = Callable[["tf.Module", "tf.Tensor"], "tuple[tf.Tensor, tf.Tensor]"]
 
 
 def seen_csr(features: Features) -> tuple[np.ndarray, np.ndarray]:
     """(row_splits [U+1] int64, items [S] int32) of each user's distinct training items."""
-    from recflow.models.training import unique_positives
+    from recflow.models.pointwise import unique_positives
 
     users, items = unique_positives(features)  # sorted by user, then item
     counts = np.bincount(users, minlength=features.n_users)
@@ -249,7 +249,7 @@ def save_score_module(
     return out_dir
 
 
-def seen_rows_tf(module: tf.Module, idx: tf.Tensor, n_items: int | tf.Tensor) -> tf.Tensor:
+def seen_rows_tf(module: tf.Module, idx: tf.Tensor, n_items: tf.Tensor) -> tf.Tensor:
     """Binary rows [B, N] of the batch's known users, from the export's seen-item table."""
     import tensorflow as tf
 

@@ -17,15 +17,15 @@ dense) take Keras' own dense path unchanged.
 The difference from dense Adam: an untouched row's moments do not decay and its weights do
 not keep moving on stale momentum. That is the usual trade for recommendation embeddings.
 
-DP-SGD (``recflow.privacy_dp``) must stay dense: its Gaussian noise covers every coordinate
+DP-SGD (``recflow.models.ranking_mlp.dp``) must stay dense: its Gaussian noise covers every coordinate
 of every table, so each step really does change every row; the ranking network is compiled
-with plain Adam when ``dp_enabled`` (``build_ranking_mlp``).
+with plain Adam when ``dp_enabled`` (``pointwise.embedding_optimizer``).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from recflow.errors import ConfigError
 
@@ -44,13 +44,11 @@ def _lazy_adam_class() -> type:
         """``keras.optimizers.Adam`` with lazy (row-sparse) updates for IndexedSlices."""
 
         def update_step(
-            self,
-            gradient: tf.Tensor | tf.IndexedSlices,
-            variable: tf.Variable,
-            learning_rate: float | tf.Tensor,
-        ) -> tf.Operation | None:
+            self, gradient: tf.Tensor, variable: keras.Variable, learning_rate: tf.Tensor
+        ) -> None:
             if not isinstance(gradient, tf.IndexedSlices):
-                return super().update_step(gradient, variable, learning_rate)
+                super().update_step(gradient, variable, learning_rate)
+                return None
             var = variable.value if isinstance(variable, keras.Variable) else variable
             dtype = var.dtype
             lr = tf.cast(learning_rate, dtype)
@@ -106,12 +104,12 @@ def _row_embedding_class() -> type:
     return RowEmbedding
 
 
-def row_embedding(*args: object, **kwargs: object) -> keras.layers.Embedding:
+def row_embedding(*args: Any, **kwargs: Any) -> keras.layers.Embedding:
     """A RowEmbedding layer (``keras.layers.Embedding`` arguments)."""
     return _row_embedding_class()(*args, **kwargs)
 
 
-def lazy_adam(learning_rate: float, **kwargs: object) -> keras.optimizers.Adam:
+def lazy_adam(learning_rate: float, **kwargs: Any) -> keras.optimizers.Adam:
     """A LazyAdam optimizer (``keras.optimizers.Adam`` arguments; amsgrad is not supported)."""
     if kwargs.get("amsgrad"):
         raise ConfigError(

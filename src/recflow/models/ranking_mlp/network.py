@@ -13,17 +13,17 @@ no custom objects, and the weights end up as ordinary variables in any SavedMode
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recflow.config import TrainConfig
+from recflow.models.pointwise import embedding_optimizer, steps_per_execution
 from recflow.types import Features
 
 if TYPE_CHECKING:
     import keras
-    import numpy.typing as npt
+    import tensorflow as tf
 
 USER_TOWER = "user_tower"
 ITEM_TOWER = "item_tower"
@@ -33,9 +33,7 @@ HEAD = "head"
 MAX_PAIRS_PER_BATCH = 262_144
 
 
-def _frozen_table(
-    keras_mod: ModuleType, name: str, table: np.ndarray
-) -> tuple[keras.layers.Embedding, np.ndarray]:
+def _frozen_table(name: str, table: np.ndarray) -> tuple[keras.layers.Layer, np.ndarray]:
     """A non-trainable Embedding for ``table`` plus the values to load once it is built.
 
     The values are set as weights, not as a Constant initializer, so the model's saved config
@@ -69,7 +67,7 @@ def build_ranking_mlp(features: Features, cfg: TrainConfig) -> keras.Model:
         "item_genres": features.item_genres,
         "item_popularity": features.item_popularity,
     }
-    frozen = {name: _frozen_table(keras, name, values) for name, values in tables.items()}
+    frozen = {name: _frozen_table(name, values) for name, values in tables.items()}
     user_in = keras.Input(shape=(), dtype="int32", name="user_idx")
     user_parts = [
         row_embedding(features.n_users, cfg.embedding_dim, name="user_embedding")(user_in),
@@ -114,33 +112,7 @@ def build_ranking_mlp(features: Features, cfg: TrainConfig) -> keras.Model:
     return model
 
 
-def embedding_optimizer(
-    cfg: TrainConfig, learning_rate: float | None = None
-) -> keras.optimizers.Optimizer:
-    """Adam with lazy (touched-rows-only) embedding updates; plain dense Adam under DP-SGD.
-
-    DP-SGD stays dense on purpose: its Gaussian noise covers every coordinate of every table,
-    so every row really changes at every step (see recflow.models.sparse_adam).
-    """
-    import keras
-
-    from recflow.models.sparse_adam import lazy_adam
-
-    lr = cfg.learning_rate if learning_rate is None else learning_rate
-    if cfg.dp.enabled:
-        return keras.optimizers.Adam(learning_rate=lr)
-    return lazy_adam(lr)
-
-
-def steps_per_execution(cfg: TrainConfig) -> int:
-    """``cfg.steps_per_execution``, or 1 under a multi-replica strategy (Keras 3.15's
-    multi-step loop fails there: "You must feed a value for placeholder tensor")."""
-    import tensorflow as tf
-
-    return cfg.steps_per_execution if tf.distribute.get_strategy().num_replicas_in_sync == 1 else 1
-
-
-def score_matrix(model: keras.Model, user_idx: npt.ArrayLike, n_items: int) -> np.ndarray:
+def score_matrix(model: keras.Model, user_idx: tf.Tensor, n_items: int) -> tf.Tensor:
     """Scores [B, N] of users ``user_idx`` (int tensor [B]) against items 0..N-1.
 
     Works eagerly and inside a ``tf.function`` (the export traces it); the caller bounds B so

@@ -5,12 +5,13 @@ module every score model shares (:mod:`recflow.models.score_module`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recflow.errors import ContractError
-from recflow.models.training import TrainedModel
+from recflow.models.ranking_mlp.training import TrainedModel
+from recflow.models.score_module import KnownScores
 from recflow.types import Features
 
 if TYPE_CHECKING:
@@ -21,16 +22,14 @@ RANKING_MLP = "ranking_mlp"
 POPULARITY = "popularity"
 
 
-def _known_scores(model: keras.Model, n_items: int) -> Callable[[tf.Module, tf.Tensor], tf.Tensor]:
-    """The ranking network's scores for known users, or popularity for the baseline."""
+def _known_scores(model: keras.Model, n_items: int) -> KnownScores:
+    """The ranking network's scores [B, N] for known users (index ``idx`` [B], -1 unknown)."""
 
     def known(module: tf.Module, idx: tf.Tensor) -> tf.Tensor:
         import tensorflow as tf
 
-        from recflow.models.ranking_mlp import score_matrix
+        from recflow.models.ranking_mlp.network import score_matrix
 
-        if model is None:
-            return tf.broadcast_to(module.popularity[None, :], [tf.shape(idx)[0], n_items])
         return score_matrix(model, tf.maximum(idx, 0), n_items)
 
     return known
@@ -50,19 +49,15 @@ def export_model(
     ``model`` None or ``model_kind="popularity"`` exports the popularity baseline. Warmup
     requests use ``warmup_user_ids`` (first few known users if empty), a few ids per request.
     """
+    from recflow.models.popularity.kind import popularity_scores
     from recflow.models.score_module import save_score_module
 
     if model_kind not in (RANKING_MLP, POPULARITY):
         raise ContractError(
             f"export: expected model_kind in {(RANKING_MLP, POPULARITY)}, found {model_kind!r}"
         )
-    keras_model = None if model is None or model_kind == POPULARITY else model.model
-    return save_score_module(
-        features,
-        out_dir,
-        top_k,
-        warmup_user_ids,
-        _known_scores(keras_model, features.n_items),
-        {},
-        tracked=list(keras_model.variables) if keras_model is not None else [],
-    )
+    if model is None or model_kind == POPULARITY:
+        known, tracked = popularity_scores(features.n_items), []
+    else:
+        known, tracked = _known_scores(model.model, features.n_items), list(model.model.variables)
+    return save_score_module(features, out_dir, top_k, warmup_user_ids, known, {}, tracked=tracked)

@@ -6,29 +6,22 @@ X is the binary user x item matrix of distinct training pairs. The export keeps 
 (row splits + item indices, the same table that masks seen items) and B as a dense [N, N]
 variable: serving builds x_u for the batch with one scatter and multiplies by B.
 
-The serving contract around the scores comes from :mod:`recflow.models.score_module`.
+Export (:mod:`recflow.models.ease.export`) puts the scores in the serving contract of
+:mod:`recflow.models.score_module`.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recflow.errors import ContractError, TrainingError
+from recflow.errors import TrainingError
 from recflow.types import Features
 
 if TYPE_CHECKING:
-    import tensorflow as tf
     from scipy import sparse
 
-    from recflow.config import TrainConfig
-    from recflow.types import Split
-
-B_FILE = "ease_B.npy"
 MAX_USER_SIDE_USERS = 50_000
 # Item EASE holds the [N, N] Gram matrix, its inverse and B (float64: 24 N^2 bytes at the
 # peak, ~10 GB at 20,000 items) and exports B as an [N, N] float32 table.
@@ -107,52 +100,3 @@ def user_side_scores(features: Features, l2: float) -> np.ndarray:
     x = binary_matrix(features)
     c = _closed_form(np.asarray((x @ x.T).toarray(), dtype=np.float64), l2)
     return np.asarray(x.T @ c, dtype=np.float32).T
-
-
-def ease_scores_tf(module: tf.Module, idx: tf.Tensor) -> tf.Tensor:
-    import tensorflow as tf
-
-    from recflow.models.score_module import seen_rows_tf
-
-    return tf.linalg.matmul(seen_rows_tf(module, idx, tf.shape(module.ease_b)[0]), module.ease_b)
-
-
-def export_ease(
-    b: np.ndarray, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
-) -> Path:
-    if b.shape != (features.n_items, features.n_items):
-        raise ContractError(
-            f"EASE export: expected B of shape ({features.n_items}, {features.n_items}) for this "
-            f"catalogue, found {b.shape}; retrain on the same features"
-        )
-    from recflow.models.score_module import save_score_module
-
-    return save_score_module(
-        features, out_dir, top_k, warmup, ease_scores_tf, {"ease_b": np.asarray(b, np.float32)}
-    )
-
-
-# -- zoo adapters -----------------------------------------------------------------------------
-def fit(
-    features: Features,
-    split: Split,
-    cfg: TrainConfig,
-    progress: Callable[[str], None],
-    train_dir: Path,
-) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    b = fit_ease(features, float(cfg.ease.l2))
-    seconds = time.perf_counter() - t0
-    train_dir.mkdir(parents=True, exist_ok=True)
-    np.save(train_dir / B_FILE, b)
-    progress(f"ease: lambda={cfg.ease.l2:g}, B {b.shape[0]}x{b.shape[1]} in {seconds:.1f} s")
-    return {"history": {}, "seconds": seconds}
-
-
-def export(
-    train_dir: Path, features: Features, out_dir: Path, top_k: int, warmup: Sequence[str]
-) -> Path:
-    path = Path(train_dir) / B_FILE
-    if not path.exists():
-        raise ContractError(f"EASE export: expected {path} from the train stage, found none")
-    return export_ease(np.load(path), features, out_dir, top_k, warmup)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,8 @@ from recflow.errors import ConfigError, TrainingError
 if TYPE_CHECKING:
     import keras
     import tensorflow as tf
+
+    from recflow.config import TrainConfig
 
 # Integer orders only: the binomial expansion below is exact for them. Dense at small orders
 # (where large epsilons are decided), sparse above (small epsilons need large orders).
@@ -308,3 +310,63 @@ def dp_epoch(
         raise TrainingError("DP-SGD: every Poisson batch of the epoch was empty; raise batch_size")
     mean = float(np.average(losses, weights=weights))
     return mean, time.perf_counter() - t0
+
+
+@dataclass
+class DPRun:
+    """DP-SGD state of one training run of the ranking network (``TrainConfig.dp.enabled``).
+
+    Rows per epoch (positives plus their negatives) are the privacy unit; each step samples
+    them with probability q = batch_size / rows (Poisson), and an epoch is rows / batch_size
+    steps, so the expected work per epoch matches non-private training.
+    """
+
+    settings: DPSettings
+    q: float
+    steps_per_epoch: int
+    step: DPStep | None = None
+
+    @classmethod
+    def start(
+        cls,
+        cfg: TrainConfig,
+        strategy: tf.distribute.Strategy,
+        positives: int,
+        progress: Callable[[str], None],
+    ) -> DPRun:
+        if strategy.num_replicas_in_sync > 1:
+            # Per-example clipping needs every example's gradient on one replica.
+            raise TrainingError(
+                "training: DP-SGD runs on one device; set distribution 'default' or turn "
+                "dp_enabled off"
+            )
+        rows = positives * (1 + cfg.negatives_per_positive)
+        q = min(1.0, cfg.batch_size / rows)
+        delta = cfg.dp.delta if cfg.dp.delta is not None else 1.0 / rows
+        settings = DPSettings(cfg.dp.l2_clip, cfg.dp.noise_multiplier, delta)
+        run = cls(settings=settings, q=q, steps_per_epoch=max(1, round(rows / cfg.batch_size)))
+        progress(
+            f"DP-SGD: clip {settings.l2_clip}, noise multiplier {settings.noise_multiplier}, "
+            f"q={q:.5f}, {run.steps_per_epoch} steps/epoch, delta={delta:.3g}"
+        )
+        return run
+
+    def epoch(
+        self,
+        model: keras.Model,
+        users: np.ndarray,
+        items: np.ndarray,
+        labels: np.ndarray,
+        rng: np.random.Generator,
+    ) -> tuple[float, float]:
+        if self.step is None:
+            self.step = DPStep(model, self.settings, self.q * users.size)
+        return dp_epoch(self.step, users, items, labels, self.q, self.steps_per_epoch, rng)
+
+    def epsilon(self, epochs: int) -> float:
+        return dp_sgd_epsilon(
+            self.q,
+            self.settings.noise_multiplier,
+            epochs * self.steps_per_epoch,
+            self.settings.delta,
+        )

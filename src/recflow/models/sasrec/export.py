@@ -27,8 +27,9 @@ from recflow.storage import atomic_directory
 from recflow.types import Features
 
 if TYPE_CHECKING:
-    import keras
     import tensorflow as tf
+
+    from recflow.models.sasrec.network import SasrecNet
 
 HISTORY_SIGNATURE = "recommend_history"
 INPUT_HISTORY = "history"
@@ -36,11 +37,11 @@ SCORE_HISTORY_ATTR = "score_history"  # restored function: history [B, L] -> sco
 
 
 def _build_module(
-    model: keras.Model, features: Features, recent: np.ndarray, head: str, top_k: int
+    model: SasrecNet, features: Features, recent: np.ndarray, head: str, top_k: int
 ) -> tf.Module:
     import tensorflow as tf
 
-    from recflow.models.explain import BECAUSE, POPULAR, build_explainer
+    from recflow.models.explain import build_explainer
 
     n_items = features.n_items
     max_len = int(recent.shape[1])
@@ -99,54 +100,19 @@ def _build_module(
             return tf.where((idx >= 0)[:, None], seq, tf.zeros_like(seq)), idx
 
         def _history_seq(self, history: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            """(left-padded last max_len known items [B, max_len], all known items [B, H])."""
-            idx = tf.cast(self.item_table.lookup(history), tf.int32)
-            kept = tf.ragged.boolean_mask(idx, idx > 0)
-            # Newest first, cut to max_len, padded at the end; flipping puts pads in front.
-            newest = tf.reverse(kept, axis=[1]).to_tensor(default_value=0, shape=[None, max_len])
-            return tf.reverse(newest, axis=[1]), idx
+            return history_sequences(self.item_table, history, max_len)
 
         def _history_reasons(
             self, known: tf.Tensor, top_items: tf.Tensor, valid: tf.Tensor
         ) -> tf.Tensor:
-            """The explainer's reasons with the given history instead of the training one.
-
-            History items sorted by index, as the explainer's table is, so that ties between
-            equally similar items pick the same item on both paths.
-            """
-            hist = tf.sort(tf.cast(known, tf.int64) - 1, axis=1)  # -1: unknown or padding
-            hist = tf.concat([hist, -tf.ones_like(hist[:, :1])], axis=1)
-            present = hist >= 0
             vectors = self.explainer.item_vectors
-            sims = tf.einsum(
-                "bkd,bhd->bkh",
-                tf.gather(vectors, top_items),
-                tf.gather(vectors, tf.maximum(hist, 0)),
-            )
-            sims = tf.where(present[:, None, :], sims, float("-inf"))
-            best = tf.gather(hist, tf.argmax(sims, axis=2, output_type=tf.int64), batch_dims=1)
-            best = tf.where(tf.reduce_any(present, axis=1)[:, None], best, -1)
-            because = tf.constant(BECAUSE) + tf.gather(self.item_titles, tf.maximum(best, 0))
-            return tf.where(valid, tf.where(best >= 0, because, POPULAR), "")
+            return history_reasons(vectors, self.item_titles, known, top_items, valid)
 
         def _top(
             self, scores: tf.Tensor, rows: tf.Tensor, items: tf.Tensor
         ) -> tuple[dict[str, tf.Tensor], tf.Tensor, tf.Tensor]:
-            masked = tf.tensor_scatter_nd_update(
-                scores, tf.stack([rows, items], axis=1), tf.fill(tf.shape(items), float("-inf"))
-            )
-            top = tf.math.top_k(masked, k=top_k, sorted=True)
-            valid = tf.math.is_finite(top.values)
-            out = {
-                contract.OUTPUT_ITEM_IDS: tf.where(
-                    valid, tf.gather(self.catalogue_item_ids, top.indices), ""
-                ),
-                contract.OUTPUT_SCORES: top.values,
-                contract.OUTPUT_TITLES: tf.where(
-                    valid, tf.gather(self.item_titles, top.indices), ""
-                ),
-            }
-            return out, top.indices, valid
+            ids, titles = self.catalogue_item_ids, self.item_titles
+            return top_k_outputs(scores, rows, items, ids, titles, top_k)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id")])
         def score_all(self, user_id: tf.Tensor) -> tf.Tensor:
@@ -181,8 +147,79 @@ def _build_module(
     return SequentialRecommender()
 
 
+def history_sequences(
+    item_table: tf.lookup.StaticHashTable, history: tf.Tensor, max_len: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """(left-padded last max_len known items [B, max_len], all known items [B, H]) of string
+    histories [B, H]; known items as catalogue index + 1, unknown ids and "" as 0."""
+    import tensorflow as tf
+
+    idx = tf.cast(item_table.lookup(history), tf.int32)
+    kept = tf.ragged.boolean_mask(idx, idx > 0)
+    # Newest first, cut to max_len, padded at the end; flipping puts pads in front.
+    newest = tf.reverse(kept, axis=[1]).to_tensor(default_value=0, shape=[None, max_len])
+    return tf.reverse(newest, axis=[1]), idx
+
+
+def history_reasons(
+    vectors: tf.Tensor,
+    item_titles: tf.Tensor,
+    known: tf.Tensor,
+    top_items: tf.Tensor,
+    valid: tf.Tensor,
+) -> tf.Tensor:
+    """The explainer's reasons with the given history ``known`` [B, H] (index + 1, 0 for none)
+    instead of the training one.
+
+    History items sorted by index, as the explainer's table is, so that ties between
+    equally similar items pick the same item on both paths.
+    """
+    import tensorflow as tf
+
+    from recflow.models.explain import BECAUSE, POPULAR
+
+    hist = tf.sort(tf.cast(known, tf.int64) - 1, axis=1)  # -1: unknown or padding
+    hist = tf.concat([hist, -tf.ones_like(hist[:, :1])], axis=1)
+    present = hist >= 0
+    sims = tf.einsum(
+        "bkd,bhd->bkh",
+        tf.gather(vectors, top_items),
+        tf.gather(vectors, tf.maximum(hist, 0)),
+    )
+    sims = tf.where(present[:, None, :], sims, float("-inf"))
+    best = tf.gather(hist, tf.argmax(sims, axis=2, output_type=tf.int64), batch_dims=1)
+    best = tf.where(tf.reduce_any(present, axis=1)[:, None], best, -1)
+    because = tf.constant(BECAUSE) + tf.gather(item_titles, tf.maximum(best, 0))
+    return tf.where(valid, tf.where(best >= 0, because, POPULAR), "")
+
+
+def top_k_outputs(
+    scores: tf.Tensor,
+    rows: tf.Tensor,
+    items: tf.Tensor,
+    catalogue_item_ids: tf.Tensor,
+    item_titles: tf.Tensor,
+    top_k: int,
+) -> tuple[dict[str, tf.Tensor], tf.Tensor, tf.Tensor]:
+    """(contract outputs but reasons, top item indices [B, K], valid [B, K]) of ``scores``
+    [B, N] with the (row, item) pairs given masked; "" where fewer than K items remain."""
+    import tensorflow as tf
+
+    masked = tf.tensor_scatter_nd_update(
+        scores, tf.stack([rows, items], axis=1), tf.fill(tf.shape(items), float("-inf"))
+    )
+    top = tf.math.top_k(masked, k=top_k, sorted=True)
+    valid = tf.math.is_finite(top.values)
+    out = {
+        contract.OUTPUT_ITEM_IDS: tf.where(valid, tf.gather(catalogue_item_ids, top.indices), ""),
+        contract.OUTPUT_SCORES: top.values,
+        contract.OUTPUT_TITLES: tf.where(valid, tf.gather(item_titles, top.indices), ""),
+    }
+    return out, top.indices, valid
+
+
 def export_sequential(
-    model: keras.Model,
+    model: SasrecNet,
     features: Features,
     recent: np.ndarray,
     out_dir: Path,

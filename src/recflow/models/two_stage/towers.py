@@ -10,10 +10,11 @@ log of each item's share of training pairs, its probability of showing up as an 
 negative), so the towers learn the full softmax rather than one biased against popular items.
 Copies of the positive item elsewhere in the batch are masked out of its negatives.
 
-The optimiser is Adam applied lazily (only the rows a batch touched, with their own moments), so
-a step costs the batch, not the tables: training time grows with events, not users x items.
+The tables are ``RowEmbedding`` layers trained by ``LazyAdam`` (:mod:`recflow.models.sparse_adam`:
+only the rows a batch touched move, with their own moments), so a step costs the batch, not the
+tables: training time grows with events, not users x items.
 
-Serving (see :mod:`recflow.models.two_stage`) is a brute-force matmul of one user vector
+Serving (see :mod:`recflow.models.two_stage.export`) is a brute-force matmul of one user vector
 against the whole item table plus ``tf.math.top_k``: the stock TF Serving image has no
 approximate-nearest-neighbour ops, and at 50k items x 32 dims the matmul is 1.6 M multiply-adds.
 """
@@ -31,11 +32,10 @@ from recflow.errors import TrainingError
 from recflow.types import Features
 
 if TYPE_CHECKING:
+    import keras
     import tensorflow as tf
 
-_BETA_1 = 0.9
-_BETA_2 = 0.999
-_EPSILON = 1e-8
+_EPSILON = 1e-8  # Adam's epsilon for the towers (Keras' default is 1e-7)
 
 
 @dataclass(frozen=True)
@@ -48,27 +48,74 @@ class Towers:
     history: dict[str, list[float]]
 
 
-def _lazy_adam(
-    var: tf.Variable,
-    m: tf.Variable,
-    v: tf.Variable,
-    grad: tf.IndexedSlices,
-    lr: float,
-    step: tf.Tensor,
-) -> None:
-    """One Adam update of the rows in ``grad`` (a tf.IndexedSlices); other rows stay as they are."""
+@dataclass(frozen=True)
+class TowerTables:
+    """The trained tables: user and item embeddings and the per-item bias, each a
+    ``RowEmbedding`` (lookups read only the rows, gradients are row-sparse)."""
+
+    users: keras.layers.Embedding
+    items: keras.layers.Embedding
+    item_bias: keras.layers.Embedding
+
+    @classmethod
+    def create(cls, n_users: int, n_items: int, dim: int, rng: np.random.Generator) -> TowerTables:
+        init = 0.1 / np.sqrt(dim)
+        users = rng.normal(0.0, init, (n_users, dim)).astype(np.float32)
+        items = rng.normal(0.0, init, (n_items, dim)).astype(np.float32)
+        # Per-item bias in logit units: popularity spans ~log(N) nats, more than a cosine / T can.
+        bias = np.zeros((n_items, 1), np.float32)
+        return cls(
+            _table(users, "user_tower"), _table(items, "item_tower"), _table(bias, "item_bias")
+        )
+
+    @property
+    def variables(self) -> list[keras.Variable]:
+        return [self.users.embeddings, self.items.embeddings, self.item_bias.embeddings]
+
+
+def _table(values: np.ndarray, name: str) -> keras.layers.Embedding:
+    from recflow.models.sparse_adam import row_embedding
+
+    layer = row_embedding(
+        values.shape[0], values.shape[1], embeddings_initializer="zeros", name=name
+    )
+    layer.build((None,))
+    layer.embeddings.assign(values)
+    return layer
+
+
+def tower_step(
+    tables: TowerTables,
+    optimizer: keras.optimizers.Optimizer,
+    log_q: np.ndarray,
+    temperature: float,
+) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """One compiled step of the in-batch softmax (module docstring) over a batch of
+    (user, item) pairs: the loss, then a lazy Adam update of the rows the batch looked up."""
     import tensorflow as tf
 
-    rows, position = tf.unique(grad.indices)
-    g = tf.math.unsorted_segment_sum(grad.values, position, tf.shape(rows)[0])
-    m_rows = _BETA_1 * tf.gather(m, rows) + (1 - _BETA_1) * g
-    v_rows = _BETA_2 * tf.gather(v, rows) + (1 - _BETA_2) * tf.square(g)
-    m.scatter_update(tf.IndexedSlices(m_rows, rows))
-    v.scatter_update(tf.IndexedSlices(v_rows, rows))
-    t = tf.cast(step, tf.float32)
-    m_hat = m_rows / (1 - tf.pow(_BETA_1, t))
-    v_hat = v_rows / (1 - tf.pow(_BETA_2, t))
-    var.scatter_sub(tf.IndexedSlices(lr * m_hat / (tf.sqrt(v_hat) + _EPSILON), rows))
+    log_q_t = tf.constant(log_q)
+    variables = tables.variables
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)])
+    def step(users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            u = tf.math.l2_normalize(tables.users(users), axis=1)
+            i = tf.math.l2_normalize(tables.items(items), axis=1)
+            logits = tf.matmul(u, i, transpose_b=True) / temperature
+            logits += tf.transpose(tables.item_bias(items))  # [1, B]
+            logits -= tf.gather(log_q_t, items)[None, :]
+            same = tf.equal(items[:, None], items[None, :])
+            off_diag = tf.logical_not(tf.eye(tf.shape(items)[0], dtype=tf.bool))
+            logits = tf.where(tf.logical_and(same, off_diag), -1e9, logits)
+            labels = tf.range(tf.shape(items)[0])
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+            )
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        return loss
+
+    return step  # type: ignore[no-any-return]
 
 
 def train_towers(
@@ -85,7 +132,8 @@ def train_towers(
     """Fit both towers on ``features``' distinct training pairs (see the module docstring)."""
     import tensorflow as tf
 
-    from recflow.models.training import unique_positives
+    from recflow.models.pointwise import unique_positives
+    from recflow.models.sparse_adam import lazy_adam
 
     if dim < 1 or epochs < 1 or batch_size < 2 or learning_rate <= 0 or temperature <= 0:
         raise TrainingError(
@@ -103,40 +151,8 @@ def train_towers(
 
     tf.random.set_seed(seed)
     rng = np.random.default_rng(seed)
-    init = 0.1 / np.sqrt(dim)
-    user_table = tf.Variable(
-        rng.normal(0.0, init, (features.n_users, dim)).astype(np.float32), name="user_tower"
-    )
-    item_table = tf.Variable(
-        rng.normal(0.0, init, (features.n_items, dim)).astype(np.float32), name="item_tower"
-    )
-    # Per-item bias in logit units: popularity spans ~log(N) nats, more than a cosine / T can.
-    item_bias = tf.Variable(np.zeros((features.n_items, 1), np.float32), name="item_bias")
-    tables = (user_table, item_table, item_bias)
-    slots = [(tf.Variable(tf.zeros_like(t)), tf.Variable(tf.zeros_like(t))) for t in tables]
-    log_q_t = tf.constant(log_q)
-    step_var = tf.Variable(0, dtype=tf.int64)
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)])
-    def train_step(users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            u = tf.math.l2_normalize(tf.gather(user_table, users), axis=1)
-            i = tf.math.l2_normalize(tf.gather(item_table, items), axis=1)
-            logits = tf.matmul(u, i, transpose_b=True) / temperature
-            logits += tf.transpose(tf.gather(item_bias, items))  # [1, B]
-            logits -= tf.gather(log_q_t, items)[None, :]
-            same = tf.equal(items[:, None], items[None, :])
-            off_diag = tf.logical_not(tf.eye(tf.shape(items)[0], dtype=tf.bool))
-            logits = tf.where(tf.logical_and(same, off_diag), -1e9, logits)
-            labels = tf.range(tf.shape(items)[0])
-            loss = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-            )
-        grads = tape.gradient(loss, list(tables))
-        step_var.assign_add(1)
-        for var, (m, v), grad in zip(tables, slots, grads, strict=True):
-            _lazy_adam(var, m, v, grad, learning_rate, step_var)
-        return loss
+    tables = TowerTables.create(features.n_users, features.n_items, dim, rng)
+    train_step = tower_step(tables, lazy_adam(learning_rate, epsilon=_EPSILON), log_q, temperature)
 
     history: dict[str, list[float]] = {"tower_loss": [], "tower_seconds": []}
     for epoch in range(1, epochs + 1):
@@ -162,12 +178,12 @@ def train_towers(
             f"seconds={seconds:.1f}"
         )
     # Served as one dot product: [u / T, 1] . [v, b] = cosine / T + bias, the training logit.
-    users = tf.math.l2_normalize(user_table, axis=1).numpy() / temperature
-    items = tf.math.l2_normalize(item_table, axis=1).numpy()
+    users = tf.math.l2_normalize(tables.users.embeddings, axis=1).numpy() / temperature
+    items = tf.math.l2_normalize(tables.items.embeddings, axis=1).numpy()
     ones = np.ones((users.shape[0], 1), np.float32)
     return Towers(
         users=np.hstack([users, ones]).astype(np.float32),
-        items=np.hstack([items, item_bias.numpy()]).astype(np.float32),
+        items=np.hstack([items, tables.item_bias.embeddings.numpy()]).astype(np.float32),
         history=history,
     )
 

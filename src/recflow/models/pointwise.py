@@ -1,0 +1,143 @@
+"""Pointwise training on (user, item, label) rows of implicit feedback.
+
+Shared by the ranking MLP (:mod:`recflow.models.ranking_mlp`) and NeuMF
+(:mod:`recflow.models.neumf`): the distinct positive pairs, negatives sampled from each user's
+unseen items, one epoch of ``model.fit`` streamed through ``tf.data``, and the optimizer of
+embedding models. The distinct positives are also what retrieval (two_stage), the score
+module's seen-item table and the explanations read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from recflow.config import TrainConfig
+from recflow.errors import TrainingError
+from recflow.types import Features
+
+if TYPE_CHECKING:
+    import keras
+
+
+# Rejection rounds before switching to exact per-user draws; each round re-draws only the
+# draws that hit seen items, so for users who have seen < 50 % of items 8 rounds leave ~0.4 %.
+_MAX_REDRAW_ROUNDS = 8
+
+
+def unique_positives(features: Features) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (user, item) training pairs; repeated events of a pair count once."""
+    keys = np.unique(
+        features.train_user_idx.astype(np.int64) * features.n_items
+        + features.train_item_idx.astype(np.int64)
+    )
+    return (keys // features.n_items).astype(np.int32), (keys % features.n_items).astype(np.int32)
+
+
+def sample_negatives(
+    features: Features, users: np.ndarray, per_user_row: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each entry of ``users`` draw ``per_user_row`` items the user has not seen in train.
+
+    Uniform over each user's unseen items (rejection sampling, vectorised). Rows of users who
+    have seen the whole catalogue cannot have negatives and are dropped.
+    """
+    n = features.n_items
+    seen = np.unique(
+        features.train_user_idx.astype(np.int64) * n + features.train_item_idx.astype(np.int64)
+    )
+    seen_count = np.bincount((seen // n).astype(np.int64), minlength=features.n_users)
+    users = users[seen_count[users] < n]
+    neg_users = np.repeat(users.astype(np.int32), per_user_row)
+    neg_items = rng.integers(0, n, size=neg_users.shape[0], dtype=np.int32)
+
+    def hits_seen(u: np.ndarray, i: np.ndarray) -> np.ndarray:
+        keys = u.astype(np.int64) * n + i
+        pos = np.minimum(np.searchsorted(seen, keys), seen.shape[0] - 1)
+        return seen[pos] == keys
+
+    bad = np.flatnonzero(hits_seen(neg_users, neg_items))
+    for _ in range(_MAX_REDRAW_ROUNDS):
+        if bad.size == 0:
+            break
+        neg_items[bad] = rng.integers(0, n, size=bad.size, dtype=np.int32)
+        bad = bad[hits_seen(neg_users[bad], neg_items[bad])]
+    # Users who have seen most of the catalogue defeat rejection: draw theirs exactly from
+    # their unseen items (few users reach this, so a loop over them is cheap).
+    for user in np.unique(neg_users[bad]).astype(np.int64):
+        rows = bad[neg_users[bad] == user]
+        lo, hi = np.searchsorted(seen, [user * n, (user + 1) * n])
+        own = seen[lo:hi] - user * n
+        unseen = np.setdiff1d(np.arange(n, dtype=np.int64), own)
+        neg_items[rows] = rng.choice(unseen, size=rows.size).astype(np.int32)
+    return neg_users, neg_items
+
+
+def check_inputs(features: Features, cfg: TrainConfig) -> None:
+    if features.n_users == 0 or features.n_items < 2 or features.train_user_idx.size == 0:
+        raise TrainingError(
+            "training: expected users, at least 2 items and training interactions, found "
+            f"{features.n_users} users, {features.n_items} items, "
+            f"{features.train_user_idx.size} interactions; check the split and features stage"
+        )
+    # epochs, batch_size and negatives have declared bounds (recflow.train_config.TrainConfig)
+
+
+def fit_epoch(
+    model: keras.Model,
+    users: np.ndarray,
+    items: np.ndarray,
+    labels: np.ndarray,
+    cfg: TrainConfig,
+    say: Callable[[str], None],
+    what: str,
+) -> keras.callbacks.History:
+    """One epoch of ``model.fit`` over the given (already shuffled) rows, streamed by tf.data.
+
+    The rows are sliced into batches by ``tf.data`` (no per-epoch copy into Keras' own
+    adapter) and a progress line (examples/s, ETA) goes to ``say`` every
+    ``cfg.progress_seconds``.
+    """
+    import tensorflow as tf
+
+    from recflow.progress import Progress, keras_callback
+
+    data = (
+        tf.data.Dataset.from_tensor_slices(((users, items), labels))
+        .batch(cfg.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    meter = Progress(what, users.size, say, interval=cfg.progress_seconds)
+    fit = model.fit(
+        data, epochs=1, shuffle=False, verbose=0, callbacks=[keras_callback(meter, cfg.batch_size)]
+    )
+    meter.finish()
+    return fit
+
+
+def embedding_optimizer(
+    cfg: TrainConfig, learning_rate: float | None = None
+) -> keras.optimizers.Optimizer:
+    """Adam with lazy (touched-rows-only) embedding updates; plain dense Adam under DP-SGD.
+
+    DP-SGD stays dense on purpose: its Gaussian noise covers every coordinate of every table,
+    so every row really changes at every step (see recflow.models.sparse_adam).
+    """
+    import keras
+
+    from recflow.models.sparse_adam import lazy_adam
+
+    lr = cfg.learning_rate if learning_rate is None else learning_rate
+    if cfg.dp.enabled:
+        return keras.optimizers.Adam(learning_rate=lr)
+    return lazy_adam(lr)
+
+
+def steps_per_execution(cfg: TrainConfig) -> int:
+    """``cfg.steps_per_execution``, or 1 under a multi-replica strategy (Keras 3.15's
+    multi-step loop fails there: "You must feed a value for placeholder tensor")."""
+    import tensorflow as tf
+
+    return cfg.steps_per_execution if tf.distribute.get_strategy().num_replicas_in_sync == 1 else 1

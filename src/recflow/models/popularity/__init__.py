@@ -1,0 +1,1 @@
+"""``popularity``: the most popular unseen items, the baseline every candidate must beat."""
