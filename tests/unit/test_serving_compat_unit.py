@@ -75,3 +75,15 @@ def test_report_table_names_every_kind() -> None:
     assert "**FAILED**" in text
     assert "| ease | serving_default | yes | yes | yes | 0 |" in text
     assert "| sasrec | recommend_history, serving_default | NO | no | NO | 0.25 |" in text
+
+
+def test_quick_config_puts_every_epoch_setting_at_one():
+    from recflow.config import TrainConfig
+    from recflow.ops.serving_compat import quick_config
+    from recflow.settings import flat_values
+
+    epochs = {k: v for k, v in flat_values(quick_config("sasrec")).items() if k.endswith("epochs")}
+    assert {"epochs", "sasrec_epochs", "multvae_epochs", "two_stage_tower_epochs"} <= set(epochs)
+    assert set(epochs.values()) == {1}
+    assert quick_config("sasrec").model == "sasrec"
+    assert TrainConfig().sasrec.epochs > 1  # the defaults themselves are untouched

@@ -24,7 +24,10 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from recflow.config import TrainConfig
 
 import numpy as np
 
@@ -74,9 +77,19 @@ def ensure_venv(venv: Path, tensorflow_version: str, *, python: str | None = Non
     return exe
 
 
+def quick_config(kind: str) -> TrainConfig:
+    """``kind``'s settings with every epoch setting at 1: the check is about formats, not
+    quality. Epoch settings are found by their flat names, so a new kind's are covered too."""
+    from recflow.config import TrainConfig
+    from recflow.settings import param_map, parse
+
+    one_epoch = {name: 1 for name in param_map(TrainConfig) if name.endswith("epochs")}
+    return parse(TrainConfig, {"model": kind, "embedding_dim": 8, "batch_size": 256, **one_epoch})
+
+
 def export_every_kind(out: Path, kinds: list[str] | None = None) -> tuple[list[str], dict]:
     """One SavedModel per zoo kind under ``out/<kind>/``; the inputs the runner feeds."""
-    from recflow.config import SyntheticConfig, TrainConfig
+    from recflow.config import SyntheticConfig
     from recflow.data import generate_synthetic
     from recflow.features import build_features, split_leave_last_out
     from recflow.models.zoo import get_kind, kind_names
@@ -87,11 +100,7 @@ def export_every_kind(out: Path, kinds: list[str] | None = None) -> tuple[list[s
     users = [str(u) for u in features.user_ids[:6]] + ["__unknown_user__"]
     names = kinds or list(kind_names())
     for name in names:
-        cfg = TrainConfig(model=name, epochs=1, embedding_dim=8, batch_size=256)
-        fast: dict[str, Any] = {  # field names found at run time
-            f.name: 1 for f in dataclasses.fields(cfg) if f.name.endswith("_epochs")
-        }
-        cfg = dataclasses.replace(cfg, **fast)
+        cfg = quick_config(name)
         kind = get_kind(name)
         train_dir = out.parent / "train" / name
         kind.fit(features, split, cfg, lambda _: None, train_dir)
