@@ -23,9 +23,9 @@ class EaseSettings(Settings):
     FLAT_PREFIX: ClassVar[str] = "ease_"
 
     l2: float = setting(
-        250.0,
+        500.0,
         "EASE lambda",
-        "model=ease only: L2 weight of the closed-form item-item model; larger is smoother (tuned on MovieLens-100K).",
+        "model=ease only: L2 weight of the closed-form item-item model; larger is smoother. Default: the item lambda bench/PROTOCOL.md chose on inner folds of MovieLens-100K's MS training part (leave-one-out folds chose 100; bench/results/quality.md).",
         gt=0,
         le=100000,
         flat="ease_lambda",
@@ -43,7 +43,7 @@ class SasrecSettings(Settings):
     epochs: int = setting(
         60,
         "SASRec epochs",
-        "model=sasrec/sasrec_sqn: passes over all users' training sequences (cut into windows of the maximum length).",
+        "model=sasrec/sasrec_sqn: passes over all users' training sequences (cut into windows of the maximum length). Default: chosen among 20, 40, 60 on MovieLens-100K's leave-one-out validation events (bench/PROTOCOL.md, bench/results/quality.md).",
         ge=1,
         le=1000,
     )
@@ -196,7 +196,7 @@ class MultvaeSettings(Settings):
     epochs: int = setting(
         200,
         "Mult-VAE epochs",
-        "model=multvae: passes over all users' training rows.",
+        "model=multvae or blend: passes over all users' training rows. Default: chosen over 100 on inner folds of MovieLens-100K (MS and leave-one-out; bench/PROTOCOL.md, bench/results/quality.md).",
         ge=1,
         le=5000,
     )
@@ -238,7 +238,7 @@ class MultvaeSettings(Settings):
     beta_max: float = setting(
         1.0,
         "Mult-VAE KL cap (beta max)",
-        "model=multvae or blend: final weight of the KL term; the paper's 0.2 overfit MovieLens-100K, 1.0 was chosen on an inner split.",
+        "model=multvae or blend: final weight of the KL term. Default: chosen among 0.2 (the paper's), 0.5, 1.0, 2.0 on an inner split of MovieLens-100K's MS training part (bench/results/quality.md, design history; bench/PROTOCOL.md keeps it, not re-chosen).",
         ge=0,
         le=10,
     )
@@ -250,9 +250,9 @@ class MultvaeSettings(Settings):
         le=5000,
     )
     members: int = setting(
-        4,
+        2,
         "Mult-VAE ensemble members",
-        "model=multvae or blend: networks trained side by side (own initialisation and noise); served scores are the mean of their standardised scores.",
+        "model=multvae or blend: networks trained side by side (own initialisation and noise); served scores are the mean of their standardised scores. Default: chosen among 1, 2, 4 on inner folds of MovieLens-100K's MS training part (leave-one-out folds chose 1; bench/PROTOCOL.md, bench/results/quality.md).",
         ge=1,
         le=32,
     )
@@ -261,44 +261,46 @@ class MultvaeSettings(Settings):
 @dataclass(frozen=True)
 class BlendSettings(Settings):
     """model=blend (models/blend/): standardised scores of item EASE, user-side EASE and
-    Mult-VAE (multvae settings), weighted. The defaults are the settings chosen on inner folds of
-    MovieLens-100K's MS training part (bench/quality.py)."""
+    Mult-VAE (multvae settings), weighted. The defaults are the choices bench/PROTOCOL.md made
+    on inner folds of MovieLens-100K's MS training part (bench/results/quality.md): the
+    lambdas chosen for each part alone, then the weights on the simplex. Leave-one-out folds
+    chose other values (item lambda 100, user lambda 200, weights 0.1/0.8/0.1)."""
 
     FORM_SECTION: ClassVar[str] = MODEL
     FLAT_PREFIX: ClassVar[str] = "blend_"
 
     item_weight: float = setting(
-        0.1,
+        0.0,
         "Blend: item EASE weight",
-        "model=blend: weight of item EASE's standardised scores; 0 leaves it out.",
+        "model=blend: weight of item EASE's standardised scores; 0 leaves it out. Default 0: the MS inner folds' best weights (item/user/vae) were 0/0.2/0.8 (bench/results/quality.md).",
         ge=0,
         le=100,
     )
     user_weight: float = setting(
-        0.1,
+        0.2,
         "Blend: user-side EASE weight",
-        "model=blend: weight of user-side EASE's standardised scores (it inverts a users x users matrix: 0 for very large user bases).",
+        "model=blend: weight of user-side EASE's standardised scores (it inverts a users x users matrix: 0 for very large user bases). Default: the MS inner folds' choice (weights 0/0.2/0.8, bench/results/quality.md).",
         ge=0,
         le=100,
     )
     vae_weight: float = setting(
         0.8,
         "Blend: Mult-VAE weight",
-        "model=blend: weight of the Mult-VAE ensemble's scores; 0 leaves it out.",
+        "model=blend: weight of the Mult-VAE ensemble's scores; 0 leaves it out. Default: the MS inner folds' choice (weights 0/0.2/0.8, bench/results/quality.md).",
         ge=0,
         le=100,
     )
     item_lambda: float = setting(
-        400.0,
+        500.0,
         "Blend: item EASE lambda",
-        "model=blend: L2 weight of the item-item model inside the blend.",
+        "model=blend: L2 weight of the item-item model inside the blend (unused while blend_item_weight is 0). Default: chosen on the MS inner folds (bench/results/quality.md).",
         gt=0,
         le=100000,
     )
     user_lambda: float = setting(
-        800.0,
+        400.0,
         "Blend: user-side EASE lambda",
-        "model=blend: L2 weight of the user-user model inside the blend.",
+        "model=blend: L2 weight of the user-user model inside the blend. Default: chosen on the MS inner folds (bench/results/quality.md).",
         gt=0,
         le=100000,
     )

@@ -62,7 +62,7 @@ class TrainConfig(Settings):
     model: str = setting(
         "ranking_mlp",
         "Model",
-        "ranking_mlp: deep ranking network (embeddings + profile features -> Dense 64-32-1); popularity: the baseline itself; ease: closed-form item-item model (Steck 2019); neumf: GMF + MLP (He et al. 2017); sasrec: causal Transformer over each user's item sequence (Kang & McAuley 2018), sasrec_sqn: the same plus an SQN Q-learning head (Xin et al. 2020), both with sasrec_* settings; multvae: variational autoencoder over each user's item row (Liang et al. 2018), with multvae_* settings; blend: item EASE + user-side EASE + Mult-VAE, standardised and weighted (blend_* settings; the best on MovieLens-100K's MS protocol); other kinds are described in the model zoo.",
+        "ranking_mlp: deep ranking network (embeddings + profile features -> Dense 64-32-1); popularity: the baseline itself; ease: closed-form item-item model (Steck 2019); neumf: GMF + MLP (He et al. 2017); sasrec: causal Transformer over each user's item sequence (Kang & McAuley 2018), sasrec_sqn: the same plus an SQN Q-learning head (Xin et al. 2020), both with sasrec_* settings; multvae: variational autoencoder over each user's item row (Liang et al. 2018), with multvae_* settings; blend: item EASE + user-side EASE + Mult-VAE, standardised and weighted (blend_* settings; defaults: the inner-fold choice on MovieLens-100K's MS protocol, user-side EASE + Mult-VAE); other kinds are described in the model zoo.",
         choices=model_kinds,
     )
     epochs: int = setting(

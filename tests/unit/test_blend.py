@@ -23,6 +23,10 @@ from recflow.types import Features, Split
 
 CFG = train_config(
     model="blend",
+    # all three parts (the default leaves item EASE out): these tests check the mechanics
+    blend_item_weight=0.1,
+    blend_user_weight=0.1,
+    blend_vae_weight=0.8,
     blend_item_lambda=30.0,
     blend_user_lambda=30.0,
     multvae_epochs=30,

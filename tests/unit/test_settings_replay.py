@@ -47,14 +47,45 @@ def _no_env(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+# Defaults changed on purpose since the recording, by flat name: (previous, now). Issue 15:
+# the previous values were chosen by looking at the test split; the new ones are the choices
+# bench/PROTOCOL.md made on inner folds of MovieLens-100K's MS training part
+# (bench/results/quality.md). A conf that states a setting keeps its value; a conf that leaves
+# it out gets the new default. Every other default is unchanged.
+CHANGED_DEFAULTS: dict[str, tuple[Any, Any]] = {
+    "blend_item_weight": (0.1, 0.0),
+    "blend_user_weight": (0.1, 0.2),
+    "blend_item_lambda": (400.0, 500.0),
+    "blend_user_lambda": (800.0, 400.0),
+    "multvae_members": (4, 2),
+    # no recorded provenance for 250 ("tuned on MovieLens-100K"); 500 is the protocol's
+    # inner-fold item lambda, the one the benchmark's EASE row uses
+    "ease_lambda": (250.0, 500.0),
+}
+
+
 def test_previous_training_form_defaults_parse_to_the_same_values():
     defaults = {k: v["value"] for k, v in FIXTURE["forms"]["recsys_training"].items()}
     _same(config.from_params(defaults), FIXTURE["training"]["defaults_parse_to"])
 
 
 def test_recorded_training_conf_parses_to_the_same_values():
+    """Stating the previous defaults of the settings changed on purpose, the recorded conf
+    parses to what it parsed to; without them, only those settings take the new defaults."""
     rec = FIXTURE["training"]
-    _same(config.from_params(rec["conf"]), rec["conf_parses_to"])
+    previous = {k: old for k, (old, _) in CHANGED_DEFAULTS.items() if k not in rec["conf"]}
+    assert previous, "the recorded conf states every changed setting: nothing to replay"
+    _same(config.from_params({**rec["conf"], **previous}), rec["conf_parses_to"])
+    now = {k: new for k, (_, new) in CHANGED_DEFAULTS.items() if k not in rec["conf"]}
+    _same(config.from_params(rec["conf"]), {**rec["conf_parses_to"], **now})
+
+
+def test_changed_defaults_are_named_with_their_previous_values():
+    recorded = FIXTURE["training"]["defaults_parse_to"]
+    current = settings.flat_values(config.PipelineConfig())
+    for name, (old, new) in CHANGED_DEFAULTS.items():
+        assert recorded[name] == old, name
+        assert current[name] == new, name
 
 
 def test_previous_policy_form_and_conf_parse_to_the_same_values():
@@ -78,7 +109,7 @@ def test_forms_keep_every_previous_param_with_its_default_and_bounds(dag, cfg):
     assert set(old) <= set(new), f"params dropped: {sorted(set(old) - set(new))}"
     for name, before in old.items():
         default, schema = new[name]
-        assert default == before["value"], name
+        assert default == CHANGED_DEFAULTS.get(name, (before["value"], before["value"]))[1], name
         kept = {
             _INCLUSIVE.get(k, k): v
             for k, v in before["schema"].items()
