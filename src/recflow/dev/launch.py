@@ -165,18 +165,9 @@ def mlflow_command(cfg: PipelineConfig, *, port: int, host: str = "127.0.0.1") -
 
 
 def serve_command(cfg: PipelineConfig, *, port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "recflow.serving.server",
-        f"--port={port}",
-        f"--model_config_file={cfg.model_config_file}",
-        "--model_config_file_poll_wait_seconds=1",
-        "--file_system_poll_wait_seconds=1",
-        # At start-up nothing is loaded yet; without this a config that already names
-        # `stable` would be refused (TF Serving has the same flag).
-        "--allow_version_labels_for_unavailable_models=true",
-    ]
+    from recflow.serving.server_process import model_server_argv
+
+    return model_server_argv(port, cfg.model_config_file)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,6 +32,23 @@ def local_server_argv(port: int, *flags: str) -> list[str]:
     return [sys.executable, "-m", "recflow.serving.server", f"--port={port}", *flags]
 
 
+def model_server_argv(
+    port: int, model_config_file: Path, poll_seconds: float = 1.0, *flags: str
+) -> list[str]:
+    """The local server over a model config file it polls (and the base paths) every
+    ``poll_seconds``: what the demo, ``make serve`` and the tests run."""
+    return local_server_argv(
+        port,
+        f"--model_config_file={model_config_file}",
+        f"--model_config_file_poll_wait_seconds={poll_seconds:g}",
+        f"--file_system_poll_wait_seconds={poll_seconds:g}",
+        # At start-up nothing is loaded yet, so without this TF Serving (and we) would
+        # refuse a config file that already names the stable label.
+        "--allow_version_labels_for_unavailable_models=true",
+        *flags,
+    )
+
+
 class ServerProcess:
     """One model server subprocess (``argv`` must make it listen on ``port``), logging to
     ``log_file``; ``start()`` returns once the port accepts connections and raises
@@ -126,16 +143,7 @@ class ModelServerProcess(ServerProcess):
         self.model_config_file = Path(model_config_file)
         self.poll_seconds = poll_seconds
         self.extra_args = extra_args
-        argv = local_server_argv(
-            port,
-            f"--model_config_file={self.model_config_file}",
-            f"--model_config_file_poll_wait_seconds={poll_seconds}",
-            f"--file_system_poll_wait_seconds={poll_seconds}",
-            # At start-up nothing is loaded yet, so without this TF Serving (and we) would
-            # refuse a config file that already names the stable label.
-            "--allow_version_labels_for_unavailable_models=true",
-            *extra_args,
-        )
+        argv = model_server_argv(port, self.model_config_file, poll_seconds, *extra_args)
         super().__init__(argv, port=port, log_file=log_file)
 
     def start(self, timeout: float = 60.0) -> Self:
