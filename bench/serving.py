@@ -27,9 +27,7 @@ import datetime as dt
 import gc
 import json
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,21 +36,16 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen  # noqa: E402 (bench/loadgen.py, same folder)
+from loadgen import PREDICT, machine, percentiles, start_server  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "recommender"
 TOP_K = 10
 P99_TARGET_MS = 20.0
 RATE_TARGET = 1000
 FLOOR_GAP_TARGET_MS = 1.0
-
-
-def percentiles(latencies_s: list[float]) -> dict[str, float]:
-    if not latencies_s:
-        return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
-    ms = np.asarray(latencies_s) * 1e3
-    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    return {"p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3),
-            "p99_ms": round(float(p99), 3), "max_ms": round(float(ms.max()), 3)}  # fmt: skip
 
 
 def measure_floor(model_dir: Path, users: list[str], n: int, batch: int = 1) -> dict[str, Any]:
@@ -116,21 +109,14 @@ def closed_loop(address: str, users: list[str], n: int) -> dict[str, Any]:
 
 async def _open_loop(address: str, users: list[str], rate: float, seconds: float) -> dict[str, Any]:
     import grpc
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     requests = [make_request(u).SerializeToString() for u in users]
     total = int(rate * seconds)
     lat: list[float] = []
     errors: dict[str, int] = {}
     async with grpc.aio.insecure_channel(address) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         # The serialized bytes are sent as-is: the generator spends no time re-encoding.
-        predict = channel.unary_unary(
-            "/tensorflow.serving.PredictionService/Predict",
-            request_serializer=None,
-            response_deserializer=None,
-        )
-        del stub
+        predict = channel.unary_unary(PREDICT)
         for r in requests[:20]:
             await predict(r, timeout=10)
 
@@ -142,18 +128,7 @@ async def _open_loop(address: str, users: list[str], rate: float, seconds: float
                 errors[code] = errors.get(code, 0) + 1
             lat.append(time.perf_counter() - scheduled)
 
-        tasks = []
-        start = time.perf_counter() + 0.05
-        sent = 0
-        while sent < total:
-            now = time.perf_counter()
-            due = min(total, int((now - start) * rate) + 1) if now >= start else 0
-            while sent < due:
-                tasks.append(asyncio.ensure_future(one(sent, start + sent / rate)))
-                sent += 1
-            await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
+        elapsed = await loadgen.open_loop(rate, total, one)
     return {
         "rate": rate,
         "seconds": round(elapsed, 2),
@@ -183,8 +158,8 @@ def open_loop(
     return result
 
 
-def start_server(model_dir: Path, work: Path, port: int, args: argparse.Namespace) -> Any:
-    from recflow.net import port_open
+def serve(model_dir: Path, work: Path, port: int, args: argparse.Namespace) -> Any:
+    """The model server on ``model_dir`` as version 1, label ``stable``."""
     from recflow.promotion import install_version
     from recflow.serving.model_config import ModelEntry, write_entries
 
@@ -192,45 +167,14 @@ def start_server(model_dir: Path, work: Path, port: int, args: argparse.Namespac
     install_version(model_dir, base, 1)
     config = work / "models.config"
     write_entries(config, [ModelEntry(MODEL, str(base), (1,), {"stable": 1})])
-    command = [
-        sys.executable, "-m", "recflow.serving.server", f"--port={port}",
+    flags = [
         f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models=true",
         "--file_system_poll_wait_seconds=0", f"--grpc_max_threads={args.grpc_threads}",
         f"--tensorflow_intra_op_parallelism={args.tf_intra_op}",
     ]  # fmt: skip
     if args.batching:
-        command += ["--enable_batching", f"--batching_parameters_file={args.batching_file}"]
-    log = open(work / "server.log", "wb")  # noqa: SIM115 (closed by the caller)
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while not port_open("127.0.0.1", port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"server did not start; see {work / 'server.log'}")
-        time.sleep(0.2)
-    return process, command, log
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import grpc
-    import tensorflow as tf
-
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "grpcio": grpc.__version__,
-        "platform": platform.platform(),
-    }
+        flags += ["--enable_batching", f"--batching_parameters_file={args.batching_file}"]
+    return start_server(flags, port, work / "server.log", timeout=120)
 
 
 def rate_sweep(
@@ -269,7 +213,7 @@ def bench_model(name: str, args: argparse.Namespace, cache: Path, work: Path) ->
     print(f"[bench] {name} in-process floor: {floor}; batched: {batched}", flush=True)
     port = free_port()
     (work / name).mkdir(parents=True, exist_ok=True)
-    process, command, log = start_server(export, work / name, port, args)
+    process, command, log = serve(export, work / name, port, args)
     address = f"127.0.0.1:{port}"
     load_before = [round(x, 2) for x in os.getloadavg()]
     try:

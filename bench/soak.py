@@ -32,7 +32,6 @@ import os
 import random
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,7 +43,14 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import machine, percentiles  # noqa: E402 (bench/serving.py, same folder)
+from loadgen import (  # noqa: E402 (bench/loadgen.py, same folder)
+    PREDICT,
+    machine,
+    open_loop,
+    percentiles,
+    start_server,
+    stop_server,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "recommender"
@@ -134,28 +140,12 @@ def hostile_requests() -> list[tuple[str, bytes | None, set[str]]]:
     ]
 
 
-def start_server(work: Path, config: Path, port: int, extra: list[str]) -> Any:
-    from recflow.net import port_open
-
-    command = [
-        sys.executable, "-m", "recflow.serving.server", f"--port={port}",
+def serve(work: Path, config: Path, port: int, extra: list[str]) -> Any:
+    flags = [
         f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models=true",
         "--file_system_poll_wait_seconds=0", "--tensorflow_intra_op_parallelism=1", *extra,
     ]  # fmt: skip
-    log = open(work / f"server-{port}.log", "wb")  # noqa: SIM115 (closed by the caller)
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while not port_open("127.0.0.1", port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"server did not start; see {log.name}")
-        time.sleep(0.2)
-    return process, command, log
-
-
-def stop(process: Any, log: Any) -> None:
-    process.terminate()
-    process.wait(timeout=60)
-    log.close()
+    return start_server(flags, port, work / f"server-{port}.log")
 
 
 def single_request_bound(
@@ -180,10 +170,10 @@ def single_request_bound(
         ("no batching, --max_request_rows=1000", ["--max_request_rows=1000"], 1000),
     ):
         port = free_port()
-        process, command, log = start_server(work, config, port, extra)
+        process, command, log = serve(work, config, port, extra)
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+                call = channel.unary_unary(PREDICT)
                 for _ in range(20):  # the 1-row path warmed up
                     call(predict_bytes([random.choice(users)]), timeout=30)
                 time.sleep(1.0)
@@ -201,7 +191,7 @@ def single_request_bound(
                     refused = exc.code().name
                 over_ms = (time.perf_counter() - t0) * 1e3
         finally:
-            stop(process, log)
+            stop_server(process, log)
         out.append({
             "config": name, "rows": rows, "request_seconds": round(seconds, 3),
             "rss_before_mb": round(before[0] / 1024, 1), "rss_after_mb": round(after[0] / 1024, 1),
@@ -234,7 +224,7 @@ class Load:
         good = [predict_bytes([u]) for u in self.users]
         hostile = hostile_requests()
         async with grpc.aio.insecure_channel(self.address) as channel:
-            call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+            call = channel.unary_unary(PREDICT)
 
             async def one(req: bytes, scheduled: float) -> None:
                 try:
@@ -263,26 +253,23 @@ class Load:
                 if code not in ok and not (req is None and code == "OK"):
                     self.unexpected.append(f"{name}: {code}")
 
-            tasks = []
-            start = time.perf_counter() + 0.05
-            rate, total = self.args.rate, int(self.args.rate * seconds)
-            next_bad, k = start, 0
-            while self.sent < total:
-                now = time.perf_counter()
-                due = min(total, int((now - start) * rate) + 1) if now >= start else 0
-                while self.sent < due:
-                    req = good[rng.randrange(len(good))]
-                    tasks.append(asyncio.ensure_future(one(req, start + self.sent / rate)))
-                    self.sent += 1
-                if now >= next_bad:
-                    name, req, ok = hostile[k % len(hostile)]
-                    tasks.append(asyncio.ensure_future(bad(name, req, ok)))
-                    k += 1
-                    next_bad += self.args.hostile_seconds
-                if len(tasks) > 5000:
-                    tasks = [t for t in tasks if not t.done()]
-                await asyncio.sleep(max(0.0, start + self.sent / rate - time.perf_counter()))
-            await asyncio.gather(*tasks)
+            total = int(self.args.rate * seconds)
+            next_bad, k = time.perf_counter(), 0
+
+            def send(i: int, scheduled: float) -> Any:
+                self.sent = i + 1
+                return one(good[rng.randrange(len(good))], scheduled)
+
+            def tick(now: float) -> list[Any]:  # one hostile request every --hostile-seconds
+                nonlocal next_bad, k
+                if now < next_bad:
+                    return []
+                name, req, ok = hostile[k % len(hostile)]
+                k += 1
+                next_bad += self.args.hostile_seconds
+                return [bad(name, req, ok)]
+
+            await open_loop(self.args.rate, total, send, tick=tick)
 
 
 def slope_mb_per_min(samples: list[tuple[float, float]], after_s: float) -> float | None:
@@ -317,7 +304,7 @@ def soak(exports: list[Path], users: list[str], work: Path, args: argparse.Names
     config = work / "models.config"
     write_entries(config, [])
     port = free_port()
-    process, command, log = start_server(work, config, port, batching)
+    process, command, log = serve(work, config, port, batching)
     address = f"127.0.0.1:{port}"
     swaps: list[dict[str, Any]] = []
     samples: list[tuple[float, float]] = []
@@ -352,7 +339,7 @@ def soak(exports: list[Path], users: list[str], work: Path, args: argparse.Names
         client.close()
         alive = process.poll() is None
     finally:
-        stop(process, log)
+        stop_server(process, log)
     hostile_ms = {k: round(float(np.percentile(v, 99)), 1) for k, v in load.hostile_ms.items()}
     return {
         "server_command": " ".join(Path(c).name if c == sys.executable else c for c in command),

@@ -1,25 +1,72 @@
-"""The asyncio batcher used by the model server: merging, splitting, failures, waiting."""
+"""The asyncio batcher used by the model server: merging, splitting, failures, waiting.
+
+No outcome depends on timing. The event loop's clock is virtual: it moves only when nothing
+is ready to run, straight to the next timer, so "waited for the batch timeout" and "did not
+wait" are read off ``loop.time()``. Model calls run in an executor the test drives: at once,
+or held until the test releases them.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Coroutine, Hashable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import selectors
+from collections.abc import Callable, Coroutine, Hashable, Sequence
+from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
-
-import pytest
 
 from recflow.serving.batching import AsyncBatcher, BatchingOptions, QueueFull
 
 T = TypeVar("T")
 
 
-class Model:
-    """Doubles numbers after ``delay`` seconds (in the executor); records every batch."""
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock jumps to the next timer instead of sleeping until it."""
 
-    def __init__(self, delay: float = 0.02) -> None:
-        self.delay = delay
+    def __init__(self) -> None:
+        self.now = 0.0
+        loop = self
+
+        class Selector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+            def select(self, timeout: float | None = None) -> Any:
+                if timeout is not None and timeout > 0:
+                    loop.now += timeout  # nothing is ready before the next timer: go there
+                    timeout = 0
+                return super().select(timeout)
+
+        super().__init__(Selector())
+
+    def time(self) -> float:
+        return self.now
+
+
+class DrivenExecutor(Executor):
+    """Runs each call at once, or, while ``held``, keeps it until ``release()``."""
+
+    def __init__(self) -> None:
+        self.held = False
+        self.pending: list[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self.pending.append((future, fn, args))
+        if not self.held:
+            self.release()
+        return future
+
+    def release(self) -> None:
+        self.held = False
+        while self.pending:
+            future, fn, args = self.pending.pop(0)
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 (handed to the waiting request)
+                future.set_exception(exc)
+
+
+class Model:
+    """Doubles numbers; records every batch."""
+
+    def __init__(self) -> None:
         self.batches: list[tuple[Hashable, list[int]]] = []
 
     def __call__(self, key: Hashable, items: Sequence[list[int]]) -> list[list[int]]:
@@ -27,7 +74,6 @@ class Model:
         if -1 in flat:
             raise ValueError("bad input -1")
         self.batches.append((key, flat))
-        time.sleep(self.delay)
         out, start = [], 0
         for item in items:
             out.append([2 * x for x in flat[start : start + len(item)]])
@@ -35,126 +81,154 @@ class Model:
         return out
 
 
-def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    return asyncio.run(main())
+def run(main: Callable[[], Coroutine[Any, Any, T]]) -> tuple[T, float]:
+    """``main()`` on a virtual-time loop; its result and the virtual seconds it took."""
+    loop = VirtualTimeLoop()
+    try:
+        return loop.run_until_complete(main()), loop.time()
+    finally:
+        loop.close()
 
 
-@pytest.fixture
-def pool() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=4) as executor:
-        yield executor
+def test_lone_request_is_not_delayed_by_the_timeout() -> None:
+    model = Model()
+    batcher = AsyncBatcher(model, BatchingOptions(batch_timeout_micros=2_000_000),
+                           DrivenExecutor())  # fmt: skip
 
+    async def main() -> list[list[int]]:
+        # a closed loop: never another request in flight
+        return [await batcher.submit("m", [i], 1) for i in range(5)]
 
-def test_lone_request_is_not_delayed_by_the_timeout(pool: ThreadPoolExecutor) -> None:
-    model = Model(delay=0)
-    batcher = AsyncBatcher(model, BatchingOptions(batch_timeout_micros=2_000_000), pool)
-
-    async def main() -> float:
-        started = time.perf_counter()
-        for i in range(5):  # a closed loop: never another request in flight
-            assert await batcher.submit("m", [i], 1) == [2 * i]
-        return time.perf_counter() - started
-
-    assert run(main) < 1.0  # no 2 s timeout waited
+    results, elapsed = run(main)
+    assert results == [[2 * i] for i in range(5)]
+    assert elapsed == 0.0  # no 2 s timeout waited
     assert batcher.busy == 0.0
+    assert [flat for _, flat in model.batches] == [[i] for i in range(5)]
 
 
-def test_concurrent_requests_merge_by_key_and_split_back(pool: ThreadPoolExecutor) -> None:
+def test_concurrent_requests_merge_by_key_and_split_back() -> None:
     model = Model()
     sizes: list[tuple[int, int]] = []
     options = BatchingOptions(max_batch_size=8, num_batch_threads=1, batch_timeout_micros=0)
-    batcher = AsyncBatcher(model, options, pool, on_batch=lambda n, r: sizes.append((n, r)))
+    batcher = AsyncBatcher(model, options, DrivenExecutor(),
+                           on_batch=lambda n, r: sizes.append((n, r)))  # fmt: skip
     jobs = [("a" if i % 3 else "b", [i, i + 100]) for i in range(12)]
 
     async def main() -> list[object]:
         return list(await asyncio.gather(*(batcher.submit(k, v, 2) for k, v in jobs)))
 
-    assert run(main) == [[2 * x for x in item] for _, item in jobs]
-    assert max(len(flat) for _, flat in model.batches) > 2  # merged
-    assert all(len(flat) <= 8 for _, flat in model.batches)
-    for key, flat in model.batches:
-        assert {("a" if (x % 100) % 3 else "b") for x in flat} == {key}
-    assert sum(rows for _, rows in sizes) == 24 and len(sizes) == len(model.batches)
+    results, elapsed = run(main)
+    assert results == [[2 * x for x in item] for _, item in jobs]
+    # the oldest request's key first, then the next oldest; at most 8 rows each
+    assert model.batches == [
+        ("b", [0, 100, 3, 103, 6, 106, 9, 109]),
+        ("a", [1, 101, 2, 102, 4, 104, 5, 105]),
+        ("a", [7, 107, 8, 108, 10, 110, 11, 111]),
+    ]
+    assert sizes == [(4, 8)] * 3 and elapsed == 0.0
 
 
-def test_a_bad_request_fails_alone(pool: ThreadPoolExecutor) -> None:
+def test_a_bad_request_fails_alone() -> None:
     model = Model()
-    batcher = AsyncBatcher(model, BatchingOptions(num_batch_threads=1), pool)
+    batcher = AsyncBatcher(model, BatchingOptions(num_batch_threads=1), DrivenExecutor())
     jobs = [[i] for i in range(6)] + [[-1]] + [[i] for i in range(6, 9)]
 
     async def main() -> list[object]:
         calls = (batcher.submit("m", v, 1) for v in jobs)
         return list(await asyncio.gather(*calls, return_exceptions=True))
 
-    results = run(main)
+    results, _ = run(main)
     assert isinstance(results[6], ValueError)
     assert [r for i, r in enumerate(results) if i != 6] == [[2 * v[0]] for v in jobs if v != [-1]]
+    # the merged batch raised; the requests then ran one by one
+    assert [flat for _, flat in model.batches] == [v for v in jobs if v != [-1]]
 
 
-def test_queue_limit_refuses_with_queue_full(pool: ThreadPoolExecutor) -> None:
-    model = Model(delay=0.2)
+def test_queue_limit_refuses_with_queue_full() -> None:
+    model = Model()
     options = BatchingOptions(max_batch_size=2, max_enqueued_batches=1, num_batch_threads=1)
-    batcher = AsyncBatcher(model, options, pool)
+    batcher = AsyncBatcher(model, options, DrivenExecutor())
 
     async def main() -> list[object]:
         calls = (batcher.submit("m", [i], 1) for i in range(8))
         return list(await asyncio.gather(*calls, return_exceptions=True))
 
-    results = run(main)
-    refused = [r for r in results if isinstance(r, QueueFull)]
-    assert refused and "queue is full" in str(refused[0])
-    assert any(r == [0] for r in results)  # the first ones were served
+    results, _ = run(main)
+    # all eight arrive in the same loop pass: 2 rows fit the queue (1 batch x 2 rows)
+    assert results[:2] == [[0], [2]]
+    assert all(isinstance(r, QueueFull) and "queue is full" in str(r) for r in results[2:])
 
 
-def test_busy_traffic_waits_for_the_timeout_and_merges(pool: ThreadPoolExecutor) -> None:
-    model = Model(delay=0.001)
-    options = BatchingOptions(max_batch_size=64, batch_timeout_micros=200_000, num_batch_threads=4)
-    batcher = AsyncBatcher(model, options, pool)
+def test_busy_traffic_waits_for_the_timeout_and_merges() -> None:
+    def five_requests_10ms_apart(busy: float) -> tuple[list[list[int]], float]:
+        model = Model()
+        options = BatchingOptions(max_batch_size=64, batch_timeout_micros=200_000,
+                                  num_batch_threads=4)  # fmt: skip
+        batcher = AsyncBatcher(model, options, DrivenExecutor())
+        batcher.busy = busy  # as measured under load (or not)
 
-    async def main() -> None:
-        # Overlapping traffic first, so the batcher sees a busy server...
-        await asyncio.gather(*(batcher.submit("m", [i], 1) for i in range(40)))
-        assert batcher.busy >= AsyncBatcher.BUSY_THRESHOLD
-        model.batches.clear()
-
-        # ...then requests 10 ms apart: without the wait each would run alone.
         async def later(i: int) -> list[int]:
             await asyncio.sleep(0.01 * i)
             return await batcher.submit("m", [i], 1)
 
-        assert await asyncio.gather(*(later(i) for i in range(5))) == [[2 * i] for i in range(5)]
+        async def main() -> list[list[int]]:
+            return list(await asyncio.gather(*(later(i) for i in range(5))))
 
-    run(main)
-    assert [flat for _, flat in model.batches] == [[0, 1, 2, 3, 4]]
+        results, elapsed = run(main)
+        assert results == [[2 * i] for i in range(5)]
+        return [flat for _, flat in model.batches], elapsed
+
+    # Busy: the first request's batch waits its 200 ms and takes the four after it.
+    batches, elapsed = five_requests_10ms_apart(busy=1.0)
+    assert batches == [[0, 1, 2, 3, 4]] and elapsed == 0.2
+    # Not busy: nobody waits; each runs as it comes.
+    batches, elapsed = five_requests_10ms_apart(busy=0.0)
+    assert batches == [[0], [1], [2], [3], [4]] and elapsed == 0.04
 
 
-def test_a_full_batch_does_not_wait(pool: ThreadPoolExecutor) -> None:
-    model = Model(delay=0)
+def test_a_full_batch_does_not_wait() -> None:
+    model = Model()
     options = BatchingOptions(max_batch_size=4, batch_timeout_micros=5_000_000)
-    batcher = AsyncBatcher(model, options, pool)
+    batcher = AsyncBatcher(model, options, DrivenExecutor())
     batcher.busy = 1.0  # as if under load: a batch would wait up to 5 s unless full
 
-    async def main() -> float:
-        started = time.perf_counter()
+    async def main() -> None:
         await asyncio.gather(*(batcher.submit("m", [i], 1) for i in range(4)))
-        return time.perf_counter() - started
 
-    assert run(main) < 2.0
-    assert [flat for _, flat in model.batches] == [[0, 1, 2, 3]]
+    _, elapsed = run(main)
+    assert [flat for _, flat in model.batches] == [[0, 1, 2, 3]] and elapsed == 0.0
 
 
-def test_a_cancelled_request_is_dropped_and_the_rest_answered(pool: ThreadPoolExecutor) -> None:
-    model = Model(delay=0.05)
-    batcher = AsyncBatcher(model, BatchingOptions(num_batch_threads=1), pool)
+def test_batches_gather_at_most_the_largest_allowed_size() -> None:
+    model = Model()
+    options = BatchingOptions(max_batch_size=4, allowed_batch_sizes=(1, 2, 4),
+                              num_batch_threads=1, batch_timeout_micros=0)  # fmt: skip
+    batcher = AsyncBatcher(model, options, DrivenExecutor())
+
+    async def main() -> None:
+        await asyncio.gather(*(batcher.submit("m", [i], 1) for i in range(6)))
+
+    run(main)
+    assert [flat for _, flat in model.batches] == [[0, 1, 2, 3], [4, 5]]
+
+
+def test_a_cancelled_request_is_dropped_and_the_rest_answered() -> None:
+    model = Model()
+    executor = DrivenExecutor()
+    batcher = AsyncBatcher(model, BatchingOptions(num_batch_threads=1), executor)
 
     async def main() -> list[object]:
+        executor.held = True
         first = asyncio.ensure_future(batcher.submit("m", [1], 1))
-        await asyncio.sleep(0.01)  # the first batch is running; these two queue
+        while not executor.pending:  # the first batch is in the executor; the slot is busy
+            await asyncio.sleep(0)
         gone = asyncio.ensure_future(batcher.submit("m", [2], 1))
         kept = asyncio.ensure_future(batcher.submit("m", [3], 1))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # both queued behind the running batch
         gone.cancel()
+        executor.release()
         return [await first, await kept]
 
-    assert run(main) == [[2], [6]]
+    results, _ = run(main)
+    assert results == [[2], [6]]
     assert [flat for _, flat in model.batches] == [[1], [3]]

@@ -10,7 +10,8 @@ leader/follower queue rather than TF Serving's separate batch threads:
 * a request thread that finds a free slot (``num_batch_threads`` slots) runs the batch itself,
   so a lone request never pays a thread hand-off and never waits for a timeout;
 * while every slot is busy, requests queue up; the next free thread takes the oldest request
-  and every queued request with the same key, up to ``max_batch_size`` rows;
+  and every queued request with the same key, up to ``max_batch_size`` rows (the largest
+  of ``allowed_batch_sizes`` when set);
 * a batch that is not full waits at most ``batch_timeout_micros`` for more rows, and only while
   other requests have reached the server but are not queued yet (``arriving``): a lone client
   is never delayed, a burst is merged;
@@ -19,6 +20,16 @@ leader/follower queue rather than TF Serving's separate batch threads:
 
 If a merged batch fails, its requests are re-run one by one, so one bad request cannot fail
 the others it happened to be batched with.
+
+With ``allowed_batch_sizes``, a batch runs padded up to the smallest allowed size that holds
+it, as TF Serving's batching session does (``RoundToLowestAllowedBatchSize``; the padding rows
+copy the first row of the last request and their outputs are dropped): :func:`merge_inputs`
+and :func:`split_outputs`. This bounds the batch shapes the model ever sees, and with them the
+per-shape state TensorFlow keeps (on CPU, oneDNN keeps one primitive per MatMul shape in a
+per-thread cache of up to 1,024 entries; bench/results/soak-diagnosis.md).
+``pad_variable_length_inputs`` pads the other dimensions of each request's inputs to the
+largest in the batch with the tensor's first element (TF Serving's ``AddPadding``); without
+it, requests whose inputs differ beyond dimension 0 are not merged.
 """
 
 from __future__ import annotations
@@ -31,9 +42,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Executor
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from recflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -47,8 +61,22 @@ class BatchingOptions:
     batch_timeout_micros: int = 1000
     num_batch_threads: int = 1
     max_enqueued_batches: int = 100
+    allowed_batch_sizes: tuple[int, ...] = ()
+    pad_variable_length_inputs: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed_batch_sizes", tuple(self.allowed_batch_sizes))
+        sizes = self.allowed_batch_sizes
+        if sizes and (
+            any(not isinstance(n, int) or n < 1 for n in sizes)
+            or any(b <= a for a, b in zip(sizes, sizes[1:], strict=False))
+            or sizes[-1] > self.max_batch_size
+        ):
+            raise ConfigError(
+                "batching parameter allowed_batch_sizes: expected strictly increasing integers "
+                f">= 1, the last at most max_batch_size ({self.max_batch_size}), found "
+                f"{list(sizes)}"
+            )
         for name in ("max_batch_size", "num_batch_threads", "max_enqueued_batches"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -73,8 +101,10 @@ class BatchingOptions:
 
         ``max_batch_size`` unset means TF Serving's default (1000), so the request limit is the
         one TF Serving applies; the other unset fields keep this scheduler's defaults.
-        ``allowed_batch_sizes`` (padding to fixed shapes) and ``pad_variable_length_inputs``
-        are checked but not used: merged batches here run at their natural size.
+        ``allowed_batch_sizes`` and ``pad_variable_length_inputs`` apply as in TF Serving (see
+        the module docstring). Large-batch splitting is not implemented: with it, the last
+        allowed size may be below ``max_batch_size``, and a request above that size runs alone
+        at its own size instead of in splits.
         """
         from recflow.serving.tfs_protos import effective_max_batch_size
 
@@ -82,11 +112,102 @@ class BatchingOptions:
         for name in ("batch_timeout_micros", "num_batch_threads", "max_enqueued_batches"):
             if params.HasField(name):
                 values[name] = int(getattr(params, name).value)
+        values["allowed_batch_sizes"] = tuple(int(n) for n in params.allowed_batch_sizes)
+        values["pad_variable_length_inputs"] = bool(params.pad_variable_length_inputs)
         return cls(**values)
 
     @property
     def max_enqueued_rows(self) -> int:
         return self.max_batch_size * self.max_enqueued_batches
+
+    @property
+    def max_execution_rows(self) -> int:
+        """Rows one merged batch may gather: the largest allowed size, else max_batch_size."""
+        return self.allowed_batch_sizes[-1] if self.allowed_batch_sizes else self.max_batch_size
+
+    def padded_rows(self, rows: int) -> int:
+        """TF Serving's ``RoundToLowestAllowedBatchSize``: the smallest allowed size holding
+        ``rows``; ``rows`` itself without allowed sizes or above the largest one."""
+        return next((n for n in self.allowed_batch_sizes if n >= rows), rows)
+
+
+class ShapeMismatch(ValueError):
+    """Requests merged into one batch have inputs that differ beyond dimension 0."""
+
+
+def merge_inputs(
+    requests: Sequence[Mapping[str, np.ndarray]], options: BatchingOptions | None = None
+) -> tuple[dict[str, np.ndarray], list[int]]:
+    """One input dict for a batch of requests, and the rows each request takes in it.
+
+    Inputs are concatenated along dimension 0 (every input of a request has the same number
+    of rows, the first input's). With ``options.allowed_batch_sizes`` the batch is padded to
+    ``options.padded_rows``: the padding rows copy the first row of the last request that has
+    one (TF Serving's ``MergeInputTensors``), and come after every request's rows, so
+    :func:`split_outputs` drops them. With ``options.pad_variable_length_inputs``, each
+    request's inputs are first padded along dimensions 1.. to the largest in the batch, with
+    the tensor's first element (TF Serving's ``AddPadding``); without it, inputs that differ
+    there raise :class:`ShapeMismatch` (TF Serving answers FAILED_PRECONDITION; the batchers
+    here then run the requests one by one).
+    """
+    import numpy as np
+
+    names = list(requests[0])
+    sizes = [int(next(iter(r.values())).shape[0]) if r else 0 for r in requests]
+    total = sum(sizes)
+    padding = (options.padded_rows(total) if options is not None else total) - total
+    pad_lengths = options is not None and options.pad_variable_length_inputs
+    merged: dict[str, np.ndarray] = {}
+    for name in names:
+        parts = [np.asarray(r[name]) for r in requests]
+        inner = {p.shape[1:] for p in parts}
+        if len(inner) > 1:
+            if not pad_lengths or len({p.ndim for p in parts}) > 1:
+                raise ShapeMismatch(
+                    f"Tensors with name '{name}' from different tasks have different shapes "
+                    f"({sorted(inner)}) and padding is turned off. Set "
+                    "pad_variable_length_inputs to true, or ensure that all tensors with the "
+                    "same name have equal dimensions starting with the first dim."
+                )
+            widest = tuple(max(dims) for dims in zip(*inner, strict=True))
+            parts = [_pad_inner(p, widest) for p in parts]
+        if padding > 0:
+            source = next((p for p in reversed(parts) if p.shape[0] > 0), None)
+            if source is not None:
+                parts.append(np.repeat(source[:1], padding, axis=0))
+        merged[name] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+    return merged, sizes
+
+
+def _pad_inner(array: np.ndarray, inner: tuple[int, ...]) -> np.ndarray:
+    """``array`` grown along dimensions 1.. to ``inner``, filled with its first element."""
+    import numpy as np
+
+    if array.shape[1:] == inner:
+        return array
+    if array.size == 0:
+        raise ShapeMismatch(
+            f"cannot pad an empty tensor of shape {array.shape} to {inner}: padding copies "
+            "the tensor's first element"
+        )
+    out = np.full((array.shape[0], *inner), array.flat[0], dtype=array.dtype)
+    out[tuple(slice(0, n) for n in array.shape)] = array
+    return out
+
+
+def split_outputs(
+    outputs: Mapping[str, np.ndarray], sizes: Sequence[int], rows: int
+) -> list[dict[str, np.ndarray]] | None:
+    """Each request's share of the outputs of a merged batch of ``rows`` rows (padding rows
+    dropped); None when an output does not have ``rows`` rows (no safe split: the caller runs
+    the requests alone)."""
+    if any(v.ndim == 0 or v.shape[0] != rows for v in outputs.values()):
+        return None
+    out, start = [], 0
+    for size in sizes:
+        out.append({k: v[start : start + size] for k, v in outputs.items()})
+        start += size
+    return out
 
 
 class QueueFull(Exception):
@@ -108,9 +229,10 @@ class _Task(Generic[T, R]):
 class Batcher(Generic[T, R]):
     """``submit(key, item, size)`` returns ``run_batch(key, [items])[i]`` for this item.
 
-    ``run_batch`` receives items sharing ``key`` (at most ``max_batch_size`` rows together,
-    unless a single item is larger) and returns one result per item, in order. ``run_one`` is
-    used to retry items one by one after a batch raised.
+    ``run_batch`` receives items sharing ``key`` (at most ``options.max_execution_rows``
+    rows together, unless a single item is larger) and returns one result per item, in
+    order. After a merged batch raised, ``run_batch`` is called again with each item alone.
+    ``clock`` (seconds, monotonic) times the wait for more rows; tests pass their own.
     """
 
     def __init__(
@@ -119,9 +241,11 @@ class Batcher(Generic[T, R]):
         options: BatchingOptions,
         *,
         on_batch: Callable[[int, int], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._run_batch = run_batch
         self.options = options
+        self._clock = clock
         self._on_batch = on_batch  # (requests, rows) per executed batch, for metrics
         self._cond = threading.Condition(threading.Lock())
         self._queue: deque[_Task[T, R]] = deque()
@@ -177,16 +301,24 @@ class Batcher(Generic[T, R]):
             raise task.error
         return task.result  # type: ignore[return-value]
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a batch thread."""
+        with self._cond:
+            return len(self._queue)
+
     def _take_batch(self) -> list[_Task[T, R]]:
         """Called with the lock held: the oldest task plus queued tasks with its key."""
         first = self._queue.popleft()
         batch, rows = [first], first.size
-        deadline = time.monotonic() + self._timeout
+        deadline: float | None = None  # the clock is read only when a wait is considered
         while True:
             rows = self._gather(batch, rows)
-            if rows >= self.options.max_batch_size or self._arriving <= 0:
+            if rows >= self.options.max_execution_rows or self._arriving <= 0:
                 break
-            remaining = deadline - time.monotonic()
+            if deadline is None:
+                deadline = self._clock() + self._timeout
+            remaining = deadline - self._clock()
             if remaining <= 0:
                 break
             # Requests already inside the server will be queued within microseconds.
@@ -195,7 +327,7 @@ class Batcher(Generic[T, R]):
         return batch
 
     def _gather(self, batch: list[_Task[T, R]], rows: int) -> int:
-        key, limit = batch[0].key, self.options.max_batch_size
+        key, limit = batch[0].key, self.options.max_execution_rows
         if rows >= limit:
             return rows
         keep: deque[_Task[T, R]] = deque()
@@ -254,7 +386,7 @@ class AsyncBatcher(Generic[T, R]):
 
     The queue lives on the event loop (no locks); batches run in ``executor`` so TensorFlow
     never blocks the loop. While all ``num_batch_threads`` slots are busy, arrivals queue and
-    the next free slot takes them together (up to ``max_batch_size`` rows).
+    the next free slot takes them together (up to ``options.max_execution_rows`` rows).
 
     When a slot is free, the batch waits up to ``batch_timeout_micros`` (from its oldest
     request) for more rows, as TF Serving does, but only while traffic is concurrent: most
@@ -262,6 +394,9 @@ class AsyncBatcher(Generic[T, R]):
     A lone client in a closed loop never has company, so it is never delayed; under load the
     wait turns many one-row model calls (~400 us each on the bench model, almost all fixed
     cost) into fewer, larger ones.
+
+    Every wait is timed on the event loop's clock (``loop.time()``), so a test loop with a
+    virtual clock decides each wait without sleeping.
     """
 
     # Share of recent requests that found another in flight, above which a batch waits.
@@ -312,7 +447,7 @@ class AsyncBatcher(Generic[T, R]):
         """Arrange the next dispatch: now-ish, or at the oldest request's timeout."""
         if not self._queue or self._running >= self.options.num_batch_threads:
             return
-        full = self._queued_rows >= self.options.max_batch_size
+        full = self._queued_rows >= self.options.max_execution_rows
         if self._timeout > 0 and not full and self.busy >= self.BUSY_THRESHOLD:
             delay = self._queue[0].queued_at + self._timeout - loop.time()
         else:
@@ -335,8 +470,8 @@ class AsyncBatcher(Generic[T, R]):
         self._schedule(loop)  # what is left waits for the next slot or its own timeout
 
     def _take_batch(self) -> list[_AsyncTask[T, R]]:
-        """The oldest live task plus queued tasks with its key, up to max_batch_size rows."""
-        limit = self.options.max_batch_size
+        """The oldest live task plus queued tasks with its key, up to max_execution_rows."""
+        limit = self.options.max_execution_rows
         batch: list[_AsyncTask[T, R]] = []
         rows = 0
         keep: deque[_AsyncTask[T, R]] = deque()

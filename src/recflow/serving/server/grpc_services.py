@@ -9,6 +9,7 @@ generated servicer bases (which import TensorFlow, so only when a server starts)
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Hashable, Sequence
@@ -48,8 +49,10 @@ async def _abort(context: grpc.aio.ServicerContext, exc: ServableError) -> NoRet
     raise AssertionError("grpc context.abort returned")  # it raises; keeps type checkers honest
 
 
-def _run_merged(key: Hashable, items: Sequence[Batch]) -> list[Arrays]:
-    return items[0][0].run_batch([prepared for _, prepared in items])
+def _run_merged(
+    key: Hashable, items: Sequence[Batch], batching: BatchingOptions | None = None
+) -> list[Arrays]:
+    return items[0][0].run_batch([prepared for _, prepared in items], batching)
 
 
 class PredictionHandlers:
@@ -69,7 +72,10 @@ class PredictionHandlers:
         self._batcher: AsyncBatcher[Batch, Arrays] | None = None
         if batching is not None:
             self._batcher = AsyncBatcher(
-                _run_merged, batching, model_executor, on_batch=self._metrics.observe_batch
+                functools.partial(_run_merged, batching=batching),
+                batching,
+                model_executor,
+                on_batch=self._metrics.observe_batch,
             )
 
     async def _outputs(self, servable: Servable, prepared: PreparedRequest) -> Arrays:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recflow.errors import ServableError
+from recflow.serving.batching import BatchingOptions, merge_inputs, split_outputs
 from recflow.serving.limits import RequestLimits, check_input
 from recflow.serving.server.codec import dtype_name, numpy_to_tensor_proto, tensor_proto_to_numpy
 
@@ -93,27 +94,20 @@ class Servable:
         n_rows = rows.pop() if batchable and len(rows) == 1 else None
         return PreparedRequest(sig_name, inputs, wanted, n_rows)
 
-    def run_batch(self, prepared: Sequence[PreparedRequest]) -> list[Arrays]:
-        """Outputs (numpy) of each request; several requests are merged along dimension 0."""
-        import numpy as np
-
+    def run_batch(
+        self, prepared: Sequence[PreparedRequest], batching: BatchingOptions | None = None
+    ) -> list[Arrays]:
+        """Outputs (numpy) of each request; several requests are merged along dimension 0,
+        padded to an allowed batch size when ``batching`` has them (``batching.merge_inputs``)."""
         first = prepared[0]
-        if len(prepared) == 1:
+        if len(prepared) == 1 and (batching is None or not batching.allowed_batch_sizes):
             return [self._run(first.sig_name, first.inputs)]
-        merged = {
-            alias: np.concatenate([p.inputs[alias] for p in prepared], axis=0)
-            for alias in first.inputs
-        }
+        merged, sizes = merge_inputs([p.inputs for p in prepared], batching)
         outputs = self._run(first.sig_name, merged)
-        total = sum(p.rows or 0 for p in prepared)
-        if any(v.ndim == 0 or v.shape[0] != total for v in outputs.values()):
-            # The signature does not keep rows aligned with its inputs: no safe split.
+        rows = next(iter(merged.values())).shape[0] if merged else 0
+        out = split_outputs(outputs, sizes, rows)
+        if out is None:  # the signature does not keep rows aligned with its inputs
             return [self._run(p.sig_name, p.inputs) for p in prepared]
-        out, start = [], 0
-        for p in prepared:
-            end = start + (p.rows or 0)
-            out.append({k: v[start:end] for k, v in outputs.items()})
-            start = end
         return out
 
     def _run(self, sig_name: str, inputs: Arrays) -> Arrays:

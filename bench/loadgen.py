@@ -1,0 +1,112 @@
+"""Load generation shared by the serving benchmarks (bench/serving.py, bench/soak.py).
+
+* :func:`open_loop`: requests at a fixed arrival rate from one asyncio loop. Request ``i`` is
+  due at ``start + i / rate`` whatever happened to the ones before it, and its latency counts
+  from that scheduled time, so a generator or server falling behind shows up as latency (no
+  coordinated omission).
+* :func:`start_server`: ``recflow-model-server`` in a subprocess, ready when its port answers.
+* :func:`percentiles` and :func:`machine`: what every results file reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
+
+
+def percentiles(latencies_s: Sequence[float]) -> dict[str, float]:
+    if not latencies_s:
+        return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
+    ms = np.asarray(latencies_s) * 1e3
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return {"p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3),
+            "p99_ms": round(float(p99), 3), "max_ms": round(float(ms.max()), 3)}  # fmt: skip
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import grpc
+    import tensorflow as tf
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "grpcio": grpc.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def start_server(
+    args: Sequence[str], port: int, log_path: Path, *, timeout: float = 180.0
+) -> tuple[subprocess.Popen[bytes], list[str], IO[bytes]]:
+    """``python -m recflow.serving.server --port=PORT *args``, output to ``log_path``; returns
+    once the port answers (the process, its command, the open log for :func:`stop_server`)."""
+    from recflow.net import port_open
+
+    command = [sys.executable, "-m", "recflow.serving.server", f"--port={port}", *args]
+    log = open(log_path, "wb")  # noqa: SIM115 (closed by stop_server)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while not port_open("127.0.0.1", port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            log.close()
+            raise RuntimeError(f"server did not start; see {log_path}")
+        time.sleep(0.2)
+    return process, command, log
+
+
+def stop_server(process: subprocess.Popen[bytes], log: IO[bytes], timeout: float = 60) -> None:
+    process.terminate()
+    process.wait(timeout=timeout)
+    log.close()
+
+
+async def open_loop(
+    rate: float,
+    total: int,
+    send: Callable[[int, float], Awaitable[None]],
+    *,
+    tick: Callable[[float], Sequence[Awaitable[None]]] | None = None,
+) -> float:
+    """Start ``send(i, scheduled)`` for i in 0..total-1 at ``rate`` per second on the running
+    loop, each at its scheduled ``time.perf_counter()`` or as soon after as the loop can;
+    ``tick(now)`` may add other requests at each step (e.g. hostile ones). Waits for all of
+    them; returns the seconds from the first scheduled send to the last answer."""
+    tasks: list[asyncio.Future[None]] = []
+    start = time.perf_counter() + 0.05
+    sent = 0
+    while sent < total:
+        now = time.perf_counter()
+        due = min(total, int((now - start) * rate) + 1) if now >= start else 0
+        while sent < due:
+            tasks.append(asyncio.ensure_future(send(sent, start + sent / rate)))
+            sent += 1
+        if tick is not None:
+            tasks.extend(asyncio.ensure_future(extra) for extra in tick(now))
+        if len(tasks) > 5000:  # keep the list short on long runs
+            tasks = [t for t in tasks if not t.done()]
+        await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - start
