@@ -27,7 +27,7 @@ loop is closed (format: `docs/serving_log.md`).
 | `validate_feedback` | Great Expectations: propensities in (0, 1], actions in the catalogue, positions in range, rewards present (and 0/1), finite contexts. **A failure stops the run** with the failed expectations and sample rows |
 | `learn_policies` | splits the logs by request: `1 - holdout_fraction` of requests to learn from, the rest held out; on the learning part, a reward model; the neural softmax policy (Keras, doubly robust objective), LinUCB and linear Thompson sampling; the candidate is exported as a SavedModel (`context`, `epsilon` -> `action_ids`, `action_scores`, `action_probs`) |
 | `estimate_values` | IPS, SNIPS and DR with bootstrap intervals for every policy, and the logging policy's own value, on the held-out requests only (an estimate on the rounds a policy learned from is optimistic); all logged to MLflow as metrics |
-| `gate_policy` | the candidate's held-out lower bound must beat the logging value x (1 + margin); fewer held-out slots than `min_rounds` declines. **Declining skips the steps below; the run still succeeds and the reasons are in the log and in MLflow** |
+| `gate_policy` | the candidate's held-out lower bound must beat the logging value x (1 + margin); fewer held-out slots than `min_rounds` declines. **A decline is recorded (log, MLflow tags and `gate/decision.json`), then the task fails (`AirflowFailException`, never retried): the steps below do not run, the champion policy keeps serving, and the run is marked failed** |
 | `register_policy` | MLflow model version with alias `challenger` |
 | `deploy_canary` | copies the version into the model base path and loads it under TF Serving label `canary` |
 | `verify_canary` | gRPC Predict through `canary` with sample contexts and epsilons must equal the exported model's answers |
@@ -83,12 +83,14 @@ def recsys_policy():
 
         return stage.run(*_stage())
 
-    @task.short_circuit
+    # A decline is recorded, then fails the task (never retried); the steps below do not run.
+    @task
     @fail_fast
-    def gate_policy(_: dict) -> bool:
+    def gate_policy(_: dict) -> dict:
         from recflow.pipeline.policy import gate as stage
+        from recflow.pipeline.stages import raise_if_declined
 
-        return bool(stage.run(*_stage())["passed"])
+        return raise_if_declined(stage.run(*_stage()), step="gate_policy")
 
     @task
     @fail_fast

@@ -28,13 +28,13 @@ and recorded in MLflow.
 | `train` | fits the chosen model (epoch progress in the task log) |
 | `export_model` | writes a SavedModel in the serving contract (`serving_default`: `user_id` -> top-K `item_ids`, `scores`, `titles`) with warmup requests, checked in a fresh TensorFlow-only process |
 | `evaluate` | full-ranking HR/NDCG/MRR/coverage@K on validation and test for the candidate, popularity and the current champion (re-scored on this split) |
-| `gate` | absolute floors, lift over popularity, and the champion rule (non-inferiority or superiority). **Declining skips the steps below; the run still succeeds and the reasons are in the log and in MLflow.** |
+| `gate` | absolute floors, lift over popularity, and the champion rule (non-inferiority or superiority). **A decline is recorded (log, MLflow tags and `gate/decision.json`), then the task fails (`AirflowFailException`, never retried): the promotion steps below do not run, the champion keeps serving, and the run is marked failed.** |
 | `register` | MLflow model version with alias `challenger` |
 | `infra_validate` | loads the version in a sandboxed model server (free port, temporary base path), waits for AVAILABLE, replays the model's warmup requests over gRPC and compares the answers with the offline model (same comparison as `verify_canary`). **A model that fails to load or answers differently is refused: tag `infra_validation`, alias `challenger` removed, run FAILED.** |
 | `deploy_canary` | copies the version into the model base path and loads it under TF Serving label `canary` |
 | `verify_canary` | gRPC Predict through `canary` must match the exported model's answers: same items in the same order up to near-ties, scores within a tolerance a GPU in TF32 meets (`answer_rtol`) |
 | `promote_stable` | label `stable` and alias `champion` move to it; the old champion becomes `previous` |
-| `report_run` | logs plots (training curves, candidate vs popularity vs champion, metrics per slice, long-tail coverage by item-popularity decile) and `report/summary.md` (data, decision and reasons, metrics with deltas vs champion) to the run in MLflow, for promoted and declined candidates alike |
+| `report_run` | once the gate has decided (after `register` when it passed): logs plots (training curves, candidate vs popularity vs champion, metrics per slice, long-tail coverage by item-popularity decile) and `report/summary.md` (data, decision and reasons, metrics with deltas vs champion) to the run in MLflow, for promoted and declined candidates alike |
 
 Params are grouped in the trigger form by section (data, validation, model and training, evaluation and gate, drift and skew, registry and serving); each field says what it does and its bounds.
 """
@@ -111,14 +111,15 @@ def recsys_training():
 
         return stage.run(*_stage())
 
-    # Skip only the direct downstream (register, and by all_success the promotion steps after
-    # it), so that report_run still runs for a declined candidate.
-    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    # A decline is recorded, then fails the task (GateDeclined -> AirflowFailException): the
+    # promotion steps are upstream_failed; report_run still runs.
+    @task
     @fail_fast
-    def gate(_: dict) -> bool:
+    def gate(_: dict) -> dict:
         from recflow.pipeline import gate as stage
+        from recflow.pipeline.stages import raise_if_declined
 
-        return bool(stage.run(*_stage())["passed"])
+        return raise_if_declined(stage.run(*_stage()), step="gate")
 
     @task
     @fail_fast
@@ -155,9 +156,11 @@ def recsys_training():
 
         return deploy.promote(*_stage())
 
-    # Plots and a summary in MLflow for promoted and declined candidates alike; a run that
-    # failed before evaluation (e.g. validation) leaves it upstream_failed, so the run fails.
-    @task(trigger_rule="none_failed_min_one_success")
+    # Plots and a summary in MLflow for promoted and declined candidates alike: it runs once
+    # the gate has decided (and register has run or cannot), when evaluate succeeded; a run
+    # that failed before evaluation (e.g. validation) leaves it upstream_failed. Not after the
+    # promotion steps: promote_stable stays a leaf, so a decline or a failed deploy fails the run.
+    @task(trigger_rule="all_done_min_one_success")
     @fail_fast
     def report_run() -> dict:
         from recflow.pipeline import reporting
@@ -166,9 +169,10 @@ def recsys_training():
 
     evaluated = evaluate(export_model(train(build_features(check_drift(validate(ingest()))))))
     registered = register()
-    gate(evaluated) >> registered
-    promoted = promote_stable(verify_canary(deploy_canary(infra_validate(registered))))
-    [evaluated, promoted] >> report_run()
+    gated = gate(evaluated)
+    gated >> registered
+    promote_stable(verify_canary(deploy_canary(infra_validate(registered))))
+    [evaluated, gated, registered] >> report_run()
 
 
 recsys_training()

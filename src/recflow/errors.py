@@ -23,9 +23,11 @@ found, and what to do next.
     │   └── ServableError        the model server refuses a request (server side; carries the
     │       │                    gRPC status code name TF Serving would answer)
     │       └── LimitExceeded    the request is over a bound (rows, elements, message size)
-    └── PromotionError           a promotion step could not complete; serving is unchanged
+    ├── PromotionError           a promotion step could not complete; serving is unchanged
+    └── GateDeclined             the gate declined the candidate (a recorded decision)
 
-A candidate declined by the gate is not an error: see ``recflow.gate.GateDecision``.
+The gate's decision itself is a ``recflow.gate.GateDecision``; a pipeline task that recorded
+a decline raises ``GateDeclined`` so that the promotion steps after it never run.
 
 Transient faults (:func:`is_transient`: a server or registry that did not answer, a deadline,
 a load that did not finish in time) are worth retrying; every other error is a verdict on
@@ -135,6 +137,16 @@ class LimitExceeded(ServableError):
 
 class PromotionError(RecflowError):
     """A promotion step failed; what is serving was left unchanged."""
+
+
+class GateDeclined(RecflowError):
+    """The gate declined the candidate. Raised after the decision was recorded (MLflow tags
+    and ``gate/decision.json``, the run's ``gate.json``); what serves keeps serving. A verdict:
+    never retried. ``reasons`` are the gate's, one sentence each."""
+
+    def __init__(self, message: str, *, reasons: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.reasons = list(reasons)
 
 
 TRANSIENT: tuple[type[RecflowError], ...] = (

@@ -23,7 +23,9 @@ if dag is not None:
     out["params"] = {k: {**dag.params.get_param(k).schema, "description": dag.params.get_param(k).description} for k in dag.params.keys()}
     out["doc_md"] = bool(dag.doc_md)
     out["trigger_rules"] = {t.task_id: getattr(t.trigger_rule, "value", str(t.trigger_rule)) for t in dag.tasks}
-    out["gate_skips_all"] = getattr(dag.get_task("gate"), "ignore_downstream_trigger_rules", None)
+    out["upstream"] = {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}
+    out["leaves"] = sorted(t.task_id for t in dag.leaves)
+    out["short_circuits"] = {d.dag_id: sorted(t.task_id for t in d.tasks if "ShortCircuit" in type(t).__name__) for d in bag.dags.values()}
 out["pools"] = {d.dag_id: {t.task_id: t.pool for t in d.tasks} for d in bag.dags.values()}
 print("RESULT" + json.dumps(out))
 """
@@ -36,12 +38,12 @@ EXPECTED_EDGES = {
     "train": ["export_model"],
     "export_model": ["evaluate"],
     "evaluate": ["gate", "report_run"],
-    "gate": ["register"],
-    "register": ["infra_validate"],
+    "gate": ["register", "report_run"],
+    "register": ["infra_validate", "report_run"],
     "infra_validate": ["deploy_canary"],
     "deploy_canary": ["verify_canary"],
     "verify_canary": ["promote_stable"],
-    "promote_stable": ["report_run"],
+    "promote_stable": [],
     "report_run": [],
 }
 
@@ -59,12 +61,21 @@ def test_tasks_and_edges(parsed):
     assert parsed["tasks"] == EXPECTED_EDGES
 
 
-def test_report_runs_for_declined_candidates_but_not_after_failures(parsed):
-    # The gate skips only its direct downstream; report_run runs when promotion was skipped
-    # (declined) or succeeded, and is upstream_failed when an earlier step failed.
-    assert parsed["gate_skips_all"] is False
-    assert parsed["trigger_rules"]["report_run"] == "none_failed_min_one_success"
-    assert parsed["trigger_rules"]["deploy_canary"] == "all_success"
+def test_a_decline_fails_the_run_and_still_reports(parsed):
+    # A decline fails the gate task (GateDeclined -> AirflowFailException), nothing is skipped
+    # by a short-circuit: register and the promotion steps are upstream_failed (all_success).
+    assert parsed["short_circuits"]["recsys_training"] == []
+    assert parsed["short_circuits"]["recsys_policy"] == []
+    for task in ("register", "infra_validate", "deploy_canary", "verify_canary", "promote_stable"):
+        assert parsed["trigger_rules"][task] == "all_success", task
+    # report_run runs once the gate decided, if evaluate succeeded (a decline: evaluate success,
+    # gate failed, register upstream_failed); after an earlier failure all three are
+    # upstream_failed and so is report_run (Airflow's all_done_min_one_success).
+    assert parsed["trigger_rules"]["report_run"] == "all_done_min_one_success"
+    assert parsed["upstream"]["report_run"] == ["evaluate", "gate", "register"]
+    # promote_stable is a leaf: a decline or a failed promotion fails the run even though
+    # report_run, the other leaf, succeeds (a run's state comes from its leaves).
+    assert parsed["leaves"] == ["promote_stable", "report_run"]
 
 
 # Every task that changes a model server's config, in every DAG, and the sandbox of the

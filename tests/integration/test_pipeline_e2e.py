@@ -159,11 +159,19 @@ def test_bad_batch_fails_validation_and_promotes_nothing(env, tmp_path):
 
 
 def test_worse_candidate_is_declined_and_champion_keeps_serving(env):
+    versions_before = len(client(env).search_model_versions(f"name='{REGISTERED}'"))
     proc = run_dag(env, model="popularity")
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
+    # The decline is recorded (log, MLflow, gate.json), then fails the gate task on purpose
+    # (never retried): no promotion step runs and the run is marked failed.
+    assert proc.returncode != 0, out[-4000:]
     assert "gate: DECLINED" in out
     assert "popularity" in out
+    assert "AirflowFailException: gate: gate DECLINED the candidate:" in out
+    assert "[GateDeclined: a verdict, not a transient fault; not retried]" in out
+    assert "starting task_id=register" not in out
+    assert "starting task_id=report_run" in out  # plots and summary for the declined candidate
+    assert len(client(env).search_model_versions(f"name='{REGISTERED}'")) == versions_before
     assert alias_version(env, "champion") == 1
     assert config_labels(env) == {"stable": 1}
     assert predict(env, ["1"])[0] == 1

@@ -172,9 +172,18 @@ def test_candidate_below_margin_is_declined_and_champion_keeps_serving(env):
         pytest.skip("needs the promoted policy's serving log from the previous test")
     proc = run_dag(env, data_path=str(env["served_logs"]), margin=3.0)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-5000:]
+    # The decline is recorded, then fails the gate task on purpose: nothing after it runs.
+    assert proc.returncode != 0, out[-5000:]
     assert "by policy version: v1: 1600" in out  # learned from what v1 served
     assert "gate_policy: DECLINED" in out and "does not exceed" in out
+    assert "AirflowFailException: gate_policy: gate DECLINED the candidate:" in out
+    assert "[GateDeclined: a verdict, not a transient fault; not retried]" in out
+    assert "starting task_id=register_policy" not in out
+    experiments = [e.experiment_id for e in mlflow(env).search_experiments()]
+    run = mlflow(env).search_runs(
+        experiments, order_by=["attributes.start_time DESC"], max_results=1
+    )[0]
+    assert run.data.tags["gate"] == "declined" and run.data.tags["decision"] == "declined"
     assert alias_version(env, "champion") == 1
     assert labels(env) == {"stable": 1}
     assert len(mlflow(env).search_model_versions(f"name='{REGISTERED}'")) == 1

@@ -12,6 +12,7 @@ from recflow.errors import (
     ConfigError,
     ContractError,
     DeadlineExceeded,
+    GateDeclined,
     ModelLoadFailed,
     ModelNotReady,
     PromotionError,
@@ -22,6 +23,7 @@ from recflow.errors import (
     VerificationFailed,
 )
 from recflow.pipeline.retries import fail_fast, retry_args
+from recflow.pipeline.stages import raise_if_declined
 
 
 def _wrapped(error: BaseException) -> BaseException:
@@ -43,6 +45,7 @@ VERDICTS = [
     ContractError("no serving_default"),
     ConfigError("epochs: expected >= 1"),
     _wrapped(VerificationFailed("answers differ")),
+    GateDeclined("gate: gate DECLINED the candidate: ndcg@10 below the floor"),
 ]
 TRANSIENT = [
     ServerUnavailable("no model server answered"),
@@ -83,11 +86,30 @@ def test_other_exceptions_and_results_pass_through() -> None:
         _task(OSError("disk full"))()
 
     @fail_fast
-    def gate(x: int) -> bool:
-        """A declined gate returns False: a decision, nothing raised, nothing retried."""
+    def stage(x: int) -> bool:
+        """A docstring kept by the wrapper."""
         return x > 1
 
-    assert gate(0) is False and gate.__wrapped__.__doc__  # type: ignore[attr-defined]
+    assert stage(0) is False and stage.__wrapped__.__doc__  # type: ignore[attr-defined]
+
+
+def test_a_gate_decline_fails_the_task_with_its_reasons_and_is_never_retried() -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    @fail_fast
+    def gate(record: dict) -> dict:
+        return raise_if_declined(record, step="gate")
+
+    passed = {"passed": True, "reasons": ["lift 2.1x over popularity"], "checks": [1, 2]}
+    assert gate(passed) == {"passed": True, "reasons": ["lift 2.1x over popularity"]}
+    declined = {"passed": False, "reasons": ["ndcg@10 0.01 < floor 0.02", "no lift"]}
+    with pytest.raises(AirflowFailException, match="not retried") as failed:
+        gate(declined)
+    message = str(failed.value)
+    assert message.startswith("gate: gate DECLINED the candidate: ndcg@10 0.01 < floor 0.02; no")
+    assert "keeps serving" in message and "GateDeclined" in message
+    cause = failed.value.__cause__
+    assert isinstance(cause, GateDeclined) and cause.reasons == declined["reasons"]
 
 
 def test_retry_args_use_exponential_backoff(monkeypatch: pytest.MonkeyPatch) -> None:

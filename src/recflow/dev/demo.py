@@ -92,6 +92,7 @@ class _DagLog:
         self.run_id = ""
         self.state = "unknown"
         self.failed: dict[str, str] = {}  # task -> the message of the exception it raised
+        self.declined = False  # the gate recorded a decline (its task then fails on purpose)
         self._traceback = False
         self._error: list[str] = []
 
@@ -117,6 +118,7 @@ class _DagLog:
                 return
         if "[recflow]" in text:
             self._say(text.strip())
+            self.declined |= "[recflow] gate: DECLINED" in text
         started = _TASK_START.search(text)
         if started:
             self.task = started.group(1)
@@ -126,12 +128,12 @@ class _DagLog:
             self._traceback = True
         if "Task instance state updated" in text:
             new_state = _TASK_STATE.search(text)
-            if new_state and new_state.group(1) in ("failed", "skipped", "up_for_retry"):
+            if new_state and self.declined and self.task == "gate" and "=failed" in text:
+                self._say("gate declined the candidate: the promotion steps do not run")
+            elif new_state and new_state.group(1) in ("failed", "skipped", "up_for_retry"):
                 self._say(f"task {self.task or '?'}: {new_state.group(1)}")
                 if new_state.group(1) == "failed":
                     self.failed.setdefault(self.task or "?", "")
-        if "Skipping downstream tasks" in text and "short_circuit" in text:
-            self._say("gate declined: promotion tasks are skipped")
         finished = _FINISHED.search(text)
         if finished:
             self.run_id, self.state = finished.group(2), finished.group(3)
@@ -144,6 +146,11 @@ class _DagLog:
 
     def close(self) -> None:
         self._end_error()
+
+    @property
+    def only_declined(self) -> bool:
+        """The run failed only because the gate declined (a decision, not a crash)."""
+        return self.declined and set(self.failed) <= {"gate"}
 
     def failure_report(self) -> str:
         """The failed tasks with their errors, for the person who ran the demo."""
@@ -211,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         dag = _run_dag(conf, env, logs / f"dag-{stamp}.log")
         run_id, state = dag.run_id, dag.state
         print(f"DAG run {run_id or '?'} finished: {state} ({time.monotonic() - t0:.0f} s)")
-        if state != "success":
+        if state != "success" and dag.only_declined and run_id:
+            print("the gate declined the candidate: nothing was promoted (the run is marked "
+                  "failed on purpose, so no promotion step runs); its reasons follow")  # fmt: skip
+        elif state != "success":
             report = dag.failure_report()
             print(
                 (report + "\n" if report else "")
@@ -258,9 +268,16 @@ def _show_recommendations(cfg: PipelineConfig, run_id: str, args: argparse.Names
 
     ctx = RunContext.create(cfg, DAG_ID, run_id)
     gate = ctx.read_json("gate.json")
-    print("\nGate:", "PASSED" if gate["passed"] else "DECLINED (the champion keeps serving)")
+    first = gate.get("champion_version") is None
+    print("\nGate:", "PASSED" if gate["passed"] else "DECLINED (the champion keeps serving)"
+          if not first else "DECLINED (there is no champion yet: no model serves)")  # fmt: skip
     for reason in gate["reasons"]:
         print(f"  - {reason}")
+    if not gate["passed"] and first:
+        print("\nNothing to recommend with yet. Train longer (--epochs) or relax the gate's "
+              "floors in --conf (see docs/settings.md, 'Evaluation and gate'), then run the demo "
+              "again.", file=sys.stderr)  # fmt: skip
+        return 1
 
     ds = read_dataset(ctx.data_dir)
     split = load_split(ctx.split_dir)

@@ -1,4 +1,5 @@
-"""Stage 7: bless or decline the candidate. Declining is a normal outcome, not a failure.
+"""Stage 7: bless or decline the candidate. A decline is a recorded decision; the DAG's task
+then fails with its reasons (``stages.raise_if_declined``) so that nothing is promoted.
 
 With a champion, the rule is decided on a paired bootstrap over users of the per-user
 validation NDCG (``per_user_ndcg.npz`` from evaluate) when the gate metric is NDCG; slice

@@ -11,7 +11,9 @@ fails its contract, its load or its canary check, a bad parameter. :func:`fail_f
 those (every ``RecflowError`` that ``recflow.errors.is_transient`` does not call transient)
 into ``AirflowFailException``, which Airflow never retries. It is applied at the task
 boundary, in the DAG files, so nothing below imports Airflow. A gate that *declines* a
-candidate raises nothing: the short-circuit skips the promotion steps and the run succeeds.
+candidate is a verdict too: the gate task records the decision, then raises ``GateDeclined``
+(``pipeline.stages.raise_if_declined``), so the promotion steps never run and the run fails
+with the gate's reasons as its message.
 """
 
 from __future__ import annotations

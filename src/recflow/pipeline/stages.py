@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from recflow.errors import RecflowError, ValidationFailed, is_transient
+from recflow.errors import GateDeclined, RecflowError, ValidationFailed, is_transient
 from recflow.jsontypes import JSONObject, JSONValue
 from recflow.pipeline.context import RunContext, make_promoter, make_registry, say, tracking_run
 from recflow.pipeline.names import (
@@ -95,8 +95,9 @@ def record_gate(
     keeps_serving: str = "the champion",
     tags: Mapping[str, str] | None = None,
 ) -> Record:
-    """Log a gate decision (``record`` has ``passed`` and ``reasons``). Declining is a normal
-    outcome: the run ends FINISHED and the promotion steps are skipped."""
+    """Log a gate decision (``record`` has ``passed`` and ``reasons``). A decline ends the
+    tracking run FINISHED with tag ``decision=declined``; the DAG task then raises
+    :func:`raise_if_declined`'s ``GateDeclined`` so the promotion steps never run."""
     passed, listed = bool(record["passed"]), record["reasons"]
     reasons = [str(r) for r in listed] if isinstance(listed, list | tuple) else [str(listed)]
     registry.log_dict(mlflow_run, record, "gate/decision.json")
@@ -115,8 +116,28 @@ def record_gate(
     if not passed:
         registry.set_tags(mlflow_run, {"decision": "declined"})
         registry.end_run(mlflow_run, "FINISHED")
-        say(f"{step}: {keeps_serving} keeps serving; promotion steps are skipped")
+        say(f"{step}: {keeps_serving} keeps serving; the promotion steps do not run")
     return record
+
+
+def raise_if_declined(record: Mapping[str, Any], *, step: str) -> dict[str, Any]:
+    """``passed`` and ``reasons`` of ``record`` (from :func:`record_gate`; small enough for an
+    XCom) if the candidate passed, else ``GateDeclined``.
+
+    Called by the gate task after the decision is recorded, so nothing is lost; the task then
+    fails (``AirflowFailException`` through ``retries.fail_fast``, never retried) and the
+    promotion steps after it do not run (upstream_failed)."""
+    reasons = [str(r) for r in record["reasons"]]
+    if record["passed"]:
+        return {"passed": True, "reasons": reasons}
+    raise GateDeclined(
+        f"{step}: gate DECLINED the candidate: {'; '.join(reasons) or 'no reason given'}. "
+        "The decision is recorded (MLflow tags gate=declined and gate.reasons, artifact "
+        "gate/decision.json; gate.json in the run folder); what serves keeps serving and the "
+        "promotion steps do not run. To promote a candidate, change the data or the gate "
+        "settings and trigger a new run.",
+        reasons=reasons,
+    )
 
 
 def register(

@@ -3,9 +3,10 @@ policy's held-out value.
 
 Both values come from the requests ``learn_policies`` held out (``estimate_values``), never
 from the rounds the candidate was fitted to. Too few held-out slots (``min_rounds``) is a
-decline too: an interval from a handful of requests is not evidence. Declining is a decision,
-not a failure: the run succeeds, the reasons go to the task log and to MLflow (tags ``gate``,
-``gate.reasons``; artifact ``gate/decision.json``), and the promotion steps are skipped. When
+decline too: an interval from a handful of requests is not evidence. A decline is a
+decision: the reasons go to the task log and to MLflow (tags ``gate``, ``gate.reasons``;
+artifact ``gate/decision.json``), then the DAG's task fails with them
+(``stages.raise_if_declined``) and the promotion steps do not run. When
 the logs came from the champion, beating the logging policy is beating the champion.
 """
 
