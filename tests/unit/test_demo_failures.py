@@ -84,3 +84,56 @@ def test_a_successful_run_reports_nothing() -> None:
     log = _watch(ok)
     assert log.failed == {} and log.failure_report() == ""
     assert (log.run_id, log.state) == ("manual__1", "success")
+
+
+# A run whose gate declined (Airflow 3.3.2 `dags test` lines, trimmed): the gate records the
+# decision, then fails on purpose with GateDeclined as AirflowFailException; report_run runs.
+DECLINED = """\
+2026-12-01T05:40:00.000000Z [info     ] [DAG TEST] starting task_id=gate map_index=-1 [airflow.sdk.definitions.dag] loc=dag.py:1501
+[recflow] gate: DECLINED
+[recflow] gate:   - ndcg@10 0.0100 is below the floor 0.0200
+[recflow] gate: the champion keeps serving; the promotion steps do not run
+2026-12-01T05:40:01.000000Z [error    ] Task failed with exception     [task] loc=task_runner.py:1639
+Traceback (most recent call last):
+  File "/repo/src/recflow/pipeline/retries.py", line 54, in wrapper
+    return fn(*args, **kwargs)
+recflow.errors.GateDeclined: gate: gate DECLINED the candidate: ndcg@10 0.0100 is below the floor 0.0200. The decision is recorded
+
+The above exception was the direct cause of the following exception:
+
+Traceback (most recent call last):
+  File "/venv/lib/python3.11/site-packages/airflow/sdk/execution_time/task_runner.py", line 1579, in _run_task_and_map_outcome
+    result = _execute_task(context=context, ti=ti, log=log)
+airflow.sdk.exceptions.AirflowFailException: gate: gate DECLINED the candidate: ndcg@10 0.0100 is below the floor 0.0200. The decision is recorded [GateDeclined: a verdict, not a transient fault; not retried]
+2026-12-01T05:40:01.100000Z [info     ] ::group::Post Execute          [task] loc=task_runner.py:1640
+2026-12-01T05:40:01.200000Z [info     ] Task instance state updated    [airflow.api_fastapi.execution_api.routes.task_instances] loc=task_instances.py:485 new_state=failed rows_affected=1
+2026-12-01T05:40:01.300000Z [info     ] [DAG TEST] starting task_id=report_run map_index=-1 [airflow.sdk.definitions.dag] loc=dag.py:1501
+[recflow] report: logged 5 plots and report/summary.md to MLflow run abc
+2026-12-01T05:40:05.000000Z [info     ] Task instance state updated    [airflow.api_fastapi.execution_api.routes.task_instances] loc=task_instances.py:485 new_state=success rows_affected=1
+2026-12-01T05:40:05.100000Z [info     ] DagRun Finished: dag_id=recsys_training, logical_date=None, run_id=manual__2, run_start_date=x, state=failed, run_type=manual
+"""
+
+
+class _Said:
+    task = ""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def say(self, text: str) -> None:
+        self.lines.append(text)
+
+
+def test_a_decline_is_reported_as_a_gate_decision_not_as_a_crash() -> None:
+    said = _Said()
+    log = _DagLog(said)  # type: ignore[arg-type]
+    for line in DECLINED.splitlines(keepends=True):
+        log.feed(line)
+    log.close()
+    assert (log.run_id, log.state) == ("manual__2", "failed")
+    assert log.declined and log.only_declined
+    assert "[recflow] gate: DECLINED" in said.lines
+    assert "gate declined the candidate: the promotion steps do not run" in said.lines
+    assert not any(line.startswith("task gate: failed") for line in said.lines)
+    # a validation failure is still a failure: not a decline
+    assert not _watch(LOG).declined and not _watch(LOG).only_declined

@@ -113,14 +113,13 @@ def build_explainer(
             positions = tf.ragged.range(starts, starts + lengths)
             history = tf.cast(tf.gather(self.seen_items, positions), tf.int64)
             batch = tf.shape(user_idx, out_type=tf.int64)[0]
-            # One padding column so that argmax has something to look at for empty histories.
-            dense = tf.concat(
-                [
-                    history.to_tensor(default_value=-1),
-                    tf.fill([batch, 1], tf.constant(-1, tf.int64)),
-                ],
-                axis=1,
-            )
+            # Width: the next power of two above the longest history (at least one padding
+            # column, so argmax has something to look at for empty histories). A bounded set
+            # of shapes: TensorFlow's oneDNN kernels keep one primitive per shape they see.
+            need = tf.reduce_max(tf.concat([lengths, tf.zeros([1], tf.int64)], 0)) + 1
+            exponent = tf.math.ceil(tf.math.log(tf.cast(need, tf.float64)) / np.log(2.0) - 1e-9)
+            width = tf.cast(tf.pow(tf.constant(2.0, tf.float64), exponent), tf.int64)
+            dense = history.to_tensor(default_value=-1, shape=tf.stack([batch, width]))
             present = dense >= 0
             hv = tf.gather(self.item_vectors, tf.maximum(dense, 0))  # [B, H, D]
             rv = tf.gather(self.item_vectors, tf.maximum(item_idx, 0))  # [B, K, D]
