@@ -281,6 +281,28 @@ def slope_mb_per_min(samples: list[tuple[float, float]], after_s: float) -> floa
     return round(float(np.polyfit(t, y, 1)[0]), 3)
 
 
+def swap_steps(
+    samples: list[tuple[float, float]], swaps: list[float], settle_s: float = 30.0
+) -> list[dict[str, Any]]:
+    """At each hot swap: RSS just before it, the highest in the ``settle_s`` after it, and the
+    slope from then to the next swap (traffic alone), so swap steps and request-driven growth
+    are told apart."""
+    out = []
+    for i, at in enumerate(swaps):
+        before = [mb for t, mb in samples if t < at]
+        after = [mb for t, mb in samples if at < t <= at + settle_s]
+        nxt = swaps[i + 1] if i + 1 < len(swaps) else float("inf")
+        seg = [(t, mb) for t, mb in samples if at + settle_s <= t < nxt]
+        slope = None
+        if len(seg) >= 3:
+            x = np.asarray([p[0] for p in seg]) / 60.0
+            slope = round(float(np.polyfit(x, np.asarray([p[1] for p in seg]), 1)[0]), 2)
+        out.append({"at_s": at, "before_mb": before[-1] if before else None,
+                    "max_after_mb": max(after) if after else None,
+                    "slope_until_next_swap_mb_per_min": slope})  # fmt: skip
+    return out
+
+
 def window_slopes(samples: list[tuple[float, float]], every_s: float) -> list[dict[str, Any]]:
     """RSS slope in each window between hot swaps: a leak stays, a warm-up fades."""
     out, start, end = [], 0.0, max(t for t, _ in samples)
@@ -353,6 +375,7 @@ def soak(exports: list[Path], users: list[str], work: Path, args: argparse.Names
                    "max": round(max(mb for _, mb in samples), 1),
                    "slope_after_warmup_mb_per_min": slope_mb_per_min(samples, args.warmup_seconds),
                    "slope_by_window": window_slopes(samples, min(args.swap_seconds, 120.0)),
+                   "swap_steps": swap_steps(samples, [w["at_s"] for w in swaps]),
                    "samples": [(round(t, 1), round(mb, 1)) for t, mb in samples]},
         "server_alive_at_end": alive,
     }  # fmt: skip
@@ -401,6 +424,13 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
         + ", ".join(
             f"{w['from_s']:.0f}-{w['to_s']:.0f} s: {w['mb_per_min']}"
             for w in rss.get("slope_by_window", [])
+        ),
+        "- at each hot swap, RSS before -> highest in the 30 s after (MB), then the slope until "
+        "the next swap (MB/min): "
+        + "; ".join(
+            f"{w['at_s']:.0f} s: {w['before_mb']} -> {w['max_after_mb']}, "
+            f"{w['slope_until_next_swap_mb_per_min']}"
+            for w in rss.get("swap_steps", [])
         ),
         f"- server alive at end: {s['server_alive_at_end']}",
         "",
