@@ -68,4 +68,7 @@ def run(cfg: PipelineConfig, ctx: RunContext, registry: Registry | None = None) 
     overlap = (catalogue or {}).get("overlap")
     if overlap:
         tags["gate.catalogue_overlap"] = f"{overlap['share_of_champion']:.4f}"
-    return stages.record_gate(registry, mlflow_run, ctx, record, step="gate", tags=tags)
+    keeps = "the champion" if record["champion_version"] is not None else ""  # first run
+    return stages.record_gate(
+        registry, mlflow_run, ctx, record, step="gate", keeps_serving=keeps, tags=tags
+    )

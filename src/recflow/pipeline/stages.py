@@ -97,7 +97,8 @@ def record_gate(
 ) -> Record:
     """Log a gate decision (``record`` has ``passed`` and ``reasons``). A decline ends the
     tracking run FINISHED with tag ``decision=declined``; the DAG task then raises
-    :func:`raise_if_declined`'s ``GateDeclined`` so the promotion steps never run."""
+    :func:`raise_if_declined`'s ``GateDeclined`` so the promotion steps never run.
+    ``keeps_serving`` names what serves meanwhile; empty when nothing does (no champion yet)."""
     passed, listed = bool(record["passed"]), record["reasons"]
     reasons = [str(r) for r in listed] if isinstance(listed, list | tuple) else [str(listed)]
     registry.log_dict(mlflow_run, record, "gate/decision.json")
@@ -116,7 +117,8 @@ def record_gate(
     if not passed:
         registry.set_tags(mlflow_run, {"decision": "declined"})
         registry.end_run(mlflow_run, "FINISHED")
-        say(f"{step}: {keeps_serving} keeps serving; the promotion steps do not run")
+        serving = f"{keeps_serving} keeps serving" if keeps_serving else "nothing serves yet"
+        say(f"{step}: {serving}; the promotion steps do not run")
     return record
 
 
