@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import re
 import threading
@@ -188,6 +189,7 @@ class ModelManager:
     def _sync(self) -> None:
         config = self.config
         listed = set()
+        unloaded = 0
         for model in config.model_config_list.config:
             listed.add(model.name)
             base = Path(model.base_path)
@@ -207,11 +209,18 @@ class ModelManager:
             # Unload after loading, so a model keeps serving while its versions change.
             for version in self._loaded_versions(model.name) - aspired:
                 self._unload(model.name, version)
+                unloaded += 1
         with self._lock:
             gone = [n for n in self._records if n not in listed]
         for name in gone:
             for version in self._loaded_versions(name):
                 self._unload(name, version)
+                unloaded += 1
+        if unloaded:
+            # A SavedModel's functions and variables sit in reference cycles: without a full
+            # collection an unloaded version's memory stays until some later one (the soak saw
+            # ~10-15 MB per hot swap). TF Serving frees a version's session when it unloads.
+            gc.collect()
 
     def _state(self, name: str, version: int) -> int | None:
         with self._lock:
