@@ -22,6 +22,7 @@ found, and what to do next.
     │   ├── VerificationFailed   the served answers differ from the exported model's
     │   └── ServableError        the model server refuses a request (server side; carries the
     │       │                    gRPC status code name TF Serving would answer)
+    │       ├── QueueFull        the batching queue is full (UNAVAILABLE: retry later)
     │       └── LimitExceeded    the request is over a bound (rows, elements, message size)
     ├── PromotionError           a promotion step could not complete; serving is unchanged
     └── GateDeclined             the gate declined the candidate (a recorded decision)
@@ -129,6 +130,14 @@ class ServableError(ServingError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class QueueFull(ServableError):
+    """More rows wait in the batching queue than ``max_enqueued_batches * max_batch_size``
+    (``recflow.serving.batching``); answered UNAVAILABLE, as TF Serving does: retry later."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("UNAVAILABLE", message)
 
 
 class LimitExceeded(ServableError):

@@ -157,6 +157,7 @@ def test_queue_limit_refuses_with_queue_full() -> None:
     # all eight arrive in the same loop pass: 2 rows fit the queue (1 batch x 2 rows)
     assert results[:2] == [[0], [2]]
     assert all(isinstance(r, QueueFull) and "queue is full" in str(r) for r in results[2:])
+    assert {r.code for r in results[2:] if isinstance(r, QueueFull)} == {"UNAVAILABLE"}
 
 
 def test_busy_traffic_waits_for_the_timeout_and_merges() -> None:

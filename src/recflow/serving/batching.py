@@ -4,19 +4,9 @@ Concurrent Predict requests for the same model version, signature and inputs are
 their batch dimension (dim 0), run once, and the outputs are split back per request.
 
 ``AsyncBatcher`` is what the server uses (its gRPC service runs on an asyncio event loop); its
-docstring says how it schedules. ``Batcher`` is the same contract for callers on threads, a
-leader/follower queue rather than TF Serving's separate batch threads:
-
-* a request thread that finds a free slot (``num_batch_threads`` slots) runs the batch itself,
-  so a lone request never pays a thread hand-off and never waits for a timeout;
-* while every slot is busy, requests queue up; the next free thread takes the oldest request
-  and every queued request with the same key, up to ``max_batch_size`` rows (the largest
-  of ``allowed_batch_sizes`` when set);
-* a batch that is not full waits at most ``batch_timeout_micros`` for more rows, and only while
-  other requests have reached the server but are not queued yet (``arriving``): a lone client
-  is never delayed, a burst is merged;
-* more than ``max_enqueued_batches * max_batch_size`` queued rows are refused (UNAVAILABLE, as
-  TF Serving's "batch scheduling queue ... is full").
+docstring says how it schedules. More than ``max_enqueued_batches * max_batch_size`` queued rows
+are refused with :class:`recflow.errors.QueueFull` (UNAVAILABLE, as TF Serving's "batch
+scheduling queue ... is full").
 
 If a merged batch fails, its requests are re-run one by one, so one bad request cannot fail
 the others it happened to be batched with.
@@ -37,14 +27,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import threading
-import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from recflow.errors import ConfigError
+from recflow.errors import ConfigError, QueueFull
 
 if TYPE_CHECKING:
     import numpy as np
@@ -208,162 +196,6 @@ def split_outputs(
         out.append({k: v[start : start + size] for k, v in outputs.items()})
         start += size
     return out
-
-
-class QueueFull(Exception):
-    """More rows are waiting than ``max_enqueued_batches * max_batch_size``."""
-
-
-class _Task(Generic[T, R]):
-    __slots__ = ("key", "item", "size", "done", "result", "error")
-
-    def __init__(self, key: Hashable, item: T, size: int) -> None:
-        self.key = key
-        self.item = item
-        self.size = size
-        self.done = False
-        self.result: R | None = None
-        self.error: BaseException | None = None
-
-
-class Batcher(Generic[T, R]):
-    """``submit(key, item, size)`` returns ``run_batch(key, [items])[i]`` for this item.
-
-    ``run_batch`` receives items sharing ``key`` (at most ``options.max_execution_rows``
-    rows together, unless a single item is larger) and returns one result per item, in
-    order. After a merged batch raised, ``run_batch`` is called again with each item alone.
-    ``clock`` (seconds, monotonic) times the wait for more rows; tests pass their own.
-    """
-
-    def __init__(
-        self,
-        run_batch: Callable[[Hashable, Sequence[T]], Sequence[R]],
-        options: BatchingOptions,
-        *,
-        on_batch: Callable[[int, int], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._run_batch = run_batch
-        self.options = options
-        self._clock = clock
-        self._on_batch = on_batch  # (requests, rows) per executed batch, for metrics
-        self._cond = threading.Condition(threading.Lock())
-        self._queue: deque[_Task[T, R]] = deque()
-        self._queued_rows = 0
-        self._running = 0
-        self._arriving = 0
-        self._timeout = options.batch_timeout_micros / 1e6
-
-    # -- arrivals: requests that reached the server and will be submitted shortly ----------
-    def arrive(self) -> None:
-        with self._cond:
-            self._arriving += 1
-
-    def depart(self) -> None:
-        """The arrived request will not be submitted (it failed validation)."""
-        with self._cond:
-            self._arriving -= 1
-            self._cond.notify_all()
-
-    # -- the queue ---------------------------------------------------------------------------
-    def submit(self, key: Hashable, item: T, size: int, *, arrived: bool = False) -> R:
-        task: _Task[T, R] = _Task(key, item, size)
-        with self._cond:
-            if arrived:
-                self._arriving -= 1
-            if self._queued_rows + size > self.options.max_enqueued_rows and self._queue:
-                self._cond.notify_all()
-                raise QueueFull(
-                    f"The batch scheduling queue is full ({self._queued_rows} rows waiting, "
-                    f"limit max_enqueued_batches*max_batch_size = "
-                    f"{self.options.max_enqueued_rows}); retry later or add capacity"
-                )
-            self._queue.append(task)
-            self._queued_rows += size
-            self._cond.notify_all()
-        while True:
-            with self._cond:
-                while not task.done and (
-                    not self._queue or self._running >= self.options.num_batch_threads
-                ):
-                    self._cond.wait()
-                if task.done:
-                    break
-                self._running += 1
-                batch = self._take_batch()
-            try:
-                self._execute(batch)
-            finally:
-                with self._cond:
-                    self._running -= 1
-                    self._cond.notify_all()
-        if task.error is not None:
-            raise task.error
-        return task.result  # type: ignore[return-value]
-
-    @property
-    def queued(self) -> int:
-        """Requests waiting for a batch thread."""
-        with self._cond:
-            return len(self._queue)
-
-    def _take_batch(self) -> list[_Task[T, R]]:
-        """Called with the lock held: the oldest task plus queued tasks with its key."""
-        first = self._queue.popleft()
-        batch, rows = [first], first.size
-        deadline: float | None = None  # the clock is read only when a wait is considered
-        while True:
-            rows = self._gather(batch, rows)
-            if rows >= self.options.max_execution_rows or self._arriving <= 0:
-                break
-            if deadline is None:
-                deadline = self._clock() + self._timeout
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                break
-            # Requests already inside the server will be queued within microseconds.
-            self._cond.wait(remaining)
-        self._queued_rows -= rows
-        return batch
-
-    def _gather(self, batch: list[_Task[T, R]], rows: int) -> int:
-        key, limit = batch[0].key, self.options.max_execution_rows
-        if rows >= limit:
-            return rows
-        keep: deque[_Task[T, R]] = deque()
-        while self._queue:
-            task = self._queue.popleft()
-            if task.key == key and rows + task.size <= limit:
-                batch.append(task)
-                rows += task.size
-            else:
-                keep.append(task)
-        self._queue = keep
-        return rows
-
-    def _execute(self, batch: list[_Task[T, R]]) -> None:
-        key = batch[0].key
-        try:
-            results = list(self._run_batch(key, [t.item for t in batch]))
-            if len(results) != len(batch):
-                raise RuntimeError(f"batch of {len(batch)} returned {len(results)} results")
-            for task, result in zip(batch, results, strict=True):
-                task.result = result
-        except BaseException as exc:  # noqa: BLE001 (re-raised in each waiting request)
-            if len(batch) == 1:
-                batch[0].error = exc
-            else:  # one bad request must not fail the others: run them alone
-                for task in batch:
-                    try:
-                        task.result = self._run_batch(key, [task.item])[0]
-                    except BaseException as single:  # noqa: BLE001
-                        task.error = single
-        if self._on_batch is not None:
-            self._on_batch(len(batch), sum(t.size for t in batch))
-        with self._cond:
-            for task in batch:
-                task.done = True
-            self._cond.notify_all()
 
 
 class _AsyncTask(Generic[T, R]):

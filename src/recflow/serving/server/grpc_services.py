@@ -16,7 +16,7 @@ from collections.abc import Hashable, Sequence
 from concurrent import futures
 from typing import TYPE_CHECKING, NoReturn
 
-from recflow.serving.batching import AsyncBatcher, BatchingOptions, QueueFull
+from recflow.serving.batching import AsyncBatcher, BatchingOptions
 from recflow.serving.limits import RequestLimits
 from recflow.serving.server.manager import ModelManager
 from recflow.serving.server.servable import Arrays, PreparedRequest, Servable, ServableError
@@ -95,10 +95,8 @@ class PredictionHandlers:
             servable = self._manager.servable(request.model_spec)
             prepared = servable.prepare(request, self._limits)
             response = servable.respond(prepared, await self._outputs(servable, prepared))
-        except ServableError as exc:
+        except ServableError as exc:  # QueueFull included
             failure = ServableError(exc.code, exc.message)
-        except QueueFull as exc:
-            failure = ServableError("UNAVAILABLE", str(exc))
         else:
             self._metrics.observe(name, "Predict", "OK", time.perf_counter() - started)
             return response
