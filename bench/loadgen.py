@@ -14,15 +14,18 @@ import asyncio
 import os
 import platform
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
+
+
+if TYPE_CHECKING:
+    from recflow.serving.server_process import ServerProcess
 
 
 def percentiles(latencies_s: Sequence[float]) -> dict[str, float]:
@@ -59,28 +62,22 @@ def machine() -> dict[str, Any]:
 
 def start_server(
     args: Sequence[str], port: int, log_path: Path, *, timeout: float = 180.0
-) -> tuple[subprocess.Popen[bytes], list[str], IO[bytes]]:
-    """``python -m recflow.serving.server --port=PORT *args``, output to ``log_path``; returns
-    once the port answers (the process, its command, the open log for :func:`stop_server`)."""
-    from recflow.net import port_open
+) -> tuple[subprocess.Popen[bytes], list[str], ServerProcess]:
+    """``recflow-model-server --port=PORT *args`` through the one server-process helper, output
+    to ``log_path``; returns once the port answers (the process, its command, and the helper
+    for :func:`stop_server`)."""
+    from recflow.serving.server_process import ServerProcess, local_server_argv
 
-    command = [sys.executable, "-m", "recflow.serving.server", f"--port={port}", *args]
-    log = open(log_path, "wb")  # noqa: SIM115 (closed by stop_server)
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    while not port_open("127.0.0.1", port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            log.close()
-            raise RuntimeError(f"server did not start; see {log_path}")
-        time.sleep(0.2)
-    return process, command, log
+    server = ServerProcess(local_server_argv(port, *args), port=port, log_file=log_path)
+    server.start(timeout)
+    assert server.process is not None
+    return server.process, server.argv, server
 
 
-def stop_server(process: subprocess.Popen[bytes], log: IO[bytes], timeout: float = 60) -> None:
-    process.terminate()
-    process.wait(timeout=timeout)
-    log.close()
+def stop_server(
+    process: subprocess.Popen[bytes], server: ServerProcess, timeout: float = 60
+) -> None:
+    server.stop(grace=timeout)
 
 
 async def open_loop(
