@@ -7,8 +7,10 @@ the whole catalogue does not repeat the per-user and per-item work for every pai
     item_tower(item_idx) -> [item embedding | genres | popularity]
     head(concat(user, item)) -> Dense(64, relu) -> Dense(32, relu) -> Dense(1, sigmoid)
 
-Profile features are frozen ``Embedding`` tables initialised from ``Features``: plain Keras,
-no custom objects, and the weights end up as ordinary variables in any SavedModel.
+Profile features are frozen ``Embedding`` tables initialised from ``Features``; the trained
+embeddings are ``RowEmbedding`` layers (``models.sparse_adam``: updates touch only the rows in a
+batch), the one custom class, registered before a saved model is loaded. Every weight ends up
+as an ordinary variable in the SavedModel, which needs no custom code to serve.
 """
 
 from __future__ import annotations
