@@ -172,7 +172,6 @@ def sequential_group(row: str, fold: Fold, sel: dict, seeds: list[int], col: Col
         ids, per_user = peers_test(peers, split, f, K, mask_history=False)
         col.add(row, "peers", seed, ids, per_user)
         col.save()
-    info["config"] = {"sasrec_epochs": int(sel["sasrec_epochs"]), "head": "see row"}
     return info
 
 
@@ -239,6 +238,7 @@ def run_group(args: Any, spec: dict, sel: dict, group: dict, sha: str) -> dict[s
         info = sequential_group(kind, fold, sel, rows[kind], col)
     else:
         info = zoo_group(group["protocol"], kind, fold, rows[kind], col)
+    info["config"] = {row: row_config(row, sel) for row in rows}  # what each row trained with
     files = col.save()
     return {
         "group": f"{group['protocol']}:{kind}",
