@@ -43,6 +43,46 @@ def _import_mlflow() -> ModuleType:
     return mlflow
 
 
+SCHEMA_SAMPLE_ROWS = 1000  # rows whose values MLflow walks to infer a dataset's column types
+
+
+def dataset_entity(mlflow: Any, df: Any, *, source: str, name: str, digest: str) -> Any:
+    """MLflow's dataset entity for ``df`` (what ``from_pandas(df)._to_mlflow_entity()`` gives),
+    in time that does not grow with Python work per row.
+
+    MLflow infers the schema by walking every value of each string column in Python (about
+    4 minutes for a 20M-event log on this project's benchmark machine). Here the column types
+    come from the first ``SCHEMA_SAMPLE_ROWS`` rows plus each column's first non-null value,
+    and each column's "required" flag (no nulls) and the profile from the whole frame.
+    """
+    from mlflow.entities import Dataset
+
+    nulls = df.isna().any()
+    rows = set(range(min(len(df), SCHEMA_SAMPLE_ROWS)))
+    for col in df.columns:
+        present = df[col].notna().to_numpy()
+        if present.any():
+            rows.add(int(present.argmax()))
+    sample = df.iloc[sorted(rows)] if len(df) > len(rows) else df
+    info = mlflow.data.from_pandas(sample, source=source, name=name, digest=digest).to_dict()
+    if info.get("schema"):
+        schema = json.loads(info["schema"])
+        for spec in schema.get("mlflow_colspec", []):
+            if spec.get("name") in nulls.index:
+                spec["required"] = not bool(nulls[spec["name"]])
+        info["schema"] = json.dumps(schema)
+    full = mlflow.data.from_pandas(df, source=source, name=name, digest=digest)
+    info["profile"] = json.dumps(full.profile)
+    return Dataset(
+        name=info["name"],
+        digest=info["digest"],
+        source_type=info["source_type"],
+        source=info["source"],
+        schema=info.get("schema"),
+        profile=info["profile"],
+    )
+
+
 def _is_remote(uri: str) -> bool:
     return uri.startswith(("http://", "https://", "databricks"))
 
@@ -250,10 +290,9 @@ class MlflowRegistry:
                 warnings.simplefilter("ignore", UserWarning)
                 # MLflow caps dataset digests at 36 characters; a sha256 prefix stays unique
                 # enough to tell batches apart (the full digest is in the run's tags).
-                ds = mlflow.data.from_pandas(
-                    df, source=source, name=name, digest=digest[: base.MAX_DATASET_DIGEST]
+                entity = dataset_entity(
+                    mlflow, df, source=source, name=name, digest=digest[: base.MAX_DATASET_DIGEST]
                 )
-                entity = ds._to_mlflow_entity()
             tags = [InputTag(base.DATASET_CONTEXT_TAG, context)]
             self._client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=tags)])
 
