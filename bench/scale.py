@@ -170,6 +170,16 @@ def _markdown(doc: dict[str, Any]) -> str:
             f"generate: {size['generate']}; stages below, end to end: "
             f"{size.get('end_to_end_seconds')} s, peak RSS {size.get('peak_rss_mb')} MB",
             "",
+        ]
+        run = size.get("run")
+        if run:
+            lines += [
+                f"Run: {run.get('date')} to {run.get('finished', 'unfinished')} on "
+                f"{run.get('machine')}; load average at start {run.get('loadavg_start')}, "
+                f"at end {run.get('loadavg_end')}; `{run.get('command')}`",
+                "",
+            ]
+        lines += [
             "| stage | seconds | CPU s | peak RSS MB | events/s | train examples/s | loadavg | note |",
             "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
         ]
@@ -310,6 +320,12 @@ def main(argv: list[str] | None = None) -> int:
         events = SIZES[name][0]
         data_dir, gen = _generate(name, root, args.seed)
         size: dict[str, Any] = {"generate": gen, "stages": {}}
+        size["run"] = {
+            "command": doc["command"],
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": doc["machine"],
+            "loadavg_start": _loadavg(),
+        }
         doc["sizes"][name] = size
         log = root / f"{name}.log"
         work = root / "work" / name
@@ -320,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             key = stage if stage in DATA_STAGES else f"{model}.{stage}"
             if model in failed_models and stage != "train":
                 continue
-            load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+            load = _loadavg()
             print(f"[bench-scale] {name} {key} (loadavg {load})", flush=True)
             result = _run_stage(stage, _params(data_dir, work, model, extra, run_id), log)
             result["loadavg"] = load
@@ -333,8 +349,15 @@ def main(argv: list[str] | None = None) -> int:
                     break
                 failed_models.add(model)
             save()
+        size["run"].update(
+            finished=datetime.now(UTC).isoformat(timespec="seconds"), loadavg_end=_loadavg()
+        )
         save()
     return 0
+
+
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 if __name__ == "__main__":
