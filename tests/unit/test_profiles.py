@@ -76,12 +76,22 @@ def test_features_use_training_events_only() -> None:
     np.testing.assert_allclose(f.user_genre_pref, [[0.5, 0.5, 0.0]])
 
 
+def test_user_order_is_numpy_string_order() -> None:
+    """Users are indexed in the order np.unique gives their ids (code points), whatever the
+    ids look like; every event maps back to its own user."""
+    ids = ["b", "B", "a10", "a9", "a", "é", "Z", "ab", "a", "b", "ß"]
+    pairs = [(u, f"i{1 + n % 4}") for n, u in enumerate(ids)]
+    f = build_features(train_table(pairs), items_table())
+    assert f.user_ids.tolist() == np.unique(np.array(ids, dtype=str)).tolist()
+    assert f.user_ids[f.train_user_idx].tolist() == ids
+
+
 def test_unknown_items_or_users_raise_with_count_and_examples() -> None:
     train = train_table([("ua", "i1"), ("ua", "zz"), ("ub", "zz"), ("ub", "yy")])
     with pytest.raises(DataError, match=r"3 rows with 2 unknown items \(e.g. \['yy', 'zz'\]\)"):
         build_features(train, items_table())
     users = pd.DataFrame({USER_ID: ["ua"]})
-    with pytest.raises(DataError, match=r"unknown users \(e.g. \['ub'\]\)"):
+    with pytest.raises(DataError, match=r"3 rows with 1 unknown users \(e.g. \['ub'\]\)"):
         build_features(train_table(PAIRS), items_table(), users)
     build_features(train_table(PAIRS), items_table(), pd.DataFrame({USER_ID: ["ua", "ub"]}))
 
