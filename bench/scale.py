@@ -145,6 +145,10 @@ def _ratios(results: dict[str, Any], sizes: list[str]) -> list[dict[str, Any]]:
                 "growth_over_input": round(time_ratio / input_ratio, 2),
                 "goal_met": time_ratio / input_ratio <= 1.3,
             }
+            if stage_a.get("cpu_seconds") and stage_b.get("cpu_seconds"):
+                # CPU time depends much less on other jobs' load than wall time does
+                cpu_ratio = stage_b["cpu_seconds"] / stage_a["cpu_seconds"]
+                row["cpu_growth_over_input"] = round(cpu_ratio / input_ratio, 2)
             if stage_a.get("examples_per_s") and stage_b.get("examples_per_s"):
                 row["throughput_ratio"] = round(
                     stage_b["examples_per_s"] / stage_a["examples_per_s"], 2
@@ -195,14 +199,16 @@ def _markdown(doc: dict[str, Any]) -> str:
         lines += [
             "## Growth between sizes (goal: time ratio / input ratio <= 1.3)",
             "",
-            "| stage | sizes | input x | time x | growth/input | goal | throughput x |",
-            "| --- | --- | ---: | ---: | ---: | --- | ---: |",
+            "| stage | sizes | input x | time x | growth/input | goal | CPU s growth/input "
+            "| throughput x |",
+            "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |",
         ]
         for r in doc["ratios"]:
             lines.append(
                 f"| {r['stage']} | {r['from']}->{r['to']} | {r['input_ratio']} | "
                 f"{r['time_ratio']} | {r['growth_over_input']} | "
-                f"{'met' if r['goal_met'] else 'MISSED'} | {r.get('throughput_ratio', '')} |"
+                f"{'met' if r['goal_met'] else 'MISSED'} | {r.get('cpu_growth_over_input', '')} | "
+                f"{r.get('throughput_ratio', '')} |"
             )
     lines += ["", *(f"- {n}" for n in doc.get("notes", []))]
     return "\n".join(lines) + "\n"
