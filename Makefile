@@ -118,4 +118,4 @@ clean:
 # Training DAG stages on generated logs of 1M, 5M and 20M events (ranking MLP, SASRec, EASE);
 # writes bench/results/scale.{json,md}. Hours on 2 cores: SIZES=1M,5M runs the smaller ones.
 bench-scale: install
-	$(BIN)/python bench/scale.py --sizes $(or $(SIZES),1M,5M,20M) --models $(or $(MODELS),ranking_mlp,sasrec,ease) --sasrec-epochs 2 --out bench/results
+	$(BIN)/python bench/scale.py --sizes $(or $(SIZES),1M,5M,20M) --models $(or $(MODELS),ranking_mlp,two_stage,sasrec,ease) --sasrec-epochs 2 --out bench/results
