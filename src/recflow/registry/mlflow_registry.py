@@ -24,6 +24,7 @@ from recflow.storage import safe_name
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
+    from mlflow.entities import Dataset as MlflowDataset
     from mlflow.entities.model_registry import ModelVersion
 
 # Set before mlflow is first imported, so nothing waits on (or reports to) the closed network,
@@ -46,7 +47,9 @@ def _import_mlflow() -> ModuleType:
 SCHEMA_SAMPLE_ROWS = 1000  # rows whose values MLflow walks to infer a dataset's column types
 
 
-def dataset_entity(mlflow: Any, df: Any, *, source: str, name: str, digest: str) -> Any:
+def dataset_entity(
+    mlflow: ModuleType, df: pd.DataFrame, *, source: str, name: str, digest: str
+) -> MlflowDataset:
     """MLflow's dataset entity for ``df`` (what ``from_pandas(df)._to_mlflow_entity()`` gives),
     in time that does not grow with Python work per row.
 
