@@ -217,7 +217,8 @@ def _markdown(doc: dict[str, Any]) -> str:
 def _finish(doc: dict[str, Any]) -> None:
     """Totals per size and the ratios between sizes."""
     for size in doc["sizes"].values():
-        done = [s for s in size["stages"].values() if s.get("seconds")]
+        # rows marked "<stage> [<which run>]" come from another run of this size: kept, not summed
+        done = [s for k, s in size["stages"].items() if s.get("seconds") and " [" not in k]
         size["end_to_end_seconds"] = round(sum(s["seconds"] for s in done), 1)
         size["peak_rss_mb"] = max((s.get("peak_rss_mb", 0) for s in done), default=0)
     doc["ratios"] = _ratios(doc["sizes"], [s for s in SIZES if s in doc["sizes"]])
