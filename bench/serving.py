@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # noqa: E402 (bench/loadgen.py, same folder)
-from loadgen import PREDICT, machine, percentiles, start_server  # noqa: E402
+from loadgen import PREDICT, machine, percentiles, start_server, stop_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "recommender"
@@ -213,7 +213,7 @@ def bench_model(name: str, args: argparse.Namespace, cache: Path, work: Path) ->
     print(f"[bench] {name} in-process floor: {floor}; batched: {batched}", flush=True)
     port = free_port()
     (work / name).mkdir(parents=True, exist_ok=True)
-    process, command, log = serve(export, work / name, port, args)
+    process, command, server = serve(export, work / name, port, args)
     address = f"127.0.0.1:{port}"
     load_before = [round(x, 2) for x in os.getloadavg()]
     try:
@@ -225,9 +225,7 @@ def bench_model(name: str, args: argparse.Namespace, cache: Path, work: Path) ->
         gc.freeze()
         sweep, best = rate_sweep(address, users, args, process.pid)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+        stop_server(process, server, timeout=30)
         gc.unfreeze()
     gap = round(one["p50_ms"] - floor["p50_ms"], 3)
     return {
