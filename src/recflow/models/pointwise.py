@@ -141,3 +141,25 @@ def steps_per_execution(cfg: TrainConfig) -> int:
     import tensorflow as tf
 
     return cfg.steps_per_execution if tf.distribute.get_strategy().num_replicas_in_sync == 1 else 1
+
+
+def fit_shuffled_epoch(
+    model: keras.Model,
+    users: np.ndarray,
+    items: np.ndarray,
+    labels: np.ndarray,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    say: Callable[[str], None],
+    what: str,
+) -> float:
+    """One epoch over the rows in an order drawn from our own seeded ``rng`` (so it does not
+    depend on Keras' data pipeline); returns the epoch's loss, TrainingError if not finite."""
+    order = rng.permutation(users.size)
+    fit = fit_epoch(model, users[order], items[order], labels[order], cfg, say, what)
+    loss = float(fit.history["loss"][-1])
+    if not np.isfinite(loss):
+        raise TrainingError(
+            f"{model.name}: expected a finite loss, found {loss} at {what}; lower learning_rate"
+        )
+    return loss

@@ -10,9 +10,13 @@ from collections.abc import Callable
 import numpy as np
 
 from recflow.config import TrainConfig
-from recflow.errors import TrainingError
 from recflow.models.neumf.network import TOWER, build_neumf
-from recflow.models.pointwise import check_inputs, fit_epoch, sample_negatives, unique_positives
+from recflow.models.pointwise import (
+    check_inputs,
+    fit_shuffled_epoch,
+    sample_negatives,
+    unique_positives,
+)
 from recflow.types import Features
 
 
@@ -34,16 +38,9 @@ def train_neumf(
         users = np.concatenate([pos_u, neg_u])
         items = np.concatenate([pos_i, neg_i])
         labels = np.concatenate([np.ones(pos_u.size, np.float32), np.zeros(neg_u.size, np.float32)])
-        order = rng.permutation(users.size)
-        fit = fit_epoch(
-            model, users[order], items[order], labels[order], cfg, progress,
-            f"neumf epoch {epoch}/{cfg.epochs}",
-        )  # fmt: skip
-        loss = float(fit.history["loss"][-1])
-        if not np.isfinite(loss):
-            raise TrainingError(
-                f"NeuMF: expected a finite loss, found {loss} at epoch {epoch}; lower learning_rate"
-            )
+        loss = fit_shuffled_epoch(
+            model, users, items, labels, cfg, rng, progress, f"neumf epoch {epoch}/{cfg.epochs}"
+        )
         history["loss"].append(loss)
         history["seconds"].append(time.perf_counter() - t0)
         progress(f"neumf epoch {epoch}/{cfg.epochs} loss={loss:.4f} examples={users.size}")

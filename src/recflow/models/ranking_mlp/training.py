@@ -17,7 +17,12 @@ import numpy as np
 
 from recflow.config import TrainConfig
 from recflow.errors import TrainingError
-from recflow.models.pointwise import check_inputs, fit_epoch, sample_negatives, unique_positives
+from recflow.models.pointwise import (
+    check_inputs,
+    fit_shuffled_epoch,
+    sample_negatives,
+    unique_positives,
+)
 from recflow.types import Features
 
 if TYPE_CHECKING:
@@ -119,18 +124,9 @@ def train_ranking_mlp(
                 f"seconds={seconds:.1f} dp_epsilon={history['dp_epsilon'][-1]:.3f}"
             )
             continue
-        # Our own seeded shuffle, so the order does not depend on Keras' data pipeline.
-        order = rng.permutation(users.size)
-        fit = fit_epoch(
-            model, users[order], items[order], labels[order], cfg, progress,
-            f"epoch {epoch}/{cfg.epochs}",
-        )  # fmt: skip
-        loss = float(fit.history["loss"][-1])
-        if not np.isfinite(loss):
-            raise TrainingError(
-                f"training: expected a finite loss, found {loss} at epoch {epoch}; "
-                "lower learning_rate"
-            )
+        loss = fit_shuffled_epoch(
+            model, users, items, labels, cfg, rng, progress, f"epoch {epoch}/{cfg.epochs}"
+        )
         seconds = time.perf_counter() - t0
         history["loss"].append(loss)
         history["seconds"].append(seconds)
