@@ -7,7 +7,7 @@ import pytest
 
 from recflow.config import TrainConfig, train_config
 from recflow.errors import ConfigError
-from recflow.models.pointwise import sample_negatives
+from recflow.models.pointwise import sample_negatives, seen_pairs, unique_positives
 from recflow.models.ranking_mlp.training import score_users, train_ranking_mlp
 from recflow.types import Features
 
@@ -125,6 +125,19 @@ def test_negatives_are_unseen_and_seeded(planted):
     np.testing.assert_array_equal(ni, again[1])
     # Roughly uniform over unseen items: each user has 33 unseen items, 12 draws each.
     assert np.unique(ni).size > f.n_items * 0.8
+
+
+def test_seen_pairs_built_once_give_the_same_draws_and_positives(planted):
+    f = planted[0]
+    seen = seen_pairs(f)
+    keys = f.train_user_idx.astype(np.int64) * f.n_items + f.train_item_idx
+    assert seen.keys.size == np.unique(keys).size
+    np.testing.assert_array_equal(seen.per_user, seen_mask(f).sum(axis=1))
+    pu, pi = unique_positives(f, seen)
+    np.testing.assert_array_equal(np.stack([pu, pi]), np.stack(unique_positives(f)))
+    inline = sample_negatives(f, pu, 4, np.random.default_rng(5))
+    reused = sample_negatives(f, pu, 4, np.random.default_rng(5), seen)
+    np.testing.assert_array_equal(inline[1], reused[1])
 
 
 def test_users_with_nothing_unseen_get_no_negatives():

@@ -10,7 +10,7 @@ module's seen-item table and the explanations read.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -27,36 +27,59 @@ if TYPE_CHECKING:
 _MAX_REDRAW_ROUNDS = 8
 
 
-def unique_positives(features: Features) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct (user, item) training pairs; repeated events of a pair count once."""
+class SeenPairs(NamedTuple):
+    """The distinct training (user, item) pairs as sorted keys ``user * n_items + item``, and
+    how many distinct items each user has."""
+
+    keys: np.ndarray
+    per_user: np.ndarray
+    n_items: int
+
+
+def seen_pairs(features: Features) -> SeenPairs:
+    """Built once per training run: the keys sort ~N log N over all events, the part of
+    negative sampling that would otherwise repeat every epoch."""
+    n = features.n_items
     keys = np.unique(
-        features.train_user_idx.astype(np.int64) * features.n_items
-        + features.train_item_idx.astype(np.int64)
+        features.train_user_idx.astype(np.int64) * n + features.train_item_idx.astype(np.int64)
     )
-    return (keys // features.n_items).astype(np.int32), (keys % features.n_items).astype(np.int32)
+    per_user = np.bincount((keys // n).astype(np.int64), minlength=features.n_users)
+    return SeenPairs(keys, per_user, n)
+
+
+def unique_positives(
+    features: Features, seen: SeenPairs | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (user, item) training pairs; repeated events of a pair count once."""
+    keys = (seen if seen is not None else seen_pairs(features)).keys
+    n = features.n_items
+    return (keys // n).astype(np.int32), (keys % n).astype(np.int32)
 
 
 def sample_negatives(
-    features: Features, users: np.ndarray, per_user_row: int, rng: np.random.Generator
+    features: Features,
+    users: np.ndarray,
+    per_user_row: int,
+    rng: np.random.Generator,
+    seen: SeenPairs | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each entry of ``users`` draw ``per_user_row`` items the user has not seen in train.
 
     Uniform over each user's unseen items (rejection sampling, vectorised). Rows of users who
-    have seen the whole catalogue cannot have negatives and are dropped.
+    have seen the whole catalogue cannot have negatives and are dropped. Pass ``seen``
+    (from :func:`seen_pairs`) when sampling every epoch of one run.
     """
     n = features.n_items
-    seen = np.unique(
-        features.train_user_idx.astype(np.int64) * n + features.train_item_idx.astype(np.int64)
-    )
-    seen_count = np.bincount((seen // n).astype(np.int64), minlength=features.n_users)
-    users = users[seen_count[users] < n]
+    pairs = seen if seen is not None else seen_pairs(features)
+    keys = pairs.keys
+    users = users[pairs.per_user[users] < n]
     neg_users = np.repeat(users.astype(np.int32), per_user_row)
     neg_items = rng.integers(0, n, size=neg_users.shape[0], dtype=np.int32)
 
     def hits_seen(u: np.ndarray, i: np.ndarray) -> np.ndarray:
-        keys = u.astype(np.int64) * n + i
-        pos = np.minimum(np.searchsorted(seen, keys), seen.shape[0] - 1)
-        return seen[pos] == keys
+        drawn = u.astype(np.int64) * n + i
+        pos = np.minimum(np.searchsorted(keys, drawn), keys.shape[0] - 1)
+        return keys[pos] == drawn
 
     bad = np.flatnonzero(hits_seen(neg_users, neg_items))
     for _ in range(_MAX_REDRAW_ROUNDS):
@@ -68,8 +91,8 @@ def sample_negatives(
     # their unseen items (few users reach this, so a loop over them is cheap).
     for user in np.unique(neg_users[bad]).astype(np.int64):
         rows = bad[neg_users[bad] == user]
-        lo, hi = np.searchsorted(seen, [user * n, (user + 1) * n])
-        own = seen[lo:hi] - user * n
+        lo, hi = np.searchsorted(keys, [user * n, (user + 1) * n])
+        own = keys[lo:hi] - user * n
         unseen = np.setdiff1d(np.arange(n, dtype=np.int64), own)
         neg_items[rows] = rng.choice(unseen, size=rows.size).astype(np.int32)
     return neg_users, neg_items

@@ -15,6 +15,7 @@ from recflow.models.pointwise import (
     check_inputs,
     fit_shuffled_epoch,
     sample_negatives,
+    seen_pairs,
     unique_positives,
 )
 from recflow.types import Features
@@ -30,11 +31,12 @@ def train_neumf(
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = build_neumf(features.n_users, features.n_items, cfg)
-    pos_u, pos_i = unique_positives(features)
+    seen = seen_pairs(features)
+    pos_u, pos_i = unique_positives(features, seen)
     history: dict[str, list[float]] = {"loss": [], "seconds": []}
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        neg_u, neg_i = sample_negatives(features, pos_u, cfg.negatives_per_positive, rng)
+        neg_u, neg_i = sample_negatives(features, pos_u, cfg.negatives_per_positive, rng, seen)
         users = np.concatenate([pos_u, neg_u])
         items = np.concatenate([pos_i, neg_i])
         labels = np.concatenate([np.ones(pos_u.size, np.float32), np.zeros(neg_u.size, np.float32)])

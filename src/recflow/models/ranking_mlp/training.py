@@ -21,6 +21,7 @@ from recflow.models.pointwise import (
     check_inputs,
     fit_shuffled_epoch,
     sample_negatives,
+    seen_pairs,
     unique_positives,
 )
 from recflow.types import Features
@@ -103,13 +104,14 @@ def train_ranking_mlp(
             f"training on {strategy.num_replicas_in_sync} replicas "
             f"({type(strategy).__name__}); global batch {cfg.batch_size}"
         )
-    pos_u, pos_i = unique_positives(features)
+    seen = seen_pairs(features)
+    pos_u, pos_i = unique_positives(features, seen)
     history: dict[str, list[float]] = {"loss": [], "seconds": []}
     dp = DPRun.start(cfg, strategy, pos_u.size, progress) if cfg.dp.enabled else None
     started = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        neg_u, neg_i = sample_negatives(features, pos_u, cfg.negatives_per_positive, rng)
+        neg_u, neg_i = sample_negatives(features, pos_u, cfg.negatives_per_positive, rng, seen)
         users = np.concatenate([pos_u, neg_u])
         items = np.concatenate([pos_i, neg_i])
         labels = np.concatenate([np.ones(pos_u.size, np.float32), np.zeros(neg_u.size, np.float32)])
