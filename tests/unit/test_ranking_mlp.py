@@ -7,7 +7,12 @@ import pytest
 
 from recflow.config import TrainConfig, train_config
 from recflow.errors import ConfigError
-from recflow.models.pointwise import sample_negatives, seen_pairs, unique_positives
+from recflow.models.pointwise import (
+    epochs_of_rows,
+    sample_negatives,
+    seen_pairs,
+    unique_positives,
+)
 from recflow.models.ranking_mlp.training import score_users, train_ranking_mlp
 from recflow.types import Features
 
@@ -138,6 +143,23 @@ def test_seen_pairs_built_once_give_the_same_draws_and_positives(planted):
     inline = sample_negatives(f, pu, 4, np.random.default_rng(5))
     reused = sample_negatives(f, pu, 4, np.random.default_rng(5), seen)
     np.testing.assert_array_equal(inline[1], reused[1])
+
+
+def test_prefetched_epochs_draw_the_same_rows_as_one_after_another(planted):
+    """The background draw of the next epoch keeps the seeded sequence of draws."""
+    f = planted[0]
+    seen = seen_pairs(f)
+    ahead = list(epochs_of_rows(f, seen, 4, 3, np.random.default_rng(9)))
+    in_turn = list(epochs_of_rows(f, seen, 4, 3, np.random.default_rng(9), prefetch=False))
+    assert len(ahead) == 3
+    for (u, i, y), (u2, i2, y2) in zip(ahead, in_turn, strict=True):
+        np.testing.assert_array_equal(u, u2)
+        np.testing.assert_array_equal(i, i2)
+        np.testing.assert_array_equal(y, y2)
+        # a label is 1 exactly for the seen pairs, and the order is shuffled
+        np.testing.assert_array_equal(y == 1, seen_mask(f)[u, i])
+        assert y.sum() == seen.keys.size and not (y[: seen.keys.size] == 1).all()
+    assert not np.array_equal(ahead[0][0], ahead[1][0])  # fresh negatives and order each epoch
 
 
 def test_users_with_nothing_unseen_get_no_negatives():

@@ -9,7 +9,9 @@ module's seen-item table and the explanations read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -166,20 +168,66 @@ def steps_per_execution(cfg: TrainConfig) -> int:
     return cfg.steps_per_execution if tf.distribute.get_strategy().num_replicas_in_sync == 1 else 1
 
 
-def fit_shuffled_epoch(
-    model: keras.Model,
-    users: np.ndarray,
-    items: np.ndarray,
-    labels: np.ndarray,
-    cfg: TrainConfig,
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # users, items, labels
+
+
+def epoch_rows(
+    features: Features, seen: SeenPairs, per_user_row: int, rng: np.random.Generator, shuffle: bool
+) -> Rows:
+    """One epoch's rows: the distinct positives (label 1) and ``per_user_row`` fresh negatives
+    for each (label 0); in an order drawn from ``rng`` when ``shuffle``."""
+    pos_u, pos_i = unique_positives(features, seen)
+    neg_u, neg_i = sample_negatives(features, pos_u, per_user_row, rng, seen)
+    users = np.concatenate([pos_u, neg_u])
+    items = np.concatenate([pos_i, neg_i])
+    if not shuffle:
+        labels = np.concatenate([np.ones(pos_u.size, np.float32), np.zeros(neg_u.size, np.float32)])
+        return users, items, labels
+    order = rng.permutation(users.size)
+    return users[order], items[order], (order < pos_u.size).astype(np.float32)
+
+
+def epochs_of_rows(
+    features: Features,
+    seen: SeenPairs,
+    per_user_row: int,
+    epochs: int,
     rng: np.random.Generator,
+    *,
+    shuffle: bool = True,
+    prefetch: bool = True,
+) -> Iterator[Rows]:
+    """:func:`epoch_rows` for each epoch, drawn from ``rng`` in epoch order.
+
+    With ``prefetch`` the next epoch's rows are drawn in a background thread while the caller
+    trains on the current ones: Keras' loop over small batches keeps about one of two cores
+    busy, and at 20M events the draw and shuffle take ~30 s an epoch (bench/results/scale.md).
+    Only when nothing else draws from ``rng`` meanwhile (DP-SGD's epochs do: no prefetch).
+    """
+    if not prefetch:
+        for _ in range(epochs):
+            yield epoch_rows(features, seen, per_user_row, rng, shuffle)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="recflow-rows") as pool:
+        draw = partial(epoch_rows, features, seen, per_user_row, rng, shuffle)
+        pending = pool.submit(draw) if epochs > 0 else None
+        for epoch in range(epochs):
+            assert pending is not None
+            rows = pending.result()
+            pending = pool.submit(draw) if epoch + 1 < epochs else None
+            yield rows
+
+
+def fit_rows(
+    model: keras.Model,
+    rows: Rows,
+    cfg: TrainConfig,
     say: Callable[[str], None],
     what: str,
 ) -> float:
-    """One epoch over the rows in an order drawn from our own seeded ``rng`` (so it does not
-    depend on Keras' data pipeline); returns the epoch's loss, TrainingError if not finite."""
-    order = rng.permutation(users.size)
-    fit = fit_epoch(model, users[order], items[order], labels[order], cfg, say, what)
+    """One epoch over ``rows`` (already in training order); returns the epoch's loss,
+    TrainingError if not finite."""
+    fit = fit_epoch(model, *rows, cfg, say, what)
     loss = float(fit.history["loss"][-1])
     if not np.isfinite(loss):
         raise TrainingError(

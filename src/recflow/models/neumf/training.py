@@ -13,10 +13,9 @@ from recflow.config import TrainConfig
 from recflow.models.neumf.network import TOWER, build_neumf
 from recflow.models.pointwise import (
     check_inputs,
-    fit_shuffled_epoch,
-    sample_negatives,
+    epochs_of_rows,
+    fit_rows,
     seen_pairs,
-    unique_positives,
 )
 from recflow.types import Features
 
@@ -32,20 +31,15 @@ def train_neumf(
     rng = np.random.default_rng(cfg.seed)
     model = build_neumf(features.n_users, features.n_items, cfg)
     seen = seen_pairs(features)
-    pos_u, pos_i = unique_positives(features, seen)
     history: dict[str, list[float]] = {"loss": [], "seconds": []}
-    for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        neg_u, neg_i = sample_negatives(features, pos_u, cfg.negatives_per_positive, rng, seen)
-        users = np.concatenate([pos_u, neg_u])
-        items = np.concatenate([pos_i, neg_i])
-        labels = np.concatenate([np.ones(pos_u.size, np.float32), np.zeros(neg_u.size, np.float32)])
-        loss = fit_shuffled_epoch(
-            model, users, items, labels, cfg, rng, progress, f"neumf epoch {epoch}/{cfg.epochs}"
-        )
+    rows = epochs_of_rows(features, seen, cfg.negatives_per_positive, cfg.epochs, rng)
+    t0 = time.perf_counter()
+    for epoch, epoch_data in enumerate(rows, 1):
+        loss = fit_rows(model, epoch_data, cfg, progress, f"neumf epoch {epoch}/{cfg.epochs}")
         history["loss"].append(loss)
         history["seconds"].append(time.perf_counter() - t0)
-        progress(f"neumf epoch {epoch}/{cfg.epochs} loss={loss:.4f} examples={users.size}")
+        t0 = time.perf_counter()
+        progress(f"neumf epoch {epoch}/{cfg.epochs} loss={loss:.4f} examples={epoch_data[0].size}")
     weights = {
         name: keras.ops.convert_to_numpy(model.get_layer(name).embeddings)
         for name in ("gmf_user", "gmf_item", "mlp_user", "mlp_item")

@@ -19,10 +19,9 @@ from recflow.config import TrainConfig
 from recflow.errors import TrainingError
 from recflow.models.pointwise import (
     check_inputs,
-    fit_shuffled_epoch,
-    sample_negatives,
+    epochs_of_rows,
+    fit_rows,
     seen_pairs,
-    unique_positives,
 )
 from recflow.types import Features
 
@@ -105,16 +104,20 @@ def train_ranking_mlp(
             f"({type(strategy).__name__}); global batch {cfg.batch_size}"
         )
     seen = seen_pairs(features)
-    pos_u, pos_i = unique_positives(features, seen)
     history: dict[str, list[float]] = {"loss": [], "seconds": []}
-    dp = DPRun.start(cfg, strategy, pos_u.size, progress) if cfg.dp.enabled else None
-    started = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        neg_u, neg_i = sample_negatives(features, pos_u, cfg.negatives_per_positive, rng, seen)
-        users = np.concatenate([pos_u, neg_u])
-        items = np.concatenate([pos_i, neg_i])
-        labels = np.concatenate([np.ones(pos_u.size, np.float32), np.zeros(neg_u.size, np.float32)])
+    dp = DPRun.start(cfg, strategy, seen.keys.size, progress) if cfg.dp.enabled else None
+    # DP-SGD samples its own batches from rng: unshuffled rows, drawn in turn with its draws.
+    rows = epochs_of_rows(
+        features,
+        seen,
+        cfg.negatives_per_positive,
+        cfg.epochs,
+        rng,
+        shuffle=dp is None,
+        prefetch=dp is None,
+    )
+    started = t0 = time.perf_counter()
+    for epoch, (users, items, labels) in enumerate(rows, 1):
         if dp is not None:
             loss, seconds = dp.epoch(model, users, items, labels, rng)
             _check_loss(loss, epoch)
@@ -126,10 +129,9 @@ def train_ranking_mlp(
                 f"seconds={seconds:.1f} dp_epsilon={history['dp_epsilon'][-1]:.3f}"
             )
             continue
-        loss = fit_shuffled_epoch(
-            model, users, items, labels, cfg, rng, progress, f"epoch {epoch}/{cfg.epochs}"
-        )
-        seconds = time.perf_counter() - t0
+        loss = fit_rows(model, (users, items, labels), cfg, progress, f"epoch {epoch}/{cfg.epochs}")
+        seconds = time.perf_counter() - t0  # with any wait for the rows
+        t0 = time.perf_counter()
         history["loss"].append(loss)
         history["seconds"].append(seconds)
         progress(
