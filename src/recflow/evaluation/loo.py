@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recflow.evaluation.ranking import _held_out, _TrainItems, rank_users, top_k
+from recflow.evaluation.ranking import TrainItems, held_out_pairs, rank_users, top_k
 from recflow.types import Features, ScoreFn, Split
 
 
@@ -56,7 +56,7 @@ def ours_test(
 
 def validation_items(split: Split, features: Features) -> tuple[np.ndarray, np.ndarray]:
     """(user index, item index) of each evaluated user's validation event."""
-    return _held_out(split.validation, features, "validation")
+    return held_out_pairs(split.validation, features, "validation")
 
 
 def with_validation_item(x: np.ndarray, split: Split, features: Features) -> np.ndarray:
@@ -71,11 +71,11 @@ def peers_test(
     table: np.ndarray, split: Split, features: Features, k: int, *, mask_history: bool
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(user ids, per-user metrics) of the peers' variant from a table scored on its input."""
-    users, targets = _held_out(split.test, features, "test")
+    users, targets = held_out_pairs(split.test, features, "test")
     scores = np.array(table[users], dtype=np.float64, copy=True)
     scores[np.isnan(scores)] = -np.inf
     if mask_history:
-        _TrainItems(features).mask(scores, users)
+        TrainItems(features).mask(scores, users)
         v_users, v_items = validation_items(split, features)
         row = np.full(features.n_users, -1, dtype=np.int64)
         row[users] = np.arange(users.size)

@@ -149,12 +149,12 @@ def evaluate_ms(
 
     ``features`` must come from the protocol's training part; training items are excluded.
     """
-    from recflow.evaluation.ranking import _CatalogueMap, _TrainItems
+    from recflow.evaluation.ranking import TrainItems, _CatalogueMap
 
     if k < 1:
         raise ConfigError(f"k: expected >= 1, found {k}")
     rel = relevant_sets(test, features)
-    exclusions = _TrainItems(features)
+    exclusions = TrainItems(features)
     catalogue = _CatalogueMap(features.item_ids)
     topk = np.empty((rel.users.size, k), dtype=np.int64)
     for start in range(0, rel.users.size, batch_size):

@@ -93,7 +93,7 @@ def rank_users(
     if k < 1 or batch_size < 1:
         raise ConfigError(f"expected k >= 1 and batch_size >= 1, found k={k}, {batch_size=}")
     frame = split.validation if stage == "validation" else split.test
-    users, targets = _held_out(frame, features, stage)
+    users, targets = held_out_pairs(frame, features, stage)
     if users.size == 0:
         raise DataError(
             f"no users to evaluate on {stage!r}: expected held-out rows for users with training "
@@ -105,11 +105,11 @@ def rank_users(
     users, targets = users[chosen], targets[chosen]
     also_excluded = None
     if stage == "test":
-        val_users, val_items = _held_out(split.validation, features, "validation")
+        val_users, val_items = held_out_pairs(split.validation, features, "validation")
         by_user = np.full(features.n_users, -1, dtype=np.int64)
         by_user[val_users] = val_items
         also_excluded = by_user[users]
-    exclusions = _TrainItems(features)
+    exclusions = TrainItems(features)
     catalogue = _CatalogueMap(features.item_ids)
     topk = np.empty((users.size, k), dtype=np.int64)
     batch_size = chunk_users(features.n_items, batch_size)
@@ -187,7 +187,9 @@ def top_k(scores: np.ndarray, target: np.ndarray, k: int) -> np.ndarray:
     return best
 
 
-def _held_out(frame: pd.DataFrame, features: Features, stage: str) -> tuple[np.ndarray, np.ndarray]:
+def held_out_pairs(
+    frame: pd.DataFrame, features: Features, stage: str
+) -> tuple[np.ndarray, np.ndarray]:
     """(user index, item index) of the stage's rows for users known to ``features``."""
     missing = [c for c in (USER_ID, ITEM_ID) if c not in frame.columns]
     if missing:
@@ -213,7 +215,7 @@ def _held_out(frame: pd.DataFrame, features: Features, stage: str) -> tuple[np.n
     return user_idx[order].astype(np.int64), item_idx[order].astype(np.int64)
 
 
-class _TrainItems:
+class TrainItems:
     """Training items per user in CSR form, to mask a batch with one fancy-index write."""
 
     def __init__(self, features: Features) -> None:

@@ -8,7 +8,8 @@ tags of a version, the verification requests) and hands the rest to these functi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -202,15 +203,22 @@ def record_serving_failure(
     say(f"{step}: FAILED: {error}")
 
 
-def _failed(
-    cfg: WorkLayout, ctx: RunContext, registry: Registry, version: int, step: str, error: Exception
-) -> None:
-    if is_transient(error):
-        # Airflow retries it (recflow.pipeline.retries): record nothing a retry must undo.
-        say(f"{step}: transient failure, to be retried: {error}")
-        return
-    run = tracking_run(cfg, ctx, registry)
-    record_serving_failure(registry, cfg.registry.model_name, run, version, step, error)
+@contextmanager
+def _recording_failure(
+    cfg: WorkLayout, ctx: RunContext, registry: Registry, version: int, step: str
+) -> Iterator[None]:
+    """Re-raise a RecflowError from a serving step after recording it, unless it is
+    transient: Airflow retries those (recflow.pipeline.retries), so nothing a retry must undo
+    is recorded."""
+    try:
+        yield
+    except RecflowError as error:
+        if is_transient(error):
+            say(f"{step}: transient failure, to be retried: {error}")
+        else:
+            run = tracking_run(cfg, ctx, registry)
+            record_serving_failure(registry, cfg.registry.model_name, run, version, step, error)
+        raise
 
 
 @dataclass(frozen=True)
@@ -259,11 +267,8 @@ class Deployment(Generic[Cfg]):
         # Nothing reaches serving whose registration did not complete (registry.base).
         check_complete(registry.get_version(cfg.registry.model_name, version), "deploy_canary")
         say(f"{step}: copying {noun} {version} into {promoter.model_dir} and loading it as canary")
-        try:
+        with _recording_failure(cfg, ctx, registry, version, "deploy_canary"):
             deployed = promoter.deploy_canary(ctx.saved_model_dir, version)
-        except RecflowError as error:
-            _failed(cfg, ctx, registry, version, "deploy_canary", error)
-            raise
         if not deployed:  # a re-run after promotion
             say(f"{step}: {noun} {version} is already stable: nothing to do")
             return {"version": version}
@@ -285,11 +290,8 @@ class Deployment(Generic[Cfg]):
             say(f"{self.verify_step}: {self.noun} {version} is already stable: nothing to do")
             return {"version": version, **self.already_stable}
         check = self.verification(cfg, ctx)
-        try:
+        with _recording_failure(cfg, ctx, registry, version, "verify_canary"):
             promoter.verify_canary(version, check.inputs, check.expected)
-        except RecflowError as error:
-            _failed(cfg, ctx, registry, version, "verify_canary", error)
-            raise
         registry.set_version_tag(cfg.registry.model_name, version, "serving.verified", "true")
         say(
             f"{self.verify_step}: canary v{version} answered {check.checked} as the exported "

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from recflow.config import TrainConfig
+    from recflow.models.ranking_mlp.training import TrainedModel
     from recflow.types import Features, Split
 
 KERAS_FILE = "model.keras"
@@ -26,11 +27,17 @@ def fit(
     from recflow.models.ranking_mlp.training import train_ranking_mlp
 
     trained = train_ranking_mlp(features, cfg, progress=progress)
+    return {"history": save_trained(trained, train_dir), "seconds": trained.seconds}
+
+
+def save_trained(trained: TrainedModel, train_dir: Path) -> dict[str, list[float]]:
+    """The network (``model.keras``) and its per-epoch history (``history.json``, returned)
+    into ``train_dir``; also the ranking half of ``two_stage``."""
     train_dir.mkdir(parents=True, exist_ok=True)
     trained.model.save(train_dir / KERAS_FILE)
     history = {k: [float(x) for x in v] for k, v in trained.history.items()}
     (train_dir / HISTORY_FILE).write_text(json.dumps(history))
-    return {"history": history, "seconds": trained.seconds}
+    return history
 
 
 def export(

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recflow.errors import ContractError
+from recflow.models.ranking_mlp.kind import KERAS_FILE, save_trained
 from recflow.types import Features, Split
 
 if TYPE_CHECKING:
     from recflow.config import TrainConfig
     from recflow.models.two_stage.towers import Towers
 
-KERAS_FILE = "model.keras"
 TOWERS_FILE = "towers.npz"
 SUMMARY_FILE = "two_stage.json"
 
@@ -25,12 +25,12 @@ SUMMARY_FILE = "two_stage.json"
 def recall_metrics(towers: Towers, features: Features, split: Split, n: int) -> dict[str, float]:
     """Retrieval recall@n of the towers and of popularity on the validation split's users
     (empty when the split has no validation rows for training users, e.g. the MS protocol)."""
-    from recflow.evaluation.ranking import _held_out
+    from recflow.evaluation.ranking import held_out_pairs
     from recflow.models.two_stage.towers import popularity_candidates, recall_at_n, retrieve
 
     if split.validation is None or len(split.validation) == 0:
         return {}
-    users, targets = _held_out(split.validation, features, "validation")
+    users, targets = held_out_pairs(split.validation, features, "validation")
     if users.size == 0:
         return {}
     n_eff = min(n, features.n_items)
@@ -71,15 +71,13 @@ def fit(
     metrics = recall_metrics(towers, features, split, cfg.two_stage.candidates)
     for name, value in metrics.items():
         progress(f"two_stage: {name} = {value:.4f}")
-    train_dir.mkdir(parents=True, exist_ok=True)
-    trained.model.save(train_dir / KERAS_FILE)
+    history = save_trained(trained, train_dir)
     np.savez(
         train_dir / TOWERS_FILE,
         users=towers.users,
         items=towers.items,
         candidates=np.int64(cfg.two_stage.candidates),
     )
-    history = {k: [float(x) for x in v] for k, v in trained.history.items()}
     history.update(towers.history)
     (train_dir / SUMMARY_FILE).write_text(json.dumps({"metrics": metrics, "history": history}))
     return {"history": history, "metrics": metrics, "seconds": time.perf_counter() - t0}
