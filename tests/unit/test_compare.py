@@ -114,9 +114,9 @@ def test_peers_variant_masks_history_only_when_asked() -> None:
     x = with_validation_item(user_rows(f), split, f)
     assert (x[users, items] == 1).all() and x.sum() == user_rows(f).sum() + users.size
     # The validation item scores highest, the test item second.
-    from recflow.evaluation.ranking import _held_out
+    from recflow.evaluation.ranking import held_out_pairs
 
-    t_users, t_items = _held_out(split.test, f, "test")
+    t_users, t_items = held_out_pairs(split.test, f, "test")
     table = np.zeros((f.n_users, f.n_items), np.float32)
     table[t_users, t_items] = 5.0
     table[users, items] = 10.0
