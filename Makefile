@@ -14,7 +14,7 @@ export SCARF_ANALYTICS := false
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality check-serving-compat compose-smoke bench-tf32 bench-soak bench-scale
+.PHONY: install server-deps system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality check-serving-compat compose-smoke bench-tf32 bench-soak bench-scale
 
 install: $(STAMP)
 
@@ -27,10 +27,10 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/base.in requi
 	touch $(STAMP)
 
 # DATA=<MovieLens-100K folder> runs the same demo on MovieLens.
-demo: install
+demo: install server-deps
 	$(BIN)/python -m recflow.dev.demo $(if $(DATA),--data $(DATA)) $(DEMO_ARGS)
 
-demo-movielens: install
+demo-movielens: install server-deps
 	$(BIN)/python -m recflow.dev.demo --data $(or $(DATA),../shared/datasets/movielens-100k) $(DEMO_ARGS)
 
 # Local UIs on the same $(RECFLOW_HOME) as the demo; each runs in the foreground (Ctrl-C stops it).
@@ -44,15 +44,24 @@ airflow: install
 mlflow: install
 	$(BIN)/python -m recflow.dev.launch mlflow --port $(MLFLOW_PORT)
 
-serve: install
+serve: install server-deps
 	$(BIN)/python -m recflow.dev.launch serve --port $(SERVE_PORT)
+
+# The local model server's allocator (recflow.serving.server.allocator): jemalloc from Debian when
+# missing and we are root; without it the server runs on glibc's malloc and says so in its log.
+server-deps:
+	@ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1 && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo ">> installing Debian package libjemalloc2"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2 >/dev/null; \
+	else echo ">> not root: not installing libjemalloc2 (the model server uses glibc's malloc)"; fi
 
 # Debian packages some tests need: docker-compose (validates the compose file without an engine),
 # chromium (the browser test) and postgresql (the server programs initdb/pg_ctl, found as
 # tests/integration/pg.py finds them: PG_BIN_DIR, `pg_config --bindir`,
 # /usr/lib/postgresql/<ver>/bin). Installed when missing and we are root; otherwise those tests
 # skip and say why (under CI=true a skip fails the run: tests/_skip_guard.py).
-system-deps:
+system-deps: server-deps
 	@missing=""; command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	pgbin="$${PG_BIN_DIR:-$$(pg_config --bindir 2>/dev/null)}"; \
@@ -109,7 +118,7 @@ compose-smoke: install
 
 # 10 minutes of open-loop Predicts with a hot swap every 2 minutes and a hostile request every
 # second, on a MovieLens-100K-size model; writes bench/results/soak.{json,md}
-bench-soak: install
+bench-soak: install server-deps
 	$(BIN)/python bench/soak.py --out bench/results
 
 clean:

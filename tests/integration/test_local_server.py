@@ -17,7 +17,8 @@ from _savedmodel_fixture import K, expected, publish_version
 from recflow.errors import InvalidRequest, ModelNotFound, ModelNotReady, ServingError
 from recflow.serving.cli import main as cli_main
 from recflow.serving.client import ServingClient
-from recflow.serving.model_config import ModelEntry, write_entries
+from recflow.serving.model_config import EMPTY_MODEL_CONFIG, ModelEntry, write_entries
+from recflow.serving.server import allocator
 
 MODEL = "recommender"
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,6 +91,21 @@ def rpc_error(call: Any, request: Any) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as info:
         call(request, timeout=10)
     return info.value
+
+
+def test_server_started_as_a_program_runs_on_jemalloc(start_server: Any, tmp_path: Path) -> None:
+    """It re-executes itself with jemalloc preloaded (same pid); --malloc=system does not."""
+    if allocator.find_jemalloc() is None:
+        pytest.skip("libjemalloc2 is not installed (make system-deps installs it as root)")
+    config = tmp_path / "empty.config"
+    config.write_text(EMPTY_MODEL_CONFIG)
+    for flags, expect in (((), "jemalloc"), (("--malloc=system",), "glibc malloc")):
+        server = start_server("--model_config_file", str(config), *flags)
+        assert server.process is not None
+        mapped = allocator.JEMALLOC in Path(f"/proc/{server.process.pid}/maps").read_text()
+        assert mapped == (expect == "jemalloc")
+        assert f"memory allocator: {expect}" in server.log_text()
+        server.stop()
 
 
 def test_predict_status_metadata_errors_client_and_cli(

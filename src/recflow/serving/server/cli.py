@@ -22,6 +22,7 @@ from recflow.serving.limits import (
     RequestLimits,
     parse_grpc_channel_arguments,
 )
+from recflow.serving.server import allocator
 from recflow.serving.server.manager import Loader
 from recflow.serving.server.process import DEFAULT_BIND_ADDRESS, LocalModelServer
 from recflow.serving.server.servable import Servable, ServableError, load_servable
@@ -158,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_REQUEST_ROWS,
         help="rows one Predict may carry when batching is off (default %(default)s; TF "
         "Serving has no limit there); with --enable_batching max_batch_size applies",
+    )
+    p.add_argument(
+        "--malloc",
+        choices=allocator.CHOICES,
+        default="auto",
+        help="recflow only: memory allocator; auto = jemalloc when installed (Debian "
+        "libjemalloc2), else glibc's malloc, which kept growing under hot swaps "
+        "(recflow.serving.server.allocator)",
     )
     p.add_argument(
         "--tensorflow_intra_op_parallelism",
@@ -305,6 +314,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
     args = build_parser().parse_args(argv)
+    if argv is None:  # a program of its own (not a test calling main): it may re-execute
+        try:
+            allocator.reexec_if_needed(args.malloc, sys.argv[1:])
+        except ConfigError as exc:
+            log.error("recflow-model-server could not start: %s", exc)
+            return 1
+    log.info("memory allocator: %s", allocator.allocator_in_use())
     try:
         server = server_from_args(args)
         server.start()
