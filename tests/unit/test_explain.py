@@ -60,21 +60,3 @@ def test_tf_explainer_matches_reference_and_points_into_history(features) -> Non
             assert text[b][k].startswith(explain.BECAUSE)
             assert text[b][k][len(explain.BECAUSE) :] in history_titles
     assert text[3] == [explain.POPULAR] * 5
-
-
-def test_history_width_is_one_shape_for_every_batch(features) -> None:
-    """oneDNN caches a primitive per shape and thread: the history the einsum reads has the
-    export's fixed width, whatever users a batch holds (bench/results/soak-diagnosis.md)."""
-    import tensorflow as tf
-
-    ex = explain.build_explainer(features)
-    splits, _ = explain.seen_csr(features)
-    width = explain.history_width(splits)
-    assert width == min(int(np.diff(splits).max()), explain.MAX_HISTORY) + 1
-    assert explain.history_width(splits, max_history=3) == 4
-    fn = tf.function(ex.because_items).get_concrete_function(
-        tf.TensorSpec([None], tf.int64), tf.TensorSpec([None, None], tf.int64)
-    )
-    einsums = [op for op in fn.graph.get_operations() if op.type in ("Einsum", "BatchMatMulV2")]
-    assert einsums, "the similarity einsum is gone: update this test"
-    assert all(op.inputs[1].shape[1] == width for op in einsums)

@@ -81,13 +81,6 @@ def because_items_numpy(
     return out
 
 
-def history_width(splits: np.ndarray, max_history: int = MAX_HISTORY) -> int:
-    """Columns of the padded history every batch uses: the longest training history (at most
-    ``max_history``) plus one."""
-    longest = int(np.max(np.diff(splits))) if len(splits) > 1 else 0
-    return min(longest, max_history) + 1
-
-
 def build_explainer(
     features: Features, *, item_vectors: np.ndarray | None = None, max_history: int = MAX_HISTORY
 ) -> tf.Module:
@@ -96,7 +89,6 @@ def build_explainer(
 
     vectors = cooccurrence_vectors(features) if item_vectors is None else item_vectors
     splits, seen = seen_csr(features)
-    width = history_width(splits, max_history)
 
     class Explainer(tf.Module):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -121,11 +113,12 @@ def build_explainer(
             positions = tf.ragged.range(starts, starts + lengths)
             history = tf.cast(tf.gather(self.seen_items, positions), tf.int64)
             batch = tf.shape(user_idx, out_type=tf.int64)[0]
-            # One width for every batch: the longest history this export can see (plus one
-            # padding column, so argmax has something to look at for empty histories).
-            # TensorFlow's oneDNN kernels keep one cached primitive per shape and per thread,
-            # so a width that varied with the users in a batch multiplied the shapes each
-            # thread had to meet before its cache stopped growing (bench/results/soak-diagnosis.md).
+            # Width: the next power of two above the longest history (at least one padding
+            # column, so argmax has something to look at for empty histories). A bounded set
+            # of shapes: TensorFlow's oneDNN kernels keep one primitive per shape they see.
+            need = tf.reduce_max(tf.concat([lengths, tf.zeros([1], tf.int64)], 0)) + 1
+            exponent = tf.math.ceil(tf.math.log(tf.cast(need, tf.float64)) / np.log(2.0) - 1e-9)
+            width = tf.cast(tf.pow(tf.constant(2.0, tf.float64), exponent), tf.int64)
             dense = history.to_tensor(default_value=-1, shape=tf.stack([batch, width]))
             present = dense >= 0
             hv = tf.gather(self.item_vectors, tf.maximum(dense, 0))  # [B, H, D]
