@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -71,8 +72,6 @@ def allocator_in_use(maps: Path = Path("/proc/self/maps")) -> str:
 def reexec_if_needed(choice: str, program_args: list[str]) -> None:
     """Replace this process by ``python -m recflow.serving.server`` with the chosen allocator
     preloaded (does not return then); returns if nothing needs to change."""
-    import sys
-
     env = preload_env(choice, os.environ)
     if env is None:
         return
