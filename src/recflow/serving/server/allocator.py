@@ -2,7 +2,7 @@
 
 Under hot swaps and traffic, glibc's malloc kept the server's resident memory creeping up for
 about half an hour (live native memory, not Python objects: bench/results/soak-diagnosis.md);
-with jemalloc the same soak was flat after its first swaps. NVIDIA's Triton documents the same
+on jemalloc it stopped growing after the first few swaps. NVIDIA's Triton documents the same
 for loading and unloading SavedModels and the same remedy (``LD_PRELOAD`` of tcmalloc or
 jemalloc). An allocator is chosen when a process starts, so ``recflow-model-server`` started
 as a program re-executes itself once with ``LD_PRELOAD`` set (same pid, same arguments).
