@@ -35,7 +35,6 @@ class SeenPairs(NamedTuple):
 
     keys: np.ndarray
     per_user: np.ndarray
-    n_items: int
 
 
 def seen_pairs(features: Features) -> SeenPairs:
@@ -46,7 +45,7 @@ def seen_pairs(features: Features) -> SeenPairs:
         features.train_user_idx.astype(np.int64) * n + features.train_item_idx.astype(np.int64)
     )
     per_user = np.bincount((keys // n).astype(np.int64), minlength=features.n_users)
-    return SeenPairs(keys, per_user, n)
+    return SeenPairs(keys, per_user)
 
 
 def unique_positives(
@@ -201,7 +200,8 @@ def epochs_of_rows(
 
     With ``prefetch`` the next epoch's rows are drawn in a background thread while the caller
     trains on the current ones: Keras' loop over small batches keeps about one of two cores
-    busy, and at 20M events the draw and shuffle take ~30 s an epoch (bench/results/scale.md).
+    busy, and at 20M events the draw and shuffle took tens of seconds an epoch (20M ranking MLP
+    train 1,214 s -> 813 s with this: bench/results/scale-ranking-mlp-rerun.md).
     Only when nothing else draws from ``rng`` meanwhile (DP-SGD's epochs do: no prefetch).
     """
     if not prefetch:
