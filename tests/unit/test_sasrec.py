@@ -15,12 +15,18 @@ from recflow.features import build_features, split_leave_last_out
 from recflow.models import check_contract
 from recflow.models.explain import POPULAR
 from recflow.models.sasrec.export import HISTORY_SIGNATURE, INPUT_HISTORY
-from recflow.models.sasrec.network import score_sequences
+from recflow.models.sasrec.network import SasrecParams, build_network, score_sequences
 from recflow.models.sasrec.sequences import (
     Sequences,
     last_windows,
     training_windows,
     user_sequences,
+)
+from recflow.models.sasrec.training import (
+    CHUNK_BATCHES,
+    epoch_batches,
+    run_epoch,
+    window_lengths,
 )
 from recflow.models.zoo import get_kind
 from recflow.schema import ITEM_ID, RATING, TIMESTAMP, USER_ID
@@ -84,6 +90,63 @@ def test_user_sequences_follow_time_and_keep_source_order_on_ties():
     assert names == ["i1", "i3", "i2", "i1", "i2"]  # a: t=10, 30 (row order), 30; b: 1, 5
     assert seqs.splits.tolist() == [0, 3, 5]
     assert seqs.rewards.tolist() == [1.0, 0.0, 1.0, 0.0, 1.0]
+
+
+def test_epoch_batches_cover_every_window_once_in_batches_of_similar_length():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 51, size=CHUNK_BATCHES * 8 * 3 + 5)
+    batches = epoch_batches(lengths, np.random.default_rng(7), batch_size=8)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(lengths.size))
+    assert [b.size for b in batches].count(8) == len(batches) - 1  # one short last batch
+    # Sorted within chunks: most batches span a few lengths, not the whole 1..50.
+    spread = np.array([np.ptp(lengths[b]) for b in batches])
+    assert np.median(spread) <= 3
+    # Shuffled: the order of lengths across batches is not sorted, and a seed repeats it.
+    firsts = [int(lengths[b].min()) for b in batches]
+    assert firsts != sorted(firsts)
+    again = epoch_batches(lengths, np.random.default_rng(7), batch_size=8)
+    assert all((a == b).all() for a, b in zip(batches, again, strict=True))
+
+
+def test_window_lengths_count_the_positions_with_a_target():
+    w = training_windows(csr([[10, 11, 12, 13, 14], [7], [3, 4]]), max_len=3)
+    assert window_lengths(w).tolist() == [3, 1, 1]
+
+
+def test_each_batch_is_cut_to_its_longest_window_and_weighed_by_its_positions():
+    from recflow.progress import Progress
+
+    rows = [[1] * n for n in (2, 3, 5, 9, 12, 13, 14, 30)]  # windows of 1..11 targets
+    w = training_windows(csr(rows), max_len=11)
+    lengths = window_lengths(w)
+    batches = epoch_batches(lengths, np.random.default_rng(0), batch_size=3)
+    seen: list[tuple[int, int, float]] = []
+
+    def step(inputs, targets, rewards, done, q_mask, weight):  # type: ignore[no-untyped-def]
+        seen.append((int(inputs.shape[1]), int(np.count_nonzero(targets)), float(weight)))
+        return 1.0, 1.0, 0.0
+
+    meter = Progress("test", int(lengths.size), lambda line: None)
+    run_epoch(step, w, batches, lengths, CFG, meter, None, 0)
+    assert [width for width, _, _ in seen] == [int(lengths[b].max()) for b in batches]
+    positions = np.array([n for _, n, _ in seen], float)
+    weights = np.array([x for _, _, x in seen])
+    # Every position weighs the same: weights are the batches' shares of positions, mean 1.
+    np.testing.assert_allclose(weights, positions / positions.mean(), rtol=1e-6)
+
+
+def test_a_batch_cut_to_its_longest_window_reads_like_the_full_width():
+    """Positions count from the right, so cutting all-padding columns changes nothing."""
+    p = SasrecParams(n_items=30, max_len=10, dim=8, blocks=2, heads=2, dropout=0.1)
+    net = build_network(p)
+    full = np.zeros((3, p.max_len), np.int32)
+    full[0, -4:] = [5, 6, 7, 8]
+    full[1, -2:] = [9, 10]
+    full[2, -3:] = [1, 2, 3]
+    hidden_full = np.asarray(net(full, training=False))
+    hidden_cut = np.asarray(net(full[:, -4:], training=False))
+    real = full[:, -4:] > 0
+    np.testing.assert_allclose(hidden_cut[real], hidden_full[:, -4:][real], atol=1e-5)
 
 
 def test_bad_architecture_is_a_config_error():

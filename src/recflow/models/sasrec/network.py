@@ -110,7 +110,10 @@ def _network_class() -> type:
             keep = ops.cast(real, "float32")[..., None]
             length = ops.shape(seq)[1]
             x = self.item_embedding(seq) * math.sqrt(self.p.dim)
-            x = x + self.position_embedding(ops.arange(length))[None, :, :]
+            # Positions count from the right (the newest item is always max_len - 1), so a
+            # batch trimmed of its all-padding columns reads the same embeddings as a full one.
+            positions = ops.arange(self.p.max_len - length, self.p.max_len)
+            x = x + self.position_embedding(positions)[None, :, :]
             x = self.input_dropout(x, training=training) * keep
             # Keys must be real items; causality is added by the layer.
             key_mask = ops.broadcast_to(real[:, None, :], (ops.shape(seq)[0], length, length))

@@ -3,8 +3,9 @@ softmax over the catalogue (sampled softmax when ``sasrec_negatives > 0`` or the
 large), optionally joined by the SQN Q head (:mod:`recflow.models.sasrec.sqn`).
 
 ``train_sasrec`` checks the settings, cuts the windows, builds the networks and one compiled
-step (:func:`make_step`), then runs the epochs (:func:`run_epoch`); the time an ``on_epoch``
-callback takes is not counted as training time (:class:`TrainingClock`).
+step (:func:`make_step`), then runs the epochs (:func:`run_epoch`) in batches of windows of
+similar length, each cut to its longest window (:func:`epoch_batches`); the time an
+``on_epoch`` callback takes is not counted as training time (:class:`TrainingClock`).
 """
 
 from __future__ import annotations
@@ -31,10 +32,15 @@ if TYPE_CHECKING:
     from recflow.progress import Progress
 
 T = TypeVar("T")
-# (inputs, targets, rewards, done, q_mask) [B, L] each -> (loss, cross-entropy, Q loss)
+# (inputs, targets, rewards, done, q_mask) [B, L] each, weight [] -> (loss, cross-entropy,
+# Q loss)
 TrainStep = Callable[..., "tuple[tf.Tensor, tf.Tensor, tf.Tensor]"]
 EpochCallback = Callable[[int, SasrecNet], dict[str, float] | None]
 WINDOW_KEYS = ("inputs", "targets", "rewards", "done", "q_mask")
+# Windows are sorted by length within chunks of this many batches, so a batch's windows have
+# similar lengths and its all-padding columns can be cut (at 20M events half the positions of
+# the windows are padding), while each chunk still mixes windows from the whole epoch.
+CHUNK_BATCHES = 64
 
 
 @dataclass
@@ -183,11 +189,12 @@ def make_step(
     from recflow.models.sasrec.sqn import bellman_targets, q_loss
 
     gamma, q_weight, q_negatives = cfg.sqn.gamma, cfg.sqn.q_weight, cfg.sqn.negatives
-    # One trace for every batch size (the last batch is smaller): tracing is the slow part.
+    # One trace for every batch size and width (batches are trimmed to their longest
+    # window): tracing is the slow part.
     spec = [
-        tf.TensorSpec([None, model.p.max_len], dtype)
+        tf.TensorSpec([None, None], dtype)
         for dtype in (tf.int32, tf.int32, tf.float32, tf.float32, tf.bool)
-    ]
+    ] + [tf.TensorSpec([], tf.float32)]
 
     @tf.function(input_signature=spec, autograph=False)  # no tensor-dependent control flow
     def step(
@@ -196,6 +203,7 @@ def make_step(
         rewards: tf.Tensor,
         done: tf.Tensor,
         q_mask: tf.Tensor,
+        weight: tf.Tensor,
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         valid = targets > 0
         with tf.GradientTape() as tape:
@@ -218,43 +226,76 @@ def make_step(
                 if q_negatives > 0:
                     ql = 0.5 * (ql + negative_q_loss(target, q, lagged, q_mask, gamma, q_negatives))
             loss = ce + q_weight * ql
+            weighted = loss * weight
         variables = model.trainable_variables
-        grads = tape.gradient(loss, variables)
+        grads = tape.gradient(weighted, variables)
         optimizer.apply(grads, variables)
         return loss, ce, ql
 
     return step  # type: ignore[no-any-return]
 
 
+def window_lengths(windows: dict[str, np.ndarray]) -> np.ndarray:
+    """[S] positions with a target in each window (its real part is right-aligned)."""
+    return np.count_nonzero(windows["targets"], axis=1)
+
+
+def epoch_batches(
+    lengths: np.ndarray, rng: np.random.Generator, batch_size: int
+) -> list[np.ndarray]:
+    """One epoch's batches of window indices, each of windows of similar length.
+
+    The windows are shuffled, cut into chunks of ``CHUNK_BATCHES`` batches and sorted by
+    length within each chunk (stable, so equal lengths stay shuffled); the chunks are cut
+    into batches and the batches shuffled.
+    """
+    order = rng.permutation(lengths.size)
+    chunk = batch_size * CHUNK_BATCHES
+    batches: list[np.ndarray] = []
+    for start in range(0, order.size, chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches.extend(part[i : i + batch_size] for i in range(0, part.size, batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def run_epoch(
     step: TrainStep,
     windows: dict[str, np.ndarray],
-    order: np.ndarray,
+    batches: list[np.ndarray],
+    lengths: np.ndarray,
     cfg: TrainConfig,
     meter: Progress,
     target: TargetNetwork | None,
     steps: int,
 ) -> tuple[np.ndarray, int]:
-    """Batches of ``windows`` in ``order``; (mean loss, cross-entropy, Q loss; steps so far).
+    """``batches`` of ``windows``, each cut to its longest window; (mean loss, cross-entropy,
+    Q loss; steps so far).
 
     The target network follows the online one every ``sqn_target_every`` steps, counted
     over the whole training (``steps`` carries the count between epochs).
     """
     import tensorflow as tf
 
+    max_len = windows["inputs"].shape[1]
+    # A batch's losses are means over its positions; batches of short windows would weigh
+    # each of their positions more than batches of long ones. Scaling by the batch's share of
+    # positions gives every position the same weight, as random batches do on average.
+    per_batch = sum(int(lengths[take].sum()) for take in batches) / len(batches)
     sums = np.zeros(3)
-    batches = 0
-    for start in range(0, order.size, cfg.sasrec.batch_size):
-        take = order[start : start + cfg.sasrec.batch_size]
-        out = step(*(tf.constant(windows[k][take]) for k in WINDOW_KEYS))
-        meter.update(start + take.size)
+    seen = 0
+    for take in batches:
+        cols = slice(max_len - int(lengths[take].max()), max_len)
+        weight = tf.constant(float(lengths[take].sum()) / per_batch, tf.float32)
+        out = step(*(tf.constant(windows[k][take, cols]) for k in WINDOW_KEYS), weight)
+        seen += take.size
+        meter.update(seen)
         sums += [float(v) for v in out]
-        batches += 1
         steps += 1
         if target is not None and steps % cfg.sqn.target_every == 0:
             target.update(cfg.sqn.tau)
     meter.finish()
-    return sums / batches, steps
+    return sums / len(batches), steps
 
 
 def train_sasrec(
@@ -281,6 +322,7 @@ def train_sasrec(
     check_settings(cfg, q_head=q_head)
     seqs, windows = training_data(features, split, cfg, p.max_len)
     n_windows = windows["inputs"].shape[0]
+    lengths = window_lengths(windows)
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = build_network(p)
@@ -299,9 +341,8 @@ def train_sasrec(
     for epoch in range(1, cfg.sasrec.epochs + 1):
         what = f"sasrec epoch {epoch}/{cfg.sasrec.epochs}"
         meter = Progress(what, n_windows, progress, unit="sequences", interval=cfg.progress_seconds)
-        means, steps = run_epoch(
-            step, windows, rng.permutation(n_windows), cfg, meter, target, steps
-        )
+        batches = epoch_batches(lengths, rng, cfg.sasrec.batch_size)
+        means, steps = run_epoch(step, windows, batches, lengths, cfg, meter, target, steps)
         if not np.isfinite(means[0]):
             raise TrainingError(
                 f"sasrec: expected a finite loss, found {means[0]} at epoch {epoch}; "
