@@ -342,12 +342,15 @@ def soak(exports: list[Path], users: list[str], work: Path, args: argparse.Names
         t0 = time.monotonic()
         thread.start()
         version, next_swap, next_sample = 1, t0 + args.swap_seconds, t0
+        # A swap due as the load ends has no traffic after it, and the last RSS sample would
+        # fall on the moment two versions are both loaded: swaps stop half an interval before.
+        last_swap = t0 + args.minutes * 60 - args.swap_seconds / 2
         while thread.is_alive():
             now = time.monotonic()
             if now >= next_sample:
                 samples.append((now - t0, rss_kb(process.pid) / 1024))
                 next_sample += 5.0
-            if now >= next_swap:
+            if now >= next_swap and next_swap <= last_swap:
                 version += 1
                 s0 = time.monotonic()
                 promoter.deploy_canary(exports[(version - 1) % 2], version)

@@ -108,6 +108,18 @@ def test_server_started_as_a_program_runs_on_jemalloc(start_server: Any, tmp_pat
         server.stop()
 
 
+def test_server_started_as_a_program_runs_without_onednn_unless_asked(
+    start_server: Any, tmp_path: Path
+) -> None:
+    """oneDNN's per-shape caches grew the server's memory (onednn.py): off by default."""
+    config = tmp_path / "empty.config"
+    config.write_text(EMPTY_MODEL_CONFIG)
+    for flags, expect in (((), "off"), (("--onednn=on",), "on")):
+        server = start_server("--model_config_file", str(config), *flags)
+        assert f"TensorFlow oneDNN custom ops: {expect}" in server.log_text()
+        server.stop()
+
+
 def test_predict_status_metadata_errors_client_and_cli(
     start_server: Any,
     model_sources: dict[str, Path],

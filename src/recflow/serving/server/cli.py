@@ -22,7 +22,7 @@ from recflow.serving.limits import (
     RequestLimits,
     parse_grpc_channel_arguments,
 )
-from recflow.serving.server import allocator
+from recflow.serving.server import allocator, onednn
 from recflow.serving.server.manager import Loader
 from recflow.serving.server.process import DEFAULT_BIND_ADDRESS, LocalModelServer
 from recflow.serving.server.servable import Servable, ServableError, load_servable
@@ -167,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="recflow only: memory allocator; auto = jemalloc when installed (Debian "
         "libjemalloc2), else glibc's malloc, which kept growing under hot swaps "
         "(recflow.serving.server.allocator)",
+    )
+    p.add_argument(
+        "--onednn",
+        choices=onednn.CHOICES,
+        default="auto",
+        help="recflow only: TensorFlow's oneDNN custom ops; auto = as TF_ENABLE_ONEDNN_OPTS "
+        "says when set, else off: with them on the server's memory grew with every new input "
+        "shape and hot swap (recflow.serving.server.onednn)",
     )
     p.add_argument(
         "--tensorflow_intra_op_parallelism",
@@ -322,8 +330,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     log.info("memory allocator: %s", allocator.allocator_in_use())
     try:
+        onednn.choose(args.onednn)
         server = server_from_args(args)
         server.start()
+        log.info("TensorFlow oneDNN custom ops: %s", onednn.in_use())
     except (ConfigError, ServableError, OSError) as exc:
         log.error("recflow-model-server could not start: %s", exc)
         return 1
