@@ -3,7 +3,7 @@
 TensorFlow turns them on by default on x86 Linux. With them on, the soak's server grew by
 ~110 MB over its first two minutes of traffic and by ~15-20 MB more at its first hot swaps
 (oneDNN keeps primitives for every input shape it meets, and the serving batches come in many
-shapes); with them off it stayed within ~25 MB of its start for ten minutes
+shapes); with them off it stayed within ~35 MB of its start for ten minutes
 (bench/results/soak-diagnosis.md, "oneDNN"). TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS`` once,
 when it is first imported, so the choice is made before that.
 
@@ -51,7 +51,10 @@ def choose(choice: str, env: MutableMapping[str, str] | None = None) -> None:
 
 
 def in_use() -> str:
-    """'on' or 'off': what this process's TensorFlow does (for the log)."""
-    from tensorflow.python.util import _pywrap_util_port
-
+    """'on' or 'off': what this process's TensorFlow does (for the log); 'unknown' if this
+    TensorFlow no longer has the (private) module that tells."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return "unknown"
     return "on" if _pywrap_util_port.IsMklEnabled() else "off"
