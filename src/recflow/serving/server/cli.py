@@ -331,9 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("memory allocator: %s", allocator.allocator_in_use())
     try:
         onednn.choose(args.onednn)
+        # Logged before the server listens: whoever sees it ready can read the choice.
+        log.info("TensorFlow oneDNN custom ops: %s", onednn.in_use())
         server = server_from_args(args)
         server.start()
-        log.info("TensorFlow oneDNN custom ops: %s", onednn.in_use())
     except (ConfigError, ServableError, OSError) as exc:
         log.error("recflow-model-server could not start: %s", exc)
         return 1
