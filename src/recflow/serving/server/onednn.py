@@ -1,7 +1,7 @@
 """Whether TensorFlow's oneDNN custom ops run in the local model server: off unless asked.
 
 TensorFlow turns them on by default on x86 Linux. With them on, the soak's server grew by
-~110 MB over its first two minutes of traffic and by ~15-20 MB more at its first hot swaps
+~90 MB over its first two minutes of traffic and by ~15-20 MB more at its first hot swaps
 (oneDNN keeps primitives for every input shape it meets, and the serving batches come in many
 shapes); with them off it stayed within ~35 MB of its start for ten minutes
 (bench/results/soak-diagnosis.md, "oneDNN"). TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS`` once,
