@@ -107,7 +107,7 @@ def _network_class() -> type:
 
         def call(self, seq: tf.Tensor, training: bool = False) -> tf.Tensor:
             real = ops.not_equal(seq, PAD)
-            keep = ops.cast(real, "float32")[..., None]
+            keep = ops.cast(real, self.compute_dtype)[..., None]
             length = ops.shape(seq)[1]
             x = self.item_embedding(seq) * math.sqrt(self.p.dim)
             # Positions count from the right (the newest item is always max_len - 1), so a
