@@ -41,7 +41,7 @@ class SasrecSettings(Settings):
     FLAT_PREFIX: ClassVar[str] = "sasrec_"
 
     epochs: int = setting(
-        60,
+        40,
         "SASRec epochs",
         "model=sasrec/sasrec_sqn: passes over all users' training sequences (cut into windows of the maximum length). Default: chosen among 20, 40, 60 on MovieLens-100K's leave-one-out validation events (bench/PROTOCOL.md, bench/results/quality.md).",
         ge=1,

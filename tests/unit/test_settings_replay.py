@@ -61,6 +61,9 @@ CHANGED_DEFAULTS: dict[str, tuple[Any, Any]] = {
     # no recorded provenance for 250 ("tuned on MovieLens-100K"); 500 is the protocol's
     # inner-fold item lambda, the one the benchmark's EASE row uses
     "ease_lambda": (250.0, 500.0),
+    # the protocol's inner folds chose 40 of (20, 40, 60) once SASRec trained with lazy Adam
+    # and length-sorted batches (issue 14; bench/results/quality.md, 2026-12-01 18:27-18:45 UTC)
+    "sasrec_epochs": (60, 40),
 }
 
 
