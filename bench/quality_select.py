@@ -137,7 +137,8 @@ def select_sasrec_epochs(fold: Fold, spec: dict[str, Any], cfg: Any) -> dict[str
         scores[str(epoch)] = fold.ndcg(table_scorer(f, table))
         return {"inner_ndcg": scores[str(epoch)]}
 
-    c = train_config(cfg, sasrec_epochs=max(spec["sasrec_epochs"]))
+    # Every epoch of the grid is measured: early stopping would end the run before the largest.
+    c = train_config(cfg, sasrec_epochs=max(spec["sasrec_epochs"]), sasrec_patience_steps=0)
     train_sasrec(f, fold.split, c, progress=lambda line: None, on_epoch=on_epoch)
     return scores
 

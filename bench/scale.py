@@ -90,8 +90,14 @@ def _train_counts(cfg: Any, ctx: Any) -> dict[str, Any]:
         examples = per_epoch * cfg.train.epochs
         return {"train_examples": examples, "examples_per_s": round(examples / seconds)}
     if cfg.train.model in ("sasrec", "sasrec_sqn"):
-        events = int(features.train_user_idx.size) * cfg.train.sasrec.epochs
-        return {"train_event_epochs": events, "examples_per_s": round(events / train["seconds"])}
+        # Early stopping may end training before sasrec_epochs; the epochs that ran count.
+        epochs = int(train.get("metrics", {}).get("epochs_trained", cfg.train.sasrec.epochs))
+        events = int(features.train_user_idx.size) * epochs
+        return {
+            "train_event_epochs": events,
+            "epochs_trained": epochs,
+            "examples_per_s": round(events / train["seconds"]),
+        }
     return {}
 
 
@@ -272,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         k: flat[k]
         for k in (
             "epochs", "batch_size", "embedding_dim", "learning_rate", "negatives",
-            "sasrec_epochs", "sasrec_batch_size", "sasrec_max_len", "sasrec_negatives",
+            "sasrec_epochs", "sasrec_patience_steps", "sasrec_validation_users",
+            "sasrec_batch_size", "sasrec_max_len", "sasrec_negatives",
             "sasrec_full_softmax_max_items", "sasrec_large_catalogue_negatives", "ease_lambda",
         )
     }  # fmt: skip

@@ -43,9 +43,22 @@ class SasrecSettings(Settings):
     epochs: int = setting(
         40,
         "SASRec epochs",
-        "model=sasrec/sasrec_sqn: passes over all users' training sequences (cut into windows of the maximum length). Default: chosen among 20, 40, 60 on MovieLens-100K's leave-one-out validation events (bench/PROTOCOL.md, bench/results/quality.md).",
+        "model=sasrec/sasrec_sqn: passes over all users' training sequences (cut into windows of the maximum length), at most: early stopping (sasrec_patience_steps) may end training sooner. Default: chosen among 20, 40, 60 on MovieLens-100K's leave-one-out validation events (bench/PROTOCOL.md, bench/results/quality.md).",
         ge=1,
         le=1000,
+    )
+    patience_steps: int = setting(
+        500,
+        "SASRec early-stopping patience (steps)",
+        "model=sasrec/sasrec_sqn: training stops at the first epoch end this many gradient steps after the epoch with the best validation NDCG@10 and keeps that epoch's weights (Keras EarlyStopping with restore_best_weights, counted in steps so that it means the same on small and large logs); 0 = train every epoch. Default: covers the longest plateau of MovieLens-100K's validation curve (bench/results/sasrec-early-stopping.md).",
+        ge=0,
+        le=10_000_000,
+    )
+    validation_users: int = setting(
+        5000,
+        "SASRec validation users",
+        "model=sasrec/sasrec_sqn with sasrec_patience_steps > 0: fixed random sample of users whose validation event is ranked after each epoch (0 = all); the same users every epoch.",
+        ge=0,
     )
     batch_size: int = setting(
         128,

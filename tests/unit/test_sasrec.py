@@ -42,6 +42,9 @@ CFG = train_config(
     sasrec_blocks=2,
     sasrec_heads=2,
     sasrec_dropout=0.1,
+    # What full training learns; on 120 users the validation NDCG early stopping keeps the best
+    # epoch by is too noisy to judge it (tests/unit/test_sasrec_early_stopping.py tests that).
+    sasrec_patience_steps=0,
     seed=1,
 )
 

@@ -81,12 +81,14 @@ def rank_users(
     batch_size: int = 1024,
     user_sample: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    exclusions: TrainItems | None = None,
 ) -> RankedUsers:
     """Each evaluated user's top-k under the rules of :func:`evaluate_scorer`, kept per user.
 
     Users are scored in chunks of :func:`chunk_users` (bounded memory at any catalogue size).
     ``user_sample`` > 0 evaluates a fixed random sample of that many users (:func:`sample_users`).
-    ``progress(done, total)`` is called after each chunk.
+    ``progress(done, total)`` is called after each chunk. ``exclusions`` may pass the
+    features' :class:`TrainItems` when ranking repeatedly (e.g. after every epoch).
     """
     if stage not in STAGES:
         raise ConfigError(f"stage: expected one of {STAGES}, found {stage!r}")
@@ -109,7 +111,7 @@ def rank_users(
         by_user = np.full(features.n_users, -1, dtype=np.int64)
         by_user[val_users] = val_items
         also_excluded = by_user[users]
-    exclusions = TrainItems(features)
+    exclusions = exclusions or TrainItems(features)
     catalogue = _CatalogueMap(features.item_ids)
     topk = np.empty((users.size, k), dtype=np.int64)
     batch_size = chunk_users(features.n_items, batch_size)

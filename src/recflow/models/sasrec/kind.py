@@ -86,18 +86,28 @@ def fit(
     head = cfg.sqn.serve_head if kind == SASREC_SQN else "supervised"
     if head not in HEADS:
         raise ConfigError(f"sqn_serve_head: expected one of {HEADS}, found {head!r}")
-    trained = train_sasrec(features, split, cfg, q_head=kind == SASREC_SQN, progress=progress)
+    trained = train_sasrec(
+        features, split, cfg, q_head=kind == SASREC_SQN, head=head, progress=progress
+    )
     save_trained(trained, features, head, Path(train_dir))
     ratio = trained.cpu_seconds / trained.seconds if trained.seconds > 0 else 0.0
     progress(
         f"{kind}: trained in {trained.seconds:.1f} s wall, {trained.cpu_seconds:.1f} s CPU "
         f"(ratio {ratio:.2f}); serving head {head!r}"
     )
+    notes = []
+    if trained.epochs_trained < cfg.sasrec.epochs or trained.best_epoch < trained.epochs_trained:
+        notes.append(
+            f"{kind}: early stopping trained {trained.epochs_trained} of {cfg.sasrec.epochs} "
+            f"epochs and kept epoch {trained.best_epoch}'s weights (best validation NDCG@10)"
+        )
     return {
         "history": trained.history,
         "seconds": trained.seconds,
         "cpu_seconds": trained.cpu_seconds,
         "serve_head": head,
+        "metrics": {"epochs_trained": trained.epochs_trained, "best_epoch": trained.best_epoch},
+        "notes": notes,
     }
 
 

@@ -47,6 +47,10 @@ class SasrecNet(Protocol):
 
     def load_weights(self, path: Path) -> None: ...
 
+    def get_weights(self) -> list[np.ndarray]: ...
+
+    def set_weights(self, weights: list[np.ndarray]) -> None: ...
+
 
 @dataclass(frozen=True)
 class SasrecParams:

@@ -4,8 +4,10 @@ large), optionally joined by the SQN Q head (:mod:`recflow.models.sasrec.sqn`).
 
 ``train_sasrec`` checks the settings, cuts the windows, builds the networks and one compiled
 step (:func:`make_step`), then runs the epochs (:func:`run_epoch`) in batches of windows of
-similar length, each cut to its longest window (:func:`epoch_batches`); the time an
-``on_epoch`` callback takes is not counted as training time (:class:`TrainingClock`).
+similar length, each cut to its longest window (:func:`epoch_batches`), stopping early when
+validation NDCG@10 stops improving (:mod:`recflow.models.sasrec.early_stopping`); the time an
+``on_epoch`` callback takes is not counted as training time (:class:`TrainingClock`), the
+early-stopping evaluations are.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class TrainedSasrec:
     history: dict[str, list[float]]
     seconds: float
     cpu_seconds: float
+    epochs_trained: int
+    best_epoch: int  # the epoch whose weights ``model`` holds
 
 
 def _cpu_seconds() -> float:
@@ -304,16 +308,20 @@ def train_sasrec(
     cfg: TrainConfig,
     *,
     q_head: bool = False,
+    head: str = "supervised",
     progress: Callable[[str], None] = print,
     on_epoch: EpochCallback | None = None,
 ) -> TrainedSasrec:
     """Fit SASRec (and the SQN Q head when ``q_head``) on the chronological training split.
 
+    With ``sasrec_patience_steps`` > 0 and validation events in ``split``, ``head``'s validation
+    NDCG@10 is measured after each epoch and training stops early (:class:`BestEpoch`).
     ``on_epoch(epoch, model)`` may return extra numbers to log in the history (e.g. a
     validation metric while tuning).
     """
     import keras
 
+    from recflow.models.sasrec.early_stopping import METRIC, BestEpoch, validation_ndcg
     from recflow.models.sasrec.sqn import TargetNetwork
     from recflow.models.sparse_adam import lazy_adam
     from recflow.progress import Progress
@@ -332,12 +340,20 @@ def train_sasrec(
     if sampled:
         progress(f"sasrec: sampled softmax with {sampled} negatives over {p.n_items} items")
     step = make_step(model, target, optimizer, cfg, sampled)
+    patience = cfg.sasrec.patience_steps
+    ndcg = (
+        validation_ndcg(features, split, seqs, p.max_len, cfg.sasrec.validation_users, head)
+        if patience > 0
+        else None
+    )
+    best = BestEpoch(patience)
 
     history: dict[str, list[float]] = {"loss": [], "ce": []}
     if q_head:
         history["q_loss"] = []
     steps = 0
     clock = TrainingClock()
+    epoch = 0
     for epoch in range(1, cfg.sasrec.epochs + 1):
         what = f"sasrec epoch {epoch}/{cfg.sasrec.epochs}"
         meter = Progress(what, n_windows, progress, unit="sequences", interval=cfg.progress_seconds)
@@ -356,7 +372,21 @@ def train_sasrec(
         extra = clock.exclude(lambda: on_epoch(epoch, model) if on_epoch else None)  # noqa: B023
         for name, value in (extra or {}).items():
             history.setdefault(name, []).append(float(value))
+        stop = False
+        if ndcg is not None:
+            history.setdefault(METRIC, []).append(ndcg(model))
+            stop = best.update(epoch, steps, history[METRIC][-1], model.get_weights)
         shown = ", ".join(f"{k} {v[-1]:.4f}" for k, v in history.items())
         progress(f"{what}: {shown}")
+        if stop:
+            progress(
+                f"sasrec: stopping after epoch {epoch}: {METRIC} has not improved in "
+                f"{steps - best.steps} steps (patience {patience}); keeping epoch "
+                f"{best.epoch}'s weights ({best.value:.4f})"
+            )
+            break
+    if best.weights is not None and best.epoch != epoch:
+        model.set_weights(best.weights)
     seconds, cpu = clock.elapsed()
-    return TrainedSasrec(model, p, seqs, history, seconds, cpu)
+    kept = best.epoch if best.weights is not None else epoch
+    return TrainedSasrec(model, p, seqs, history, seconds, cpu, epoch, kept)
