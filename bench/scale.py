@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         k: flat[k]
         for k in (
             "epochs", "batch_size", "embedding_dim", "learning_rate", "negatives",
-            "sasrec_epochs", "sasrec_patience_steps", "sasrec_validation_users",
+            "sasrec_epochs", "sasrec_patience_steps", "sasrec_patience_epochs",
+            "sasrec_validation_users",
             "sasrec_batch_size", "sasrec_max_len", "sasrec_negatives",
             "sasrec_full_softmax_max_items", "sasrec_large_catalogue_negatives", "ease_lambda",
         )

@@ -26,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def stop_point(values: list[float], steps_per_epoch: int, patience: int) -> tuple[int, int]:
     """(epoch training stops after, epoch whose weights are kept) under ``BestEpoch``."""
+    from recflow.config import TrainConfig
     from recflow.models.sasrec.early_stopping import BestEpoch
 
-    best = BestEpoch(patience)
+    best = BestEpoch(patience, TrainConfig().sasrec.patience_epochs)
     for epoch, value in enumerate(values, start=1):
         if best.update(epoch, epoch * steps_per_epoch, value, list):
             return epoch, best.epoch

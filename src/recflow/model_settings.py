@@ -50,9 +50,16 @@ class SasrecSettings(Settings):
     patience_steps: int = setting(
         500,
         "SASRec early-stopping patience (steps)",
-        "model=sasrec/sasrec_sqn: training stops at the first epoch end this many gradient steps after the epoch with the best validation NDCG@10 and keeps that epoch's weights (Keras EarlyStopping with restore_best_weights, counted in steps so that it means the same on small and large logs); 0 = train every epoch. Default: covers the longest plateau of MovieLens-100K's validation curve (bench/results/sasrec-early-stopping.md).",
+        "model=sasrec/sasrec_sqn: training stops at the first epoch end this many gradient steps (and sasrec_patience_epochs epochs) after the epoch with the best validation NDCG@10 and keeps that epoch's weights (Keras EarlyStopping with restore_best_weights, counted in steps so that it means the same on small and large logs); 0 = train every epoch. Default: covers the longest plateau of MovieLens-100K's validation curve (bench/results/sasrec-early-stopping.md).",
         ge=0,
         le=10_000_000,
+    )
+    patience_epochs: int = setting(
+        2,
+        "SASRec early-stopping patience (epochs)",
+        "model=sasrec/sasrec_sqn with sasrec_patience_steps > 0: also at least this many epochs without a better validation NDCG@10 before stopping (on large logs an epoch holds more steps than the step patience, and one epoch's dip is within the metric's epoch-to-epoch noise).",
+        ge=1,
+        le=1000,
     )
     validation_users: int = setting(
         5000,

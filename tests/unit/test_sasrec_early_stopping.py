@@ -49,9 +49,12 @@ def test_an_improvement_resets_the_wait_and_patience_counts_steps_not_epochs():
     stops = [best.update(e, 10 * e, v, list) for e, v in enumerate(values, start=1)]
     assert stops == [False, False, False, False, True]
     assert best.epoch == 3
-    # with 1,000 steps an epoch the first epoch without improvement is already past patience
-    large = BestEpoch(patience_steps=20)
-    assert [large.update(e, 1000 * e, v, list) for e, v in [(1, 0.3), (2, 0.2)]] == [False, True]
+    # with 1,000 steps an epoch the first epoch without improvement is already past the step
+    # patience; the epoch patience then decides
+    large = BestEpoch(patience_steps=20, patience_epochs=2)
+    values = [0.3, 0.2, 0.25]
+    stops = [large.update(e, 1000 * e, v, list) for e, v in enumerate(values, start=1)]
+    assert stops == [False, False, True]
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +101,9 @@ def test_fit_stops_early_keeps_the_best_epochs_weights_and_says_so(data, monkeyp
 
     monkeypatch.setattr(early_stopping, "validation_ndcg", scripted)
     # one batch holds every window: one step an epoch, so 2 steps of patience are 2 epochs
-    cfg = train_config(CFG, sasrec_patience_steps=2, sasrec_batch_size=4096)
+    cfg = train_config(
+        CFG, sasrec_patience_steps=2, sasrec_patience_epochs=1, sasrec_batch_size=4096
+    )
     lines: list[str] = []
     summary = get_kind("sasrec").fit(f, split, cfg, lines.append, tmp_path)
     assert summary["history"][METRIC] == [0.1, 0.3, 0.2, 0.25]
@@ -108,7 +113,10 @@ def test_fit_stops_early_keeps_the_best_epochs_weights_and_says_so(data, monkeyp
         "sasrec: early stopping trained 4 of 6 epochs and kept epoch 2's weights "
         "(best validation NDCG@10)"
     ]
-    assert any(line.startswith("sasrec: stopping after epoch 4:") for line in lines)
+    assert (
+        "sasrec: stopping after epoch 4: val_ndcg@10 has not improved in 2 epochs, 2 steps; "
+        "keeping epoch 2's weights (0.3000)" in lines
+    )
 
     from recflow.models.sasrec.kind import load_trained
 

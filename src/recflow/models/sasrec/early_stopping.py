@@ -4,15 +4,17 @@
 After each epoch the network ranks the whole catalogue for a fixed sample of validation users
 (the same users every epoch, :func:`recflow.evaluation.ranking.sample_users`), from their
 training sequences, training items excluded, and NDCG@10 of their validation item is taken.
-Training stops at the first epoch end at least ``sasrec_patience_steps`` gradient steps after
-the best epoch's end and keeps the best epoch's weights. The validation events are never trained
-on, and the test events are not read.
+Training stops at the first epoch end that is both ``sasrec_patience_steps`` gradient steps and
+``sasrec_patience_epochs`` epochs after the best epoch's end, and keeps the best epoch's weights.
+The validation events are never trained on, and the test events are not read.
 
 Why steps and not epochs (as Keras counts): whether a network still improves depends on how many
 updates it has had, and a pass over 20M events holds ~200 times the steps of one over
 MovieLens-100K; a fixed epoch count or epoch patience chosen on a small log over-trains and
 over-spends on a large one. The patience default covers the longest plateau of MovieLens-100K's
-validation curve (bench/results/sasrec-early-stopping.md).
+validation curve (bench/results/sasrec-early-stopping.md). On a large log an epoch is longer than
+that, and the epochs count instead: one epoch without improvement is not evidence enough, since
+the metric moves by about +-0.01 from one epoch to the next at 20M events.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class BestEpoch:
     """The best validation value so far, its epoch, step count and weights; when to stop."""
 
     patience_steps: int
+    patience_epochs: int = 1
     value: float = -np.inf
     epoch: int = 0
     steps: int = 0
@@ -57,7 +60,9 @@ class BestEpoch:
         if value > self.value:
             self.value, self.epoch, self.steps, self.weights = value, epoch, steps, weights()
             return False
-        return steps - self.steps >= self.patience_steps
+        return (
+            steps - self.steps >= self.patience_steps and epoch - self.epoch >= self.patience_epochs
+        )
 
 
 def validation_ndcg(

@@ -346,7 +346,7 @@ def train_sasrec(
         if patience > 0
         else None
     )
-    best = BestEpoch(patience)
+    best = BestEpoch(patience, cfg.sasrec.patience_epochs)
 
     history: dict[str, list[float]] = {"loss": [], "ce": []}
     if q_head:
@@ -381,7 +381,7 @@ def train_sasrec(
         if stop:
             progress(
                 f"sasrec: stopping after epoch {epoch}: {METRIC} has not improved in "
-                f"{steps - best.steps} steps (patience {patience}); keeping epoch "
+                f"{epoch - best.epoch} epochs, {steps - best.steps} steps; keeping epoch "
                 f"{best.epoch}'s weights ({best.value:.4f})"
             )
             break
