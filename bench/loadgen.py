@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import platform
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,25 +37,11 @@ def percentiles(latencies_s: Sequence[float]) -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import grpc
-    import tensorflow as tf
+    from recflow.ops.machine import describe
 
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
+        **describe("tensorflow", "grpcio"),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "grpcio": grpc.__version__,
-        "platform": platform.platform(),
     }
 
 

@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -35,18 +34,9 @@ OURS_TO_OBP = {"ips": "ipw", "dm": "dm", "dr": "dr"}
 
 
 def machine() -> dict[str, Any]:
-    import sklearn
-    import tensorflow as tf
+    from recflow.ops.machine import describe
 
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "tensorflow": tf.__version__,
-        "scikit_learn": sklearn.__version__,
-    }
+    return describe("numpy", "tensorflow", "scikit-learn")
 
 
 def obd_part(root: Path, n_boot: int, seed: int) -> dict[str, Any]:

@@ -20,7 +20,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -41,20 +40,9 @@ FAMILY = ("ease", "user_ease", "multvae", "blend", "popularity")
 
 
 def machine() -> dict[str, Any]:
-    import importlib.metadata as md
+    from recflow.ops.machine import describe
 
-    versions: dict[str, str | None] = {}
-    for pkg in ("numpy", "pandas", "scipy", "tensorflow", "keras"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        **versions,
-    }
+    return describe("numpy", "pandas", "scipy", "tensorflow", "keras")
 
 
 def _thread_env() -> dict[str, str]:

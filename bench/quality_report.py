@@ -7,6 +7,8 @@ from typing import Any
 
 from quality_lib import NDCG
 
+from recflow.ops.machine import summary
+
 HISTORY = Path(__file__).with_name("quality_history.md")
 METRICS = {
     "ms": [NDCG, "precision@10", "recall@10", "map", "map@10"],
@@ -193,6 +195,14 @@ def _group_cost(doc: dict[str, Any]) -> list[str]:
             f"{', '.join(str(v) for v in info.get('cpu_per_wall', [])) or '-'} | "
             f"{g.get('peak_rss_mb')} | {g.get('load_1m_before')} |"
         )
+    for g in doc.get("groups", []):
+        info = g.get("info", {})
+        if info.get("epochs_trained"):
+            lines.append(
+                f"\n{g['group']}: with early stopping, epochs trained per seed "
+                f"{info['epochs_trained']}, "
+                f"weights kept from epochs {info.get('best_epoch')}"
+            )
     return lines
 
 
@@ -204,8 +214,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Command: `{doc['command']}`  ",
         f"Date: {doc['date']}; final run: {doc['final']}; complete: {doc['complete']}  ",
         f"Protocol: bench/PROTOCOL.md, sha256 `{doc['protocol_sha256']}`  ",
-        f"Machine: {doc['machine']['platform']}, {doc['machine']['cpu_count']} CPUs, Python "
-        f"{doc['machine']['python']}, TF {doc['machine']['tensorflow']}; shared with other jobs "
+        f"Machine: {_machine(doc['machine'])}, TF {doc['machine']['tensorflow']}; shared with other jobs "
         "(load averages below)",
         "",
         "Cells: mean over seeds ± standard deviation over seeds [95 % user-bootstrap interval of "
@@ -282,3 +291,8 @@ def markdown(doc: dict[str, Any]) -> str:
     lines += ["", "### Choices re-made (earlier default -> inner-fold choice now)", ""]
     lines += [f"- {c}" for c in changes(sel)]
     return "\n".join(lines) + "\n"
+
+
+def _machine(info: dict[str, Any]) -> str:
+    # Records before 2026-12-01 22:40 UTC named the core count cpu_count and no CPU model.
+    return summary({"cores": info.get("cpu_count"), "cpu": info.get("platform"), **info})

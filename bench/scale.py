@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -23,6 +21,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from recflow.ops.machine import describe, loadavg, same_host, summary
 
 SIZES = {  # name -> (events, users, items); "smoke" checks the script in a minute
     "smoke": (60_000, 2_000, 800),
@@ -272,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     from recflow.config import TrainConfig
     from recflow.settings import flat_values
 
+    host = describe("tensorflow")
     defaults = TrainConfig()
     flat = flat_values(defaults)
     recipe = {
@@ -304,11 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": (
-            f"{platform.node()}: {os.cpu_count()} cores, "
-            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-            f"{platform.machine()}, Python {platform.python_version()}"
-        ),
+        "machine": summary(host),
+        "machine_info": host,
         "recipe": recipe,
         "overrides": extra,
         "sizes": {},
@@ -318,6 +316,13 @@ def main(argv: list[str] | None = None) -> int:
     previous = out_dir / "scale.json"
     if args.merge and previous.is_file():
         old = json.loads(previous.read_text())
+        if not same_host(old.get("machine_info"), host):
+            # Growth ratios between sizes measured on different CPUs say nothing about growth.
+            parser.error(
+                f"--merge: {previous} was recorded on '{old.get('machine')}', this host is "
+                f"'{summary(host)}'; ratios between sizes are only meaningful from one host. "
+                "Run every size here without --merge, or write to another --out."
+            )
         doc["sizes"] = {k: v for k, v in old.get("sizes", {}).items() if k not in sizes}
         doc["earlier_runs"] = [
             *old.get("earlier_runs", []),
@@ -339,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": doc["command"],
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": doc["machine"],
-            "loadavg_start": _loadavg(),
+            "loadavg_start": loadavg(),
         }
         doc["sizes"][name] = size
         log = root / f"{name}.log"
@@ -351,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             key = stage if stage in DATA_STAGES else f"{model}.{stage}"
             if model in failed_models and stage != "train":
                 continue
-            load = _loadavg()
+            load = loadavg()
             print(f"[bench-scale] {name} {key} (loadavg {load})", flush=True)
             result = _run_stage(stage, _params(data_dir, work, model, extra, run_id), log)
             result["loadavg"] = load
@@ -365,14 +370,10 @@ def main(argv: list[str] | None = None) -> int:
                 failed_models.add(model)
             save()
         size["run"].update(
-            finished=datetime.now(UTC).isoformat(timespec="seconds"), loadavg_end=_loadavg()
+            finished=datetime.now(UTC).isoformat(timespec="seconds"), loadavg_end=loadavg()
         )
         save()
     return 0
-
-
-def _loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from recflow.ops.machine import summary
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # noqa: E402 (bench/loadgen.py, same folder)
 from loadgen import PREDICT, machine, percentiles, start_server, stop_server  # noqa: E402
@@ -270,7 +272,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "",
         f"- date: {result['date']} (finished {result['finished']})",
         f"- command: `{result['command']}`",
-        f"- machine: {m['cpu']}, {m['cores']} cores, load average at start "
+        f"- machine: {summary(m)}, load average at start "
         f"{m['load_average_at_start']}, at end {result['load_average_at_end']} "
         "(other jobs share this machine)",
         f"- software: Python {m['python']}, TensorFlow {m['tensorflow']}, grpcio {m['grpcio']}",

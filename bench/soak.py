@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from recflow.ops.machine import summary
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import (  # noqa: E402 (bench/loadgen.py, same folder)
     PREDICT,
@@ -392,7 +394,7 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
         "",
         f"- date: {r['date']}",
         f"- command: `{r['command']}`",
-        f"- machine: {m['cpu']}, {m['cores']} cores, load average at start "
+        f"- machine: {summary(m)}, load average at start "
         f"{m['load_average_at_start']}, at end {r['load_average_at_end']} (shared machine)",
         f"- software: Python {m['python']}, TensorFlow {m['tensorflow']}, grpcio {m['grpcio']}",
         f"- model: {r['model']['kind']} on the seeded synthetic generator at MovieLens-100K size "

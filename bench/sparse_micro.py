@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+from recflow.ops.machine import describe, summary
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} {os.cpu_count()} cores {platform.machine()}",
+        "machine": summary(describe("tensorflow")),
         "examples": args.examples,
         "batch": args.batch,
     }

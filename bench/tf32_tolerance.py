@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import shlex
 import sys
 from collections.abc import Callable
@@ -24,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from recflow.ops.machine import describe, loadavg, summary
 
 
 def tf32(x: np.ndarray) -> np.ndarray:
@@ -90,13 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "command": shlex.join([sys.executable, *sys.argv]),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "loadavg": Path("/proc/loadavg").read_text().split()[:3]
-            if Path("/proc/loadavg").exists()
-            else None,
-        },
+        "machine": {**describe(), "loadavg": loadavg()},
         "seeds": args.seeds,
         "tolerance": TF32_RTOL,
         "largest_error_relative_to_row_max": worst,
@@ -107,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# TF32 score error, emulated (bench/tf32_tolerance.py)",
         "",
-        f"`{result['command']}` on {result['date']}, {result['machine']['platform']}, "
-        f"{result['machine']['cpus']} CPUs, load {result['machine']['loadavg']}; "
+        f"`{result['command']}` on {result['date']}, {summary(result['machine'])}, "
+        f"load {result['machine']['loadavg']}; "
         f"{args.seeds} seeds, largest over all.",
         "",
         f"| model shape | largest error / row's max score | tolerance {TF32_RTOL:g} |",

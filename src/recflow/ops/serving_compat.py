@@ -33,6 +33,7 @@ import numpy as np
 
 from recflow.errors import ConfigError
 from recflow.jsontypes import JSONObject
+from recflow.ops.machine import describe, loadavg, summary
 
 RUNNER = Path(__file__).with_name("compat_runner.py")
 ATOL, RTOL = 1e-5, 1e-4  # infra validation's comparison (recflow.infra_validation)
@@ -155,18 +156,7 @@ def compare(reference: Path, candidate: Path) -> list[OutputDiff]:
 
 
 def machine() -> JSONObject:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-        loadavg = Path("/proc/loadavg").read_text().strip()
-    except OSError:
-        loadavg = ""
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": model, "cores": os.cpu_count(), "memory_gib": round(mem, 1),
-            "loadavg": loadavg}  # fmt: skip
+    return {**describe(), "loadavg": loadavg()}
 
 
 def check(
@@ -220,7 +210,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         "",
         f"- command: `{report.get('command', '')}`",
         f"- date: {report.get('date', '')}",
-        f"- machine: {report.get('machine', {})}",
+        f"- machine: {summary(report.get('machine', {}))}, load average {report.get('machine', {}).get('loadavg')}",
         f"- exported with TensorFlow {report['exported_with_tensorflow']}; answers compared "
         f"between TensorFlow {report['reference_tensorflow']} and "
         f"tensorflow-cpu {report['candidate_tensorflow']} (the runtime of TF Serving "

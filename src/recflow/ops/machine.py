@@ -1,0 +1,127 @@
+"""What a benchmark ran on, recorded the same way by every ``bench/`` script.
+
+Sessions land on different hosts of the same size (2 cores, 24 GiB) whose CPUs differ: on
+2026-12-01 the same 1M-event ranking-MLP training took 52 CPU seconds on one and 133 on the next,
+both reporting only "AMD EPYC" as their model name. So a result names the CPU family, model and
+clock beside the name; figures from hosts that differ there are not comparable.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+CPUINFO = Path("/proc/cpuinfo")
+LOADAVG = Path("/proc/loadavg")
+
+
+def cpu_identity(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The first processor's name, vendor, family, model, stepping and clock from ``/proc/cpuinfo``."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = CPUINFO.read_text()
+        except OSError:
+            cpuinfo = ""
+    wanted = {
+        "model name": "cpu",
+        "vendor_id": "cpu_vendor",
+        "cpu family": "cpu_family",
+        "model": "cpu_model",
+        "stepping": "cpu_stepping",
+        "cpu MHz": "cpu_mhz",
+    }
+    found: dict[str, Any] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # only the first processor: the others repeat it on these hosts
+        key, _, value = line.partition(":")
+        name = wanted.get(key.strip())
+        if name and name not in found:
+            value = value.strip()
+            found[name] = value if name in ("cpu", "cpu_vendor") else _number(value)
+    found.setdefault("cpu", platform.processor() or platform.machine())
+    return found
+
+
+def describe(*packages: str) -> dict[str, Any]:
+    """The host, its CPU, cores, memory, OS, Python and the given packages' versions."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    info: dict[str, Any] = {
+        "host": platform.node(),
+        **cpu_identity(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory, 1),
+        "arch": platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    for package in packages:
+        try:
+            info[package.replace("-", "_")] = md.version(package)
+        except md.PackageNotFoundError:
+            info[package.replace("-", "_")] = None
+    return info
+
+
+def summary(info: dict[str, Any]) -> str:
+    """One line for a results file: ``vm: AMD EPYC (family 25, model 17, 2596 MHz), 2 cores, ...``.
+
+    Parts an older record lacks are left out rather than guessed.
+    """
+    cpu = str(info.get("cpu") or "unknown CPU")
+    detail = [
+        f"{label} {info[key]}"
+        for key, label in (("cpu_family", "family"), ("cpu_model", "model"))
+        if info.get(key) is not None
+    ]
+    if isinstance(info.get("cpu_mhz"), int | float):
+        detail.append(f"{info['cpu_mhz']:.0f} MHz")
+    if detail:
+        cpu += f" ({', '.join(detail)})"
+    parts = [cpu]
+    if info.get("cores"):
+        parts.append(f"{info['cores']} cores")
+    if info.get("memory_gib"):
+        parts.append(f"{info['memory_gib']:.0f} GiB")
+    if info.get("arch"):
+        parts.append(str(info["arch"]))
+    if info.get("python"):
+        parts.append(f"Python {info['python']}")
+    host = f"{info['host']}: " if info.get("host") else ""
+    return host + ", ".join(parts)
+
+
+IDENTITY = ("cpu", "cpu_vendor", "cpu_family", "cpu_model", "cores", "arch")
+
+
+def same_host(recorded: dict[str, Any] | None, current: dict[str, Any]) -> bool:
+    """Whether a record was made on a host like this one (same CPU, cores, memory).
+
+    A record without a CPU family (made before results named it) matches nothing: whether its
+    figures compare with this host's cannot be told.
+    """
+    if not recorded or recorded.get("cpu_family") is None:
+        return False
+    # Guests of one size report a few hundred MB more or less.
+    memory = abs((recorded.get("memory_gib") or 0) - (current.get("memory_gib") or 0)) < 1
+    return memory and all(recorded.get(key) == current.get(key) for key in IDENTITY)
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15-minute load averages as ``/proc/loadavg`` prints them ('' if absent)."""
+    try:
+        return " ".join(LOADAVG.read_text().split()[:3])
+    except OSError:
+        return ""
+
+
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text

@@ -1,0 +1,59 @@
+"""recflow.ops.machine: what a benchmark records about the host it ran on."""
+
+from __future__ import annotations
+
+from recflow.ops.machine import cpu_identity, describe, same_host, summary
+
+# Two processors as a KVM guest on these hosts prints them: the same name for different CPUs.
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC
+stepping\t: 1
+cpu MHz\t\t: 2596.140
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+cpu family\t: 26
+model\t\t: 2
+model name\t: Other
+"""
+
+
+def test_cpu_identity_reads_the_first_processor_with_numbers_as_numbers() -> None:
+    assert cpu_identity(CPUINFO) == {
+        "cpu": "AMD EPYC",
+        "cpu_vendor": "AuthenticAMD",
+        "cpu_family": 25,
+        "cpu_model": 17,
+        "cpu_stepping": 1,
+        "cpu_mhz": 2596.14,
+    }
+
+
+def test_summary_names_family_model_and_clock_beside_the_name() -> None:
+    info = {**cpu_identity(CPUINFO), "host": "vm", "cores": 2, "memory_gib": 23.5}
+    info |= {"arch": "x86_64", "python": "3.11.7"}
+    assert summary(info) == (
+        "vm: AMD EPYC (family 25, model 17, 2596 MHz), 2 cores, 24 GiB, x86_64, Python 3.11.7"
+    )
+
+
+def test_summary_of_an_older_record_leaves_out_what_it_lacks() -> None:
+    assert summary({"cores": 2, "python": "3.11.7"}) == "unknown CPU, 2 cores, Python 3.11.7"
+
+
+def test_describe_names_this_host_and_the_packages_asked_for() -> None:
+    info = describe("pytest", "no-such-package-recflow")
+    assert info["cores"] and info["memory_gib"] > 0 and info["python"]
+    assert info["pytest"] and info["no_such_package_recflow"] is None
+
+
+def test_same_host_needs_the_same_cpu_and_size_and_a_record_that_names_its_cpu() -> None:
+    here = {**cpu_identity(CPUINFO), "cores": 2, "memory_gib": 23.5, "arch": "x86_64"}
+    assert same_host({**here, "cpu_mhz": 3000.0, "host": "other", "memory_gib": 23.4}, here)
+    assert not same_host({**here, "cpu_family": 26, "cpu_model": 2}, here)
+    assert not same_host({**here, "cores": 4}, here)
+    assert not same_host({"cpu": "AMD EPYC", "cores": 2}, here)  # an older record
+    assert not same_host(None, here)
