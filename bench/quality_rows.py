@@ -152,13 +152,18 @@ def sequential_group(row: str, fold: Fold, sel: dict, seeds: list[int], col: Col
     from recflow.models.sasrec.training import train_sasrec
 
     f, split = fold.features, fold.split
-    info: dict[str, list[Any]] = {"train_seconds": [], "cpu_per_wall": []}
+    info: dict[str, list[Any]] = {
+        "train_seconds": [], "cpu_per_wall": [], "epochs_trained": [], "best_epoch": []
+    }  # fmt: skip
     for seed in seeds:
         cfg = base_config(row, seed, sasrec_epochs=int(sel["sasrec_epochs"]))
         head = cfg.sqn.serve_head if row == "sasrec_sqn" else "supervised"
         trained = train_sasrec(f, split, cfg, q_head=row == "sasrec_sqn", progress=lambda s: None)
         info["train_seconds"].append(round(trained.seconds, 2))
         info["cpu_per_wall"].append(round(trained.cpu_seconds / trained.seconds, 2))
+        # Early stopping makes the epoch count a per-seed outcome, not the recipe's constant.
+        info["epochs_trained"].append(trained.epochs_trained)
+        info["best_epoch"].append(trained.best_epoch)
         ours = score_sequences(
             trained.model, last_windows(trained.sequences, cfg.sasrec.max_len), head
         )
