@@ -81,8 +81,8 @@ test-unit: install
 	$(BIN)/python -m pytest -m unit tests
 
 lint: install
-	$(BIN)/ruff check src tests dags
-	$(BIN)/ruff format --check src tests dags
+	$(BIN)/ruff check src tests dags bench
+	$(BIN)/ruff format --check src tests dags bench
 
 typecheck: install
 	$(BIN)/mypy
