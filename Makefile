@@ -73,9 +73,12 @@ system-deps: server-deps
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else echo ">> not root: not installing$$missing (the tests that need them will skip; under CI=true a skip fails the run)"; fi
 
-# Lint and types first: they fail in seconds where the tests take minutes.
+# Lint and types first: they fail in seconds where the tests take minutes. Two workers, one per
+# core (TEST_WORKERS=0 runs in one process); --dist loadfile keeps each file on one worker, in
+# order, so a module's fixture (a DAG run, a PostgreSQL cluster) is built once.
+TEST_WORKERS ?= 2
 test: install system-deps lint typecheck
-	$(BIN)/python -m pytest -m "unit or dags or integration" --durations=25 tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "unit or dags or integration" --durations=25 tests
 
 test-unit: install
 	$(BIN)/python -m pytest -m unit tests

@@ -16,6 +16,9 @@ Each entry::
     reason = "needs an NVIDIA GPU; this machine has none"
 
 Outside CI nothing changes: skips are reported as usual.
+
+Under pytest-xdist (``make test`` runs ``-n 2``) each worker collects the whole suite but runs
+only part of it; workers pass what they saw to the controller, which applies the rules once.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ OUTSIDE_KINDS = {
     "docker-engine": "a Docker engine, which this machine cannot run",
 }
 TRUE = {"1", "true", "yes"}
+WORKER_KEY = "recflow_skip_guard"  # where an xdist worker leaves its findings for the controller
 
 
 @dataclass(eq=False)  # a pytest plugin must be hashable
@@ -91,8 +95,29 @@ class SkipGuard:
         elif report.when == "call":
             self.ran.add(report.nodeid)
 
+    # -- pytest-xdist: workers collect and run, the controller judges -----------------------
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        state = getattr(node, "workeroutput", {}).get(WORKER_KEY)
+        if not state:  # a worker that died before finishing; xdist reports that itself
+            return
+        self.skipped.update(state["skipped"])
+        self.ran.update(state["ran"])
+        self.collected.update(state["collected"])
+        self.collected_files.update(state["collected_files"])
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is not None:
+            # A worker saw only its share of the tests: hand what it saw to the controller.
+            workeroutput[WORKER_KEY] = {
+                "skipped": self.skipped,
+                "ran": sorted(self.ran),
+                "collected": sorted(self.collected),
+                "collected_files": sorted(self.collected_files),
+            }
+            return
         if not self.enforce:
             return
         for nodeid, reason in sorted(self.skipped.items()):

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 TESTS_DIR = Path(__file__).resolve().parents[1]
 
 CONFTEST = f"""
@@ -66,16 +68,22 @@ reason = "pretends PostgreSQL is outside"
 """
 
 
-def test_an_unlisted_skip_fails_the_run_under_ci(tmp_path: Path) -> None:
-    code, out = run_suite(tmp_path, GPU_ENTRY)
+# make test runs the suite on two pytest-xdist workers; the rules must hold there too.
+XDIST = pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["serial", "xdist"])
+
+
+@XDIST
+def test_an_unlisted_skip_fails_the_run_under_ci(tmp_path: Path, workers: tuple[str, ...]) -> None:
+    code, out = run_suite(tmp_path, GPU_ENTRY, extra=workers)
     assert code == 1, out
     assert "tests/test_suite.py::test_needs_postgres skipped (PostgreSQL binaries not found)" in out
     assert "test_needs_gpu skipped" not in out  # allowed: a reason outside the machine
     assert "2 skipped" in out  # pytest's own summary is unchanged
 
 
-def test_all_skips_listed_passes(tmp_path: Path) -> None:
-    code, out = run_suite(tmp_path, GPU_ENTRY + PG_ENTRY)
+@XDIST
+def test_all_skips_listed_passes(tmp_path: Path, workers: tuple[str, ...]) -> None:
+    code, out = run_suite(tmp_path, GPU_ENTRY + PG_ENTRY, extra=workers)
     assert code == 0, out
     assert "skipped tests under CI=true" not in out
 
@@ -86,7 +94,8 @@ def test_outside_ci_skips_are_only_reported(tmp_path: Path) -> None:
     assert "2 skipped" in out and "skipped tests under CI=true" not in out
 
 
-def test_stale_entries_fail_the_run(tmp_path: Path) -> None:
+@XDIST
+def test_stale_entries_fail_the_run(tmp_path: Path, workers: tuple[str, ...]) -> None:
     stale = """
 [[skip]]
 test = "tests/test_suite.py::test_runs"
@@ -103,11 +112,24 @@ test = "tests/test_gone.py::test_x"
 kind = "docker-engine"
 reason = "no such file"
 """
-    code, out = run_suite(tmp_path, GPU_ENTRY + PG_ENTRY + stale)
+    code, out = run_suite(tmp_path, GPU_ENTRY + PG_ENTRY + stale, extra=workers)
     assert code == 1, out
     assert "stale entry tests/test_suite.py::test_runs: it ran without skipping" in out
     assert "stale entry tests/test_suite.py::test_renamed_long_ago: no such test" in out
     assert "stale entry tests/test_gone.py::test_x: tests/test_gone.py does not exist" in out
+
+
+@XDIST
+def test_a_module_skipped_at_import_counts_as_a_skip(
+    tmp_path: Path, workers: tuple[str, ...]
+) -> None:
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_optional.py").write_text(
+        'import pytest\n\npytest.importorskip("no_such_module_here")\n\n\ndef test_x():\n    pass\n'
+    )
+    code, out = run_suite(tmp_path, GPU_ENTRY + PG_ENTRY, extra=workers)
+    assert code == 1, out
+    assert "tests/test_optional.py skipped" in out
 
 
 def test_entries_must_give_a_reason_outside_the_machine(tmp_path: Path) -> None:
