@@ -34,6 +34,7 @@ DATA_STAGES = ("ingest", "validate", "features")
 MODEL_STAGES = ("train", "export", "evaluate")
 DAG_ID = "recsys_training"
 RUN_ID = "scale"
+DEFAULT_SEED = 7
 
 
 def _params(
@@ -181,10 +182,15 @@ def _markdown(doc: dict[str, Any]) -> str:
             f"{size.get('end_to_end_seconds')} s, peak RSS {size.get('peak_rss_mb')} MB",
             "",
         ]
-        run = size.get("run")
-        if run:
+        for label, run in (
+            ("Run", size.get("run")),
+            *(("Rows carried from the run", r) for r in size.get("carried_from", [])),
+        ):
+            if not run:
+                continue
+            models = f" (models: {', '.join(run['models'])})" if run.get("models") else ""
             lines += [
-                f"Run: {run.get('date')} to {run.get('finished', 'unfinished')} on "
+                f"{label}{models}: {run.get('date')} to {run.get('finished', 'unfinished')} on "
                 f"{run.get('machine')}; load average at start {run.get('loadavg_start')}, "
                 f"at end {run.get('loadavg_end')}; `{run.get('command')}`",
                 "",
@@ -220,9 +226,39 @@ def _markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _model_of(key: str) -> str | None:
+    return key.split(".", 1)[0] if "." in key else None
+
+
+def _seed_in(command: str) -> int:
+    """The generator seed of a results file written before files recorded it: its command's."""
+    words = command.split()
+    return int(words[words.index("--seed") + 1]) if "--seed" in words else DEFAULT_SEED
+
+
+def _carry(earlier: dict[str, Any], size: dict[str, Any], models: list[str]) -> None:
+    """Keep an earlier run's rows for the models this run does not train (same host, recipe
+    and log, checked by the caller), so a size's models can run in separate sessions."""
+    rows = {k: v for k, v in earlier["stages"].items() if _model_of(k) not in (None, *models)}
+    if not rows:
+        return
+    size["stages"].update(rows)
+    earlier_run = {**earlier.get("run", {}), "models": sorted({_model_of(k) for k in rows})}
+    size["carried_from"] = [earlier_run, *earlier.get("carried_from", [])]
+
+
+def _in_stage_order(stages: dict[str, Any]) -> dict[str, Any]:
+    """The data stages first, then each model's rows together, whichever run they came from."""
+    data = [k for k in DATA_STAGES if k in stages]
+    rest = [k for k in stages if k not in data]
+    models = list(dict.fromkeys(_model_of(k) for k in rest))
+    return {k: stages[k] for k in [*data, *(k for m in models for k in rest if _model_of(k) == m)]}
+
+
 def _finish(doc: dict[str, Any]) -> None:
     """Totals per size and the ratios between sizes."""
     for size in doc["sizes"].values():
+        size["stages"] = _in_stage_order(size["stages"])
         # rows marked "<stage> [<which run>]" come from another run of this size: kept, not summed
         done = [s for k, s in size["stages"].items() if s.get("seconds") and " [" not in k]
         size["end_to_end_seconds"] = round(sum(s["seconds"] for s in done), 1)
@@ -244,9 +280,12 @@ def main(argv: list[str] | None = None) -> int:
         help="eval_user_sample for the evaluate stage (0: every user); recorded",
     )
     parser.add_argument(
-        "--merge", action="store_true", help="keep the sizes already in the results file"
+        "--merge",
+        action="store_true",
+        help="keep the sizes already in the results file, and at a size run again the rows "
+        "of models not in --models (same host, recipe and seed only)",
     )
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument(
         "--render", action="store_true", help="only re-write scale.md (and totals) from scale.json"
     )
@@ -296,8 +335,6 @@ def main(argv: list[str] | None = None) -> int:
             f"sasrec_epochs overridden to {args.sasrec_epochs} (default "
             f"{defaults.sasrec.epochs}) to fit the time box; its examples/s is per event-epoch"
         )
-    root = Path(args.work).resolve()
-    root.mkdir(parents=True, exist_ok=True)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     sizes = [s for s in args.sizes.split(",") if s]
@@ -309,11 +346,13 @@ def main(argv: list[str] | None = None) -> int:
         "machine_info": host,
         "recipe": recipe,
         "overrides": extra,
+        "seed": args.seed,
         "sizes": {},
         "notes": notes,
     }
 
     previous = out_dir / "scale.json"
+    carried: dict[str, dict[str, Any]] = {}  # size -> its earlier results, for other models' rows
     if args.merge and previous.is_file():
         old = json.loads(previous.read_text())
         if not same_host(old.get("machine_info"), host):
@@ -323,12 +362,24 @@ def main(argv: list[str] | None = None) -> int:
                 f"'{summary(host)}'; ratios between sizes are only meaningful from one host. "
                 "Run every size here without --merge, or write to another --out."
             )
+        recorded = {**old, "seed": old.get("seed", _seed_in(old.get("command", "")))}
+        for what, here in (("recipe", recipe), ("overrides", extra), ("seed", args.seed)):
+            if recorded.get(what) != here:
+                parser.error(
+                    f"--merge: {previous} was recorded with {what} {recorded.get(what)!r}, "
+                    f"this run has {here!r}; rows from different recipes or logs do not add up to one "
+                    "run. Run every size again without --merge, or write to another --out."
+                )
         doc["sizes"] = {k: v for k, v in old.get("sizes", {}).items() if k not in sizes}
+        carried = {k: v for k, v in old.get("sizes", {}).items() if k in sizes}
         doc["earlier_runs"] = [
             *old.get("earlier_runs", []),
             {k: old.get(k) for k in ("command", "date", "overrides") if k in old},
         ]
         doc["notes"] = [*old.get("notes", []), *(n for n in notes if n not in old["notes"])]
+
+    root = Path(args.work).resolve()
+    root.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
         _finish(doc)
@@ -345,7 +396,10 @@ def main(argv: list[str] | None = None) -> int:
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": doc["machine"],
             "loadavg_start": loadavg(),
+            "models": models,
         }
+        if name in carried:
+            _carry(carried[name], size, models)
         doc["sizes"][name] = size
         log = root / f"{name}.log"
         work = root / "work" / name

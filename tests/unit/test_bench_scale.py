@@ -1,0 +1,79 @@
+"""bench/scale.py --merge: a size's models may run in separate sessions, on one host only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import scale  # noqa: E402
+
+from recflow.ops.machine import describe, summary  # noqa: E402
+
+
+def _row(seconds: float) -> dict[str, Any]:
+    return {"seconds": seconds, "cpu_seconds": seconds, "peak_rss_mb": 100}
+
+
+def test_carry_keeps_other_models_rows_and_orders_them_after_the_data_stages() -> None:
+    earlier = {
+        "stages": {
+            "ingest": _row(1),
+            "ranking_mlp.train": _row(10),
+            "ranking_mlp.evaluate": _row(2),
+            "sasrec.train": _row(20),
+        },
+        "run": {"date": "d1", "models": ["ranking_mlp", "sasrec"]},
+    }
+    size: dict[str, Any] = {"generate": {"seconds": 1.0}, "stages": {}}
+    scale._carry(earlier, size, ["sasrec"])
+    size["stages"].update({"ingest": _row(3), "sasrec.train": _row(30)})
+
+    assert scale._in_stage_order(size["stages"]) == {
+        "ingest": _row(3),  # this run's data stage, not the earlier one
+        "ranking_mlp.train": _row(10),
+        "ranking_mlp.evaluate": _row(2),
+        "sasrec.train": _row(30),  # this run's model replaces the earlier rows
+    }
+    assert size["carried_from"] == [{"date": "d1", "models": ["ranking_mlp"]}]
+
+    doc = {"sizes": {"1M": size}}
+    scale._finish(doc)
+    assert size["end_to_end_seconds"] == 3 + 10 + 2 + 30
+    assert "Rows carried from the run (models: ranking_mlp): d1" in scale._markdown(
+        {**doc, "date": "d2", "machine": "m", "command": "c", "recipe": {}}
+    )
+
+
+def test_seed_of_an_older_file_comes_from_its_command() -> None:
+    assert scale._seed_in("python bench/scale.py --sizes 1M --seed 11") == 11
+    assert scale._seed_in("python bench/scale.py --sizes 1M") == scale.DEFAULT_SEED
+
+
+def _merge_into(tmp_path: Path, previous: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "scale.json").write_text(json.dumps(previous))
+    cmd = [sys.executable, str(BENCH / "scale.py"), "--sizes", "smoke", "--models", "ease",
+           "--merge", "--out", str(tmp_path), "--work", str(tmp_path / "work")]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
+
+
+def test_merge_refuses_another_host(tmp_path: Path) -> None:
+    other = {**describe(), "cpu_family": 1, "cpu_model": 2, "cpu_mhz": 1.0}
+    done = _merge_into(tmp_path, {"machine": summary(other), "machine_info": other, "sizes": {}})
+    assert done.returncode == 2, done.stderr
+    assert "ratios between sizes are only meaningful from one host" in done.stderr
+
+
+def test_merge_refuses_another_recipe(tmp_path: Path) -> None:
+    host = describe("tensorflow")
+    previous = {"machine": summary(host), "machine_info": host, "recipe": {"epochs": 99},
+                "overrides": {"eval_user_sample": 5000}, "sizes": {}}  # fmt: skip
+    done = _merge_into(tmp_path, previous)
+    assert done.returncode == 2, done.stderr
+    assert "recorded with recipe {'epochs': 99}" in done.stderr
+    assert not (tmp_path / "work").exists()  # refused before generating or running anything
