@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from recflow.ops.machine import describe, loadavg, same_host, summary
+from recflow.registry.base import TAG_GIT_COMMIT, code_version
 
 SIZES = {  # name -> (events, users, items); "smoke" checks the script in a minute
     "smoke": (60_000, 2_000, 800),
@@ -189,8 +190,9 @@ def _markdown(doc: dict[str, Any]) -> str:
             if not run:
                 continue
             models = f" (models: {', '.join(run['models'])})" if run.get("models") else ""
+            code = f", code {run['code']}" if run.get("code") else ""
             lines += [
-                f"{label}{models}: {run.get('date')} to {run.get('finished', 'unfinished')} on "
+                f"{label}{models}{code}: {run.get('date')} to {run.get('finished', 'unfinished')} on "
                 f"{run.get('machine')}; load average at start {run.get('loadavg_start')}, "
                 f"at end {run.get('loadavg_end')}; `{run.get('command')}`",
                 "",
@@ -397,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": doc["machine"],
             "loadavg_start": loadavg(),
             "models": models,
+            "code": code_version()[TAG_GIT_COMMIT][:12],
         }
         if name in carried:
             _carry(carried[name], size, models)

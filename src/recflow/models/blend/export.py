@@ -45,13 +45,12 @@ def _graph_scores(module: tf.Module, idx: tf.Tensor) -> tf.Tensor:
 
     from recflow.models.multvae.export import graph_scores as vae_graph
     from recflow.models.multvae.export import standardise_rows_tf
-    from recflow.models.score_module import seen_rows_tf
+    from recflow.models.score_module import seen_rows_times_tf
 
     n_items = tf.shape(module.popularity)[0]
-    x = seen_rows_tf(module, idx, n_items)
-    total = tf.zeros(tf.shape(x), tf.float32)
+    total = tf.zeros(tf.stack([tf.shape(idx)[0], n_items]), tf.float32)
     if hasattr(module, "ease_b"):
-        total += module.w_item * standardise_rows_tf(tf.linalg.matmul(x, module.ease_b))
+        total += module.w_item * standardise_rows_tf(seen_rows_times_tf(module, idx, module.ease_b))
     if hasattr(module, "user_scores"):
         own = tf.gather(module.user_scores, tf.maximum(idx, 0))
         total += module.w_user * standardise_rows_tf(own)

@@ -1,5 +1,6 @@
-"""EASE's export: serving builds x_u for the batch from the seen-item table (one scatter) and
-multiplies it by B, a dense [N, N] variable, inside the score module."""
+"""EASE's export: serving scores x_u B inside the score module, B a dense [N, N] variable and
+x_u the user's seen items from the export's seen-item table, as a sparse row (the cost of a
+user's scores grows with the items seen, not with N squared)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,9 @@ if TYPE_CHECKING:
 
 
 def ease_scores_tf(module: tf.Module, idx: tf.Tensor) -> tf.Tensor:
-    import tensorflow as tf
+    from recflow.models.score_module import seen_rows_times_tf
 
-    from recflow.models.score_module import seen_rows_tf
-
-    return tf.linalg.matmul(seen_rows_tf(module, idx, tf.shape(module.ease_b)[0]), module.ease_b)
+    return seen_rows_times_tf(module, idx, module.ease_b)
 
 
 def export_ease(
