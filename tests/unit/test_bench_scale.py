@@ -34,12 +34,14 @@ def test_carry_keeps_other_models_rows_and_orders_them_after_the_data_stages() -
     scale._carry(earlier, size, ["sasrec"])
     size["stages"].update({"ingest": _row(3), "sasrec.train": _row(30)})
 
-    assert scale._in_stage_order(size["stages"]) == {
-        "ingest": _row(3),  # this run's data stage, not the earlier one
-        "ranking_mlp.train": _row(10),
-        "ranking_mlp.evaluate": _row(2),
-        "sasrec.train": _row(30),  # this run's model replaces the earlier rows
-    }
+    # Items, not the dict: dict equality ignores order, and the order is what is checked here.
+    assert list(scale._in_stage_order(size["stages"]).items()) == [
+        ("ingest", _row(3)),  # this run's data stage, not the earlier one
+        ("ranking_mlp.train", _row(10)),
+        ("ranking_mlp.evaluate", _row(2)),
+        ("sasrec.train", _row(30)),  # this run's model replaces the earlier rows
+    ]
+    assert list(size["stages"])[0] != "ingest"  # before ordering, the carried rows came first
     assert size["carried_from"] == [{"date": "d1", "models": ["ranking_mlp"]}]
 
     doc = {"sizes": {"1M": size}}
