@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from recflow.ops.machine import cpu_identity, describe, same_host, summary
+from pathlib import Path
+
+from recflow.ops.machine import (
+    cpu_identity,
+    describe,
+    kernel_costs,
+    kernel_identity,
+    same_host,
+    summary,
+)
 
 # Two processors as a KVM guest on these hosts prints them: the same name for different CPUs.
 CPUINFO = """processor\t: 0
@@ -57,3 +66,33 @@ def test_same_host_needs_the_same_cpu_and_size_and_a_record_that_names_its_cpu()
     assert not same_host({**here, "cores": 4}, here)
     assert not same_host({"cpu": "AMD EPYC", "cores": 2}, here)  # an older record
     assert not same_host(None, here)
+
+
+def test_kernel_identity_names_the_clock_source_and_the_mitigations_applied(tmp_path: Path) -> None:
+    clock = tmp_path / "devices/system/clocksource/clocksource0"
+    clock.mkdir(parents=True)
+    (clock / "current_clocksource").write_text("tsc\n")
+    vulnerabilities = tmp_path / "devices/system/cpu/vulnerabilities"
+    vulnerabilities.mkdir(parents=True)
+    (vulnerabilities / "spec_rstack_overflow").write_text("Vulnerable: Safe RET, no microcode\n")
+    (vulnerabilities / "meltdown").write_text("Not affected\n")
+    (vulnerabilities / "spectre_v2").write_text("Mitigation: Retpolines\n")
+    assert kernel_identity(tmp_path) == {
+        "clocksource": "tsc",
+        "cpu_mitigations": {
+            "spec_rstack_overflow": "Vulnerable: Safe RET, no microcode",
+            "spectre_v2": "Mitigation: Retpolines",
+        },
+    }
+
+
+def test_kernel_identity_without_sys_says_nothing_it_cannot_read(tmp_path: Path) -> None:
+    assert kernel_identity(tmp_path) == {"cpu_mitigations": {}}
+
+
+def test_kernel_costs_measures_a_system_call_and_a_thread_hand_off() -> None:
+    costs = kernel_costs(calls=2_000, trips=200, rounds=3)
+    assert set(costs) == {"syscall_ns", "thread_handoff_us"}
+    # A hand-off is two system calls and a wake-up: it cannot cost less than one system call.
+    assert costs["thread_handoff_us"] * 1000 > costs["syscall_ns"] >= 0
+    assert costs["thread_handoff_us"] > 0

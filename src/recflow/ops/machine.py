@@ -4,18 +4,29 @@ Sessions land on different hosts of the same size (2 cores, 24 GiB) whose CPUs d
 2026-12-01 the same 1M-event ranking-MLP training took 52 CPU seconds on one and 133 on the next,
 both reporting only "AMD EPYC" as their model name. So a result names the CPU family, model and
 clock beside the name; figures from hosts that differ there are not comparable.
+
+Serving pays per request for system calls and thread wake-ups, which training hardly does, so
+serving figures can differ between hosts by more than training figures do (2026-12-02: 3.2x the
+server CPU per request, 2.6x the training CPU). The kernel's clock source and CPU-vulnerability
+mitigations set those costs, and :func:`kernel_costs` measures them: results that record both show
+whether two hosts' serving figures are comparable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as md
 import os
 import platform
+import statistics
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 CPUINFO = Path("/proc/cpuinfo")
 LOADAVG = Path("/proc/loadavg")
+SYS = Path("/sys")
 
 
 def cpu_identity(cpuinfo: str | None = None) -> dict[str, Any]:
@@ -92,6 +103,71 @@ def summary(info: dict[str, Any]) -> str:
         parts.append(f"Python {info['python']}")
     host = f"{info['host']}: " if info.get("host") else ""
     return host + ", ".join(parts)
+
+
+def kernel_identity(sys_root: Path = SYS) -> dict[str, Any]:
+    """The clock source and each CPU-vulnerability mitigation the kernel applies ("Not affected"
+    entries left out); ``{}`` parts where ``/sys`` does not say."""
+    info: dict[str, Any] = {}
+    clock = sys_root / "devices/system/clocksource/clocksource0/current_clocksource"
+    with contextlib.suppress(OSError):
+        info["clocksource"] = clock.read_text().strip()
+    found: dict[str, str] = {}
+    folder = sys_root / "devices/system/cpu/vulnerabilities"
+    for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+        try:
+            state = entry.read_text().strip()
+        except OSError:
+            continue
+        if state != "Not affected":
+            found[entry.name] = state
+    info["cpu_mitigations"] = found
+    return info
+
+
+def kernel_costs(calls: int = 20_000, trips: int = 2_000, rounds: int = 5) -> dict[str, float]:
+    """Nanoseconds per system call and microseconds per thread hand-off, measured here (medians
+    of ``rounds``).
+
+    A system call is ``getppid`` less a C call that makes none; a hand-off is half of a round
+    trip between two threads over pipes, the pattern of an event loop passing work to an
+    executor thread and getting the result back.
+    """
+
+    def per_call(fn: Any) -> float:
+        start = time.perf_counter_ns()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter_ns() - start) / calls
+
+    syscall = statistics.median(per_call(os.getppid) - per_call(int) for _ in range(rounds))
+
+    there_r, there_w = os.pipe()
+    back_r, back_w = os.pipe()
+
+    def echo() -> None:
+        while os.read(there_r, 1) == b"x":
+            os.write(back_w, b"x")
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    try:
+        samples = []
+        for _ in range(rounds):
+            start = time.perf_counter_ns()
+            for _ in range(trips):
+                os.write(there_w, b"x")
+                os.read(back_r, 1)
+            samples.append((time.perf_counter_ns() - start) / trips / 2 / 1000)
+        os.write(there_w, b"q")
+        thread.join()
+    finally:
+        for fd in (there_r, there_w, back_r, back_w):
+            os.close(fd)
+    return {
+        "syscall_ns": round(max(syscall, 0.0), 1),
+        "thread_handoff_us": round(statistics.median(samples), 2),
+    }
 
 
 IDENTITY = ("cpu", "cpu_vendor", "cpu_family", "cpu_model", "cores", "arch")
