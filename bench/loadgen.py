@@ -37,12 +37,12 @@ def percentiles(latencies_s: Sequence[float]) -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
-    from recflow.ops.machine import describe, kernel_costs, kernel_identity
+    from recflow.ops.machine import describe, host_costs, kernel_identity
 
     return {
         **describe("tensorflow", "grpcio"),
         **kernel_identity(),
-        "kernel_costs": kernel_costs(),
+        "host_costs": host_costs(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 

@@ -22,7 +22,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recflow.ops.machine import describe, loadavg, same_host, summary
+from recflow.ops.machine import (
+    describe,
+    host_costs,
+    kernel_identity,
+    loadavg,
+    same_host,
+    summary,
+)
 from recflow.registry.base import TAG_GIT_COMMIT, code_version
 
 SIZES = {  # name -> (events, users, items); "smoke" checks the script in a minute
@@ -191,10 +198,17 @@ def _markdown(doc: dict[str, Any]) -> str:
                 continue
             models = f" (models: {', '.join(run['models'])})" if run.get("models") else ""
             code = f", code {run['code']}" if run.get("code") else ""
+            costs = run.get("host_costs")
+            costs_text = (
+                f"; at start a fixed Python loop {costs['python_loop_ms']} ms, a system call "
+                f"{costs['syscall_ns']} ns, a thread hand-off {costs['thread_handoff_us']} us"
+                if costs
+                else ""
+            )
             lines += [
                 f"{label}{models}{code}: {run.get('date')} to {run.get('finished', 'unfinished')} on "
                 f"{run.get('machine')}; load average at start {run.get('loadavg_start')}, "
-                f"at end {run.get('loadavg_end')}; `{run.get('command')}`",
+                f"at end {run.get('loadavg_end')}{costs_text}; `{run.get('command')}`",
                 "",
             ]
         lines += [
@@ -313,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     from recflow.config import TrainConfig
     from recflow.settings import flat_values
 
-    host = describe("tensorflow")
+    host = {**describe("tensorflow"), **kernel_identity()}
     defaults = TrainConfig()
     flat = flat_values(defaults)
     recipe = {
@@ -398,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": doc["machine"],
             "loadavg_start": loadavg(),
+            "host_costs": host_costs(),
             "models": models,
             "code": code_version()[TAG_GIT_COMMIT][:12],
         }

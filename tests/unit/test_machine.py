@@ -7,7 +7,7 @@ from pathlib import Path
 from recflow.ops.machine import (
     cpu_identity,
     describe,
-    kernel_costs,
+    host_costs,
     kernel_identity,
     same_host,
     summary,
@@ -90,9 +90,10 @@ def test_kernel_identity_without_sys_says_nothing_it_cannot_read(tmp_path: Path)
     assert kernel_identity(tmp_path) == {"cpu_mitigations": {}}
 
 
-def test_kernel_costs_measures_a_system_call_and_a_thread_hand_off() -> None:
-    costs = kernel_costs(calls=2_000, trips=200, rounds=3)
-    assert set(costs) == {"syscall_ns", "thread_handoff_us"}
+def test_host_costs_measures_a_loop_a_system_call_and_a_thread_hand_off() -> None:
+    costs = host_costs(calls=2_000, trips=200, rounds=3)
+    assert set(costs) == {"python_loop_ms", "syscall_ns", "thread_handoff_us"}
+    assert costs["python_loop_ms"] > 0
     # A hand-off is two system calls and a wake-up: it cannot cost less than one system call.
     assert costs["thread_handoff_us"] * 1000 > costs["syscall_ns"] >= 0
     assert costs["thread_handoff_us"] > 0

@@ -5,11 +5,11 @@ Sessions land on different hosts of the same size (2 cores, 24 GiB) whose CPUs d
 both reporting only "AMD EPYC" as their model name. So a result names the CPU family, model and
 clock beside the name; figures from hosts that differ there are not comparable.
 
-Serving pays per request for system calls and thread wake-ups, which training hardly does, so
-serving figures can differ between hosts by more than training figures do (2026-12-02: 3.2x the
-server CPU per request, 2.6x the training CPU). The kernel's clock source and CPU-vulnerability
-mitigations set those costs, and :func:`kernel_costs` measures them: results that record both show
-whether two hosts' serving figures are comparable.
+Hosts that name the same CPU can still differ in speed (steal time, neighbours, clocks), and
+serving pays per request for system calls and thread wake-ups, which training hardly does. So
+results also record the kernel's clock source and CPU-vulnerability mitigations, and
+:func:`host_costs` measures a fixed Python loop, a system call and a thread hand-off: two hosts'
+figures compare only as far as these do.
 """
 
 from __future__ import annotations
@@ -125,11 +125,11 @@ def kernel_identity(sys_root: Path = SYS) -> dict[str, Any]:
     return info
 
 
-def kernel_costs(calls: int = 20_000, trips: int = 2_000, rounds: int = 5) -> dict[str, float]:
-    """Nanoseconds per system call and microseconds per thread hand-off, measured here (medians
-    of ``rounds``).
+def host_costs(calls: int = 20_000, trips: int = 2_000, rounds: int = 5) -> dict[str, float]:
+    """Milliseconds for a fixed pure-Python loop, nanoseconds per system call and microseconds
+    per thread hand-off, measured here (medians of ``rounds``).
 
-    A system call is ``getppid`` less a C call that makes none; a hand-off is half of a round
+    The loop is ``calls`` additions of squares, one core, no system call. A system call is ``getppid`` less a C call that makes none; a hand-off is half of a round
     trip between two threads over pipes, the pattern of an event loop passing work to an
     executor thread and getting the result back.
     """
@@ -141,6 +141,11 @@ def kernel_costs(calls: int = 20_000, trips: int = 2_000, rounds: int = 5) -> di
         return (time.perf_counter_ns() - start) / calls
 
     syscall = statistics.median(per_call(os.getppid) - per_call(int) for _ in range(rounds))
+    loop = []
+    for _ in range(rounds):
+        start = time.perf_counter_ns()
+        sum(i * i for i in range(calls))
+        loop.append((time.perf_counter_ns() - start) / 1e6)
 
     there_r, there_w = os.pipe()
     back_r, back_w = os.pipe()
@@ -165,6 +170,7 @@ def kernel_costs(calls: int = 20_000, trips: int = 2_000, rounds: int = 5) -> di
         for fd in (there_r, there_w, back_r, back_w):
             os.close(fd)
     return {
+        "python_loop_ms": round(statistics.median(loop), 3),
         "syscall_ns": round(max(syscall, 0.0), 1),
         "thread_handoff_us": round(statistics.median(samples), 2),
     }
