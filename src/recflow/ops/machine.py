@@ -5,7 +5,7 @@ Sessions land on different hosts of the same size (2 cores, 24 GiB) whose CPUs d
 both reporting only "AMD EPYC" as their model name. So a result names the CPU family, model and
 clock beside the name; figures from hosts that differ there are not comparable.
 
-Hosts that name the same CPU can still differ in speed (steal time, neighbours, clocks), and
+Hosts that name the same CPU can still differ in speed, and
 serving pays per request for system calls and thread wake-ups, which training hardly does. So
 results also record the kernel's clock source and CPU-vulnerability mitigations, and
 :func:`host_costs` measures a fixed Python loop, a system call and a thread hand-off: two hosts'
@@ -129,9 +129,10 @@ def host_costs(calls: int = 20_000, trips: int = 2_000, rounds: int = 5) -> dict
     """Milliseconds for a fixed pure-Python loop, nanoseconds per system call and microseconds
     per thread hand-off, measured here (medians of ``rounds``).
 
-    The loop is ``calls`` additions of squares, one core, no system call. A system call is ``getppid`` less a C call that makes none; a hand-off is half of a round
-    trip between two threads over pipes, the pattern of an event loop passing work to an
-    executor thread and getting the result back.
+    The loop is ``calls`` additions of squares, one core, no system call. A system call is
+    ``getppid`` less a C call that makes none. A hand-off is half of a round trip between two
+    threads over pipes, the pattern of an event loop passing work to an executor thread and
+    getting the result back; it costs far more when the other thread's core is idle.
     """
 
     def per_call(fn: Any) -> float:
