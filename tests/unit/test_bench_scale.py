@@ -52,6 +52,18 @@ def test_carry_keeps_other_models_rows_and_orders_them_after_the_data_stages() -
     )
 
 
+def test_a_run_line_gives_the_host_costs_measured_at_its_start_when_recorded() -> None:
+    costs = {"python_loop_ms": 1.4, "syscall_ns": 250.0, "thread_handoff_us": 31.0}
+    size = {"generate": {}, "stages": {"ingest": _row(1)}}
+    doc = {"date": "d", "machine": "m", "command": "c", "recipe": {}, "sizes": {"1M": size}}
+    scale._finish(doc)
+    size["run"] = {"date": "d1", "host_costs": costs}
+    text = scale._markdown(doc)
+    assert "a fixed Python loop 1.4 ms, a system call 250.0 ns, a thread hand-off 31.0 us" in text
+    size["run"] = {"date": "d1"}  # a run recorded before host costs were
+    assert "a system call" not in scale._markdown(doc)
+
+
 def test_seed_of_an_older_file_comes_from_its_command() -> None:
     assert scale._seed_in("python bench/scale.py --sizes 1M --seed 11") == 11
     assert scale._seed_in("python bench/scale.py --sizes 1M") == scale.DEFAULT_SEED
