@@ -37,11 +37,10 @@ def percentiles(latencies_s: Sequence[float]) -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
-    from recflow.ops.machine import describe, host_costs, kernel_identity
+    from recflow.ops.machine import describe, host_costs
 
     return {
         **describe("tensorflow", "grpcio"),
-        **kernel_identity(),
         "host_costs": host_costs(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }

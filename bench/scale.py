@@ -25,7 +25,6 @@ from typing import Any
 from recflow.ops.machine import (
     describe,
     host_costs,
-    kernel_identity,
     loadavg,
     same_host,
     summary,
@@ -40,6 +39,10 @@ SIZES = {  # name -> (events, users, items); "smoke" checks the script in a minu
 }
 DATA_STAGES = ("ingest", "validate", "features")
 MODEL_STAGES = ("train", "export", "evaluate")
+# The issue's goals for the largest size: each kind's stages with the data stages, end to end.
+END_TO_END_GOAL_S = 3600.0
+PEAK_RSS_GOAL_MB = 16 * 1024
+THROUGHPUT_GOAL = 0.8  # training examples/s at the largest size over the smallest's
 DAG_ID = "recsys_training"
 RUN_ID = "scale"
 DEFAULT_SEED = 7
@@ -223,6 +226,7 @@ def _markdown(doc: dict[str, Any]) -> str:
                 f"{st.get('loadavg', '')} | {st.get('error', st.get('note', ''))} |"
             )
         lines.append("")
+    lines += _goals(doc)
     if doc["ratios"]:
         lines += [
             "## Growth between sizes (goal: time ratio / input ratio <= 1.3)",
@@ -269,6 +273,48 @@ def _in_stage_order(stages: dict[str, Any]) -> dict[str, Any]:
     rest = [k for k in stages if k not in data]
     models = list(dict.fromkeys(_model_of(k) for k in rest))
     return {k: stages[k] for k in [*data, *(k for m in models for k in rest if _model_of(k) == m)]}
+
+
+def _goals(doc: dict[str, Any]) -> list[str]:
+    """Per kind at the largest size: the data stages plus its own, end to end, against the
+    60-minute and 16 GB goals; its training throughput against the smallest size's."""
+    names = [s for s in SIZES if s in doc["sizes"]]
+    if not names:
+        return []
+    largest = doc["sizes"][names[-1]]["stages"]
+    smallest = doc["sizes"][names[0]]["stages"]
+    data = [largest.get(k, {}) for k in DATA_STAGES]
+    lines = [
+        f"## Goals at {names[-1]} (each kind with the data stages, end to end)",
+        "",
+        f"| kind | seconds | minutes | peak RSS MB | within {END_TO_END_GOAL_S / 60:.0f} min and "
+        f"{PEAK_RSS_GOAL_MB / 1024:.0f} GiB | train examples/s vs {names[0]} |",
+        "| --- | ---: | ---: | ---: | --- | ---: |",
+    ]
+    kinds = dict.fromkeys(m for k in largest if (m := _model_of(k)) and " [" not in k)
+    for kind in kinds:
+        own = [largest.get(f"{kind}.{stage}", {}) for stage in MODEL_STAGES]
+        if not all(st.get("seconds") for st in data + own):
+            failed = next((st["error"] for st in own if st.get("error")), "stages missing")
+            # a stage's error ends with the exception's own line: the part worth showing
+            reason = failed.rsplit(" | ", 1)[-1].strip(" |").split(": ", 1)[-1]
+            lines.append(f"| {kind} | | | | not run to the end: {reason} | |")
+            continue
+        seconds = sum(st["seconds"] for st in data + own)
+        peak = max(st.get("peak_rss_mb", 0) for st in data + own)
+        met = seconds <= END_TO_END_GOAL_S and peak <= PEAK_RSS_GOAL_MB
+        rate = own[0].get("examples_per_s")
+        base = smallest.get(f"{kind}.train", {}).get("examples_per_s")
+        ratio = ""
+        if rate and base and names[-1] != names[0]:
+            share = rate / base
+            verdict = "met" if share >= THROUGHPUT_GOAL else "MISSED"
+            ratio = f"{share:.0%} (goal {THROUGHPUT_GOAL:.0%}: {verdict})"
+        lines.append(
+            f"| {kind} | {seconds:,.1f} | {seconds / 60:.2f} | {peak} | "
+            f"{'met' if met else 'MISSED'} | {ratio} |"
+        )
+    return [*lines, ""]
 
 
 def _finish(doc: dict[str, Any]) -> None:
@@ -327,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     from recflow.config import TrainConfig
     from recflow.settings import flat_values
 
-    host = {**describe("tensorflow"), **kernel_identity()}
+    host = describe("tensorflow")
     defaults = TrainConfig()
     flat = flat_values(defaults)
     recipe = {

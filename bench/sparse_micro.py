@@ -92,10 +92,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    host = describe("tensorflow")
     meta = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": summary(describe("tensorflow")),
+        "machine": summary(host),
+        "machine_info": host,
         "examples": args.examples,
         "batch": args.batch,
     }

@@ -64,6 +64,36 @@ def test_a_run_line_gives_the_host_costs_measured_at_its_start_when_recorded() -
     assert "a system call" not in scale._markdown(doc)
 
 
+def test_goals_add_the_data_stages_to_each_kind_and_judge_the_largest_size() -> None:
+    def train(seconds: float, examples_per_s: int) -> dict[str, Any]:
+        return {**_row(seconds), "examples_per_s": examples_per_s}
+
+    data = {"ingest": _row(100), "validate": _row(100), "features": _row(100)}
+    small = {**data, "ranking_mlp.train": train(10, 1000), "sasrec.train": train(10, 500)}
+    refused = "exit 1:   File x.py | raise TrainingError( | recflow.errors.TrainingError: too big"
+    large = {
+        **data,
+        "ranking_mlp.train": train(2000, 900),  # 2,300 s with the rest: within the hour
+        "ranking_mlp.export": _row(100),
+        "ranking_mlp.evaluate": {**_row(100), "peak_rss_mb": 17 * 1024},  # over 16 GiB
+        "sasrec.train": train(3100, 300),  # 3,600.5 s: half a second over the hour
+        "sasrec.export": _row(100),
+        "sasrec.evaluate": _row(100.5),
+        "two_stage.train": train(1000, 800),
+        "two_stage.export": _row(100),
+        "two_stage.evaluate": _row(100),
+        "ease.train": {"error": refused},
+    }
+    doc = {"sizes": {"1M": {"stages": small}, "20M": {"stages": large}}}
+    rows = {line.split(" | ")[0].strip("| "): line for line in scale._goals(doc)}
+    assert rows["ranking_mlp"] == (
+        "| ranking_mlp | 2,500.0 | 41.67 | 17408 | MISSED | 90% (goal 80%: met) |"
+    )
+    assert rows["sasrec"] == "| sasrec | 3,600.5 | 60.01 | 100 | MISSED | 60% (goal 80%: MISSED) |"
+    assert rows["two_stage"] == "| two_stage | 1,500.0 | 25.00 | 100 | met |  |"
+    assert rows["ease"] == "| ease | | | | not run to the end: too big | |"
+
+
 def test_seed_of_an_older_file_comes_from_its_command() -> None:
     assert scale._seed_in("python bench/scale.py --sizes 1M --seed 11") == 11
     assert scale._seed_in("python bench/scale.py --sizes 1M") == scale.DEFAULT_SEED

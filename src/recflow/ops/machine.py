@@ -58,7 +58,8 @@ def cpu_identity(cpuinfo: str | None = None) -> dict[str, Any]:
 
 
 def describe(*packages: str) -> dict[str, Any]:
-    """The host, its CPU, cores, memory, OS, Python and the given packages' versions."""
+    """The host, its CPU, cores, memory, OS, kernel clock source and mitigations, Python and the
+    given packages' versions."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     info: dict[str, Any] = {
         "host": platform.node(),
@@ -68,6 +69,7 @@ def describe(*packages: str) -> dict[str, Any]:
         "arch": platform.machine(),
         "platform": platform.platform(),
         "python": platform.python_version(),
+        **kernel_identity(),
     }
     for package in packages:
         try:
