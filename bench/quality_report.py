@@ -70,10 +70,10 @@ def analyse(doc: dict[str, Any], spec: dict[str, Any], sha: str) -> dict[str, An
                 c = one_sample_test(scores[(head, variant)], NDCG, figure, name)
                 comparisons.append({"variant": variant, **c})
     adjusted = holm([c["p"] for c in comparisons]) if comparisons else []
-    for c, p in zip(comparisons, adjusted, strict=True):
-        c["p_holm"] = p
-        c["beats"] = bool(c["diff"] > 0 and p < spec["alpha"])
-        c["worse"] = bool(c["diff"] < 0 and p < spec["alpha"])
+    for comparison, p in zip(comparisons, adjusted, strict=True):
+        comparison["p_holm"] = p
+        comparison["beats"] = bool(comparison["diff"] > 0 and p < spec["alpha"])
+        comparison["worse"] = bool(comparison["diff"] < 0 and p < spec["alpha"])
     return {
         "rows": rows,
         "comparisons": comparisons,

@@ -87,7 +87,9 @@ def _score(protocol: str, fold: Fold, score_fn: Any) -> tuple[np.ndarray, dict[s
     return ours_test(score_fn, fold.split, fold.features, K)
 
 
-def family_group(protocol: str, fold: Fold, sel: dict, rows: dict[str, list[int]], col: Collector):
+def family_group(
+    protocol: str, fold: Fold, sel: dict, rows: dict[str, list[int]], col: Collector
+) -> dict[str, Any]:
     """EASE / user-side EASE / Mult-VAE / blend / popularity rows from shared trainings."""
     from recflow.evaluation.loo import peers_test, table_scorer, with_validation_item
     from recflow.models.blend.export import score_numpy as blend_scores
@@ -144,7 +146,9 @@ def family_group(protocol: str, fold: Fold, sel: dict, rows: dict[str, list[int]
     return {"seconds_per_seed": timing.get("train_seconds", []), "vae_seeds": vae_seeds}
 
 
-def sequential_group(row: str, fold: Fold, sel: dict, seeds: list[int], col: Collector):
+def sequential_group(
+    row: str, fold: Fold, sel: dict, seeds: list[int], col: Collector
+) -> dict[str, Any]:
     """SASRec (or SASRec+SQN) per seed; ours and the peers' variant (no history mask)."""
     from recflow.evaluation.loo import ours_test, peers_test, table_scorer
     from recflow.models.sasrec.network import score_sequences
@@ -180,7 +184,9 @@ def sequential_group(row: str, fold: Fold, sel: dict, seeds: list[int], col: Col
     return info
 
 
-def zoo_group(protocol: str, row: str, fold: Fold, seeds: list[int], col: Collector):
+def zoo_group(
+    protocol: str, row: str, fold: Fold, seeds: list[int], col: Collector
+) -> dict[str, Any]:
     info: dict[str, list[Any]] = {"train_seconds": [], "cpu_per_wall": []}
     variant = "ms" if protocol == "ms" else "loo"
     for seed in seeds:

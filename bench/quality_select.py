@@ -70,11 +70,13 @@ def select_family(folds: list[Fold], spec: dict[str, Any], cfg: Any) -> dict[str
         for lam, table in u.items():
             user.setdefault(float(lam), []).append(fold.ndcg(table_scorer(f, table)))
         variants = _vae_variants(fold, spec, cfg)
-        for key, w in variants.items():
-            vae.setdefault(key, []).append(fold.ndcg(table_scorer(f, score_numpy(w, x))))
+        for key, members in variants.items():
+            vae.setdefault(key, []).append(fold.ndcg(table_scorer(f, score_numpy(members, x))))
         kept.append({"x": x, "b": b, "u": u, "vae": variants})
-    mean = {name: {k: float(np.mean(v)) for k, v in d.items()} for name, d in
-            (("item", item), ("user", user), ("vae", vae))}  # fmt: skip
+    mean: dict[str, dict[Any, float]] = {
+        name: {k: float(np.mean(v)) for k, v in d.items()}
+        for name, d in (("item", item), ("user", user), ("vae", vae))
+    }
     li, lu, kv = _best(mean["item"]), _best(mean["user"]), _best(mean["vae"])
     weights: dict[tuple[float, float, float], list[float]] = {}
     for fold, k in zip(folds, kept, strict=True):
@@ -85,8 +87,8 @@ def select_family(folds: list[Fold], spec: dict[str, Any], cfg: Any) -> dict[str
             score_numpy(k["vae"][kv], k["x"]),
         )
         for w in weight_grid(spec["weight_step"]):
-            table = sum(wi * p for wi, p in zip(w, parts, strict=True) if wi)
-            weights.setdefault(w, []).append(fold.ndcg(table_scorer(f, np.asarray(table))))
+            blended = sum(wi * p for wi, p in zip(w, parts, strict=True) if wi)
+            weights.setdefault(w, []).append(fold.ndcg(table_scorer(f, np.asarray(blended))))
     w_mean = {w: float(np.mean(v)) for w, v in weights.items()}
     best = _best(w_mean)
     multi = {w: s for w, s in w_mean.items() if point_name(w) == "blend"}

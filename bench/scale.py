@@ -363,11 +363,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.render:
         path = Path(args.out) / "scale.json"
-        doc = json.loads(path.read_text())
-        doc["notes"] = [*doc.get("notes", []), *args.note]
-        _finish(doc)
-        path.write_text(json.dumps(doc, indent=2) + "\n")
-        (Path(args.out) / "scale.md").write_text(_markdown(doc))
+        rendered: dict[str, Any] = json.loads(path.read_text())
+        rendered["notes"] = [*rendered.get("notes", []), *args.note]
+        _finish(rendered)
+        path.write_text(json.dumps(rendered, indent=2) + "\n")
+        (Path(args.out) / "scale.md").write_text(_markdown(rendered))
         return 0
 
     from recflow.config import TrainConfig

@@ -106,7 +106,7 @@ def export_models(work: Path, args: argparse.Namespace) -> tuple[list[Path], dic
     return dirs, info
 
 
-def predict_bytes(users: list[Any], **spec: Any) -> bytes:
+def predict_bytes(users: Any, **spec: Any) -> bytes:
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 

@@ -15,6 +15,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from recflow.ops.machine import describe, summary
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _model(n_users: int, n_items: int, optimizer: object, rows: bool = False) -> object:
+def _model(n_users: int, n_items: int, optimizer: object, rows: bool = False) -> Any:
     import keras
 
     from recflow.models.sparse_adam import row_embedding

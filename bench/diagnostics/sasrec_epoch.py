@@ -28,7 +28,7 @@ def main() -> None:
     from recflow.models.sparse_adam import lazy_adam
     from recflow.progress import Progress
 
-    cfg = train_config(**({"sasrec_dropout": 0.0} if "nodrop" in flags else {}))
+    cfg = train_config(None, **({"sasrec_dropout": 0.0} if "nodrop" in flags else {}))
     features = load_features(run / "features")
     p = SasrecParams.from_config(cfg, features.n_items, q_head=False)
     _, windows = t.training_data(features, load_split(run / "split"), cfg, p.max_len)
