@@ -303,7 +303,7 @@ def _goals(doc: dict[str, Any]) -> list[str]:
         seconds = sum(st["seconds"] for st in data + own)
         peak = max(st.get("peak_rss_mb", 0) for st in data + own)
         met = seconds <= END_TO_END_GOAL_S and peak <= PEAK_RSS_GOAL_MB
-        rate = own[0].get("examples_per_s")
+        rate = largest[f"{kind}.train"].get("examples_per_s")
         base = smallest.get(f"{kind}.train", {}).get("examples_per_s")
         ratio = ""
         if rate and base and names[-1] != names[0]:

@@ -5,11 +5,11 @@ Sessions land on different hosts of the same size (2 cores, 24 GiB) whose CPUs d
 both reporting only "AMD EPYC" as their model name. So a result names the CPU family, model and
 clock beside the name; figures from hosts that differ there are not comparable.
 
-Hosts that name the same CPU can still differ in speed, and
-serving pays per request for system calls and thread wake-ups, which training hardly does. So
-results also record the kernel's clock source and CPU-vulnerability mitigations, and
-:func:`host_costs` measures a fixed Python loop, a system call and a thread hand-off: two hosts'
-figures compare only as far as these do.
+Hosts that name the same CPU can still differ in speed, and serving pays per request for
+system calls and thread wake-ups, which training hardly does. So :func:`describe` also records
+the kernel's clock source and CPU-vulnerability mitigations, and :func:`host_costs` measures a
+fixed Python loop, a system call and a thread hand-off: two hosts' figures compare only as far
+as these do.
 """
 
 from __future__ import annotations
