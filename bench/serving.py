@@ -8,6 +8,8 @@ two_stage model (towers pick 200 candidates, the ranking MLP orders them) traine
 1. the floor: the SavedModel's ``serving_default`` called in-process, one user per call, and
    batched (``--floor-batch`` users per call; per-user time reported);
 2. one client in a closed loop over gRPC against ``recflow-model-server`` (a subprocess);
+   the gap target is judged on *paired* rounds (:func:`paired_gap`): floor and one-client
+   blocks alternate, so both halves of each difference see the same state of the host;
 3. open-loop load at fixed arrival rates from one process (grpc.aio), latency measured from
    each request's *scheduled* send time, so a client falling behind shows up as latency
    (no coordinated omission). Each rate runs ``--repeats`` times (median p99 counts), rates in
@@ -48,6 +50,10 @@ TOP_K = 10
 P99_TARGET_MS = 20.0
 RATE_TARGET = 1000
 FLOOR_GAP_TARGET_MS = 1.0
+
+
+GAP_ROUNDS = 10
+GAP_BLOCK = 300  # calls per floor block and requests per one-client block
 
 
 def measure_floor(model_dir: Path, users: list[str], n: int, batch: int = 1) -> dict[str, Any]:
@@ -107,6 +113,78 @@ def closed_loop(address: str, users: list[str], n: int) -> dict[str, Any]:
                 errors += 1
             lat.append(time.perf_counter() - t0)
     return {"requests": n, "errors": errors, **percentiles(lat)}
+
+
+def paired_gap(
+    model_dir: Path,
+    address: str,
+    users: list[str],
+    rounds: int = GAP_ROUNDS,
+    block: int = GAP_BLOCK,
+) -> dict[str, Any]:
+    """One-client p50 minus the in-process floor p50, measured in ``rounds`` paired rounds.
+
+    Each round times ``block`` in-process calls and ``block`` gRPC requests back to back
+    (the order alternates between rounds), so the two p50s of a round share the host's state;
+    on a shared VM the floor alone moved by 0.9 ms between consecutive runs of the same code
+    (1.15 and 2.03 ms, 2026-12-02), more than the target it is compared with.
+    """
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    loaded = tf.saved_model.load(str(model_dir))
+    serve = loaded.signatures["serving_default"]
+    requests = [make_request(u) for u in users]
+
+    def floor_block(start: int) -> list[float]:
+        lat = []
+        for i in range(start, start + block):
+            t0 = time.perf_counter()
+            out = serve(user_id=tf.constant([users[i % len(users)]]))
+            _ = {k: v.numpy() for k, v in out.items()}
+            lat.append(time.perf_counter() - t0)
+        return lat
+
+    with grpc.insecure_channel(address) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+        def client_block(start: int) -> list[float]:
+            lat = []
+            for i in range(start, start + block):
+                t0 = time.perf_counter()
+                response = stub.Predict(requests[i % len(requests)], timeout=10)
+                if len(response.outputs["item_ids"].string_val) != TOP_K:
+                    raise SystemExit(f"bench: expected {TOP_K} items from the server")
+                lat.append(time.perf_counter() - t0)
+            return lat
+
+        floor_block(0), client_block(0)  # warm both paths
+        floors, clients = [], []
+        for r in range(rounds):
+            if r % 2 == 0:
+                floors.append(floor_block(r * block))
+                clients.append(client_block(r * block))
+            else:
+                clients.append(client_block(r * block))
+                floors.append(floor_block(r * block))
+    return summarize_pairs(floors, clients)
+
+
+def summarize_pairs(floors: list[list[float]], clients: list[list[float]]) -> dict[str, Any]:
+    """Per round p50s (ms) of paired floor / one-client blocks (seconds), their differences
+    and the median difference, which the gap target is judged on."""
+    floor_p50 = [round(float(np.median(b)) * 1e3, 3) for b in floors]
+    client_p50 = [round(float(np.median(b)) * 1e3, 3) for b in clients]
+    gaps = [round(c - f, 3) for f, c in zip(floor_p50, client_p50, strict=True)]
+    return {
+        "rounds": len(gaps),
+        "block": len(floors[0]) if floors else 0,
+        "floor_p50_ms": floor_p50,
+        "one_client_p50_ms": client_p50,
+        "gap_ms": gaps,
+        "median_gap_ms": round(float(np.median(gaps)), 3),
+    }
 
 
 async def _open_loop(address: str, users: list[str], rate: float, seconds: float) -> dict[str, Any]:
@@ -221,6 +299,8 @@ def bench_model(name: str, args: argparse.Namespace, cache: Path, work: Path) ->
     try:
         one = closed_loop(address, users, args.closed_requests)
         print(f"[bench] {name} one client: {one}", flush=True)
+        pairs = paired_gap(export, address, users, args.gap_rounds)
+        print(f"[bench] {name} paired floor / one client: {pairs}", flush=True)
         # The load generator has TensorFlow loaded (the floor above): freeze what exists,
         # so its own full garbage collections (100+ ms) do not show up as server latency.
         gc.collect()
@@ -229,7 +309,7 @@ def bench_model(name: str, args: argparse.Namespace, cache: Path, work: Path) ->
     finally:
         stop_server(process, server, timeout=30)
         gc.unfreeze()
-    gap = round(one["p50_ms"] - floor["p50_ms"], 3)
+    gap = pairs["median_gap_ms"]
     return {
         "model": model,
         "server_command": " ".join(Path(c).name if c == sys.executable else c for c in command),
@@ -238,9 +318,11 @@ def bench_model(name: str, args: argparse.Namespace, cache: Path, work: Path) ->
         "floor": floor,
         "floor_batched": batched,
         "one_client": one,
+        "paired_gap": pairs,
         "open_loop": sweep,
         "targets": {
             "one_client_gap_ms": gap,
+            "unpaired_gap_ms": round(one["p50_ms"] - floor["p50_ms"], 3),
             "one_client_gap_met": gap <= FLOOR_GAP_TARGET_MS,
             "max_rate_p99_under_20ms": best,
             "rate_met": best >= RATE_TARGET,
@@ -278,6 +360,28 @@ def _host_lines(m: dict[str, Any]) -> list[str]:
         f"{costs['syscall_ns']} ns, a thread hand-off over a pipe "
         f"{costs['thread_handoff_us']} us (measured at start); clock source "
         f"{m.get('clocksource', '?')}; CPU mitigations: {mitigations or 'none'}"
+    ]
+
+
+def _gap_lines(r: dict[str, Any]) -> list[str]:
+    """The gap target's line: from paired rounds where the record has them (from
+    2026-12-02 11:00 UTC), else the difference of the two long runs, as before."""
+    t = r["targets"]
+    verdict = f"(target <= {FLOOR_GAP_TARGET_MS} ms): **{'met' if t['one_client_gap_met'] else 'NOT met'}**"
+    pairs = r.get("paired_gap")
+    if not pairs:
+        return [f"- one-client p50 - floor p50 = {t['one_client_gap_ms']} ms {verdict}"]
+    return [
+        f"- one-client p50 - floor p50, median of {pairs['rounds']} paired rounds of "
+        f"{pairs['block']} calls each = {pairs['median_gap_ms']} ms {verdict}",
+        "  - per round (floor p50 / one-client p50 / gap, ms): "
+        + ", ".join(
+            f"{f} / {c} / {g}"
+            for f, c, g in zip(
+                pairs["floor_p50_ms"], pairs["one_client_p50_ms"], pairs["gap_ms"], strict=True
+            )
+        ),
+        f"  - the two long runs above, unpaired: {t['unpaired_gap_ms']} ms",
     ]
 
 
@@ -334,8 +438,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         lines += [
             "",
             f"- rates: {held}",
-            f"- one-client p50 - floor p50 = {t['one_client_gap_ms']} ms (target <= "
-            f"{FLOOR_GAP_TARGET_MS} ms): **{'met' if t['one_client_gap_met'] else 'NOT met'}**",
+            *_gap_lines(r),
             f"- highest rate with p99 < {P99_TARGET_MS:.0f} ms and no errors (every lower rate "
             f"held too): {t['max_rate_p99_under_20ms']} req/s (target >= {RATE_TARGET}): "
             f"**{'met' if t['rate_met'] else 'NOT met'}**",
@@ -362,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="runs per rate (median p99)")
     p.add_argument("--closed-requests", type=int, default=3000)
     p.add_argument("--floor-batch", type=int, default=32, help="users per batched floor call")
+    p.add_argument("--gap-rounds", type=int, default=GAP_ROUNDS, help="paired floor/client rounds")
     p.add_argument("--grpc-threads", type=int, default=8)
     # One thread per op: the bench model runs ~190 small ops per call, for which handing work
     # to a second intra-op thread costs more CPU than it saves (measured ~40% less CPU per
