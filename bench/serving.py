@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from recflow.ops.machine import summary
+from recflow.registry.base import TAG_GIT_COMMIT, code_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # noqa: E402 (bench/loadgen.py, same folder)
@@ -391,7 +392,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "# Serving latency: top-10 Predict over gRPC",
         "",
         f"- date: {result['date']} (finished {result['finished']})",
-        f"- command: `{result['command']}`",
+        f"- command: `{result['command']}`"
+        + (f", code {result['code']}" if result.get("code") else ""),
         f"- machine: {summary(m)}, load average at start "
         f"{m['load_average_at_start']}, at end {result['load_average_at_end']} "
         "(other jobs share this machine)",
@@ -482,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     info = machine()
     results = {}
+    code = code_version()[TAG_GIT_COMMIT][:12]
     with tempfile.TemporaryDirectory(prefix="recflow-bench-serving-") as tmp:
         cache = Path(args.model_cache) if args.model_cache else Path(tmp) / "models"
         for name in [m for m in args.models.split(",") if m]:
@@ -492,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "python bench/serving.py "
         + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "code": code,
         "machine": info,
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "seconds_per_run": args.seconds,

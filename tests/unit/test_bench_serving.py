@@ -63,3 +63,27 @@ def test_a_record_from_before_the_paired_rounds_keeps_its_own_gap_line() -> None
     assert serving._gap_lines(record) == [
         "- one-client p50 - floor p50 = 1.42 ms (target <= 1.0 ms): **NOT met**"
     ]
+
+
+def test_the_results_name_the_code_that_ran(tmp_path: Path) -> None:
+    machine = {
+        "host": "vm",
+        "cpu": "AMD EPYC",
+        "cores": 2,
+        "load_average_at_start": [0.1, 0.2, 0.3],
+    }
+    machine |= {"python": "3.11.7", "tensorflow": "2.21.0", "grpcio": "1.85.3"}
+    result = {
+        "date": "2026-12-02T11:00:00+00:00",
+        "finished": "2026-12-02T11:05:00+00:00",
+        "command": "python bench/serving.py --out x",
+        "code": "96e05aa1b2c3",
+        "machine": machine,
+        "load_average_at_end": [1.0, 1.0, 1.0],
+        "seconds_per_run": 6.0,
+        "repeats": 3,
+        "models": {},
+    }
+    serving.write_markdown(result, tmp_path / "serving.md")
+    lines = (tmp_path / "serving.md").read_text().splitlines()
+    assert "- command: `python bench/serving.py --out x`, code 96e05aa1b2c3" in lines
