@@ -14,7 +14,7 @@ export SCARF_ANALYTICS := false
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install server-deps system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality check-serving-compat compose-smoke bench-tf32 bench-soak bench-scale
+.PHONY: install server-deps system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality check-serving-compat compose-smoke bench-tf32 bench-soak bench-scale bench-unique
 
 install: $(STAMP)
 
@@ -126,6 +126,11 @@ bench-soak: install server-deps
 
 clean:
 	rm -rf var
+
+# np.unique against recflow.arrays.sorted_unique on bench-scale's key sizes (1M, 5M, 20M events);
+# writes bench/results/unique_cost.{json,md}
+bench-unique: install
+	$(BIN)/python bench/unique_cost.py --out bench/results
 
 # Training DAG stages on generated logs of 1M, 5M and 20M events (ranking MLP, two-stage,
 # SASRec, EASE) with the default recipe (SASRec stops early on validation);

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from recflow.arrays import sorted_unique
 from recflow.errors import ConfigError, DataError
 from recflow.schema import ITEM_ID, USER_ID
 from recflow.types import Features, ScoreFn
@@ -86,7 +87,7 @@ def relevant_sets(test: pd.DataFrame, features: Features) -> RelevantSets:
             "build features from the full item table"
         )
     keep = u >= 0
-    keys = np.unique(u[keep].astype(np.int64) * features.n_items + i[keep])
+    keys = sorted_unique(u[keep].astype(np.int64) * features.n_items + i[keep])
     users_all, items = keys // features.n_items, keys % features.n_items
     users, counts = np.unique(users_all, return_counts=True)
     if users.size == 0:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from recflow.arrays import sorted_unique
 from recflow.errors import ConfigError, ContractError, DataError
 from recflow.evaluation.metrics import per_user_ndcg, ranking_metrics
 from recflow.schema import ITEM_ID, USER_ID
@@ -200,10 +201,11 @@ def held_out_pairs(
     known = user_idx >= 0
     user_idx = user_idx[known]
     items = frame[ITEM_ID].astype(str).to_numpy()[known]
-    if np.unique(user_idx).size != user_idx.size:
+    distinct = sorted_unique(user_idx).size
+    if distinct != user_idx.size:
         raise DataError(
             f"{stage} split: expected one held-out row per user, found "
-            f"{user_idx.size - np.unique(user_idx).size} duplicate users; rebuild the split "
+            f"{user_idx.size - distinct} duplicate users; rebuild the split "
             "with split_leave_last_out"
         )
     item_idx = pd.Index(features.item_ids).get_indexer(items)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from recflow.arrays import sorted_unique
 from recflow.config import TrainConfig
 from recflow.errors import TrainingError
 from recflow.types import Features
@@ -41,7 +42,7 @@ def seen_pairs(features: Features) -> SeenPairs:
     """Built once per training run: the keys sort ~N log N over all events, the part of
     negative sampling that would otherwise repeat every epoch."""
     n = features.n_items
-    keys = np.unique(
+    keys = sorted_unique(
         features.train_user_idx.astype(np.int64) * n + features.train_item_idx.astype(np.int64)
     )
     per_user = np.bincount((keys // n).astype(np.int64), minlength=features.n_users)
