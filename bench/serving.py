@@ -160,7 +160,8 @@ def paired_gap(
                 lat.append(time.perf_counter() - t0)
             return lat
 
-        floor_block(0), client_block(0)  # warm both paths
+        floor_block(0)  # warm both paths
+        client_block(0)
         floors, clients = [], []
         for r in range(rounds):
             if r % 2 == 0:
