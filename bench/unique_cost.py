@@ -2,9 +2,9 @@
 
 Keys ``user * n_items + item`` as the stages build them, at bench-scale's three sizes (events,
 users, items), users uniform and items power-law (exponent 1.1): not bench-scale's generator,
-whose users are skewed too and whose 20M log has 18.6M distinct training pairs (15.7M here). Each way runs ``--repeats`` times per size
-(median reported); both must return the same array. Writes
-bench/results/unique_cost.{json,md}.
+whose users are skewed too and whose 20M log has 18.6M distinct training pairs (15.7M here).
+Each way runs ``--repeats`` times per size (median reported); both must return the same array.
+Writes bench/results/unique_cost.{json,md}.
 """
 
 from __future__ import annotations

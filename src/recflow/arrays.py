@@ -3,8 +3,9 @@
 ``sorted_unique`` exists because NumPy 2.4's ``np.unique`` takes a hash-table path for a plain
 call (no ``return_*``), then sorts what it found: on 20M (user, item) keys (bench-scale's
 largest size, 15.7M distinct) that measured 23 s, where sorting the keys and dropping repeats
-took 0.2 s (``bench/results/unique_cost.md``). The stages call it on every training pair at least once
-per run (distinct positives, seen-item tables, test sets), so at scale it cost minutes.
+took 0.2 s (``bench/results/unique_cost.md``). The stages call it on every training pair at
+least once per run (distinct positives, seen-item tables, test sets), so at scale it cost
+minutes.
 """
 
 from __future__ import annotations
