@@ -5,8 +5,9 @@ ranking MLP (400 x 250 synthetic), the default model trained on MovieLens-100K, 
 two_stage model (towers pick 200 candidates, the ranking MLP orders them) trained on a generated
 50,000-item catalogue. For each model:
 
-1. the floor: the SavedModel's ``serving_default`` called in-process, one user per call, and
-   batched (``--floor-batch`` users per call; per-user time reported);
+1. the floor: the SavedModel's ``serving_default`` called in-process, loaded as the server
+   and TF Serving load it (``recflow.savedmodel``: a session, the server's intra-op threads),
+   one user per call, and batched (``--floor-batch`` users per call; per-user time reported);
 2. one client in a closed loop over gRPC against ``recflow-model-server`` (a subprocess);
    the gap target is judged on *paired* rounds (:func:`paired_gap`): floor and one-client
    blocks alternate, so both halves of each difference see the same state of the host;
@@ -33,6 +34,7 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,22 +59,34 @@ GAP_ROUNDS = 10
 GAP_BLOCK = 300  # calls per floor block and requests per one-client block
 
 
-def measure_floor(model_dir: Path, users: list[str], n: int, batch: int = 1) -> dict[str, Any]:
-    """In-process latency of ``serving_default`` with ``batch`` users per call."""
-    import tensorflow as tf
+def in_process(model_dir: Path, intra_op: int) -> Callable[[list[str]], dict[str, Any]]:
+    """``serving_default`` of ``model_dir`` loaded as the server loads it (a session, the
+    server's intra-op thread count), called with a list of user ids."""
+    from recflow.savedmodel import load_signatures
 
-    loaded = tf.saved_model.load(str(model_dir))
-    serve = loaded.signatures["serving_default"]
+    model = load_signatures(model_dir, intra_op_threads=intra_op)
+
+    def serve(users: list[str]) -> dict[str, Any]:
+        ids = np.array([u.encode() for u in users], dtype=object)
+        return model.signatures["serving_default"]({"user_id": ids})
+
+    return serve
+
+
+def measure_floor(
+    model_dir: Path, users: list[str], n: int, batch: int = 1, intra_op: int = 0
+) -> dict[str, Any]:
+    """In-process latency of ``serving_default`` with ``batch`` users per call."""
+    serve = in_process(model_dir, intra_op)
     calls = [users[(i * batch) % len(users) :][:batch] for i in range(max(1, n // batch))]
     calls = [c if len(c) == batch else users[:batch] for c in calls]
     for c in calls[:20]:
-        serve(user_id=tf.constant(c))
+        serve(c)
     lat = []
     cpu0 = time.process_time()
     for c in calls:
         t0 = time.perf_counter()
-        out = serve(user_id=tf.constant(c))
-        _ = {k: v.numpy() for k, v in out.items()}
+        serve(c)
         lat.append(time.perf_counter() - t0)
     # CPU time per call: what the call costs, less sensitive than latency to other jobs.
     cpu_ms = round((time.process_time() - cpu0) / len(calls) * 1e3, 4)
@@ -122,6 +136,7 @@ def paired_gap(
     users: list[str],
     rounds: int = GAP_ROUNDS,
     block: int = GAP_BLOCK,
+    intra_op: int = 0,
 ) -> dict[str, Any]:
     """One-client p50 minus the in-process floor p50, measured in ``rounds`` paired rounds.
 
@@ -131,19 +146,16 @@ def paired_gap(
     (1.15 and 2.03 ms, 2026-12-02), more than the target it is compared with.
     """
     import grpc
-    import tensorflow as tf
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    loaded = tf.saved_model.load(str(model_dir))
-    serve = loaded.signatures["serving_default"]
+    serve = in_process(model_dir, intra_op)
     requests = [make_request(u) for u in users]
 
     def floor_block(start: int) -> list[float]:
         lat = []
         for i in range(start, start + block):
             t0 = time.perf_counter()
-            out = serve(user_id=tf.constant([users[i % len(users)]]))
-            _ = {k: v.numpy() for k, v in out.items()}
+            serve([users[i % len(users)]])
             lat.append(time.perf_counter() - t0)
         return lat
 
@@ -290,8 +302,10 @@ def bench_model(name: str, args: argparse.Namespace, cache: Path, work: Path) ->
     export, model = build(name, cache)
     users = model.pop("user_ids")
     print(f"[bench] {name}: {model}", flush=True)
-    floor = measure_floor(export, users, args.closed_requests)
-    batched = measure_floor(export, users, args.closed_requests, batch=args.floor_batch)
+    floor = measure_floor(export, users, args.closed_requests, intra_op=args.tf_intra_op)
+    batched = measure_floor(
+        export, users, args.closed_requests, batch=args.floor_batch, intra_op=args.tf_intra_op
+    )
     print(f"[bench] {name} in-process floor: {floor}; batched: {batched}", flush=True)
     port = free_port()
     (work / name).mkdir(parents=True, exist_ok=True)
@@ -301,7 +315,7 @@ def bench_model(name: str, args: argparse.Namespace, cache: Path, work: Path) ->
     try:
         one = closed_loop(address, users, args.closed_requests)
         print(f"[bench] {name} one client: {one}", flush=True)
-        pairs = paired_gap(export, address, users, args.gap_rounds)
+        pairs = paired_gap(export, address, users, args.gap_rounds, intra_op=args.tf_intra_op)
         print(f"[bench] {name} paired floor / one client: {pairs}", flush=True)
         # The load generator has TensorFlow loaded (the floor above): freeze what exists,
         # so its own full garbage collections (100+ ms) do not show up as server latency.

@@ -47,17 +47,23 @@ def sorted_expectation(policy, x: np.ndarray, eps: np.ndarray) -> tuple[np.ndarr
     return ids, np.take_along_axis(scores, order, 1), np.take_along_axis(probs, order, 1)
 
 
+# Loads as TF Serving loads (MetaGraph + checkpoint into a session, tensors by name), not with
+# tf.saved_model.load, which also answers models whose variables TF Serving cannot find.
 _LOAD_ONLY_TF = r"""
 import json, sys
 import numpy as np
 import tensorflow as tf
-m = tf.saved_model.load(sys.argv[1])
-fn = m.signatures["serving_default"]
 x = np.array(json.loads(sys.argv[2]), np.float32)
-out = fn(context=tf.constant(x), epsilon=tf.constant(np.full(len(x), 0.2, np.float32)))
+graph = tf.Graph()
+with graph.as_default(), tf.compat.v1.Session(graph=graph) as s:
+    sig = tf.compat.v1.saved_model.loader.load(s, ["serve"], sys.argv[1]).signature_def[
+        "serving_default"]
+    out = s.run({k: v.name for k, v in sig.outputs.items()},
+                {sig.inputs["context"].name: x,
+                 sig.inputs["epsilon"].name: np.full(len(x), 0.2, np.float32)})
 mods = sorted(k for k in sys.modules if k.startswith("recflow"))
-print(json.dumps({"probs": out["action_probs"].numpy().tolist(),
-                  "ids": [[v.decode() for v in row] for row in out["action_ids"].numpy()],
+print(json.dumps({"probs": out["action_probs"].tolist(),
+                  "ids": [[v.decode() for v in row] for row in out["action_ids"]],
                   "recflow_modules": mods}))
 """
 

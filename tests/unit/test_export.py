@@ -195,6 +195,17 @@ def test_broken_savedmodel_is_rejected(tmp_path):
     assert "warmup: expected assets.extra/tf_serving_warmup_requests" in text
 
 
+def test_export_tf_serving_cannot_load_is_rejected(trained, features, tmp_path, monkeypatch):
+    """Tracking the Keras variables themselves (not their tf.Variables) gives a SavedModel that
+    tf.saved_model.load answers but TF Serving's loader cannot run: the contract refuses it."""
+    import recflow.models.score_module as score_module
+
+    monkeypatch.setattr(score_module, "graph_variables", list)
+    out = export_model(trained, features, tmp_path / "1", top_k=K, warmup_user_ids=["user-1"])
+    with pytest.raises(ContractError, match="TF Serving's loader.*Could not find variable"):
+        check_contract(out, top_k=K, sample_user_ids=["user-1"])
+
+
 def test_wrong_k_and_missing_model_are_rejected(mlp_dir, tmp_path):
     with pytest.raises(ContractError, match=r"expected shape \[-1, 7\], found \[-1, 5\]"):
         check_contract(mlp_dir, top_k=7)

@@ -29,6 +29,7 @@ import numpy as np
 from recflow import contract
 from recflow.bandits.policies import LinUCB, NeuralPolicy, Policy
 from recflow.errors import ContractError
+from recflow.savedmodel import graph_variables
 from recflow.storage import atomic_directory
 
 if TYPE_CHECKING:
@@ -65,8 +66,8 @@ def _module(policy: LinUCB | NeuralPolicy, dim: int) -> tf.Module:
             else:
                 self.policy_kind = tf.Variable("neural", dtype=tf.string, trainable=False)
                 self.temperature = tf.Variable(np.float32(policy.temperature), trainable=False)
-                # Tracking the Keras variables embeds the weights; Keras is not needed to load.
-                self.model_variables = list(policy.model.variables)
+                # Tracking the variables embeds the weights; Keras is not needed to load.
+                self.model_variables = graph_variables(policy.model.variables)
 
         def _scores(self, context: tf.Tensor) -> tf.Tensor:
             if isinstance(policy, LinUCB):

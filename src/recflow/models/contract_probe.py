@@ -4,7 +4,8 @@ Run by path, ``python -P contract_probe.py '<ProbeArgs as JSON>'``, it imports o
 ``sys`` and TensorFlow, never recflow (nor Keras custom objects): a SavedModel that secretly
 needs the exporting process fails here, not in TF Serving. It loads the model, compares its
 signature with the contract (names, dtypes, shapes, K), calls it with the sample users and an
-unknown one, checks the answers and the warmup file, and prints one line,
+unknown one, checks the answers, loads it again as TF Serving does (a session; the same
+answers), checks the warmup file, and prints one line,
 ``<prefix>{"problems": [...], "summary": {...}}``, then exits 0 (problems are data, not a
 crash; the parent raises ``ContractError`` from them).
 
@@ -190,8 +191,9 @@ def check_answers(
     sig: tf.types.experimental.ConcreteFunction,
     k: int | None,
     catalogue: list[str] | None,
-) -> None:
-    """Call the signature and ``score_all`` with the sample users plus an unknown one."""
+) -> dict[str, np.ndarray]:
+    """Call the signature and ``score_all`` with the sample users plus an unknown one; returns
+    the signature's outputs."""
     import tensorflow as tf
 
     args = probe.args
@@ -233,6 +235,7 @@ def check_answers(
         uid: [i.decode() for i in out[args["item_ids_name"]][r].tolist()]
         for r, uid in enumerate(ids)
     }
+    return out
 
 
 def _check_row(
@@ -296,6 +299,51 @@ def check_warmup(probe: Probe) -> None:
         )
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of ``exc`` that says something (TensorFlow's start "Graph execution
+    error:" and give the cause on the next line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return next((line for line in lines if not line.endswith(":")), lines[0] if lines else "")
+
+
+def check_serving_load(probe: Probe, expected: dict[str, Any]) -> None:
+    """The signature loaded as TF Serving loads it (the ``serve`` MetaGraph into a session,
+    restore and init ops, tensors by name; as ``recflow.savedmodel``, which this script may
+    not import) must answer the sample ids as the restored object did (``expected``).
+    ``tf.saved_model.load`` also answers models whose variables TF Serving cannot find."""
+    import numpy as np
+    import tensorflow as tf
+
+    args = probe.args
+    ids = list(args["sample_user_ids"]) + [args["unknown_user_id"]]
+    graph = tf.Graph()
+    try:
+        with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+            meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], args["path"])
+            sig = meta.signature_def[args["signature"]]
+            fetch = {name: info.name for name, info in sig.outputs.items()}
+            feed = {sig.inputs[args["input_name"]].name: np.array(ids, dtype=object)}
+            got = session.run(fetch, feed)
+    except Exception as exc:
+        probe.problem(
+            f"TF Serving's loader: expected {args['signature']} to answer {len(ids)} ids when "
+            "loaded as TF Serving loads it (session, restore op), found "
+            f"{type(exc).__name__}: {_first_line(exc)}; a tf.Module must track the "
+            "tf.Variables behind Keras variables (recflow.savedmodel.graph_variables)"
+        )
+        return
+    for name, value in expected.items():
+        same = (
+            np.array_equal(got[name], value)
+            if value.dtype == object
+            else np.allclose(got[name], value, rtol=1e-4, atol=1e-5)
+        )
+        if not same:
+            probe.problem(
+                f"TF Serving's loader: output {name!r} differs from tf.saved_model.load's answer"
+            )
+
+
 def main(argv: list[str]) -> NoReturn:
     probe = Probe(json.loads(argv[1]))
     args = probe.args
@@ -318,7 +366,8 @@ def main(argv: list[str]) -> NoReturn:
     outputs, k = check_signature(probe, sig)
     catalogue = check_attributes(probe, m, outputs, k)
     if not probe.problems:
-        check_answers(probe, m, sig, k, catalogue)
+        answers = check_answers(probe, m, sig, k, catalogue)
+        check_serving_load(probe, answers)
     check_warmup(probe)
     probe.finish()
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from recflow import contract
 from recflow.errors import ContractError
+from recflow.savedmodel import graph_variables
 from recflow.types import Features, Split
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ def build_score_module(
             self.explainer = build_explainer(features)
             for name, value in variables.items():
                 setattr(self, name, tf.Variable(value, trainable=False, name=name))
-            self.model_variables = list(tracked)
+            self.model_variables = graph_variables(tracked)
             if known_candidates is not None:  # unknown users' answer, fixed at export
                 pop_top = np.argsort(-features.item_popularity, kind="stable")[:top_k]
                 self.popular_top = tf.Variable(pop_top.astype(np.int32), trainable=False)

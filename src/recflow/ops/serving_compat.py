@@ -7,7 +7,9 @@ project's TensorFlow (requirements/constraints.txt). This check:
    catalogue and exports its SavedModel with the pipeline's own code;
 2. runs every signature of every SavedModel with the project's TensorFlow, and again with
    ``tensorflow-cpu==<release>`` in a throwaway virtual environment (created once, then
-   reused), both through ``compat_runner.py`` (same inputs, same code);
+   reused), both through ``compat_runner.py`` (same inputs, same code), which loads each
+   model as TF Serving's loader does (session, restore op, tensor names), since
+   ``tf.saved_model.load`` also answers models TF Serving cannot (``recflow.savedmodel``);
 3. compares the answers: string outputs must be equal, numeric ones within the tolerance of
    infra validation, and reports the largest difference seen.
 
@@ -215,6 +217,9 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"between TensorFlow {report['reference_tensorflow']} and "
         f"tensorflow-cpu {report['candidate_tensorflow']} (the runtime of TF Serving "
         f"{report['serving_version']})",
+        "- each SavedModel loaded as TF Serving loads it (the `serve` MetaGraph into a session, "
+        "its restore and init ops, each signature run on its tensor names; compat_runner.py), "
+        "not with tf.saved_model.load",
         f"- tolerance for numeric outputs: atol {report['tolerance']['atol']}, "
         f"rtol {report['tolerance']['rtol']} (infra validation's); strings must be equal",
         f"- result: **{'PASSED' if report['passed'] else 'FAILED'}** in "

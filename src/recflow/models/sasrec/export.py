@@ -23,6 +23,7 @@ import numpy as np
 from recflow import contract
 from recflow.errors import ContractError
 from recflow.models.score_module import WARMUP_BATCH, seen_csr, write_warmup
+from recflow.savedmodel import graph_variables
 from recflow.storage import atomic_directory
 from recflow.types import Features
 
@@ -83,8 +84,8 @@ def _build_module(
             self.serving_head = tf.Variable(head, dtype=tf.string, trainable=False)
             # Reasons (contract 1.1) from co-occurrence similarity, as the other kinds give.
             self.explainer = build_explainer(features)
-            # Tracking the Keras variables embeds the weights; loading needs no Keras.
-            self.model_variables = list(model.variables)
+            # Tracking the variables embeds the weights; loading needs no Keras.
+            self.model_variables = graph_variables(model.variables)
 
         def _scores(self, seq: tf.Tensor) -> tf.Tensor:
             """Network scores [B, N] where a sequence has an item, else popularity."""

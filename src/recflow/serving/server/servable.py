@@ -1,14 +1,17 @@
 """One loaded model version: its signatures, request validation, batched runs and warmup.
 
-Validation and messages follow TF Serving's predict_util.cc; a failure raises ServableError
-with the gRPC status code TF Serving would answer.
+A version is loaded as TF Serving loads it (``recflow.savedmodel.load_signatures``: the
+MetaGraph and checkpoint into a session, each request a run of the signature's tensors), not
+with ``tf.saved_model.load``, which rebuilds the Python objects and so answers models TF
+Serving cannot. Validation and messages follow TF Serving's predict_util.cc; a failure raises
+ServableError with the gRPC status code TF Serving would answer.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +22,6 @@ from recflow.serving.server.codec import dtype_name, numpy_to_tensor_proto, tens
 
 if TYPE_CHECKING:
     import numpy as np
-    import tensorflow as tf
     from tensorflow.core.framework.tensor_pb2 import TensorProto
     from tensorflow.core.protobuf.meta_graph_pb2 import SignatureDef
     from tensorflow_serving.apis.predict_pb2 import PredictRequest, PredictResponse
@@ -31,6 +33,7 @@ WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000
 
 Arrays = dict[str, "np.ndarray"]  # alias -> numpy array
+SignatureRun = Callable[[Arrays], Arrays]  # one signature: inputs by alias -> outputs by alias
 
 
 @dataclasses.dataclass
@@ -51,9 +54,9 @@ class Servable:
     name: str
     version: int
     path: Path
-    functions: dict[str, tf.types.experimental.ConcreteFunction]  # by signature name
+    functions: dict[str, SignatureRun]  # by signature name
     signature_defs: dict[str, SignatureDef]  # by signature name (from saved_model.pb)
-    owner: object = None  # the restored object; its functions need it alive
+    owner: object = None  # what the functions run in (the session); they need it alive
 
     def predict(
         self, request: PredictRequest, limits: RequestLimits | None = None
@@ -111,16 +114,18 @@ class Servable:
         return out
 
     def _run(self, sig_name: str, inputs: Arrays) -> Arrays:
+        import numpy as np
         import tensorflow as tf
 
         sig = self.signature_defs[sig_name]
-        kwargs = {}
+        feeds = {}
         for alias, array in inputs.items():
             try:
-                kwargs[alias] = tf.constant(array, dtype=sig.inputs[alias].dtype)
+                dtype = tf.dtypes.as_dtype(sig.inputs[alias].dtype).as_numpy_dtype
+                feeds[alias] = np.asarray(array, dtype=dtype)
             except (TypeError, ValueError):
                 raise ServableError("INVALID_ARGUMENT", f"tensor parsing error: {alias}") from None
-        return {k: v.numpy() for k, v in _call(self.functions[sig_name], kwargs, sig_name).items()}
+        return _call(self.functions[sig_name], feeds, sig_name)
 
     def respond(self, prepared: PreparedRequest, outputs: Arrays) -> PredictResponse:
         from tensorflow_serving.apis import predict_pb2
@@ -191,13 +196,11 @@ def _wanted_outputs(output_filter: list[str], sig: SignatureDef) -> list[str]:
     return wanted
 
 
-def _call(
-    fn: tf.types.experimental.ConcreteFunction, kwargs: dict[str, tf.Tensor], sig_name: str
-) -> dict[str, tf.Tensor]:
+def _call(run: SignatureRun, feeds: Arrays, sig_name: str) -> Arrays:
     import tensorflow as tf
 
     try:
-        return dict(fn(**kwargs))
+        return run(feeds)
     except (TypeError, ValueError) as exc:  # shapes/structure rejected by the signature
         raise ServableError(
             "INVALID_ARGUMENT", f"inputs do not fit signature {sig_name!r}: {exc}"
@@ -219,19 +222,21 @@ _TF_CODES = {
 
 
 def load_servable(name: str, version: int, path: Path) -> Servable:
-    """tf.saved_model.load + replay of the warmup requests; any failure raises."""
+    """The version loaded as TF Serving loads it, plus replay of its warmup requests; any
+    failure raises. Sessions use the thread counts set for this process's TensorFlow
+    (``--tensorflow_intra_op_parallelism`` and ``--tensorflow_inter_op_parallelism``)."""
     import tensorflow as tf
-    from tensorflow.core.protobuf import saved_model_pb2
 
-    saved = saved_model_pb2.SavedModel()
-    saved.ParseFromString((path / "saved_model.pb").read_bytes())
-    metas = [m for m in saved.meta_graphs if "serve" in m.meta_info_def.tags]
-    if not metas:
-        raise ValueError(f"{path}: no MetaGraph tagged 'serve' in saved_model.pb")
-    signature_defs = {k: v for k, v in metas[0].signature_def.items()}
-    loaded = tf.saved_model.load(str(path), tags=["serve"])
-    functions = {k: loaded.signatures[k] for k in loaded.signatures}
-    servable = Servable(name, version, path, functions, signature_defs, owner=loaded)
+    from recflow.savedmodel import load_signatures
+
+    model = load_signatures(
+        path,
+        intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads(),
+        inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads(),
+    )
+    signature_defs = dict(model.meta_graph.signature_def)
+    functions: dict[str, SignatureRun] = dict(model.signatures)
+    servable = Servable(name, version, path, functions, signature_defs, owner=model)
     _warmup(servable)
     return servable
 

@@ -1,0 +1,106 @@
+"""SavedModels as TF Serving reads them: written so its loader finds every variable, read
+the way its loader reads them.
+
+TF Serving (and ``saved_model_cli run``, and TensorFlow's C++ and Java APIs) do not rebuild
+the Python object graph as ``tf.saved_model.load`` does: ``LoadSavedModel`` imports the
+MetaGraph tagged ``serve`` into a session, runs its restore op (which fills the variables
+the checkpoint names) and its init op, then runs each request as ``Session::Run`` on the
+signature's tensor names. A function that reads a variable the restore op does not fill
+answers FAILED_PRECONDITION "Could not find variable ..." there, while
+``tf.saved_model.load`` answers it correctly. Keras 3 variables are such a case when a
+``tf.Module`` tracks them as Keras objects (keras-team/keras#19274, #20095;
+tensorflow/serving#2250): :func:`graph_variables` is what an export tracks instead, and
+:func:`load_signatures` is how the local server and the compatibility check load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.core.protobuf.meta_graph_pb2 import MetaGraphDef
+
+SERVE_TAG = "serve"
+
+
+def graph_variables(variables: Iterable[Any]) -> list[tf.Variable]:
+    """The ``tf.Variable`` behind each of ``variables`` (Keras 3 variables or tf ones).
+
+    A ``tf.Module`` must track these, not the Keras wrappers: the wrappers' values are saved
+    in the checkpoint but under objects the MetaGraph's restore op does not map to the
+    variables the serving functions read, so TF Serving's loader leaves those uninitialised.
+    """
+    out = []
+    for v in variables:
+        inner = getattr(v, "value", v)  # keras.Variable.value is its tf.Variable
+        out.append(inner if hasattr(inner, "handle") else v)
+    return out
+
+
+@dataclasses.dataclass
+class SessionSignature:
+    """One SignatureDef of a session-loaded SavedModel, callable with numpy by alias."""
+
+    inputs: tuple[str, ...]  # aliases, in feed order
+    outputs: tuple[str, ...]  # aliases, in fetch order
+    run: Callable[..., Sequence[np.ndarray]]  # Session.make_callable over those tensors
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self.run(*(feeds[alias] for alias in self.inputs))
+        return dict(zip(self.outputs, values, strict=True))
+
+
+@dataclasses.dataclass
+class SessionModel:
+    """A SavedModel loaded as TF Serving loads it; ``close`` frees its session."""
+
+    meta_graph: MetaGraphDef
+    signatures: dict[str, SessionSignature]
+    session: tf.compat.v1.Session
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def load_signatures(
+    path: Path | str,
+    *,
+    intra_op_threads: int = 0,
+    inter_op_threads: int = 0,
+    tags: Sequence[str] = (SERVE_TAG,),
+) -> SessionModel:
+    """Load ``path`` into its own graph and session (restore op, then init op) and bind each
+    signature; raises what TensorFlow raises when the MetaGraph or checkpoint is unusable.
+
+    A missing variable is not detected here (TF Serving loads such a model too); it fails on
+    the first run of a signature that reads it, e.g. a warmup request."""
+    import tensorflow as tf
+
+    config = tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=intra_op_threads,
+        inter_op_parallelism_threads=inter_op_threads,
+    )
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph, config=config)
+    try:
+        with graph.as_default():
+            meta = tf.compat.v1.saved_model.loader.load(session, list(tags), str(path))
+        signatures = {}
+        for name, sig in meta.signature_def.items():
+            if name.startswith("__"):  # __saved_model_init_op: the init op, not a signature
+                continue
+            in_aliases = tuple(sorted(sig.inputs))
+            out_aliases = tuple(sorted(sig.outputs))
+            feeds = [graph.get_tensor_by_name(sig.inputs[a].name) for a in in_aliases]
+            fetches = [graph.get_tensor_by_name(sig.outputs[a].name) for a in out_aliases]
+            run = session.make_callable(fetches, feed_list=feeds)
+            signatures[name] = SessionSignature(in_aliases, out_aliases, run)
+    except BaseException:
+        session.close()
+        raise
+    return SessionModel(meta, signatures, session)
