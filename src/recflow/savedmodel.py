@@ -57,14 +57,13 @@ class SessionSignature:
 
 @dataclasses.dataclass
 class SessionModel:
-    """A SavedModel loaded as TF Serving loads it; ``close`` frees its session."""
+    """A SavedModel loaded as TF Serving loads it; the session (and the variables in it) is
+    freed with the last reference to it (in-flight requests of an unloaded version may still
+    hold one)."""
 
     meta_graph: MetaGraphDef
     signatures: dict[str, SessionSignature]
     session: tf.compat.v1.Session
-
-    def close(self) -> None:
-        self.session.close()
 
 
 def load_signatures(
