@@ -9,6 +9,7 @@ from recflow.config import TrainConfig, train_config
 from recflow.errors import ConfigError
 from recflow.models.pointwise import (
     epochs_of_rows,
+    row_batches,
     sample_negatives,
     seen_pairs,
     unique_positives,
@@ -231,3 +232,21 @@ def test_head_dropout_regularises_training_only(planted):
     np.testing.assert_allclose(head(pairs), head(pairs))  # inference mode: deterministic
     plain = build_ranking_mlp(f, train_config(embedding_dim=4)).get_layer(HEAD)
     assert not [layer for layer in plain.layers if layer.name.startswith("dropout_")]
+
+
+@pytest.mark.parametrize("rows", [0, 5, 512, 1024, 1300])
+def test_row_batches_are_the_batches_of_tf_data_batch(rows):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(rows)
+    users = rng.integers(0, 100, rows).astype(np.int32)
+    items = rng.integers(0, 50, rows).astype(np.int32)
+    labels = rng.random(rows).astype(np.float32)
+    ours = list(row_batches(users, items, labels, 512).as_numpy_iterator())
+    reference = tf.data.Dataset.from_tensor_slices(((users, items), labels)).batch(512)
+    expected = list(reference.as_numpy_iterator())
+    assert len(ours) == len(expected) == -(-rows // 512)
+    for ((u, i), y), ((eu, ei), ey) in zip(ours, expected, strict=True):
+        np.testing.assert_array_equal(u, eu)
+        np.testing.assert_array_equal(i, ei)
+        np.testing.assert_array_equal(y, ey)

@@ -23,6 +23,7 @@ from recflow.types import Features
 
 if TYPE_CHECKING:
     import keras
+    import tensorflow as tf
 
 
 # Rejection rounds before switching to exact per-user draws; each round re-draws only the
@@ -119,27 +120,46 @@ def fit_epoch(
     say: Callable[[str], None],
     what: str,
 ) -> keras.callbacks.History:
-    """One epoch of ``model.fit`` over the given (already shuffled) rows, streamed by tf.data.
-
-    The rows are sliced into batches by ``tf.data`` (no per-epoch copy into Keras' own
-    adapter) and a progress line (examples/s, ETA) goes to ``say`` every
-    ``cfg.progress_seconds``.
+    """One epoch of ``model.fit`` over the given (already shuffled) rows, streamed by tf.data
+    (:func:`row_batches`, no per-epoch copy into Keras' own adapter); a progress line
+    (examples/s, ETA) goes to ``say`` every ``cfg.progress_seconds``.
     """
     import tensorflow as tf
 
     from recflow.progress import Progress, keras_callback
 
-    data = (
-        tf.data.Dataset.from_tensor_slices(((users, items), labels))
-        .batch(cfg.batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    data = row_batches(users, items, labels, cfg.batch_size).prefetch(tf.data.AUTOTUNE)
     meter = Progress(what, users.size, say, interval=cfg.progress_seconds)
     fit = model.fit(
         data, epochs=1, shuffle=False, verbose=0, callbacks=[keras_callback(meter, cfg.batch_size)]
     )
     meter.finish()
     return fit
+
+
+def row_batches(
+    users: np.ndarray, items: np.ndarray, labels: np.ndarray, batch_size: int
+) -> tf.data.Dataset:
+    """``((users, items), labels)`` in consecutive batches of ``batch_size`` rows (the last one
+    shorter), exactly the batches of ``from_tensor_slices(...).batch(batch_size)``.
+
+    Each dataset element is a whole batch, cut from a [batches, batch_size] view of the
+    arrays: ``.batch()`` gathers rows one by one, which cost the ranking network 1.3-1.5x its
+    examples/s (2M rows, 30k and 600k users; a probe on 2026-12-02).
+    """
+    import tensorflow as tf
+
+    full = users.size // batch_size * batch_size
+    data = tf.data.Dataset.from_tensor_slices(
+        (
+            (users[:full].reshape(-1, batch_size), items[:full].reshape(-1, batch_size)),
+            labels[:full].reshape(-1, batch_size),
+        )
+    )
+    if full < users.size:
+        rest = ((users[full:], items[full:]), labels[full:])
+        data = data.concatenate(tf.data.Dataset.from_tensors(rest))
+    return data
 
 
 def embedding_optimizer(
