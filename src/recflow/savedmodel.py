@@ -77,7 +77,9 @@ def load_signatures(
     signature; raises what TensorFlow raises when the MetaGraph or checkpoint is unusable.
 
     A missing variable is not detected here (TF Serving loads such a model too); it fails on
-    the first run of a signature that reads it, e.g. a warmup request."""
+    the first run of a signature that reads it, e.g. a warmup request. TensorFlow logs once per
+    process that this loader "is deprecated ... use tf.saved_model.load": expected, and not
+    advice to follow here (that loader is the one that answers what TF Serving cannot)."""
     import tensorflow as tf
 
     config = tf.compat.v1.ConfigProto(

@@ -144,8 +144,8 @@ def row_batches(
     shorter), exactly the batches of ``from_tensor_slices(...).batch(batch_size)``.
 
     Each dataset element is a whole batch, cut from a [batches, batch_size] view of the
-    arrays: ``.batch()`` gathers rows one by one, which cost the ranking network 1.3-1.5x its
-    examples/s (2M rows, 30k and 600k users; a probe on 2026-12-02).
+    arrays: ``.batch()`` gathers rows one by one, which cost the ranking network 1.4-1.6x its
+    examples/s (median epochs of 2M random rows at 30k and 600k users; a probe, 2026-12-02).
     """
     import tensorflow as tf
 
