@@ -202,7 +202,9 @@ def test_export_tf_serving_cannot_load_is_rejected(trained, features, tmp_path, 
 
     monkeypatch.setattr(score_module, "graph_variables", list)
     out = export_model(trained, features, tmp_path / "1", top_k=K, warmup_user_ids=["user-1"])
-    with pytest.raises(ContractError, match="TF Serving's loader.*(Could not find variable|does not exist)"):
+    with pytest.raises(
+        ContractError, match="TF Serving's loader.*(Could not find variable|does not exist)"
+    ):
         check_contract(out, top_k=K, sample_user_ids=["user-1"])
 
 
