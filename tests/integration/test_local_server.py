@@ -120,6 +120,30 @@ def test_server_started_as_a_program_runs_without_onednn_unless_asked(
         server.stop()
 
 
+def test_thread_flags_follow_tf_servings_rule(
+    start_server: Any, model_sources: dict[str, Path], tmp_path: Path, tf: Any, apis: Any
+) -> None:
+    """A negative inter-op count runs each batch's ops in the batch's own thread (TensorFlow's
+    ConfigProto); TF Serving passes the two thread flags to the session only when one is
+    positive, so ``-1`` alone is ignored there, and here with a warning saying so."""
+    base = tmp_path / "models" / MODEL
+    publish_version(model_sources["A"], base, 1)
+    config = tmp_path / "models.config"
+    write_entries(config, [ModelEntry(MODEL, str(base), (1,), {})])
+    for flags, ignored in (
+        (("--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=-1"), False),
+        (("--tensorflow_inter_op_parallelism=-1",), True),
+    ):
+        server = start_server("--model_config_file", str(config), "--enable_batching", *flags)
+        predict, _, channel = stubs(apis, server.address)
+        response = predict.Predict(predict_request(apis, tf, ["u1", "x"]), timeout=10)
+        assert titles(tf, response) == [t for _, t in expected("A", "u1")]
+        assert titles(tf, response, 1) == [t for _, t in expected("A", "x")]
+        channel.close()
+        assert ("--tensorflow_inter_op_parallelism=-1 is ignored" in server.log_text()) == ignored
+        server.stop()
+
+
 def test_predict_status_metadata_errors_client_and_cli(
     start_server: Any,
     model_sources: dict[str, Path],

@@ -102,3 +102,32 @@ def test_graph_variables_unwraps_keras_and_keeps_tf_variables() -> None:
     out = graph_variables([plain, wrapped])
     assert out[0] is plain
     assert isinstance(out[1], tf.Variable) and out[1] is wrapped.value
+
+
+@pytest.mark.parametrize(
+    ("intra", "inter", "session"),
+    [
+        (1, -1, (1, -1)),  # every op in the calling thread
+        (0, -1, (0, 0)),  # TF Serving ignores both flags unless one is positive
+        (0, 0, (0, 0)),
+        (2, 0, (2, 0)),
+        (0, 3, (0, 3)),
+    ],
+)
+def test_session_threads_follow_tf_serving(
+    intra: int, inter: int, session: tuple[int, int]
+) -> None:
+    from recflow.serving.server import session_threads
+
+    assert session_threads(intra, inter) == session
+
+
+def test_caller_thread_sessions_answer_the_same(tmp_path: Path) -> None:
+    from recflow.serving.server.codec import tensor_proto_to_numpy
+    from recflow.serving.server.servable import load_servable
+
+    path, model = _save(tmp_path / "1", graph_variables)
+    response = load_servable("m", 1, path, threads=(1, -1)).predict(_request(X))
+    np.testing.assert_allclose(
+        tensor_proto_to_numpy(response.outputs["y"]), np.asarray(model(X)), rtol=1e-6
+    )

@@ -41,6 +41,7 @@ from recflow.serving.server.cli import (
     parse_batching_parameters,
     parse_monitoring_config,
     server_from_args,
+    session_threads,
 )
 from recflow.serving.server.codec import numpy_to_tensor_proto, tensor_proto_to_numpy
 from recflow.serving.server.manager import (
@@ -93,5 +94,6 @@ __all__ = [
     "parse_monitoring_config",
     "scan_versions",
     "server_from_args",
+    "session_threads",
     "tensor_proto_to_numpy",
 ]

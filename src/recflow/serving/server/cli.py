@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import logging
 import signal
@@ -186,13 +187,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--tensorflow_inter_op_parallelism",
         type=int,
         default=0,
-        help="TensorFlow ops run in parallel (0 = TensorFlow's choice, one per core)",
+        help="TensorFlow ops run in parallel (0 = TensorFlow's choice, one per core; negative: "
+        "every op in the thread that runs the batch, no hand-off; both thread flags reach the "
+        "session only when one of them is positive, as in TF Serving's server.cc)",
     )
     return p
 
 
+def session_threads(intra_op: int, inter_op: int) -> tuple[int, int]:
+    """(intra, inter) op threads of each model's session from TF Serving's two flags, by its
+    rule (model_servers/server.cc): both values reach the ConfigProto only when one of them is
+    positive, else TensorFlow chooses (0, 0). So ``--tensorflow_inter_op_parallelism=-1``
+    (TensorFlow's "run every op in the caller's thread") needs a positive intra-op count
+    beside it; alone, TF Serving ignores it, and so does this server."""
+    if intra_op > 0 or inter_op > 0:
+        return intra_op, inter_op
+    return 0, 0
+
+
 def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
-    """Apply TF Serving's thread flags; only possible before TensorFlow runs anything."""
+    """Size the process's own (eager) thread pools from TF Serving's thread flags; only
+    possible before TensorFlow runs anything. Sessions get :func:`session_threads`."""
     if intra_op <= 0 and inter_op <= 0:
         return
     import tensorflow as tf
@@ -218,16 +233,23 @@ def _single_model_config(name: str, base_path: str) -> ModelServerConfig:
 
 
 def server_from_args(args: argparse.Namespace) -> LocalModelServer:
-    configure_tensorflow_threads(
-        args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism
-    )
+    intra_op, inter_op = args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism
+    configure_tensorflow_threads(intra_op, inter_op)
+    threads = session_threads(intra_op, inter_op)
+    if inter_op < 0 and threads == (0, 0):
+        log.warning(
+            "--tensorflow_inter_op_parallelism=%d is ignored without a positive "
+            "--tensorflow_intra_op_parallelism (TF Serving's rule); sessions use TensorFlow's "
+            "default thread pools",
+            inter_op,
+        )
     batching, limits = _batching_and_limits(args)
     grpc_options = parse_grpc_channel_arguments(args.grpc_channel_arguments)
     metrics_path = _metrics_path(args)
     config = _models(args)
-    loader: Loader = load_servable
+    loader: Loader = functools.partial(load_servable, threads=threads)
     if args.load_delay_seconds > 0:
-        loader = delayed_loader(args.load_delay_seconds)
+        loader = delayed_loader(args.load_delay_seconds, loader)
     return LocalModelServer(
         config,
         port=args.port,

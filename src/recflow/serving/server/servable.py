@@ -221,19 +221,15 @@ _TF_CODES = {
 }
 
 
-def load_servable(name: str, version: int, path: Path) -> Servable:
+def load_servable(
+    name: str, version: int, path: Path, *, threads: tuple[int, int] = (0, 0)
+) -> Servable:
     """The version loaded as TF Serving loads it, plus replay of its warmup requests; any
-    failure raises. Sessions use the thread counts set for this process's TensorFlow
-    (``--tensorflow_intra_op_parallelism`` and ``--tensorflow_inter_op_parallelism``)."""
-    import tensorflow as tf
-
+    failure raises. ``threads``: the session's (intra, inter) op threads
+    (``cli.session_threads``); a negative inter-op count runs each op in the calling thread."""
     from recflow.savedmodel import load_signatures
 
-    model = load_signatures(
-        path,
-        intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads(),
-        inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads(),
-    )
+    model = load_signatures(path, intra_op_threads=threads[0], inter_op_threads=threads[1])
     signature_defs = dict(model.meta_graph.signature_def)
     functions: dict[str, SignatureRun] = dict(model.signatures)
     servable = Servable(name, version, path, functions, signature_defs, owner=model)
