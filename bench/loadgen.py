@@ -11,10 +11,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +46,23 @@ def machine() -> dict[str, Any]:
         "host_costs": host_costs(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a timed load runs, after one collection.
+
+    A load generator that has TensorFlow and a model loaded (bench/serving.py measures the
+    in-process floor first) holds millions of objects: one of its full collections stalled
+    every request in flight for 0.20 s, in the generator, and those requests counted it as
+    server latency (a probe at 1,000 requests/s, 2026-12-02 19:57 UTC, gc.callbacks in the
+    generator; a separate process sleeping 1 ms in a loop saw no stall meanwhile)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def start_server(
