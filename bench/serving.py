@@ -130,6 +130,26 @@ def closed_loop(address: str, users: list[str], n: int) -> dict[str, Any]:
     return {"requests": n, "errors": errors, **percentiles(lat)}
 
 
+def status_loop(address: str, n: int) -> dict[str, Any]:
+    """One client's closed loop of GetModelStatus: a round trip through the same gRPC stack
+    with no model call, the transport's share of the one-client gap."""
+    import grpc
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = MODEL
+    with grpc.insecure_channel(address) as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        for _ in range(50):
+            stub.GetModelStatus(request, timeout=10)
+        lat = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            stub.GetModelStatus(request, timeout=10)
+            lat.append(time.perf_counter() - t0)
+    return {"requests": n, "errors": 0, **percentiles(lat)}
+
+
 def paired_gap(
     model_dir: Path,
     address: str,
@@ -319,6 +339,8 @@ def bench_model(name: str, args: argparse.Namespace, cache: Path, work: Path) ->
     try:
         one = closed_loop(address, users, args.closed_requests)
         print(f"[bench] {name} one client: {one}", flush=True)
+        status = status_loop(address, args.closed_requests)
+        print(f"[bench] {name} one client, GetModelStatus: {status}", flush=True)
         pairs = paired_gap(export, address, users, args.gap_rounds, threads=threads)
         print(f"[bench] {name} paired floor / one client: {pairs}", flush=True)
         # The load generator has TensorFlow loaded (the floor above): freeze what exists,
@@ -338,6 +360,7 @@ def bench_model(name: str, args: argparse.Namespace, cache: Path, work: Path) ->
         "floor": floor,
         "floor_batched": batched,
         "one_client": one,
+        "status_rpc": status,
         "paired_gap": pairs,
         "open_loop": sweep,
         "targets": {
@@ -443,6 +466,13 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
             f"| one client, closed loop, gRPC | {c['requests']} | {c['errors']} | "
             f"{c['p50_ms']} | {c['p95_ms']} | {c['p99_ms']} | {c['max_ms']} | | |",
         ]
+        if "status_rpc" in r:  # from 2026-12-03
+            st = r["status_rpc"]
+            lines.append(
+                f"| one client, closed loop, GetModelStatus (no model call) | {st['requests']} "
+                f"| {st['errors']} | {st['p50_ms']} | {st['p95_ms']} | {st['p99_ms']} | "
+                f"{st['max_ms']} | | |"
+            )
         for step in r["open_loop"]:
             for i, o in enumerate(step["runs"], start=1):
                 lines.append(
