@@ -42,17 +42,50 @@ def graph_variables(variables: Iterable[Any]) -> list[tf.Variable]:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class FeedSpec:
+    """What ``Session.run`` checks of a fed value before it runs: the tensor's dtype (the
+    value is converted to it) and its static shape (``None`` where unknown)."""
+
+    tensor: str
+    dtype: Any  # numpy dtype (object for strings)
+    dims: tuple[int | None, ...] | None  # None: rank unknown
+
+    def convert(self, value: Any) -> np.ndarray:
+        import numpy as np
+
+        array = np.asarray(value, dtype=self.dtype)
+        dims = self.dims
+        if dims is not None and (
+            array.ndim != len(dims)
+            or any(d is not None and d != n for d, n in zip(dims, array.shape, strict=True))
+        ):
+            shape = (
+                "("
+                + ", ".join("None" if d is None else str(d) for d in dims)
+                + (",)" if len(dims) == 1 else ")")
+            )
+            raise ValueError(
+                f"Cannot feed value of shape {array.shape} for Tensor {self.tensor}, "
+                f"which has shape {shape}"
+            )
+        return array
+
+
 @dataclasses.dataclass
 class SessionSignature:
     """One SignatureDef of a session-loaded SavedModel, callable with numpy by alias."""
 
     inputs: tuple[str, ...]  # aliases, in feed order
     outputs: tuple[str, ...]  # aliases, in fetch order
-    run: Callable[..., Sequence[np.ndarray]]  # Session.make_callable over those tensors
+    feeds: tuple[FeedSpec, ...]  # in feed order
+    run: Callable[..., Sequence[np.ndarray]]  # a session callable: feeds in, fetches out
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values = self.run(*(feeds[alias] for alias in self.inputs))
-        return dict(zip(self.outputs, values, strict=True))
+        values = [
+            spec.convert(feeds[alias]) for alias, spec in zip(self.inputs, self.feeds, strict=True)
+        ]
+        return dict(zip(self.outputs, self.run(*values), strict=True))
 
 
 @dataclasses.dataclass
@@ -81,6 +114,7 @@ def load_signatures(
     process that this loader "is deprecated ... use tf.saved_model.load": expected, and not
     advice to follow here (that loader is the one that answers what TF Serving cannot)."""
     import tensorflow as tf
+    from tensorflow.core.protobuf import config_pb2
 
     config = tf.compat.v1.ConfigProto(
         intra_op_parallelism_threads=intra_op_threads,
@@ -98,10 +132,22 @@ def load_signatures(
             in_aliases = tuple(sorted(sig.inputs))
             out_aliases = tuple(sorted(sig.outputs))
             feeds = [graph.get_tensor_by_name(sig.inputs[a].name) for a in in_aliases]
-            fetches = [graph.get_tensor_by_name(sig.outputs[a].name) for a in out_aliases]
-            run = session.make_callable(fetches, feed_list=feeds)
-            signatures[name] = SessionSignature(in_aliases, out_aliases, run)
+            specs = tuple(FeedSpec(t.name, t.dtype.as_numpy_dtype, _dims(t.shape)) for t in feeds)
+            # Session.make_callable hands any feed list to Session.run, which rebuilds its
+            # fetch handler per call; a callable from options goes straight to
+            # Session::RunCallable: 100-220 us less per call of the 50k bench model
+            # (2026-12-03). Session.run's feed conversion and shape check live on in FeedSpec.
+            options = config_pb2.CallableOptions(
+                feed=[sig.inputs[a].name for a in in_aliases],
+                fetch=[sig.outputs[a].name for a in out_aliases],
+            )
+            run = session._make_callable_from_options(options)  # noqa: SLF001
+            signatures[name] = SessionSignature(in_aliases, out_aliases, specs, run)
     except BaseException:
         session.close()
         raise
     return SessionModel(meta, signatures, session)
+
+
+def _dims(shape: tf.TensorShape) -> tuple[int | None, ...] | None:
+    return None if shape.rank is None else tuple(shape.as_list())

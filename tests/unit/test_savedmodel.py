@@ -131,3 +131,27 @@ def test_caller_thread_sessions_answer_the_same(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         tensor_proto_to_numpy(response.outputs["y"]), np.asarray(model(X)), rtol=1e-6
     )
+
+
+def test_signature_calls_check_feeds_as_session_run_does(tmp_path: Path) -> None:
+    """Signatures run as session callables (no Session.run per call); what Session.run checks
+    of a feed before running (dtype conversion, static shape) is still checked, with its
+    message."""
+    path, model = _save(tmp_path / "1", graph_variables)
+    loaded = load_signatures(path)
+    sig = loaded.meta_graph.signature_def["serving_default"]
+    graph = loaded.session.graph
+    feed = graph.get_tensor_by_name(sig.inputs["x"].name)
+    fetch = graph.get_tensor_by_name(sig.outputs["y"].name)
+    serve = loaded.signatures["serving_default"]
+
+    as_list = serve({"x": X.astype(np.float64).tolist()})["y"]  # converted to float32
+    np.testing.assert_array_equal(as_list, loaded.session.run(fetch, {feed: X}))
+    np.testing.assert_allclose(as_list, np.asarray(model(X)), rtol=1e-6)
+    for bad in (np.zeros((2, 5), np.float32), np.zeros(4, np.float32)):
+        with pytest.raises(ValueError) as from_session_run:
+            loaded.session.run(fetch, {feed: bad})
+        with pytest.raises(ValueError) as from_signature:
+            serve({"x": bad})
+        assert str(from_signature.value) == str(from_session_run.value)
+        assert "Cannot feed value of shape" in str(from_signature.value)
