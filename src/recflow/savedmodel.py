@@ -50,6 +50,7 @@ class FeedSpec:
     tensor: str
     dtype: Any  # numpy dtype (object for strings)
     dims: tuple[int | None, ...] | None  # None: rank unknown
+    shape_text: str  # the static shape as TensorFlow prints it, for the error
 
     def convert(self, value: Any) -> np.ndarray:
         import numpy as np
@@ -60,14 +61,9 @@ class FeedSpec:
             array.ndim != len(dims)
             or any(d is not None and d != n for d, n in zip(dims, array.shape, strict=True))
         ):
-            shape = (
-                "("
-                + ", ".join("None" if d is None else str(d) for d in dims)
-                + (",)" if len(dims) == 1 else ")")
-            )
             raise ValueError(
                 f"Cannot feed value of shape {array.shape} for Tensor {self.tensor}, "
-                f"which has shape {shape}"
+                f"which has shape {self.shape_text}"
             )
         return array
 
@@ -132,7 +128,10 @@ def load_signatures(
             in_aliases = tuple(sorted(sig.inputs))
             out_aliases = tuple(sorted(sig.outputs))
             feeds = [graph.get_tensor_by_name(sig.inputs[a].name) for a in in_aliases]
-            specs = tuple(FeedSpec(t.name, t.dtype.as_numpy_dtype, _dims(t.shape)) for t in feeds)
+            specs = tuple(
+                FeedSpec(t.name, t.dtype.as_numpy_dtype, _dims(t.shape), str(t.shape))
+                for t in feeds
+            )
             # Session.make_callable hands any feed list to Session.run, which rebuilds its
             # fetch handler per call; a callable from options goes straight to
             # Session::RunCallable: 100-220 us less per call of the 50k bench model
