@@ -109,6 +109,24 @@ def make_request(user: str, label: str = "stable") -> Any:
     return request
 
 
+def _timed_calls(call: Callable[[int], object], n: int) -> dict[str, Any]:
+    """One client's closed loop: 50 warm-up calls, then n timed ones; an RpcError is counted
+    and timed, not raised, so one failed call does not void the run."""
+    import grpc
+
+    for i in range(50):
+        call(i)
+    lat, errors = [], 0
+    for i in range(n):
+        t0 = time.perf_counter()
+        try:
+            call(i)
+        except grpc.RpcError:
+            errors += 1
+        lat.append(time.perf_counter() - t0)
+    return {"requests": n, "errors": errors, **percentiles(lat)}
+
+
 def closed_loop(address: str, users: list[str], n: int) -> dict[str, Any]:
     import grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
@@ -116,18 +134,12 @@ def closed_loop(address: str, users: list[str], n: int) -> dict[str, Any]:
     requests = [make_request(u) for u in users]
     with grpc.insecure_channel(address) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        for r in requests[:50]:
-            stub.Predict(r, timeout=10)
-        lat, errors = [], 0
-        for i in range(n):
-            t0 = time.perf_counter()
-            try:
-                response = stub.Predict(requests[i % len(requests)], timeout=10)
-                assert len(response.outputs["item_ids"].string_val) == TOP_K
-            except grpc.RpcError:
-                errors += 1
-            lat.append(time.perf_counter() - t0)
-    return {"requests": n, "errors": errors, **percentiles(lat)}
+
+        def predict(i: int) -> None:
+            response = stub.Predict(requests[i % len(requests)], timeout=10)
+            assert len(response.outputs["item_ids"].string_val) == TOP_K
+
+        return _timed_calls(predict, n)
 
 
 def status_loop(address: str, n: int) -> dict[str, Any]:
@@ -140,14 +152,7 @@ def status_loop(address: str, n: int) -> dict[str, Any]:
     request.model_spec.name = MODEL
     with grpc.insecure_channel(address) as channel:
         stub = model_service_pb2_grpc.ModelServiceStub(channel)
-        for _ in range(50):
-            stub.GetModelStatus(request, timeout=10)
-        lat = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            stub.GetModelStatus(request, timeout=10)
-            lat.append(time.perf_counter() - t0)
-    return {"requests": n, "errors": 0, **percentiles(lat)}
+        return _timed_calls(lambda _: stub.GetModelStatus(request, timeout=10), n)
 
 
 def paired_gap(

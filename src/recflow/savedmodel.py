@@ -72,15 +72,12 @@ class FeedSpec:
 class SessionSignature:
     """One SignatureDef of a session-loaded SavedModel, callable with numpy by alias."""
 
-    inputs: tuple[str, ...]  # aliases, in feed order
+    feeds: tuple[tuple[str, FeedSpec], ...]  # (alias, what is fed), in feed order
     outputs: tuple[str, ...]  # aliases, in fetch order
-    feeds: tuple[FeedSpec, ...]  # in feed order
     run: Callable[..., Sequence[np.ndarray]]  # a session callable: feeds in, fetches out
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values = [
-            spec.convert(feeds[alias]) for alias, spec in zip(self.inputs, self.feeds, strict=True)
-        ]
+        values = [spec.convert(feeds[alias]) for alias, spec in self.feeds]
         return dict(zip(self.outputs, self.run(*values), strict=True))
 
 
@@ -127,10 +124,10 @@ def load_signatures(
                 continue
             in_aliases = tuple(sorted(sig.inputs))
             out_aliases = tuple(sorted(sig.outputs))
-            feeds = [graph.get_tensor_by_name(sig.inputs[a].name) for a in in_aliases]
-            specs = tuple(
-                FeedSpec(t.name, t.dtype.as_numpy_dtype, _dims(t.shape), str(t.shape))
-                for t in feeds
+            tensors = [graph.get_tensor_by_name(sig.inputs[a].name) for a in in_aliases]
+            feeds = tuple(
+                (a, FeedSpec(t.name, t.dtype.as_numpy_dtype, _dims(t.shape), str(t.shape)))
+                for a, t in zip(in_aliases, tensors, strict=True)
             )
             # Session.make_callable hands any feed list to Session.run, which rebuilds its
             # fetch handler per call; a callable from options goes straight to
@@ -141,7 +138,7 @@ def load_signatures(
                 fetch=[sig.outputs[a].name for a in out_aliases],
             )
             run = session._make_callable_from_options(options)  # noqa: SLF001
-            signatures[name] = SessionSignature(in_aliases, out_aliases, specs, run)
+            signatures[name] = SessionSignature(feeds, out_aliases, run)
     except BaseException:
         session.close()
         raise

@@ -87,3 +87,84 @@ def test_the_results_name_the_code_that_ran(tmp_path: Path) -> None:
     serving.write_markdown(result, tmp_path / "serving.md")
     lines = (tmp_path / "serving.md").read_text().splitlines()
     assert "- command: `python bench/serving.py --out x`, code 96e05aa1b2c3" in lines
+
+
+def _model_record(**extra: object) -> dict[str, object]:
+    lat = {"p50_ms": 0.5, "p95_ms": 0.7, "p99_ms": 0.9, "max_ms": 2.0}
+    return {
+        "model": {"kind": "two_stage", "users": 10, "items": 50, "top_k": 10},
+        "server_command": "python -m recflow.serving.server --port 1",
+        "load_average_before_gRPC": [0.1, 0.1, 0.1],
+        "load_average_after": [0.2, 0.2, 0.2],
+        "floor": {"calls": 100, "cpu_ms_per_call": 0.4, **lat},
+        "floor_batched": {
+            "batch": 8,
+            "calls": 10,
+            "p50_ms_per_user": 0.1,
+            "cpu_ms_per_call": 0.8,
+            **lat,
+        },
+        "one_client": {"requests": 200, "errors": 0, **lat},
+        "open_loop": [],
+        "targets": {
+            "one_client_gap_ms": 0.3,
+            "one_client_gap_met": True,
+            "max_rate_p99_under_20ms": 0,
+            "rate_met": False,
+        },
+        **extra,
+    }
+
+
+def _rendered(tmp_path: Path, record: dict[str, object]) -> list[str]:
+    result = {
+        "date": "2026-12-03T11:00:00+00:00",
+        "finished": "2026-12-03T11:05:00+00:00",
+        "command": "python bench/serving.py",
+        "code": "abc",
+        "machine": {
+            "host": "vm",
+            "cpu": "AMD",
+            "cores": 2,
+            "load_average_at_start": [0, 0, 0],
+            "python": "3.11",
+            "tensorflow": "2.21.0",
+            "grpcio": "1.85",
+        },
+        "load_average_at_end": [0, 0, 0],
+        "seconds_per_run": 6.0,
+        "repeats": 3,
+        "models": {"m": record},
+    }
+    serving.write_markdown(result, tmp_path / "serving.md")
+    return (tmp_path / "serving.md").read_text().splitlines()
+
+
+def test_the_status_round_trip_gets_its_own_row_beside_predict(tmp_path: Path) -> None:
+    status = {
+        "requests": 300,
+        "errors": 2,
+        "p50_ms": 0.41,
+        "p95_ms": 0.6,
+        "p99_ms": 0.8,
+        "max_ms": 1.5,
+    }
+    lines = _rendered(tmp_path, _model_record(status_rpc=status))
+    assert (
+        "| one client, closed loop, GetModelStatus (no model call) | 300 | 2 | 0.41 | 0.6 | "
+        "0.8 | 1.5 | | |"
+    ) in lines
+    older = _rendered(tmp_path, _model_record())
+    assert not [line for line in older if "GetModelStatus" in line]
+
+
+def test_a_failed_call_in_the_closed_loop_is_counted_not_raised() -> None:
+    import grpc
+
+    def call(i: int) -> None:
+        if i in (60, 70):  # warm-up calls are 0-49, so only timed calls fail
+            raise grpc.RpcError()
+
+    record = serving._timed_calls(call, 100)
+    assert record["requests"] == 100
+    assert record["errors"] == 2

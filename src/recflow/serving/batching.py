@@ -214,7 +214,7 @@ class _AsyncTask(Generic[T, R]):
 
 
 class AsyncBatcher(Generic[T, R]):
-    """The asyncio form of ``Batcher``, used by the server's event loop.
+    """Batches requests on the server's asyncio event loop.
 
     The queue lives on the event loop (no locks); batches run in ``executor`` so TensorFlow
     never blocks the loop. While all ``num_batch_threads`` slots are busy, arrivals queue and
