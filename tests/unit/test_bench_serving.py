@@ -65,30 +65,6 @@ def test_a_record_from_before_the_paired_rounds_keeps_its_own_gap_line() -> None
     ]
 
 
-def test_the_results_name_the_code_that_ran(tmp_path: Path) -> None:
-    machine = {
-        "host": "vm",
-        "cpu": "AMD EPYC",
-        "cores": 2,
-        "load_average_at_start": [0.1, 0.2, 0.3],
-    }
-    machine |= {"python": "3.11.7", "tensorflow": "2.21.0", "grpcio": "1.85.3"}
-    result = {
-        "date": "2026-12-02T11:00:00+00:00",
-        "finished": "2026-12-02T11:05:00+00:00",
-        "command": "python bench/serving.py --out x",
-        "code": "96e05aa1b2c3",
-        "machine": machine,
-        "load_average_at_end": [1.0, 1.0, 1.0],
-        "seconds_per_run": 6.0,
-        "repeats": 3,
-        "models": {},
-    }
-    serving.write_markdown(result, tmp_path / "serving.md")
-    lines = (tmp_path / "serving.md").read_text().splitlines()
-    assert "- command: `python bench/serving.py --out x`, code 96e05aa1b2c3" in lines
-
-
 def _model_record(**extra: object) -> dict[str, object]:
     lat = {"p50_ms": 0.5, "p95_ms": 0.7, "p99_ms": 0.9, "max_ms": 2.0}
     return {
@@ -116,7 +92,8 @@ def _model_record(**extra: object) -> dict[str, object]:
     }
 
 
-def _rendered(tmp_path: Path, record: dict[str, object]) -> list[str]:
+def _rendered(tmp_path: Path, models: dict[str, object], **fields: object) -> list[str]:
+    """serving.md's lines for a result with ``models`` (and any top-level ``fields``)."""
     result = {
         "date": "2026-12-03T11:00:00+00:00",
         "finished": "2026-12-03T11:05:00+00:00",
@@ -134,10 +111,16 @@ def _rendered(tmp_path: Path, record: dict[str, object]) -> list[str]:
         "load_average_at_end": [0, 0, 0],
         "seconds_per_run": 6.0,
         "repeats": 3,
-        "models": {"m": record},
+        "models": models,
+        **fields,
     }
     serving.write_markdown(result, tmp_path / "serving.md")
     return (tmp_path / "serving.md").read_text().splitlines()
+
+
+def test_the_results_name_the_code_that_ran(tmp_path: Path) -> None:
+    lines = _rendered(tmp_path, {}, command="python bench/serving.py --out x", code="96e05aa1b2c3")
+    assert "- command: `python bench/serving.py --out x`, code 96e05aa1b2c3" in lines
 
 
 def test_the_status_round_trip_gets_its_own_row_beside_predict(tmp_path: Path) -> None:
@@ -149,12 +132,12 @@ def test_the_status_round_trip_gets_its_own_row_beside_predict(tmp_path: Path) -
         "p99_ms": 0.8,
         "max_ms": 1.5,
     }
-    lines = _rendered(tmp_path, _model_record(status_rpc=status))
+    lines = _rendered(tmp_path, {"m": _model_record(status_rpc=status)})
     assert (
         "| one client, closed loop, GetModelStatus (no model call) | 300 | 2 | 0.41 | 0.6 | "
         "0.8 | 1.5 | | |"
     ) in lines
-    older = _rendered(tmp_path, _model_record())
+    older = _rendered(tmp_path, {"m": _model_record()})
     assert not [line for line in older if "GetModelStatus" in line]
 
 
