@@ -44,9 +44,11 @@ class DrivenExecutor(Executor):
 
     def __init__(self) -> None:
         self.held = False
+        self.submitted = 0
         self.pending: list[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = []
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submitted += 1
         future: Future[Any] = Future()
         self.pending.append((future, fn, args))
         if not self.held:
@@ -64,12 +66,17 @@ class DrivenExecutor(Executor):
 
 
 class Model:
-    """Doubles numbers; records every batch."""
+    """Doubles numbers; records every batch. Each call takes ``seconds`` of the virtual
+    clock of ``loop`` when one is given."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = 0.0) -> None:
         self.batches: list[tuple[Hashable, list[int]]] = []
+        self.seconds = seconds
+        self.loop: VirtualTimeLoop | None = None
 
     def __call__(self, key: Hashable, items: Sequence[list[int]]) -> list[list[int]]:
+        if self.loop is not None:
+            self.loop.now += self.seconds
         flat = [x for item in items for x in item]
         if -1 in flat:
             raise ValueError("bad input -1")
@@ -216,7 +223,9 @@ def test_batches_gather_at_most_the_largest_allowed_size() -> None:
 def test_a_cancelled_request_is_dropped_and_the_rest_answered() -> None:
     model = Model()
     executor = DrivenExecutor()
-    batcher = AsyncBatcher(model, BatchingOptions(num_batch_threads=1), executor)
+    # never on the loop: the first request must wait in the executor the test holds
+    batcher = AsyncBatcher(model, BatchingOptions(num_batch_threads=1), executor,
+                           inline_max_seconds=0)  # fmt: skip
 
     async def main() -> list[object]:
         executor.held = True
@@ -233,3 +242,65 @@ def test_a_cancelled_request_is_dropped_and_the_rest_answered() -> None:
     results, _ = run(main)
     assert results == [[2], [6]]
     assert [flat for _, flat in model.batches] == [[1], [3]]
+
+
+def test_a_lone_one_row_request_runs_on_the_loop_and_others_in_the_executor() -> None:
+    model = Model()
+    executor = DrivenExecutor()
+    batcher = AsyncBatcher(model, BatchingOptions(num_batch_threads=1), executor)
+
+    async def main() -> list[object]:
+        lone = [await batcher.submit("m", [i], 1) for i in range(3)]
+        two_rows = await batcher.submit("m", [5, 6], 2)
+        together = await asyncio.gather(*(batcher.submit("m", [i], 1) for i in range(2)))
+        return [lone, two_rows, list(together)]
+
+    results, _ = run(main)
+    assert results == [[[0], [2], [4]], [10, 12], [[0], [2]]]
+    # the three lone calls never reached the executor; the two-row one and the pair did
+    assert executor.submitted == 2
+
+
+def test_a_request_that_waited_for_a_call_on_the_loop_sends_the_next_ones_to_the_executor() -> None:
+    model = Model(seconds=0.001)  # each call holds the loop 1 ms of virtual time
+    executor = DrivenExecutor()
+    batcher = AsyncBatcher(model, BatchingOptions(num_batch_threads=1), executor)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, VirtualTimeLoop)
+        model.loop = loop
+        arrived: asyncio.Future[None] = loop.create_future()
+
+        async def during_the_call() -> None:  # due while the first call runs on the loop
+            await batcher.submit("m", [1], 1)
+            arrived.set_result(None)
+
+        loop.call_at(loop.time() + 0.0005, lambda: asyncio.ensure_future(during_the_call()))
+        await batcher.submit("m", [0], 1)
+        await arrived
+        # the first ran on the loop; the one that waited for it counts as concurrent
+        assert executor.submitted == 1
+        await batcher.submit("m", [2], 1)
+
+    run(main)
+    assert batcher.busy >= batcher.INLINE_BELOW
+    assert executor.submitted == 2  # and so does the next lone request
+
+
+def test_after_a_slow_model_call_lone_requests_leave_the_loop() -> None:
+    model = Model(seconds=0.005)  # longer than inline_max_seconds
+    executor = DrivenExecutor()
+    batcher = AsyncBatcher(model, BatchingOptions(num_batch_threads=1), executor,
+                           inline_max_seconds=0.002)  # fmt: skip
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, VirtualTimeLoop)
+        model.loop = loop
+        for i in range(3):
+            await batcher.submit("m", [i], 1)
+
+    run(main)
+    # the first call ran on the loop and took 5 ms; the two after it went to the executor
+    assert executor.submitted == 2

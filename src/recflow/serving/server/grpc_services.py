@@ -1,9 +1,11 @@
 """The gRPC services (PredictionService, ModelService) over a ModelManager, on asyncio.
 
 Parsing, validation and responses run on the event loop (~30 us); TensorFlow runs in the
-model executor and reloads in the admin executor, so neither a model call nor a model load
-ever blocks the loop. The handlers are plain classes; ``build_servicers`` binds them to the
-generated servicer bases (which import TensorFlow, so only when a server starts).
+model executor and reloads in the admin executor, so a model load never blocks the loop and a
+model call blocks it only when the batcher runs a lone one-row request there (under 2 ms, and
+only while no other request is about: ``recflow.serving.batching.AsyncBatcher``). The
+handlers are plain classes; ``build_servicers`` binds them to the generated servicer bases
+(which import TensorFlow, so only when a server starts).
 """
 
 from __future__ import annotations
