@@ -104,7 +104,7 @@ bench-tf32: install
 	$(BIN)/python bench/tf32_tolerance.py --out bench/results
 
 # Top-10 Predict latency over gRPC (one client, open-loop rates); writes bench/results/serving.{json,md}
-bench-serving: install
+bench-serving: install server-deps
 	$(BIN)/python bench/serving.py --out bench/results
 
 # Every model kind's SavedModel under the TF Serving release's TensorFlow (src/recflow/serving/

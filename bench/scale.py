@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from recflow.ops.machine import (
+    code_label,
     describe,
     host_costs,
     loadavg,
     same_host,
     summary,
 )
-from recflow.registry.base import TAG_GIT_COMMIT, code_version
 
 SIZES = {  # name -> (events, users, items); "smoke" checks the script in a minute
     "smoke": (60_000, 2_000, 800),
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_start": loadavg(),
             "host_costs": host_costs(),
             "models": models,
-            "code": code_version()[TAG_GIT_COMMIT][:12],
+            "code": code_label(),
         }
         if name in carried:
             _carry(carried[name], size, models)

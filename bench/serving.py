@@ -40,8 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from recflow.ops.machine import summary
-from recflow.registry.base import TAG_GIT_COMMIT, code_version
+from recflow.ops.machine import code_label, summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # noqa: E402 (bench/loadgen.py, same folder)
@@ -278,6 +277,19 @@ def open_loop(
     return result
 
 
+def server_flags(config: Path, args: argparse.Namespace) -> list[str]:
+    """The model server's flags for a run: the shipped serving behaviour unless told otherwise."""
+    flags = [
+        f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models=true",
+        "--file_system_poll_wait_seconds=0", f"--grpc_max_threads={args.grpc_threads}",
+        f"--tensorflow_intra_op_parallelism={args.tf_intra_op}",
+        f"--tensorflow_inter_op_parallelism={args.tf_inter_op}", f"--malloc={args.malloc}",
+    ]  # fmt: skip
+    if args.batching:
+        flags += ["--enable_batching", f"--batching_parameters_file={args.batching_file}"]
+    return flags
+
+
 def serve(model_dir: Path, work: Path, port: int, args: argparse.Namespace) -> Any:
     """The model server on ``model_dir`` as version 1, label ``stable``."""
     from recflow.promotion import install_version
@@ -287,15 +299,7 @@ def serve(model_dir: Path, work: Path, port: int, args: argparse.Namespace) -> A
     install_version(model_dir, base, 1)
     config = work / "models.config"
     write_entries(config, [ModelEntry(MODEL, str(base), (1,), {"stable": 1})])
-    flags = [
-        f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models=true",
-        "--file_system_poll_wait_seconds=0", f"--grpc_max_threads={args.grpc_threads}",
-        f"--tensorflow_intra_op_parallelism={args.tf_intra_op}",
-        f"--tensorflow_inter_op_parallelism={args.tf_inter_op}",
-    ]  # fmt: skip
-    if args.batching:
-        flags += ["--enable_batching", f"--batching_parameters_file={args.batching_file}"]
-    return start_server(flags, port, work / "server.log", timeout=120)
+    return start_server(server_flags(config, args), port, work / "server.log", timeout=120)
 
 
 def rate_sweep(
@@ -514,7 +518,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     p.add_argument("--models", default="toy,ml100k,two_stage_50k")
@@ -536,8 +540,15 @@ def main(argv: list[str] | None = None) -> int:
     # of the 50k model in process (1 and 4 users, 2026-12-02 19:50 UTC).
     p.add_argument("--tf-inter-op", type=int, default=-1, help="0 = TensorFlow's default")
     p.add_argument("--batching", action=argparse.BooleanOptionalAction, default=True)
+    # As shipped: jemalloc (make server-deps installs it). The server refuses to start without
+    # it rather than quietly measuring glibc's malloc; --malloc=auto or system to compare.
+    p.add_argument("--malloc", choices=("auto", "jemalloc", "system"), default="jemalloc")
     p.add_argument("--batching-file", default=str(ROOT / "serving" / "batching_parameters.txt"))
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -546,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     info = machine()
     results = {}
-    code = code_version()[TAG_GIT_COMMIT][:12]
+    code = code_label()
     with tempfile.TemporaryDirectory(prefix="recflow-bench-serving-") as tmp:
         cache = Path(args.model_cache) if args.model_cache else Path(tmp) / "models"
         for name in [m for m in args.models.split(",") if m]:

@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 
 from recflow.arrays import sorted_unique
-from recflow.ops.machine import describe, summary
-from recflow.registry.base import TAG_GIT_COMMIT, code_version
+from recflow.ops.machine import code_label, describe, summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import SIZES  # noqa: E402 (bench/scale.py: the same sizes as bench-scale)
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "command": " ".join(["python", "bench/unique_cost.py", *(argv or sys.argv[1:])]),
         "date": started,
-        "code": code_version()[TAG_GIT_COMMIT][:12],
+        "code": code_label(),
         "machine": summary(host),
         "machine_info": host,
         "numpy": np.__version__,

@@ -151,3 +151,13 @@ def test_a_failed_call_in_the_closed_loop_is_counted_not_raised() -> None:
     record = serving._timed_calls(call, 100)
     assert record["requests"] == 100
     assert record["errors"] == 2
+
+
+def test_the_server_runs_as_shipped_on_jemalloc_unless_told_otherwise(tmp_path: Path) -> None:
+    # A machine without libjemalloc2 makes the server refuse to start instead of quietly
+    # benchmarking glibc's malloc under the "as shipped" heading.
+    flags = serving.server_flags(tmp_path / "models.config", serving.parse_args([]))
+    assert "--malloc=jemalloc" in flags
+    assert "--enable_batching" in flags
+    compare = serving.server_flags(tmp_path / "c", serving.parse_args(["--malloc=system"]))
+    assert "--malloc=system" in compare

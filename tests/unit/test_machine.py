@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from recflow.ops.machine import (
+    code_label,
     cpu_identity,
     describe,
     host_costs,
@@ -97,3 +99,24 @@ def test_host_costs_measures_a_loop_a_system_call_and_a_thread_hand_off() -> Non
     assert set(costs) == {"python_loop_ms", "syscall_ns", "thread_handoff_us"}
     # Durations only, not compared with each other or a bound: no clock decides this test.
     assert all(isinstance(v, float) and v >= 0 for v in costs.values())
+
+
+def test_code_label_names_the_commit_and_any_uncommitted_tracked_file(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "model.py").write_text("a = 1\n")
+    git("add", "model.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    commit = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    (tmp_path / "results.json").write_text("{}")  # untracked output: not code
+    assert code_label(tmp_path) == commit[:12]
+    (tmp_path / "model.py").write_text("a = 2\n")
+    assert code_label(tmp_path) == f"{commit[:12]}+uncommitted (model.py)"
+
+
+def test_code_label_outside_a_checkout_is_unknown(tmp_path: Path) -> None:
+    assert code_label(tmp_path) == "unknown"

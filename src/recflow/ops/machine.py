@@ -19,6 +19,7 @@ import importlib.metadata as md
 import os
 import platform
 import statistics
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -193,6 +194,33 @@ def same_host(recorded: dict[str, Any] | None, current: dict[str, Any]) -> bool:
     # Guests of one size report a few hundred MB more or less.
     memory = abs((recorded.get("memory_gib") or 0) - (current.get("memory_gib") or 0)) < 1
     return memory and all(recorded.get(key) == current.get(key) for key in IDENTITY)
+
+
+def code_label(repo: Path | None = None) -> str:
+    """The commit a benchmark ran, as 12 hex digits, with ``+uncommitted (paths)`` when the
+    checkout differed from it: a result must not credit a commit with code it did not hold.
+    ``unknown`` outside a git checkout."""
+    here = repo or Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(
+                ["git", "-C", str(here), *args],
+                capture_output=True, text=True, timeout=10, check=False,
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return proc.stdout if proc.returncode == 0 else None
+
+    commit = (git("rev-parse", "HEAD") or "").strip()
+    if not commit:
+        return "unknown"
+    # Tracked files only: untracked outputs (results, caches) are not the code that ran.
+    status = git("status", "--porcelain", "--untracked-files=no") or ""
+    changed = sorted(line[3:].strip() for line in status.splitlines() if line.strip())
+    if not changed:
+        return commit[:12]
+    return f"{commit[:12]}+uncommitted ({', '.join(changed)})"
 
 
 def loadavg() -> str:
