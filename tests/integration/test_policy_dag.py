@@ -43,7 +43,9 @@ def env(tmp_path_factory):
     cold = work / "feedback" / "uniform"
     uniform = drive_client(
         bandit,
-        PolicyClient(UniformPredictor(bandit.action_ids), cold, model=SERVED, slate_size=SLATE),
+        PolicyClient(
+            UniformPredictor(bandit.action_ids), cold, model=SERVED, slate_size=SLATE, seed=1
+        ),
         1200,
         epsilon=1.0,
         seed=1,
@@ -163,8 +165,11 @@ def test_good_policy_is_promoted_served_and_logs_the_next_round(env):
         client = PolicyClient(serving, served_logs, model=SERVED, slate_size=SLATE, seed=2)
         served = drive_client(bandit, client, 800, epsilon=0.1, seed=2)
     env["served_logs"] = served_logs
-    print(f"uniform mean reward {env['uniform']['mean_reward']:.4f}, policy v1 {served}")
-    assert served["mean_reward"] > env["uniform"]["mean_reward"] * 1.3
+    print(f"uniform {env['uniform']}, policy v1 {served}")
+    # Expected rewards, not sampled clicks: the clicks' noise on the uniform log alone moved
+    # its mean between 0.250 and 0.268 in three runs (2026-12-04), enough to fail a fixed
+    # ratio on a good policy. Uniform's exact value here is 0.247, the best slates' 0.518.
+    assert served["mean_expected_reward"] > env["uniform"]["mean_expected_reward"] * 1.3
 
 
 def test_candidate_below_margin_is_declined_and_champion_keeps_serving(env):

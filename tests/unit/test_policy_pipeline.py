@@ -345,3 +345,15 @@ def test_no_held_out_slots_is_a_decline_not_a_crash(tmp_path: Path, uniform_logs
     decision = gate.decide(cfg, {**values, "split": split.summary()})
     assert not decision.passed and decision.lower_bound is None
     assert decision.reasons[0].startswith("only 0 held-out slots (0 requests")
+
+
+def test_drive_client_reports_the_shown_slates_expected_reward(tmp_path: Path) -> None:
+    env = linear_environment(n_users=150, dim=4, n_actions=6, seed=1)
+    client = PolicyClient(UniformPredictor(env.action_ids), tmp_path, slate_size=2, seed=3)
+    out = drive_client(env, client, 4000, epsilon=1.0, seed=3, position_decay=0.7)
+    # A uniform slate's two slots each show a uniform action; the second is worth 0.7 of it.
+    exact = float(env.expected_reward.mean()) * (1 + 0.7) / 2
+    assert out["slots"] == 8000
+    assert abs(out["mean_expected_reward"] - exact) < 0.01
+    # The sampled clicks scatter around the expectation of the slates actually shown.
+    assert abs(out["mean_reward"] - out["mean_expected_reward"]) < 0.02
