@@ -19,11 +19,12 @@ import importlib.metadata as md
 import os
 import platform
 import statistics
-import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from recflow.registry.base import git_output
 
 CPUINFO = Path("/proc/cpuinfo")
 LOADAVG = Path("/proc/loadavg")
@@ -201,22 +202,11 @@ def code_label(repo: Path | None = None) -> str:
     checkout differed from it: a result must not credit a commit with code it did not hold.
     ``unknown`` outside a git checkout."""
     here = repo or Path(__file__).resolve().parent
-
-    def git(*args: str) -> str | None:
-        try:
-            proc = subprocess.run(
-                ["git", "-C", str(here), *args],
-                capture_output=True, text=True, timeout=10, check=False,
-            )  # fmt: skip
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return proc.stdout if proc.returncode == 0 else None
-
-    commit = (git("rev-parse", "HEAD") or "").strip()
+    commit = (git_output(here, "rev-parse", "HEAD") or "").strip()
     if not commit:
         return "unknown"
     # Tracked files only: untracked outputs (results, caches) are not the code that ran.
-    status = git("status", "--porcelain", "--untracked-files=no") or ""
+    status = git_output(here, "status", "--porcelain", "--untracked-files=no") or ""
     changed = sorted(line[3:].strip() for line in status.splitlines() if line.strip())
     if not changed:
         return commit[:12]

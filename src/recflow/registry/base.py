@@ -288,6 +288,19 @@ def model_source(artifact_uri: str, artifact_path: str) -> str:
     return f"{artifact_uri.rstrip('/')}/{check_artifact_path(artifact_path)}"
 
 
+def git_output(here: Path, *args: str) -> str | None:
+    """``git -C here *args``'s standard output, or None when git is missing or fails (e.g.
+    ``here`` is not in a checkout)."""
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(here), *args],
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict[str, str]:
     """The code that ran: git commit of the checkout recflow is imported from, and its version.
@@ -296,18 +309,6 @@ def code_version() -> dict[str, str]:
     """
     import recflow
 
-    commit = "unknown"
-    here = Path(recflow.__file__).resolve().parent
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-        if proc.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", proc.stdout.strip()):
-            commit = proc.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
+    head = (git_output(Path(recflow.__file__).resolve().parent, "rev-parse", "HEAD") or "").strip()
+    commit = head if re.fullmatch(r"[0-9a-f]{40,64}", head) else "unknown"
     return {TAG_GIT_COMMIT: commit, TAG_RECFLOW_VERSION: recflow.__version__}
