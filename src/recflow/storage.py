@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from recflow.faults import point
@@ -70,3 +70,23 @@ def copy_tree_atomic(source: Path, final: Path) -> None:
     """Copy a folder so that ``final`` appears complete in one rename; ``final`` must not exist."""
     with atomic_directory(final, replace=False) as scratch:
         shutil.copytree(source, scratch, dirs_exist_ok=True)
+
+
+def fetch_into(dst: Path, fetch: Callable[[Path], Path]) -> Path:
+    """``fetch(scratch)`` writes one file or folder into a scratch folder inside ``dst`` and
+    returns its path; it is then moved to ``dst/<its name>``, replacing an earlier (retried)
+    copy. A failed fetch leaves ``dst`` as it was and no scratch behind."""
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=dst))
+    try:
+        got = Path(fetch(scratch))
+        target = dst / got.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        os.replace(got, target)
+        return target
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

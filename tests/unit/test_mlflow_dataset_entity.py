@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recflow.registry import mlflow_registry
-from recflow.registry.mlflow_registry import SCHEMA_SAMPLE_ROWS, dataset_entity
+from recflow.registry.mlflow_entities import SCHEMA_SAMPLE_ROWS, dataset_entity, import_mlflow
 
 
 def _frame(rows: int) -> pd.DataFrame:
@@ -31,7 +30,7 @@ def _frame(rows: int) -> pd.DataFrame:
 
 @pytest.mark.parametrize("rows", [5, SCHEMA_SAMPLE_ROWS * 3])
 def test_entity_equals_mlflows_full_inference(rows: int) -> None:
-    mlflow = mlflow_registry._import_mlflow()
+    mlflow = import_mlflow()
     df = _frame(rows)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from recflow.storage import atomic_directory, atomic_write_text, copy_tree_atomic, safe_name
+from recflow.storage import (
+    atomic_directory,
+    atomic_write_text,
+    copy_tree_atomic,
+    fetch_into,
+    safe_name,
+)
 
 
 def test_atomic_directory_appears_whole(tmp_path):
@@ -50,3 +56,35 @@ def test_atomic_write_text_and_safe_name(tmp_path):
     assert path.read_text() == "b"
     assert [p.name for p in path.parent.iterdir()] == ["models.config"]
     assert safe_name("manual__2026-11-27T22:00:00+00:00") == "manual__2026-11-27T22_00_00_00_00"
+
+
+def test_fetch_into_replaces_an_earlier_copy_and_leaves_no_scratch(tmp_path):
+    def fetch_folder(version: str):
+        def fetch(scratch):
+            (scratch / "model").mkdir()
+            (scratch / "model" / version).write_text(version)
+            return scratch / "model"
+
+        return fetch
+
+    first = fetch_into(tmp_path, fetch_folder("v1"))
+    second = fetch_into(tmp_path, fetch_folder("v2"))
+    assert first == second == tmp_path / "model"
+    assert sorted(p.name for p in second.iterdir()) == ["v2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_failed_fetch_keeps_the_earlier_copy(tmp_path):
+    def good(scratch):
+        (scratch / "card.md").write_text("old")
+        return scratch / "card.md"
+
+    def broken(scratch):
+        (scratch / "card.md").write_text("half")
+        raise OSError("connection reset")
+
+    fetch_into(tmp_path, good)
+    with pytest.raises(OSError, match="connection reset"):
+        fetch_into(tmp_path, broken)
+    assert (tmp_path / "card.md").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["card.md"]

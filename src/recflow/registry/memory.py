@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from recflow.errors import RegistryError
 from recflow.registry import base
-from recflow.storage import safe_name
+from recflow.storage import fetch_into, safe_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -288,12 +288,13 @@ def _uri_to_path(uri: str) -> str:
 
 def _copy_into(src: Path, dst: Path) -> Path:
     """Copy ``src`` to ``dst/<src.name>`` (replacing an earlier copy) and return that path."""
-    dst.mkdir(parents=True, exist_ok=True)
-    target = dst / src.name
-    if target.is_dir():
-        shutil.rmtree(target)
-    if src.is_dir():
-        shutil.copytree(src, target)
-    else:
-        shutil.copy2(src, target)
-    return target
+
+    def fetch(scratch: Path) -> Path:
+        target = scratch / src.name
+        if src.is_dir():
+            shutil.copytree(src, target)
+        else:
+            shutil.copy2(src, target)
+        return target
+
+    return fetch_into(dst, fetch)

@@ -6,84 +6,26 @@ mlflow is imported inside methods: this module is imported at Airflow DAG-parse 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 from recflow.errors import RegistryError
 from recflow.registry import base
-from recflow.storage import safe_name
+from recflow.registry.mlflow_entities import (
+    dataset_entity,
+    dataset_source,
+    import_mlflow,
+    tag_filter,
+    version_info,
+)
+from recflow.storage import fetch_into, safe_name
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
-    from mlflow.entities import Dataset as MlflowDataset
-    from mlflow.entities.model_registry import ModelVersion
-
-# Set before mlflow is first imported, so nothing waits on (or reports to) the closed network,
-# and downloads do not draw progress bars into Airflow task logs.
-_ENV_DEFAULTS = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-}
-
-
-def _import_mlflow() -> ModuleType:
-    for key, value in _ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    import mlflow
-
-    return mlflow
-
-
-SCHEMA_SAMPLE_ROWS = 1000  # rows whose values MLflow walks to infer a dataset's column types
-
-
-def dataset_entity(
-    mlflow: ModuleType, df: pd.DataFrame, *, source: str, name: str, digest: str
-) -> MlflowDataset:
-    """MLflow's dataset entity for ``df`` (what ``from_pandas(df)._to_mlflow_entity()`` gives),
-    in time that does not grow with Python work per row.
-
-    MLflow infers the schema by walking every value of each string column in Python (about
-    4 minutes for a 20M-event log on this project's benchmark machine). Here the column types
-    come from the first ``SCHEMA_SAMPLE_ROWS`` rows plus each column's first non-null value,
-    and each column's "required" flag (no nulls) and the profile from the whole frame.
-    """
-    from mlflow.entities import Dataset
-
-    nulls = df.isna().any()
-    rows = set(range(min(len(df), SCHEMA_SAMPLE_ROWS)))
-    for col in df.columns:
-        present = df[col].notna().to_numpy()
-        if present.any():
-            rows.add(int(present.argmax()))
-    sample = df.iloc[sorted(rows)] if len(df) > len(rows) else df
-    info = mlflow.data.from_pandas(sample, source=source, name=name, digest=digest).to_dict()
-    if info.get("schema"):
-        schema = json.loads(info["schema"])
-        for spec in schema.get("mlflow_colspec", []):
-            if spec.get("name") in nulls.index:
-                spec["required"] = not bool(nulls[spec["name"]])
-        info["schema"] = json.dumps(schema)
-    full = mlflow.data.from_pandas(df, source=source, name=name, digest=digest)
-    info["profile"] = json.dumps(full.profile)
-    return Dataset(
-        name=info["name"],
-        digest=info["digest"],
-        source_type=info["source_type"],
-        source=info["source"],
-        schema=info.get("schema"),
-        profile=info["profile"],
-    )
 
 
 def _is_remote(uri: str) -> bool:
@@ -124,7 +66,7 @@ class MlflowRegistry:
     @property
     def _client(self) -> MlflowClient:
         if self._client_ is None:
-            mlflow = _import_mlflow()
+            mlflow = import_mlflow()
             with self._calling("open the tracking store"):
                 self._client_ = mlflow.MlflowClient(
                     tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
@@ -219,7 +161,7 @@ class MlflowRegistry:
         with self._calling(f"search runs of experiment {experiment!r} by tags {want}"):
             runs = self._client.search_runs(
                 [exp_id],
-                filter_string=_tag_filter(want),
+                filter_string=tag_filter(want),
                 order_by=["attributes.start_time DESC"],
                 max_results=100,
             )
@@ -283,7 +225,7 @@ class MlflowRegistry:
     def log_dataset(
         self, run_id: str, df: pd.DataFrame, *, name: str, digest: str, source: str, context: str
     ) -> None:
-        mlflow = _import_mlflow()
+        mlflow = import_mlflow()
         from mlflow.entities import DatasetInput, InputTag
 
         with self._calling(f"record dataset {name!r} as an input of run {run_id}"):
@@ -310,7 +252,7 @@ class MlflowRegistry:
             base.DatasetRef(
                 name=di.dataset.name,
                 digest=di.dataset.digest,
-                source=_dataset_source(di.dataset.source),
+                source=dataset_source(di.dataset.source),
                 context=next((t.value for t in di.tags if t.key == base.DATASET_CONTEXT_TAG), ""),
             )
             for di in (run.inputs.dataset_inputs if run.inputs else [])
@@ -348,13 +290,12 @@ class MlflowRegistry:
                 f"download_artifacts: expected a file or folder inside run {run_id}, found ''; "
                 "name what to download (e.g. 'model')"
             )
-        scratch = _scratch(Path(dst))
-        try:
+
+        def fetch(scratch: Path) -> Path:
             with self._calling(f"download {artifact_path!r} of run {run_id}"):
-                got = self._client.download_artifacts(run_id, rel, str(scratch))
-            return _move_into(Path(got), Path(dst))
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+                return Path(self._client.download_artifacts(run_id, rel, str(scratch)))
+
+        return fetch_into(Path(dst), fetch)
 
     # ----------------------------------------------------------------------- registry
     def register_version(
@@ -443,11 +384,11 @@ class MlflowRegistry:
                 if alias not in (model.aliases or {}):
                     return None
                 raise
-        return _version_info(mv)
+        return version_info(mv)
 
     def get_version(self, name: str, version: int) -> base.ModelVersionInfo:
         with self._calling(f"read {name} version {version}"):
-            return _version_info(self._client.get_model_version(name, str(int(version))))
+            return version_info(self._client.get_model_version(name, str(int(version))))
 
     def set_version_tag(self, name: str, version: int, key: str, value: object) -> None:
         ((key, text),) = base.string_tags({key: value}).items()
@@ -459,75 +400,20 @@ class MlflowRegistry:
             self._client.update_model_version(name, str(int(version)), description=text)
 
     def download_version(self, name: str, version: int, dst: Path) -> Path:
-        mlflow = _import_mlflow()
+        mlflow = import_mlflow()
         source = self.get_version(name, version).source
-        scratch = _scratch(Path(dst))
-        try:
+
+        def fetch(scratch: Path) -> Path:
             with self._calling(f"download {name} v{version} from {source}"):
-                got = mlflow.artifacts.download_artifacts(
-                    artifact_uri=source, dst_path=str(scratch), tracking_uri=self.tracking_uri
+                return Path(
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=source, dst_path=str(scratch), tracking_uri=self.tracking_uri
+                    )
                 )
-            return _move_into(Path(got), Path(dst))
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
 
-
-# ---------------------------------------------------------------------------------------------
-
-
-def _version_info(mv: ModelVersion) -> base.ModelVersionInfo:
-    return base.ModelVersionInfo(
-        name=mv.name,
-        version=int(mv.version),
-        run_id=mv.run_id or "",
-        source=mv.source or "",
-        status=str(mv.status),
-        description=mv.description or "",
-        tags=dict(mv.tags or {}),
-        aliases=tuple(sorted(mv.aliases or ())),
-    )
-
-
-def _tag_filter(tags: Mapping[str, str]) -> str:
-    """An MLflow filter matching runs with these tags (or more: callers re-check exactly).
-
-    MLflow's filter strings cannot escape quotes, so a value holding a quote is matched with
-    LIKE on the part before it.
-    """
-    clauses = []
-    for key, value in tags.items():
-        col = f"tags.`{key}`"
-        if "'" not in value:
-            clauses.append(f"{col} = '{value}'")
-        else:
-            clauses.append(f"{col} LIKE '{value.split(chr(39))[0]}%'")
-    return " and ".join(clauses)
-
-
-def _dataset_source(source: str) -> str:
-    with contextlib.suppress(ValueError, TypeError):
-        parsed = json.loads(source)
-        if isinstance(parsed, dict) and "uri" in parsed:
-            return str(parsed["uri"])
-    return source
+        return fetch_into(Path(dst), fetch)
 
 
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:500]
-
-
-def _scratch(dst: Path) -> Path:
-    dst.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=".download-", dir=dst))
-
-
-def _move_into(got: Path, dst: Path) -> Path:
-    """Move a finished download to ``dst/<name>``, replacing an earlier (retried) copy."""
-    target = dst / got.name
-    if target.is_dir():
-        shutil.rmtree(target)
-    elif target.exists():
-        target.unlink()
-    os.replace(got, target)
-    return target
