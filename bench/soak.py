@@ -18,7 +18,7 @@ request of the largest allowed size, with batching (max_batch_size) and without 
 --max_request_rows).
 
 Reports errors of well-formed requests (goal 0), their p50/p99, hostile outcomes by code, and
-the RSS slope after warm-up (least squares, MB/min; goal below ``RSS_SLOPE_GOAL``). Writes
+the RSS slope after warm-up (least squares, MB/min; goal below soak_report's ``RSS_SLOPE_GOAL``). Writes
 ``<out>/soak.json`` and ``<out>/soak.md`` with command, machine, date and load averages.
 """
 
@@ -42,8 +42,6 @@ from typing import Any
 
 import numpy as np
 
-from recflow.ops.machine import summary
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import (  # noqa: E402 (bench/loadgen.py, same folder)
     PREDICT,
@@ -53,11 +51,16 @@ from loadgen import (  # noqa: E402 (bench/loadgen.py, same folder)
     start_server,
     stop_server,
 )
+from soak_report import (  # noqa: E402 (bench/soak_report.py)
+    slope_mb_per_min,
+    swap_steps,
+    window_slopes,
+    write_markdown,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "recommender"
 TOP_K = 10
-RSS_SLOPE_GOAL = 1.0  # MB per minute after warm-up
 FORGED = 'evil"} 1\nfake_metric{a="b'
 
 
@@ -274,50 +277,6 @@ class Load:
             await open_loop(self.args.rate, total, send, tick=tick)
 
 
-def slope_mb_per_min(samples: list[tuple[float, float]], after_s: float) -> float | None:
-    pts = [(t, mb) for t, mb in samples if t >= after_s]
-    if len(pts) < 3:
-        return None
-    t = np.asarray([p[0] for p in pts]) / 60.0
-    y = np.asarray([p[1] for p in pts])
-    return round(float(np.polyfit(t, y, 1)[0]), 3)
-
-
-def swap_steps(
-    samples: list[tuple[float, float]], swaps: list[float], settle_s: float = 30.0
-) -> list[dict[str, Any]]:
-    """At each hot swap: RSS just before it, the highest in the ``settle_s`` after it, and the
-    slope from then to the next swap (traffic alone), so swap steps and request-driven growth
-    are told apart."""
-    out = []
-    for i, at in enumerate(swaps):
-        before = [mb for t, mb in samples if t < at]
-        after = [mb for t, mb in samples if at < t <= at + settle_s]
-        nxt = swaps[i + 1] if i + 1 < len(swaps) else float("inf")
-        seg = [(t, mb) for t, mb in samples if at + settle_s <= t < nxt]
-        slope = None
-        if len(seg) >= 3:
-            x = np.asarray([p[0] for p in seg]) / 60.0
-            slope = round(float(np.polyfit(x, np.asarray([p[1] for p in seg]), 1)[0]), 2)
-        out.append({"at_s": at, "before_mb": before[-1] if before else None,
-                    "max_after_mb": max(after) if after else None,
-                    "slope_until_next_swap_mb_per_min": slope})  # fmt: skip
-    return out
-
-
-def window_slopes(samples: list[tuple[float, float]], every_s: float) -> list[dict[str, Any]]:
-    """RSS slope in each window between hot swaps: a leak stays, a warm-up fades."""
-    out, start, end = [], 0.0, max(t for t, _ in samples)
-    while start < end:
-        pts = [(t, mb) for t, mb in samples if start < t <= start + every_s]
-        if len(pts) >= 3:
-            t = np.asarray([p[0] for p in pts]) / 60.0
-            slope = float(np.polyfit(t, np.asarray([p[1] for p in pts]), 1)[0])
-            out.append({"from_s": start, "to_s": start + every_s, "mb_per_min": round(slope, 2)})
-        start += every_s
-    return out
-
-
 def soak(exports: list[Path], users: list[str], work: Path, args: argparse.Namespace,
          batching: list[str]) -> dict[str, Any]:  # fmt: skip
     from recflow.net import free_port
@@ -384,70 +343,6 @@ def soak(exports: list[Path], users: list[str], work: Path, args: argparse.Names
                    "samples": [(round(t, 1), round(mb, 1)) for t, mb in samples]},
         "server_alive_at_end": alive,
     }  # fmt: skip
-
-
-def write_markdown(r: dict[str, Any], path: Path) -> None:
-    m, s = r["machine"], r["soak"]
-    w, h, rss = s["well_formed"], s["hostile"], s["rss_mb"]
-    lines = [
-        "# Soak: open-loop load, hot swaps and hostile requests",
-        "",
-        f"- date: {r['date']}",
-        f"- command: `{r['command']}`",
-        f"- machine: {summary(m)}, load average at start "
-        f"{m['load_average_at_start']}, at end {r['load_average_at_end']} (shared machine)",
-        f"- software: Python {m['python']}, TensorFlow {m['tensorflow']}, grpcio {m['grpcio']}",
-        f"- model: {r['model']['kind']} on the seeded synthetic generator at MovieLens-100K size "
-        f"({r['model']['users']} users x {r['model']['items']} items, {r['model']['events']} "
-        f"events), top_k {r['model']['top_k']}",
-        f"- server: `{s['server_command']}`",
-        f"- {r['args']['minutes']} min at {r['args']['rate']} req/s, a hot swap every "
-        f"{r['args']['swap_seconds']} s, a hostile request every {r['args']['hostile_seconds']} s",
-        "",
-        "## Single-request bound (fresh server, one request of the largest allowed size)",
-        "",
-        "| config | rows | RSS before MB | RSS after MB | peak RSS growth MB | next size up |",
-        "|---|---|---|---|---|---|",
-        *(
-            f"| {b['config']} | {b['rows']} | {b['rss_before_mb']} | {b['rss_after_mb']} | "
-            f"{b['peak_rss_growth_mb']} | {b['one_row_over_limit']} in "
-            f"{b['one_row_over_limit_ms']} ms |"
-            for b in r["single_request"]
-        ),
-        "",
-        "## Soak",
-        "",
-        f"- well-formed requests: {w['requests']}, errors {w['errors']} (goal 0) "
-        f"{w['error_codes'] or ''}; p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms, max {w['max_ms']} ms",
-        f"- hostile requests: {h['requests']}; unexpected outcomes: {h['unexpected'] or 'none'}",
-        f"- hostile p99 ms by kind: {h['p99_ms_by_kind']}",
-        f"- hot swaps: {len(s['swaps'])} ({', '.join(str(x['seconds']) + ' s' for x in s['swaps'])})",
-        f"- RSS: {rss['start']} MB at start, {rss['end']} MB at end, max {rss['max']} MB; slope "
-        f"after {r['args']['warmup_seconds']} s: **{rss['slope_after_warmup_mb_per_min']} MB/min** "
-        f"(goal < {RSS_SLOPE_GOAL})",
-        "- RSS slope per window (MB/min): "
-        + ", ".join(
-            f"{w['from_s']:.0f}-{w['to_s']:.0f} s: {w['mb_per_min']}"
-            for w in rss.get("slope_by_window", [])
-        ),
-        "- at each hot swap, RSS before -> highest in the 30 s after (MB), then the slope until "
-        "the next swap (MB/min): "
-        + "; ".join(
-            f"{w['at_s']:.0f} s: {w['before_mb']} -> {w['max_after_mb']}, "
-            f"{w['slope_until_next_swap_mb_per_min']}"
-            for w in rss.get("swap_steps", [])
-        ),
-        f"- server alive at end: {s['server_alive_at_end']}",
-        "",
-        "A leak shows as a steady slope in every window; a warm-up as slopes that fade. The",
-        "server's RSS includes what the allocator keeps after the largest requests (see the",
-        "single-request table); bench/results/soak-diagnosis.md separates the causes.",
-        "",
-        "Hostile outcomes (kind:status = count):",
-        "",
-        *(f"- {k} = {v}" for k, v in h["outcomes"].items()),
-    ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

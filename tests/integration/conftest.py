@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +52,19 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def compose_env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """.env.example with every secret filled in (compose_files.write_env_file)."""
+    from compose_files import write_env_file
+
+    return write_env_file(tmp_path_factory.mktemp("compose"))
+
+
+@pytest.fixture(scope="session")
+def compose_rendered(compose_env_file: Path) -> dict[str, dict[str, Any]]:
+    """Each compose variant as `docker-compose config` renders it."""
+    from compose_files import render_variants
+
+    return render_variants(compose_env_file)

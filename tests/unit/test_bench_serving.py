@@ -1,4 +1,4 @@
-"""bench/serving.py's results say what the kernel charges serving per request on the host."""
+"""bench/serving.py and serving_report.py: results say what serving costs per request on the host."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import serving  # noqa: E402
+import serving_report  # noqa: E402
 
 
 def test_the_host_line_names_the_costs_the_clock_and_the_mitigations() -> None:
@@ -17,7 +18,7 @@ def test_the_host_line_names_the_costs_the_clock_and_the_mitigations() -> None:
         "cpu_mitigations": {"spec_rstack_overflow": "Vulnerable: Safe RET, no microcode"},
         "host_costs": {"python_loop_ms": 1.2, "syscall_ns": 412.5, "thread_handoff_us": 21.3},
     }
-    assert serving._host_lines(machine) == [
+    assert serving_report.host_lines(machine) == [
         "- host: a fixed Python loop 1.2 ms, a system call 412.5 ns, a thread hand-off over a "
         "pipe 21.3 us (measured at "
         "start); clock source tsc; CPU mitigations: spec_rstack_overflow: Vulnerable: Safe RET, "
@@ -26,7 +27,7 @@ def test_the_host_line_names_the_costs_the_clock_and_the_mitigations() -> None:
 
 
 def test_a_record_from_before_the_probe_gets_no_kernel_line() -> None:
-    assert serving._host_lines({"cpu": "AMD EPYC", "cores": 2}) == []
+    assert serving_report.host_lines({"cpu": "AMD EPYC", "cores": 2}) == []
 
 
 def test_the_gap_is_the_median_of_the_paired_rounds_differences() -> None:
@@ -46,7 +47,7 @@ def test_the_gap_line_says_it_is_paired_and_keeps_the_unpaired_difference() -> N
         "targets": {"one_client_gap_ms": 0.9, "one_client_gap_met": True, "unpaired_gap_ms": 1.7},
         "paired_gap": serving.summarize_pairs([[0.001], [0.0012]], [[0.0018], [0.0022]]),
     }
-    lines = serving._gap_lines(record)
+    lines = serving_report.gap_lines(record)
     assert lines[0] == (
         "- one-client p50 - floor p50, median of 2 paired rounds of 1 calls each = 0.9 ms "
         "(target <= 1.0 ms): **met**"
@@ -60,7 +61,7 @@ def test_the_gap_line_says_it_is_paired_and_keeps_the_unpaired_difference() -> N
 
 def test_a_record_from_before_the_paired_rounds_keeps_its_own_gap_line() -> None:
     record = {"targets": {"one_client_gap_ms": 1.42, "one_client_gap_met": False}}
-    assert serving._gap_lines(record) == [
+    assert serving_report.gap_lines(record) == [
         "- one-client p50 - floor p50 = 1.42 ms (target <= 1.0 ms): **NOT met**"
     ]
 
@@ -114,7 +115,7 @@ def _rendered(tmp_path: Path, models: dict[str, object], **fields: object) -> li
         "models": models,
         **fields,
     }
-    serving.write_markdown(result, tmp_path / "serving.md")
+    serving_report.write_markdown(result, tmp_path / "serving.md")
     return (tmp_path / "serving.md").read_text().splitlines()
 
 
