@@ -24,7 +24,7 @@ from recflow.arrays import sorted_unique
 from recflow.ops.machine import code_label, describe, summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale import SIZES  # noqa: E402 (bench/scale.py: the same sizes as bench-scale)
+from scale_results import SIZES  # noqa: E402 (bench/scale_results.py: the sizes of bench-scale)
 
 WAYS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "np.unique": np.unique,

@@ -12,6 +12,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import scale  # noqa: E402
+import scale_results  # noqa: E402
 
 from recflow.ops.machine import describe, summary  # noqa: E402
 
@@ -35,7 +36,7 @@ def test_carry_keeps_other_models_rows_and_orders_them_after_the_data_stages() -
     size["stages"].update({"ingest": _row(3), "sasrec.train": _row(30)})
 
     # Items, not the dict: dict equality ignores order, and the order is what is checked here.
-    assert list(scale._in_stage_order(size["stages"]).items()) == [
+    assert list(scale_results.in_stage_order(size["stages"]).items()) == [
         ("ingest", _row(3)),  # this run's data stage, not the earlier one
         ("ranking_mlp.train", _row(10)),
         ("ranking_mlp.evaluate", _row(2)),
@@ -45,9 +46,9 @@ def test_carry_keeps_other_models_rows_and_orders_them_after_the_data_stages() -
     assert size["carried_from"] == [{"date": "d1", "models": ["ranking_mlp"]}]
 
     doc = {"sizes": {"1M": size}}
-    scale._finish(doc)
+    scale_results.finish(doc)
     assert size["end_to_end_seconds"] == 3 + 10 + 2 + 30
-    assert "Rows carried from the run (models: ranking_mlp): d1" in scale._markdown(
+    assert "Rows carried from the run (models: ranking_mlp): d1" in scale_results.markdown(
         {**doc, "date": "d2", "machine": "m", "command": "c", "recipe": {}}
     )
 
@@ -56,12 +57,12 @@ def test_a_run_line_gives_the_host_costs_measured_at_its_start_when_recorded() -
     costs = {"python_loop_ms": 1.4, "syscall_ns": 250.0, "thread_handoff_us": 31.0}
     size = {"generate": {}, "stages": {"ingest": _row(1)}}
     doc = {"date": "d", "machine": "m", "command": "c", "recipe": {}, "sizes": {"1M": size}}
-    scale._finish(doc)
+    scale_results.finish(doc)
     size["run"] = {"date": "d1", "host_costs": costs}
-    text = scale._markdown(doc)
+    text = scale_results.markdown(doc)
     assert "a fixed Python loop 1.4 ms, a system call 250.0 ns, a thread hand-off 31.0 us" in text
     size["run"] = {"date": "d1"}  # a run recorded before host costs were
-    assert "a system call" not in scale._markdown(doc)
+    assert "a system call" not in scale_results.markdown(doc)
 
 
 def test_goals_add_the_data_stages_to_each_kind_and_judge_the_largest_size() -> None:
@@ -85,7 +86,7 @@ def test_goals_add_the_data_stages_to_each_kind_and_judge_the_largest_size() -> 
         "ease.train": {"error": refused},
     }
     doc = {"sizes": {"1M": {"stages": small}, "20M": {"stages": large}}}
-    rows = {line.split(" | ")[0].strip("| "): line for line in scale._goals(doc)}
+    rows = {line.split(" | ")[0].strip("| "): line for line in scale_results.goals(doc)}
     assert rows["ranking_mlp"] == (
         "| ranking_mlp | 2,500.0 | 41.67 | 15300 | MISSED | 90% (goal 80%: met) |"
     )
