@@ -6,8 +6,9 @@ process (so each stage's peak RSS is its own): ingest, validate, features once p
 train, export and evaluate for each model. The recipe is the config defaults (recorded in the
 results); ``--sasrec-epochs`` is the only override and is recorded when used.
 
-Writes bench/results/scale.{json,md} (scale_results.py): each stage's wall time, peak RSS, events/s (training
-also examples/s), and the ratios between consecutive sizes against the ratio of their inputs.
+Writes bench/results/scale.{json,md} (the record and its tables: scale_results.py): each
+stage's wall time, peak RSS, events/s (training also examples/s), and the ratios between
+consecutive sizes against the ratio of their inputs.
 """
 
 from __future__ import annotations
