@@ -75,18 +75,28 @@ def copy_tree_atomic(source: Path, final: Path) -> None:
 def fetch_into(dst: Path, fetch: Callable[[Path], Path]) -> Path:
     """``fetch(scratch)`` writes one file or folder into a scratch folder inside ``dst`` and
     returns its path; it is then moved to ``dst/<its name>``, replacing an earlier (retried)
-    copy. A failed fetch leaves ``dst`` as it was and no scratch behind."""
+    copy. A failed fetch leaves ``dst`` as it was and no scratch behind.
+
+    An earlier folder is renamed into the scratch folder before the new one takes its place (a
+    rename cannot replace a folder), and renamed back if that fails: the earlier copy is never
+    deleted before the new one is in place, as in ``atomic_directory``.
+    """
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=dst))
     try:
         got = Path(fetch(scratch))
         target = dst / got.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        os.replace(got, target)
+        earlier = None
+        if target.is_dir() or (target.exists() and got.is_dir()):
+            earlier = Path(tempfile.mkdtemp(prefix=".earlier-", dir=scratch)) / got.name
+            os.rename(target, earlier)
+        try:
+            os.replace(got, target)
+        except BaseException:
+            if earlier is not None:
+                os.rename(earlier, target)
+            raise
         return target
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

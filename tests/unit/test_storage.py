@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from recflow.storage import (
@@ -88,3 +91,39 @@ def test_a_failed_fetch_keeps_the_earlier_copy(tmp_path):
         fetch_into(tmp_path, broken)
     assert (tmp_path / "card.md").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["card.md"]
+
+
+def test_a_failed_swap_puts_the_earlier_folder_back(tmp_path, monkeypatch):
+    def fetch_folder(version: str):
+        def fetch(scratch):
+            (scratch / "model").mkdir()
+            (scratch / "model" / version).write_text(version)
+            return scratch / "model"
+
+        return fetch
+
+    fetch_into(tmp_path, fetch_folder("v1"))
+    real_replace = os.replace
+
+    def refuse_the_swap(src, dst):
+        if Path(dst) == tmp_path / "model":
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", refuse_the_swap)
+    with pytest.raises(OSError, match="disk full"):
+        fetch_into(tmp_path, fetch_folder("v2"))
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["v1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_folder_replaces_an_earlier_file_of_the_same_name(tmp_path):
+    (tmp_path / "model").write_text("a file from an older layout")
+
+    def fetch(scratch):
+        (scratch / "model").mkdir()
+        (scratch / "model" / "saved_model.pb").write_text("pb")
+        return scratch / "model"
+
+    got = fetch_into(tmp_path, fetch)
+    assert sorted(p.name for p in got.iterdir()) == ["saved_model.pb"]
