@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from recflow import settings as _settings
+from recflow import settings_views
 from recflow.data_config import (
     DATA_SOURCES,
     SYNTHETIC_MAX_CELLS,
@@ -250,7 +251,7 @@ def check(cfg: PipelineConfig) -> None:
 
 def to_dict(cfg: PipelineConfig) -> dict[str, Any]:
     """A JSON-friendly view, for logging as MLflow params (dotted config paths)."""
-    return _settings.mlflow_params(cfg)
+    return settings_views.mlflow_params(cfg)
 
 
 def train_config(base: TrainConfig | None = None, **params: Any) -> TrainConfig:

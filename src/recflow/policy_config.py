@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from recflow import settings as _settings
+from recflow import settings_views
 from recflow.errors import ConfigError
 from recflow.settings import Settings, block, setting
 from recflow.work_layout import SERVING, RegistryConfig, ServingConfig, WorkLayout, default_work_dir
@@ -243,4 +244,4 @@ def check_policy(cfg: PolicyConfig) -> None:
 
 def policy_to_dict(cfg: PolicyConfig) -> dict[str, object]:
     """A JSON-friendly view, for logging as MLflow params."""
-    return _settings.mlflow_params(cfg)
+    return settings_views.mlflow_params(cfg)

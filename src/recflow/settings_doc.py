@@ -13,7 +13,7 @@ DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
 
 def render() -> str:
     from recflow.config import PipelineConfig, PolicyConfig, RollbackRequest
-    from recflow.settings import markdown_table
+    from recflow.settings_views import markdown_table
 
     intro = (
         "# Settings\n\n"

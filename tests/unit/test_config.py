@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from recflow import config, settings
+from recflow import config, settings, settings_views
 from recflow.errors import ConfigError
 
 
@@ -52,11 +52,11 @@ def test_bad_params_name_the_problem(params, fragment):
 
 def test_every_param_has_a_title_help_and_section():
     for cfg in (config.PipelineConfig(), config.PolicyConfig()):
-        spec = settings.form_schemas(cfg)
+        spec = settings_views.form_schemas(cfg)
         for name, (_, schema) in spec.items():
             assert schema.get("title") and schema.get("description"), name
             assert schema.get("section"), name
-    assert set(settings.form_schemas(config.PipelineConfig())) == set(config.param_names())
+    assert set(settings_views.form_schemas(config.PipelineConfig())) == set(config.param_names())
 
 
 def test_bad_values_are_refused_outside_airflow_naming_field_bound_and_value():
@@ -98,7 +98,7 @@ def test_cross_field_rules_live_beside_their_fields():
 def test_the_zoo_is_the_only_list_of_kinds():
     from recflow.models import zoo
 
-    _, schema = settings.form_schemas(config.PipelineConfig())["model"]
+    _, schema = settings_views.form_schemas(config.PipelineConfig())["model"]
     assert schema["enum"] == list(zoo.kind_names())
     assert not hasattr(config, "MODELS")
 

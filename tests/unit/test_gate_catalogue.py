@@ -111,7 +111,7 @@ def test_no_champion_means_no_catalogue_check() -> None:
 
 def test_settings_come_from_the_trigger_form() -> None:
     from recflow.config import PipelineConfig
-    from recflow.settings import form_schemas
+    from recflow.settings_views import form_schemas
 
     cfg = from_params({"allow_catalogue_change": "true", "catalogue_min_overlap": 0.5})
     assert cfg.gate.allow_catalogue_change is True and cfg.gate.catalogue_min_overlap == 0.5

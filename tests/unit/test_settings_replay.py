@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from recflow import config, settings
+from recflow import config, settings, settings_views
 
 FIXTURE = json.loads(
     (Path(__file__).parents[1] / "fixtures" / "settings_replay.json").read_text(encoding="utf-8")
@@ -108,7 +108,7 @@ _INCLUSIVE = {"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}
 )
 def test_forms_keep_every_previous_param_with_its_default_and_bounds(dag, cfg):
     old = FIXTURE["forms"][dag]
-    new = settings.form_schemas(cfg())
+    new = settings_views.form_schemas(cfg())
     assert set(old) <= set(new), f"params dropped: {sorted(set(old) - set(new))}"
     for name, before in old.items():
         default, schema = new[name]

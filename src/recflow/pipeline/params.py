@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from recflow.settings import Settings, form_schemas
+from recflow.settings import Settings
+from recflow.settings_views import form_schemas
 
 # The rollback DAG: its own request, and where the registry and the model server are.
 ROLLBACK_KEYS = (
