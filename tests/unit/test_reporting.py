@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from recflow.config import PipelineConfig
-from recflow.pipeline import reporting
+from recflow.pipeline import report_plots, reporting
 from recflow.pipeline.context import RunContext
 from recflow.registry.memory import InMemoryRegistry
 
@@ -84,7 +84,7 @@ def test_metric_deltas_and_sentence():
 def test_popularity_deciles_rank_items_by_training_events():
     # item 3 is the most popular, then 1; items 0 and 2 have no events.
     train = np.array([3, 3, 3, 1, 1, 4, 5, 6, 7, 8, 9, 3])
-    deciles = reporting.popularity_deciles(train, 20)
+    deciles = report_plots.popularity_deciles(train, 20)
     assert deciles[3] == 0 and deciles[1] == 0  # top 10% of 20 items = 2 items
     assert np.bincount(deciles).tolist() == [2] * 10  # equal-sized deciles
     assert deciles[0] >= 4 and deciles[2] >= 4  # never-seen items sit in the tail
@@ -92,10 +92,10 @@ def test_popularity_deciles_rank_items_by_training_events():
 
 def test_long_tail_shares_count_recommendations_per_decile():
     train = np.array([0, 0, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9])
-    deciles = reporting.popularity_deciles(train, 10)
+    deciles = report_plots.popularity_deciles(train, 10)
     index = {f"i{j}": j for j in range(10)}
     recommended = np.array([["i0", "i9"], ["i0", "unknown"]])
-    shares = reporting.long_tail_shares(recommended, index, deciles, train)
+    shares = report_plots.long_tail_shares(recommended, index, deciles, train)
     assert shares["recommended"][0] == pytest.approx(2 / 3, abs=1e-4)
     assert sum(shares["recommended"]) == pytest.approx(1.0, abs=1e-3)
     assert shares["interactions"][0] == pytest.approx(3 / 13, abs=1e-4)
@@ -104,17 +104,17 @@ def test_long_tail_shares_count_recommendations_per_decile():
 def test_plots_are_png_files(tmp_path):
     ev = _evaluation()
     outputs = [
-        reporting.plot_loss_curves({"loss": [1.0, 0.5]}, tmp_path / "a.png"),
-        reporting.plot_metric_comparison(ev, tmp_path / "b.png"),
-        reporting.plot_slices(ev["slices"], "ndcg@10", tmp_path / "c.png"),
-        reporting.plot_long_tail(
+        report_plots.plot_loss_curves({"loss": [1.0, 0.5]}, tmp_path / "a.png"),
+        report_plots.plot_metric_comparison(ev, tmp_path / "b.png"),
+        report_plots.plot_slices(ev["slices"], "ndcg@10", tmp_path / "c.png"),
+        report_plots.plot_long_tail(
             {"recommended": [0.1] * 10, "interactions": [0.1] * 10}, 10, tmp_path / "d.png"
         ),
     ]
     for out in outputs:
         assert out is not None and out.read_bytes()[:8] == PNG_MAGIC
-    assert reporting.plot_loss_curves({}, tmp_path / "none.png") is None
-    assert reporting.plot_slices({"candidate": {}}, "ndcg@10", tmp_path / "none.png") is None
+    assert report_plots.plot_loss_curves({}, tmp_path / "none.png") is None
+    assert report_plots.plot_slices({"candidate": {}}, "ndcg@10", tmp_path / "none.png") is None
 
 
 @pytest.mark.parametrize("passed", [True, False])
