@@ -19,104 +19,40 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 
 from recflow import contract
 from recflow.errors import (
-    DeadlineExceeded,
     InvalidRequest,
     ModelLoadFailed,
     ModelNotFound,
     ModelNotReady,
-    ServerUnavailable,
     ServingError,
 )
 from recflow.jsontypes import JSONObject
+from recflow.serving.replies import (
+    STATE_NAMES,
+    Recommendation,
+    VersionStatus,
+    map_rpc_error,
+    recommendations,
+    signatures,
+)
 from recflow.serving.stubs import Req, Resp, Rpc, StubFactory, Stubs, grpc_stubs
 
 if TYPE_CHECKING:
-    from tensorflow.core.protobuf.meta_graph_pb2 import TensorInfo
     from tensorflow_serving.apis.predict_pb2 import PredictResponse
     from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
 
     from recflow.serving.model_config import ModelEntry
 
-STATE_NAMES = {
-    0: "UNKNOWN",
-    10: "START",
-    20: "LOADING",
-    30: "AVAILABLE",
-    40: "UNLOADING",
-    50: "END",
-}
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 RETRY_FIRST_DELAY = 0.1  # seconds before the first retry on UNAVAILABLE, doubled each time
 RETRY_MAX_DELAY = 2.0
 DEFAULT_RELOAD_TIMEOUT = 300.0  # ServingConfig.reload_timeout_seconds
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    user_id: str  # as the caller passed it
-    items: list[tuple[str, str, float]]  # (item_id, title, score), best first
-    model_version: int
-    # why each item is recommended, aligned with ``items`` (contract 1.1; [] for older models)
-    reasons: list[str] = field(default_factory=list)
-    # the id the model saw when ``recflow.serving.recommender.RecommenderClient`` hashed it
-    pseudonym: str = ""
-
-
-class VersionStatus(NamedTuple):
-    version: int
-    state: str  # START, LOADING, AVAILABLE, UNLOADING, END
-    error: str | None
-
-
-def start_hint(address: str) -> str:
-    port = address.rsplit(":", 1)[-1]
-    return (
-        f"start one with `make serve` or `recflow-model-server --model_config_file "
-        f"<models.config> --port {port}`, or point --server at the right host:port"
-    )
-
-
-def map_rpc_error(
-    exc: grpc.RpcError, *, address: str, what: str, connected: bool = True
-) -> ServingError:
-    """Turn a gRPC failure into the recflow error a caller can act on.
-
-    ``connected`` says whether the channel ever reached the server; a deadline that expires
-    before that means nobody is listening.
-    """
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
-    if code == grpc.StatusCode.UNAVAILABLE or (
-        code == grpc.StatusCode.DEADLINE_EXCEEDED and not connected
-    ):
-        return ServerUnavailable(
-            f"{what}: no model server answered at {address} ({details}); {start_hint(address)}"
-        )
-    # TF Serving answers an unknown label with INVALID_ARGUMENT; to a caller it is "not found".
-    if code == grpc.StatusCode.NOT_FOUND or (
-        code == grpc.StatusCode.INVALID_ARGUMENT
-        and details.startswith("Unrecognized servable version label")
-    ):
-        return ModelNotFound(
-            f"{what}: {details}. Check the model name, version or label; `recommend status "
-            f"--server {address} --model <name>` lists what is served"
-        )
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidRequest(f"{what}: the server rejected the request: {details}")
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceeded(
-            f"{what}: no answer from {address} within the deadline ({details}); the server is "
-            "up but busy or still loading: retry or raise --timeout"
-        )
-    return ServingError(f"{what}: server answered {code.name}: {details}")
 
 
 class ServingClient:
@@ -309,39 +245,7 @@ class ServingClient:
             signature=contract.SIGNATURE_NAME,
         )
         out = {k_: tf.make_ndarray(v) for k_, v in response.outputs.items()}
-        missing = {contract.OUTPUT_ITEM_IDS, contract.OUTPUT_SCORES, contract.OUTPUT_TITLES} - set(
-            out
-        )
-        if missing:
-            raise ServingError(
-                f"model {model} version {response.model_spec.version.value} does not meet the "
-                f"serving contract: outputs {sorted(missing)} missing, found {sorted(out)}"
-            )
-        served_k = int(out[contract.OUTPUT_ITEM_IDS].shape[1])
-        if k > served_k:
-            raise InvalidRequest(
-                f"k={k} is larger than the {served_k} items model {model} version "
-                f"{response.model_spec.version.value} returns per user; ask for k <= {served_k} "
-                "or export the model with a larger top_k"
-            )
-        served = int(response.model_spec.version.value)
-        recs = []
-        for row, user in enumerate(users):
-            items = [
-                (
-                    _text(out[contract.OUTPUT_ITEM_IDS][row, j]),
-                    _text(out[contract.OUTPUT_TITLES][row, j]),
-                    float(out[contract.OUTPUT_SCORES][row, j]),
-                )
-                for j in range(k)
-            ]
-            reasons = (
-                [_text(out[contract.OUTPUT_REASONS][row, j]) for j in range(k)]
-                if contract.OUTPUT_REASONS in out
-                else []
-            )
-            recs.append(Recommendation(user, items, served, reasons))
-        return recs
+        return recommendations(out, users, k, model, int(response.model_spec.version.value))
 
     # -- model management --------------------------------------------------------------------
     def model_status(self, model: str, version: int | None = None) -> list[VersionStatus]:
@@ -429,23 +333,5 @@ class ServingClient:
         return {
             "model": response.model_spec.name,
             "version": int(response.model_spec.version.value),
-            "signatures": {
-                name: {
-                    "method_name": sig.method_name,
-                    "inputs": {k: _tensor_info(v) for k, v in sig.inputs.items()},
-                    "outputs": {k: _tensor_info(v) for k, v in sig.outputs.items()},
-                }
-                for name, sig in sigs.signature_def.items()
-            },
+            "signatures": signatures(sigs),
         }
-
-
-def _tensor_info(info: TensorInfo) -> tuple[str, tuple[int, ...] | None]:
-    from tensorflow.core.framework import types_pb2
-
-    shape = None if info.tensor_shape.unknown_rank else tuple(d.size for d in info.tensor_shape.dim)
-    return types_pb2.DataType.Name(info.dtype), shape
-
-
-def _text(value: object) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
