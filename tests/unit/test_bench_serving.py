@@ -9,6 +9,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import serving  # noqa: E402
+import serving_latency  # noqa: E402
 import serving_report  # noqa: E402
 
 
@@ -34,7 +35,7 @@ def test_the_gap_is_the_median_of_the_paired_rounds_differences() -> None:
     # Round 2's host is slower for both halves: its own difference, not the pooled p50s.
     floors = [[0.001, 0.001, 0.001], [0.003, 0.003, 0.003], [0.0012, 0.0012, 0.0012]]
     clients = [[0.0018, 0.0018, 0.0018], [0.0045, 0.0045, 0.0045], [0.0021, 0.0021, 0.0021]]
-    pairs = serving.summarize_pairs(floors, clients)
+    pairs = serving_latency.summarize_pairs(floors, clients)
     assert pairs["floor_p50_ms"] == [1.0, 3.0, 1.2]
     assert pairs["one_client_p50_ms"] == [1.8, 4.5, 2.1]
     assert pairs["gap_ms"] == [0.8, 1.5, 0.9]
@@ -45,7 +46,7 @@ def test_the_gap_is_the_median_of_the_paired_rounds_differences() -> None:
 def test_the_gap_line_says_it_is_paired_and_keeps_the_unpaired_difference() -> None:
     record = {
         "targets": {"one_client_gap_ms": 0.9, "one_client_gap_met": True, "unpaired_gap_ms": 1.7},
-        "paired_gap": serving.summarize_pairs([[0.001], [0.0012]], [[0.0018], [0.0022]]),
+        "paired_gap": serving_latency.summarize_pairs([[0.001], [0.0012]], [[0.0018], [0.0022]]),
     }
     lines = serving_report.gap_lines(record)
     assert lines[0] == (
@@ -149,7 +150,7 @@ def test_a_failed_call_in_the_closed_loop_is_counted_not_raised() -> None:
         if i in (60, 70):  # warm-up calls are 0-49, so only timed calls fail
             raise grpc.RpcError()
 
-    record = serving._timed_calls(call, 100)
+    record = serving_latency._timed_calls(call, 100)
     assert record["requests"] == 100
     assert record["errors"] == 2
 
