@@ -14,7 +14,9 @@ from collections.abc import Callable, Coroutine, Hashable, Sequence
 from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
-from recflow.serving.batching import AsyncBatcher, BatchingOptions, QueueFull
+from recflow.errors import QueueFull
+from recflow.serving.async_batcher import AsyncBatcher
+from recflow.serving.batching import BatchingOptions
 
 T = TypeVar("T")
 

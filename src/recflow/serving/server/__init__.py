@@ -13,7 +13,7 @@ get_model_status_impl.cc); the deliberate differences are listed in ``serving/RE
   while it stays listed and on disk.
 * The config file is re-applied when its content changes or the last attempt failed.
 * ``--enable_batching`` merges concurrent Predict requests along dimension 0 (see
-  ``recflow.serving.batching.AsyncBatcher`` for how the parameters are used; notably a batch
+  ``recflow.serving.async_batcher.AsyncBatcher`` for how the parameters are used; notably a batch
   waits for ``batch_timeout_micros`` only while traffic is concurrent).
 * gRPC runs on one asyncio event loop (grpc.aio); model calls run in a thread pool of
   ``--grpc_max_threads`` threads (the number of concurrent unbatched model calls) and reloads

@@ -3,7 +3,7 @@
 Parsing, validation and responses run on the event loop (~30 us); TensorFlow runs in the
 model executor and reloads in the admin executor, so a model load never blocks the loop and a
 model call blocks it only when the batcher runs a lone one-row request there (under 2 ms, and
-only while no other request is about: ``recflow.serving.batching.AsyncBatcher``). The
+only while no other request is about: ``recflow.serving.async_batcher.AsyncBatcher``). The
 handlers are plain classes; ``build_servicers`` binds them to the generated servicer bases
 (which import TensorFlow, so only when a server starts).
 """
@@ -18,7 +18,8 @@ from collections.abc import Hashable, Sequence
 from concurrent import futures
 from typing import TYPE_CHECKING, NoReturn
 
-from recflow.serving.batching import AsyncBatcher, BatchingOptions
+from recflow.serving.async_batcher import AsyncBatcher
+from recflow.serving.batching import BatchingOptions
 from recflow.serving.limits import RequestLimits
 from recflow.serving.server.manager import ModelManager
 from recflow.serving.server.servable import Arrays, PreparedRequest, Servable, ServableError
