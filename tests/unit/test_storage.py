@@ -61,17 +61,20 @@ def test_atomic_write_text_and_safe_name(tmp_path):
     assert safe_name("manual__2026-11-27T22:00:00+00:00") == "manual__2026-11-27T22_00_00_00_00"
 
 
+def _fetch_folder(version: str):
+    """A fetch that writes folder ``model`` holding one file named ``version``."""
+
+    def fetch(scratch):
+        (scratch / "model").mkdir()
+        (scratch / "model" / version).write_text(version)
+        return scratch / "model"
+
+    return fetch
+
+
 def test_fetch_into_replaces_an_earlier_copy_and_leaves_no_scratch(tmp_path):
-    def fetch_folder(version: str):
-        def fetch(scratch):
-            (scratch / "model").mkdir()
-            (scratch / "model" / version).write_text(version)
-            return scratch / "model"
-
-        return fetch
-
-    first = fetch_into(tmp_path, fetch_folder("v1"))
-    second = fetch_into(tmp_path, fetch_folder("v2"))
+    first = fetch_into(tmp_path, _fetch_folder("v1"))
+    second = fetch_into(tmp_path, _fetch_folder("v2"))
     assert first == second == tmp_path / "model"
     assert sorted(p.name for p in second.iterdir()) == ["v2"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
@@ -94,15 +97,7 @@ def test_a_failed_fetch_keeps_the_earlier_copy(tmp_path):
 
 
 def test_a_failed_swap_puts_the_earlier_folder_back(tmp_path, monkeypatch):
-    def fetch_folder(version: str):
-        def fetch(scratch):
-            (scratch / "model").mkdir()
-            (scratch / "model" / version).write_text(version)
-            return scratch / "model"
-
-        return fetch
-
-    fetch_into(tmp_path, fetch_folder("v1"))
+    fetch_into(tmp_path, _fetch_folder("v1"))
     real_replace = os.replace
 
     def refuse_the_swap(src, dst):
@@ -112,7 +107,7 @@ def test_a_failed_swap_puts_the_earlier_folder_back(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", refuse_the_swap)
     with pytest.raises(OSError, match="disk full"):
-        fetch_into(tmp_path, fetch_folder("v2"))
+        fetch_into(tmp_path, _fetch_folder("v2"))
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["v1"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
