@@ -134,7 +134,7 @@ class ServableError(ServingError):
 
 class QueueFull(ServableError):
     """More rows wait in the batching queue than ``max_enqueued_batches * max_batch_size``
-    (``recflow.serving.batching``); answered UNAVAILABLE, as TF Serving does: retry later."""
+    (``recflow.serving.async_batcher``); answered UNAVAILABLE, as TF Serving does: retry later."""
 
     def __init__(self, message: str) -> None:
         super().__init__("UNAVAILABLE", message)
