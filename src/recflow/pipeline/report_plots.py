@@ -1,7 +1,9 @@
 """The run report's plots and its long-tail figures (see :mod:`recflow.pipeline.reporting`).
 
-Each plot returns the file it wrote, or None when there is nothing to draw. matplotlib (Agg),
-numpy and TensorFlow are imported inside functions: the report's module must stay cheap.
+Each plot returns the file it wrote, or None when there is nothing to draw. The names of the
+evaluation's parts (``WHO``, ``STAGES``, :func:`metric_names`) live here and the summary imports
+them. matplotlib (Agg), numpy and TensorFlow are imported inside functions: the report's module
+must stay cheap.
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ def _pyplot() -> ModuleType:
     return plt
 
 
+def _save(plt: ModuleType, fig: Any, out: Path) -> Path:
+    """Lay out, write and close ``fig`` (closing frees it: a worker draws many reports)."""
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def plot_loss_curves(history: Mapping[str, Sequence[float]], out: Path) -> Path | None:
     series = {name: list(values) for name, values in history.items() if len(values) > 0}
     if not series:
@@ -52,10 +62,7 @@ def plot_loss_curves(history: Mapping[str, Sequence[float]], out: Path) -> Path 
     ax.set_title("Training curves")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_metric_comparison(evaluation: Mapping[str, Any], out: Path) -> Path | None:
@@ -83,10 +90,7 @@ def plot_metric_comparison(evaluation: Mapping[str, Any], out: Path) -> Path | N
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend()
     fig.suptitle("Candidate vs popularity vs champion")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_slices(slices: Mapping[str, Any], metric: str, out: Path) -> Path | None:
@@ -130,10 +134,7 @@ def plot_slices(slices: Mapping[str, Any], metric: str, out: Path) -> Path | Non
     ax.set_title(f"{metric} per slice")
     ax.grid(axis="x", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def popularity_deciles(train_item_idx: npt.ArrayLike, n_items: int) -> np.ndarray:
@@ -190,10 +191,7 @@ def plot_long_tail(shares: Mapping[str, Sequence[float]], k: int, out: Path) -> 
     ax.set_title("Long tail: where recommendations come from")
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def compute_long_tail(ctx: RunContext, k: int) -> dict[str, list[float]] | None:
