@@ -132,6 +132,13 @@ def paired_gap(
     (the order alternates between rounds), so the two p50s of a round share the host's state;
     on a shared VM the floor alone moved by 0.9 ms between consecutive runs of the same code
     (1.15 and 2.03 ms, 2026-12-02), more than the target it is compared with.
+
+    Each round then times a *paced* floor block: the same in-process calls, each after an idle
+    pause as long as that round's gap, so the model waits between calls as it does behind one
+    gRPC client. A back-to-back loop keeps the model's tables in the CPU's caches; spaced
+    calls of the 50k-item model ran 0.2-0.8 ms slower in process on a shared 2-vCPU host
+    (2026-12-04). The target is judged on the back-to-back floor, as the issue defines it; the
+    paced floor says how much of a gap is the model running colder rather than the RPC path.
     """
     import grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
@@ -139,9 +146,11 @@ def paired_gap(
     serve = in_process(model_dir, threads)
     requests = [make_request(u) for u in users]
 
-    def floor_block(start: int) -> list[float]:
+    def floor_block(start: int, pause: float = 0.0) -> list[float]:
         lat = []
         for i in range(start, start + block):
+            if pause:
+                time.sleep(pause)
             t0 = time.perf_counter()
             serve([users[i % len(users)]])
             lat.append(time.perf_counter() - t0)
@@ -162,7 +171,7 @@ def paired_gap(
 
         floor_block(0)  # warm both paths
         client_block(0)
-        floors, clients = [], []
+        floors, clients, paced = [], [], []
         for r in range(rounds):
             if r % 2 == 0:
                 floors.append(floor_block(r * block))
@@ -170,16 +179,24 @@ def paired_gap(
             else:
                 clients.append(client_block(r * block))
                 floors.append(floor_block(r * block))
-    return summarize_pairs(floors, clients)
+            pause = max(0.0, float(np.median(clients[-1]) - np.median(floors[-1])))
+            paced.append(floor_block(r * block, pause))
+    return summarize_pairs(floors, clients, paced)
 
 
-def summarize_pairs(floors: list[list[float]], clients: list[list[float]]) -> dict[str, Any]:
+def _p50s_ms(blocks: list[list[float]]) -> list[float]:
+    return [round(float(np.median(b)) * 1e3, 3) for b in blocks]
+
+
+def summarize_pairs(
+    floors: list[list[float]], clients: list[list[float]], paced: list[list[float]] | None = None
+) -> dict[str, Any]:
     """Per round p50s (ms) of paired floor / one-client blocks (seconds), their differences
-    and the median difference, which the gap target is judged on."""
-    floor_p50 = [round(float(np.median(b)) * 1e3, 3) for b in floors]
-    client_p50 = [round(float(np.median(b)) * 1e3, 3) for b in clients]
+    and the median difference, which the gap target is judged on; with ``paced`` floor blocks
+    (see :func:`paired_gap`), also the one-client p50 less the paced floor's."""
+    floor_p50, client_p50 = _p50s_ms(floors), _p50s_ms(clients)
     gaps = [round(c - f, 3) for f, c in zip(floor_p50, client_p50, strict=True)]
-    return {
+    summary: dict[str, Any] = {
         "rounds": len(gaps),
         "block": len(floors[0]) if floors else 0,
         "floor_p50_ms": floor_p50,
@@ -187,3 +204,12 @@ def summarize_pairs(floors: list[list[float]], clients: list[list[float]]) -> di
         "gap_ms": gaps,
         "median_gap_ms": round(float(np.median(gaps)), 3),
     }
+    if paced:
+        paced_p50 = _p50s_ms(paced)
+        over = [round(c - p, 3) for p, c in zip(paced_p50, client_p50, strict=True)]
+        summary |= {
+            "paced_floor_p50_ms": paced_p50,
+            "gap_over_paced_ms": over,
+            "median_gap_over_paced_ms": round(float(np.median(over)), 3),
+        }
+    return summary

@@ -67,6 +67,20 @@ def gap_lines(r: dict[str, Any]) -> list[str]:
             )
         ),
         f"  - the two long runs above, unpaired: {t['unpaired_gap_ms']} ms",
+        *_paced_lines(pairs),
+    ]
+
+
+def _paced_lines(pairs: dict[str, Any]) -> list[str]:
+    """The paced floor's line (records from 2026-12-04 10:00 UTC): not the target, a split of
+    the gap into the model running colder between spaced calls and the rest."""
+    if "paced_floor_p50_ms" not in pairs:
+        return []
+    return [
+        "  - diagnostic, not the target: the floor *paced* like one client (each in-process "
+        "call after a pause as long as its round's gap; per round p50 ms: "
+        + ", ".join(str(p) for p in pairs["paced_floor_p50_ms"])
+        + f"); one-client p50 - paced floor p50, median = {pairs['median_gap_over_paced_ms']} ms"
     ]
 
 

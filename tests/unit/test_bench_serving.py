@@ -60,6 +60,36 @@ def test_the_gap_line_says_it_is_paired_and_keeps_the_unpaired_difference() -> N
     assert lines[2] == "  - the two long runs above, unpaired: 1.7 ms"
 
 
+def test_the_paced_floor_splits_the_gap_and_is_reported_apart_from_the_target() -> None:
+    floors = [[0.001], [0.0012]]
+    clients = [[0.0025], [0.0026]]
+    paced = [[0.0014], [0.0016]]  # the model slower when its calls are spaced
+    pairs = serving_latency.summarize_pairs(floors, clients, paced)
+    assert pairs["median_gap_ms"] == 1.45  # the target still reads the back-to-back floor
+    assert pairs["paced_floor_p50_ms"] == [1.4, 1.6]
+    assert pairs["gap_over_paced_ms"] == [1.1, 1.0]
+    assert pairs["median_gap_over_paced_ms"] == 1.05
+    record = {
+        "targets": {"one_client_gap_ms": 1.45, "one_client_gap_met": False, "unpaired_gap_ms": 1.5},
+        "paired_gap": pairs,
+    }
+    lines = serving_report.gap_lines(record)
+    assert lines[0].endswith("= 1.45 ms (target <= 1.0 ms): **NOT met**")
+    assert lines[3] == (
+        "  - diagnostic, not the target: the floor *paced* like one client (each in-process call "
+        "after a pause as long as its round's gap; per round p50 ms: 1.4, 1.6); one-client p50 "
+        "- paced floor p50, median = 1.05 ms"
+    )
+
+
+def test_a_record_without_paced_blocks_has_no_paced_line() -> None:
+    pairs = serving_latency.summarize_pairs([[0.001]], [[0.002]])
+    assert "paced_floor_p50_ms" not in pairs
+    record = {"targets": {"one_client_gap_ms": 1.0, "one_client_gap_met": True,
+                          "unpaired_gap_ms": 1.0}, "paired_gap": pairs}  # fmt: skip
+    assert len(serving_report.gap_lines(record)) == 3
+
+
 def test_a_record_from_before_the_paired_rounds_keeps_its_own_gap_line() -> None:
     record = {"targets": {"one_client_gap_ms": 1.42, "one_client_gap_met": False}}
     assert serving_report.gap_lines(record) == [
