@@ -48,6 +48,19 @@ def seen_csr(features: Features) -> tuple[np.ndarray, np.ndarray]:
     return splits, items.astype(np.int32)
 
 
+def user_table(features: Features) -> tf.lookup.StaticHashTable:
+    """The serving graph's user id -> training index table; unknown ids map to -1."""
+    import tensorflow as tf
+
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant([str(u) for u in features.user_ids], tf.string),
+            tf.range(features.n_users, dtype=tf.int64),
+        ),
+        default_value=-1,
+    )
+
+
 def save_arrays(train_dir: Path, file_name: str, arrays: dict[str, np.ndarray]) -> Path:
     """Write a score model's arrays for its export stage (another task, maybe another host)."""
     train_dir.mkdir(parents=True, exist_ok=True)
@@ -126,13 +139,7 @@ def build_score_module(
     class ScoreModule(tf.Module):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__(name="recflow_recommender")
-            self.user_table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    tf.constant([str(u) for u in features.user_ids], tf.string),
-                    tf.range(features.n_users, dtype=tf.int64),
-                ),
-                default_value=-1,
-            )
+            self.user_table = user_table(features)
             self.catalogue_item_ids = tf.Variable(
                 [str(i) for i in features.item_ids], dtype=tf.string, trainable=False
             )

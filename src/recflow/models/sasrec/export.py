@@ -22,7 +22,7 @@ import numpy as np
 
 from recflow import contract
 from recflow.errors import ContractError
-from recflow.models.score_module import WARMUP_BATCH, seen_csr, write_warmup
+from recflow.models.score_module import WARMUP_BATCH, seen_csr, user_table, write_warmup
 from recflow.savedmodel import graph_variables
 from recflow.storage import atomic_directory
 from recflow.types import Features
@@ -51,13 +51,7 @@ def _build_module(
     class SequentialRecommender(tf.Module):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__(name="recflow_sequential_recommender")
-            self.user_table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    tf.constant([str(u) for u in features.user_ids], tf.string),
-                    tf.range(features.n_users, dtype=tf.int64),
-                ),
-                default_value=-1,
-            )
+            self.user_table = user_table(features)
             # Item id -> index + 1; unknown ids and "" map to 0, the padding the network skips.
             self.item_table = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(
