@@ -135,10 +135,12 @@ def paired_gap(
 
     Each round then times a *paced* floor block: the same in-process calls, each after an idle
     pause as long as that round's gap, so the model waits between calls as it does behind one
-    gRPC client. A back-to-back loop keeps the model's tables in the CPU's caches; spaced
-    calls of the 50k-item model ran 0.2-0.8 ms slower in process on a shared 2-vCPU host
-    (2026-12-04). The target is judged on the back-to-back floor, as the issue defines it; the
-    paced floor says how much of a gap is the model running colder rather than the RPC path.
+    gRPC client. Spaced calls of the 50k-item model ran 0.2-0.8 ms slower in process than back
+    to back on a shared 2-vCPU host, also when the pause was spun rather than slept (a probe,
+    2026-12-04 09:57 UTC), so likely its tables leave the CPU's caches between calls (not
+    measured). The target is judged on the back-to-back floor, as the issue defines it; the
+    paced floor says how much of a gap is the model running slower when spaced rather than
+    the RPC path.
     """
     import grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc

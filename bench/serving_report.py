@@ -72,8 +72,8 @@ def gap_lines(r: dict[str, Any]) -> list[str]:
 
 
 def _paced_lines(pairs: dict[str, Any]) -> list[str]:
-    """The paced floor's line (records from 2026-12-04 10:00 UTC): not the target, a split of
-    the gap into the model running colder between spaced calls and the rest."""
+    """The paced floor's line (records from 2026-12-04 09:58 UTC): not the target, a split of
+    the gap into the model running slower when its calls are spaced and the rest."""
     if "paced_floor_p50_ms" not in pairs:
         return []
     return [
