@@ -79,11 +79,13 @@ def fetch_into(dst: Path, fetch: Callable[[Path], Path]) -> Path:
 
     An earlier folder is renamed into the scratch folder before the new one takes its place (a
     rename cannot replace a folder), and renamed back if that fails: the earlier copy is never
-    deleted before the new one is in place, as in ``atomic_directory``.
+    deleted before the new one is in place, as in ``atomic_directory``. If even the rename back
+    fails, the scratch folder stays and the error's note says where the earlier copy is.
     """
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=dst))
+    keep_scratch = False
     try:
         got = Path(fetch(scratch))
         target = dst / got.name
@@ -93,10 +95,18 @@ def fetch_into(dst: Path, fetch: Callable[[Path], Path]) -> Path:
             os.rename(target, earlier)
         try:
             os.replace(got, target)
-        except BaseException:
+        except BaseException as exc:
             if earlier is not None:
-                os.rename(earlier, target)
+                try:
+                    os.rename(earlier, target)
+                except OSError as restore:
+                    keep_scratch = True
+                    exc.add_note(
+                        f"fetch_into: the earlier {target} could not be moved back either "
+                        f"({restore}); it is kept at {earlier}: move it back, or fetch again"
+                    )
             raise
         return target
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if not keep_scratch:
+            shutil.rmtree(scratch, ignore_errors=True)

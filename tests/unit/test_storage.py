@@ -112,6 +112,32 @@ def test_a_failed_swap_puts_the_earlier_folder_back(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
+def test_when_the_earlier_folder_cannot_go_back_it_is_kept_and_named(tmp_path, monkeypatch):
+    fetch_into(tmp_path, _fetch_folder("v1"))
+    target = tmp_path / "model"
+    real_replace, real_rename = os.replace, os.rename
+
+    def refuse_the_swap(src, dst):
+        if Path(dst) == target:
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    def refuse_the_way_back(src, dst):
+        if Path(dst) == target:
+            raise OSError("read-only file system")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "replace", refuse_the_swap)
+    monkeypatch.setattr(os, "rename", refuse_the_way_back)
+    with pytest.raises(OSError, match="disk full") as caught:
+        fetch_into(tmp_path, _fetch_folder("v2"))
+    (note,) = caught.value.__notes__
+    assert "read-only file system" in note
+    kept = Path(note.split("it is kept at ")[1].split(":")[0])
+    assert sorted(p.name for p in kept.iterdir()) == ["v1"]  # nothing lost
+    assert kept.is_relative_to(tmp_path)
+
+
 def test_a_folder_replaces_an_earlier_file_of_the_same_name(tmp_path):
     (tmp_path / "model").write_text("a file from an older layout")
 
