@@ -96,16 +96,20 @@ def test_a_failed_fetch_keeps_the_earlier_copy(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["card.md"]
 
 
+def _refusing(move, target: Path, message: str):
+    """``move`` (os.replace or os.rename) that raises OSError(message) for moves onto target."""
+
+    def refuse(src, dst):
+        if Path(dst) == target:
+            raise OSError(message)
+        return move(src, dst)
+
+    return refuse
+
+
 def test_a_failed_swap_puts_the_earlier_folder_back(tmp_path, monkeypatch):
     fetch_into(tmp_path, _fetch_folder("v1"))
-    real_replace = os.replace
-
-    def refuse_the_swap(src, dst):
-        if Path(dst) == tmp_path / "model":
-            raise OSError("disk full")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", refuse_the_swap)
+    monkeypatch.setattr(os, "replace", _refusing(os.replace, tmp_path / "model", "disk full"))
     with pytest.raises(OSError, match="disk full"):
         fetch_into(tmp_path, _fetch_folder("v2"))
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["v1"]
@@ -115,20 +119,8 @@ def test_a_failed_swap_puts_the_earlier_folder_back(tmp_path, monkeypatch):
 def test_when_the_earlier_folder_cannot_go_back_it_is_kept_and_named(tmp_path, monkeypatch):
     fetch_into(tmp_path, _fetch_folder("v1"))
     target = tmp_path / "model"
-    real_replace, real_rename = os.replace, os.rename
-
-    def refuse_the_swap(src, dst):
-        if Path(dst) == target:
-            raise OSError("disk full")
-        return real_replace(src, dst)
-
-    def refuse_the_way_back(src, dst):
-        if Path(dst) == target:
-            raise OSError("read-only file system")
-        return real_rename(src, dst)
-
-    monkeypatch.setattr(os, "replace", refuse_the_swap)
-    monkeypatch.setattr(os, "rename", refuse_the_way_back)
+    monkeypatch.setattr(os, "replace", _refusing(os.replace, target, "disk full"))
+    monkeypatch.setattr(os, "rename", _refusing(os.rename, target, "read-only file system"))
     with pytest.raises(OSError, match="disk full") as caught:
         fetch_into(tmp_path, _fetch_folder("v2"))
     (note,) = caught.value.__notes__
