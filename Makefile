@@ -14,7 +14,7 @@ export SCARF_ANALYTICS := false
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install server-deps system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality check-serving-compat compose-smoke bench-tf32 bench-soak bench-scale bench-unique
+.PHONY: install server-deps system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality check-serving-compat compose-smoke bench-tf32 bench-soak bench-scale bench-unique bench-serving-native
 
 install: $(STAMP)
 
@@ -106,6 +106,19 @@ bench-tf32: install
 # Top-10 Predict latency over gRPC (one client, open-loop rates); writes bench/results/serving.{json,md}
 bench-serving: install server-deps
 	$(BIN)/python bench/serving.py --out bench/results
+
+# Diagnostic: the local server against the same model served by a C program with no Python on the
+# request path (bench/diagnostics/native_predict.py; Predict only, built here with Debian's gRPC
+# and protobuf-c and TensorFlow's C library); writes bench/results/serving-native.{json,md}.
+NATIVE_DEBS := gcc libc6-dev libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
+bench-serving-native: install server-deps
+	@if [ ! -e /usr/include/grpc/grpc.h ] || ! command -v protoc-c >/dev/null || ! command -v gcc >/dev/null \
+	  || [ ! -e /usr/include/protobuf-c/protobuf-c.h ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo ">> installing Debian packages $(NATIVE_DEBS)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(NATIVE_DEBS) >/dev/null; \
+	  else echo ">> not root: install $(NATIVE_DEBS) first"; exit 1; fi; fi
+	$(BIN)/python bench/diagnostics/native_predict.py --out bench/results/serving-native
 
 # Every model kind's SavedModel under the TF Serving release's TensorFlow (src/recflow/serving/
 # release.py): a throwaway venv with tensorflow-cpu==<release> (created once under var/, ~1.5 GB),

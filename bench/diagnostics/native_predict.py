@@ -1,0 +1,326 @@
+"""What the local server's Python gRPC stack costs: the same model served without Python.
+
+    python bench/diagnostics/native_predict.py --out PREFIX [--model two_stage_50k]
+    (make bench-serving-native: installs the Debian packages it builds with, then runs it)
+
+A diagnostic beside `make bench-serving`, not a replacement for the local server:
+``native_predict/predictd.c`` answers TF Serving's Predict RPC for one model with gRPC's C core
+and TensorFlow's C API (one string input, batching as requests queue, padding to powers of two
+like ``allowed_batch_sizes``) and nothing else: no other RPC, no versions, labels, limits or
+reloads. It is built here from the installed protos (protoc-c) and TensorFlow's own C library.
+
+The run, on the bench's own model (bench/serving_models.py) and with its own measurements:
+1. predictd's answers equal the in-process SavedModel's for the same users, one at a time and
+   64 at once (merged batches), or the run stops;
+2. the local server (as ``make bench-serving`` starts it) and predictd are both started; the
+   paired one-client gap (bench/serving_latency.paired_gap) is measured on each;
+3. open-loop rates in increasing order, the two servers alternating run by run (three runs each
+   per rate), each server's sweep ending at its first rate not held (median p99 < 20 ms, no
+   errors), as bench-serving counts rates.
+
+Writes ``PREFIX.json`` and ``PREFIX.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime as dt
+import gc
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(BENCH))
+from loadgen import machine, stop_server  # noqa: E402 (bench/loadgen.py)
+from serving import open_loop, parse_args, serve  # noqa: E402 (bench/serving.py)
+from serving_latency import MODEL, in_process, make_request, paired_gap  # noqa: E402
+from serving_report import P99_TARGET_MS, host_lines  # noqa: E402
+
+from recflow.ops.machine import code_label, summary  # noqa: E402
+
+SOURCE = Path(__file__).resolve().parent / "native_predict" / "predictd.c"
+DEBIAN = "gcc libc6-dev libgrpc-dev protobuf-c-compiler libprotobuf-c-dev"
+THREADS = (1, -1)  # the local server's session threads (intra, inter), as bench-serving runs it
+
+
+def _descriptor_set() -> bytes:
+    """predict.proto and its imports as a FileDescriptorSet, from the installed Python protos.
+
+    protoc-c 1.4 (Debian 12) refuses proto3 ``optional`` fields, so they are made plain fields:
+    the wire format is the same; only presence tracking of fields predictd never reads is lost.
+    """
+    from google.protobuf import descriptor_pb2
+    from tensorflow_serving.apis import predict_pb2
+
+    files: dict[str, Any] = {}
+
+    def add(fd: Any) -> None:
+        if fd.name in files:
+            return
+        for dep in fd.dependencies:
+            add(dep)
+        proto = descriptor_pb2.FileDescriptorProto()
+        fd.CopyToProto(proto)
+        files[fd.name] = proto
+
+    def plain(messages: Any) -> None:
+        for message in messages:
+            synthetic = set()
+            for field in message.field:
+                if field.proto3_optional:
+                    synthetic.add(field.oneof_index)
+                    field.proto3_optional = False
+                    field.ClearField("oneof_index")
+            kept = [o for i, o in enumerate(message.oneof_decl) if i not in synthetic]
+            del message.oneof_decl[:]
+            message.oneof_decl.extend(kept)
+            plain(message.nested_type)
+
+    add(predict_pb2.DESCRIPTOR)
+    for proto in files.values():
+        plain(proto.message_type)
+    return descriptor_pb2.FileDescriptorSet(file=list(files.values())).SerializeToString()
+
+
+def build(work: Path) -> Path:
+    """Compile predictd into ``work``; returns the binary."""
+    missing = [t for t in ("gcc", "protoc-c") if shutil.which(t) is None]
+    missing += [h for h in ("/usr/include/grpc/grpc.h", "/usr/include/protobuf-c/protobuf-c.h")
+                if not Path(h).exists()]  # fmt: skip
+    if missing:
+        raise SystemExit(
+            f"native_predict: missing {', '.join(missing)}; run `make bench-serving-native` "
+            f"(it installs the Debian packages {DEBIAN}) or install them yourself"
+        )
+    import tensorflow as tf
+
+    gen = work / "gen"
+    gen.mkdir(parents=True, exist_ok=True)
+    (work / "protos.pb").write_bytes(_descriptor_set())
+    from google.protobuf import descriptor_pb2
+
+    names = [f.name for f in descriptor_pb2.FileDescriptorSet.FromString(_descriptor_set()).file]
+    subprocess.run(["protoc-c", f"--descriptor_set_in={work / 'protos.pb'}",
+                    f"--c_out={gen}", *names], check=True)  # fmt: skip
+    binary = work / "predictd"
+    include = Path(tf.__file__).parent / "include"
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(SOURCE),
+                    *map(str, sorted(gen.rglob("*.c"))), f"-I{gen}", f"-I{include}",
+                    "-lgrpc", "-lgpr", "-lprotobuf-c", "-lpthread", "-ldl"], check=True)  # fmt: skip
+    return binary
+
+
+def signature_tensors(export: Path) -> tuple[str, list[str]]:
+    """``serving_default``'s input and outputs as predictd's KEY=OP:INDEX arguments."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel.FromString((export / "saved_model.pb").read_bytes())
+    sig = saved.meta_graphs[0].signature_def["serving_default"]
+    if len(sig.inputs) != 1:
+        raise SystemExit(f"native_predict: expected one input, found {sorted(sig.inputs)}")
+    (key, tensor), *_ = sig.inputs.items()
+    return f"{key}={tensor.name}", [f"{k}={t.name}" for k, t in sorted(sig.outputs.items())]
+
+
+def start_native(binary: Path, export: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    import grpc
+    import tensorflow as tf
+
+    tf_lib = Path(tf.__file__).parent / "libtensorflow_cc.so.2"
+    env = dict(os.environ, TF_CC_LIB=str(tf_lib), LD_LIBRARY_PATH=str(tf_lib.parent))
+    tensor_in, tensors_out = signature_tensors(export)
+    argv = [str(binary), str(port), str(export), MODEL, "1", "4", "64", tensor_in, *tensors_out]
+    process = subprocess.Popen(argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=120)
+        except grpc.FutureTimeoutError:
+            process.kill()
+            raise SystemExit(f"native_predict: predictd did not start; see {log}") from None
+    return process
+
+
+def check_answers(address: str, export: Path, users: list[str]) -> dict[str, Any]:
+    """predictd's answers against the in-process SavedModel's: alone, then 64 concurrent."""
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    model = in_process(export, THREADS)
+    sample = users[:64]
+    with grpc.insecure_channel(address) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+        def ask(user: str) -> Any:
+            return stub.Predict(make_request(user), timeout=30)
+
+        alone = [ask(u) for u in sample]
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            together = list(pool.map(ask, sample))
+    worst = 0.0
+    for user, *answers in zip(sample, alone, together, strict=True):
+        want = model([user])
+        for got in answers:
+            if list(got.outputs["item_ids"].string_val) != np.ravel(want["item_ids"]).tolist():
+                raise SystemExit(f"native_predict: item ids differ for user {user}")
+            scores = np.frombuffer(got.outputs["scores"].tensor_content, dtype="<f4")
+            worst = max(worst, float(np.abs(scores - np.ravel(want["scores"])).max()))
+    if worst > 1e-4:
+        raise SystemExit(f"native_predict: scores differ by up to {worst}")
+    return {"users": len(sample), "ways": ["one at a time", "64 concurrent"],
+            "max_abs_score_difference": worst}  # fmt: skip
+
+
+def sweep(servers: dict[str, tuple[str, int]], users: list[str], args: Any) -> dict[str, Any]:
+    """Open-loop rates, servers alternating run by run; each server stops at its first miss."""
+    out: dict[str, Any] = {name: {"rates": [], "best": 0.0, "open": True} for name in servers}
+    for rate in sorted(float(r) for r in args.rates.split(",") if r):
+        live = [n for n in servers if out[n]["open"]]
+        if not live:
+            break
+        runs: dict[str, list[dict[str, Any]]] = {n: [] for n in live}
+        for _ in range(args.repeats):
+            for name in live:
+                address, pid = servers[name]
+                r = open_loop(address, users, rate, args.seconds, pid)
+                print(f"[native] {name} {rate}/s: {r}", flush=True)
+                runs[name].append(r)
+        for name in live:
+            p99 = float(np.median([r["p99_ms"] for r in runs[name]]))
+            errors = sum(r["errors"] for r in runs[name])
+            held = p99 < P99_TARGET_MS and errors == 0
+            out[name]["rates"].append({"rate": rate, "median_p99_ms": round(p99, 3),
+                                       "errors": errors, "held": held, "runs": runs[name]})  # fmt: skip
+            if held:
+                out[name]["best"] = rate
+            else:
+                out[name]["open"] = False
+    return {name: {"rates": v["rates"], "best": v["best"]} for name, v in out.items()}
+
+
+def write_markdown(result: dict[str, Any], path: Path) -> None:
+    m = result["machine"]
+    lines = [
+        "# Diagnostic: the local server against the same model served without Python",
+        "",
+        f"- date: {result['date']} (finished {result['finished']})",
+        f"- command: `{result['command']}`, code {result['code']}",
+        f"- machine: {summary(m)}",
+        *host_lines(m),
+        f"- model: {result['model']}",
+        f"- answers checked: {result['check']}",
+        "- servers: `local` is recflow's model server as `make bench-serving` starts it; "
+        "`native` is bench/diagnostics/native_predict/predictd.c (Predict only, 4 workers, "
+        "batches up to 64 padded to powers of two, the same session threads)",
+        "",
+        "| server | in-process floor p50 (paired, median) | one-client p50 | gap (median of "
+        f"{result['gap']['local']['rounds']} paired rounds) | highest rate held |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("local", "native"):
+        g, s = result["gap"][name], result["sweep"][name]
+        lines.append(
+            f"| {name} | {np.median(g['floor_p50_ms']):.3f} ms | "
+            f"{np.median(g['one_client_p50_ms']):.3f} ms | {g['median_gap_ms']:.3f} ms | "
+            f"{s['best']:.0f} req/s |"
+        )
+    lines += ["", "| server | rate | runs: p99 ms (server CPU us/req, client CPU us/req) | "
+              "median p99 | held |", "|---|---|---|---|---|"]  # fmt: skip
+    for name in ("local", "native"):
+        for r in result["sweep"][name]["rates"]:
+            runs = ", ".join(
+                f"{x['p99_ms']} ({x['server_cpu_us_per_request']}, "
+                f"{x['client_cpu_us_per_request']})"
+                for x in r["runs"]
+            )
+            held = "yes" if r["held"] else "**no**"
+            lines.append(f"| {name} | {r['rate']:.0f} | {runs} | {r['median_p99_ms']} | {held} |")
+    lines += ["", result["reading"], ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    p.add_argument("--out", required=True, help="results path prefix (PREFIX.json, PREFIX.md)")
+    p.add_argument("--model", default="two_stage_50k", help="a bench/serving_models.py name")
+    p.add_argument("--model-cache", default="", help="reuse/keep exports here (default: none)")
+    p.add_argument("--rates", default="250,500,750,1000,1250,1500")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=6.0)
+    p.add_argument("--gap-rounds", type=int, default=10)
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from serving_models import build as build_model
+
+    from recflow.net import free_port
+
+    started = dt.datetime.now(dt.UTC)
+    info = machine()
+    with tempfile.TemporaryDirectory(prefix="recflow-native-predict-") as tmp:
+        work = Path(tmp)
+        binary = build(work / "build")
+        cache = Path(args.model_cache) if args.model_cache else work / "models"
+        export, model = build_model(args.model, cache)
+        users = model.pop("user_ids")
+        native_port = free_port()
+        native = start_native(binary, export, native_port, work / "predictd.log")
+        local_port = free_port()
+        local, _, helper = serve(export, work / "local", local_port, parse_args([]))
+        servers = {"local": (f"127.0.0.1:{local_port}", local.pid),
+                   "native": (f"127.0.0.1:{native_port}", native.pid)}  # fmt: skip
+        try:
+            check = check_answers(servers["native"][0], export, users)
+            print(f"[native] answers: {check}", flush=True)
+            gap = {}
+            for name, (address, _) in servers.items():
+                gap[name] = paired_gap(export, address, users, args.gap_rounds, threads=THREADS)
+                print(f"[native] {name} gap: {gap[name]['median_gap_ms']} ms", flush=True)
+            gc.collect()
+            gc.freeze()
+            rates = sweep(servers, users, args)
+        finally:
+            native.kill()
+            native.wait()
+            stop_server(local, helper, timeout=30)
+            gc.unfreeze()
+    reading = (
+        f"Reading: on the same model, host and load generator, the local server held "
+        f"{rates['local']['best']:.0f} req/s and predictd {rates['native']['best']:.0f} req/s; "
+        f"one-client gaps {gap['local']['median_gap_ms']} and {gap['native']['median_gap_ms']} ms "
+        "over the paired in-process floor (the load generator and the one client are Python "
+        "gRPC in both). predictd does less than the local server (Predict only, no limits, "
+        "labels or metrics), so its figures bound what a native request path could reach; "
+        "they are not the local server's."
+    )
+    result = {
+        "date": started.isoformat(timespec="seconds"),
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "python bench/diagnostics/native_predict.py "
+        + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "code": code_label(),
+        "machine": info,
+        "model": model,
+        "check": check,
+        "gap": gap,
+        "sweep": rates,
+        "reading": reading,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_markdown(result, out.with_suffix(".md"))
+    print(f"[native] wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}; {reading}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+/* A diagnostic, not the product's server: TF Serving's Predict RPC served by gRPC's C core and
+ * TensorFlow's C API, with no Python on the request path. bench/diagnostics/native_predict.py
+ * builds and drives it to measure what the local server's Python gRPC stack costs against the
+ * same model, batching and load generator.
+ *
+ * Handles only PredictRequest with one input tensor of strings (the serving contract's user_id)
+ * and answers with every output of the signature; anything else is refused INVALID_ARGUMENT.
+ * Concurrent requests are batched as they queue (a free worker takes everything waiting, up to
+ * MAX_BATCH rows), padded to the next power of two as the server's allowed_batch_sizes do.
+ *
+ * usage: predictd PORT MODEL_DIR MODEL_NAME VERSION WORKERS MAX_BATCH INPUT_KEY=OP:INDEX
+ *                 OUTPUT_KEY=OP:INDEX...
+ * TF_CC_LIB names TensorFlow's libtensorflow_cc.so.2. It is opened RTLD_LOCAL | RTLD_DEEPBIND
+ * because it exports its own copy of gRPC's internals (grpc_core::...), which would otherwise
+ * interpose on the system libgrpc this program links. */
+#include <dlfcn.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensorflow/c/c_api.h"
+#include "tensorflow/c/tf_tstring.h"
+#include "tensorflow_serving/apis/predict.pb-c.h"
+
+#define MAX_OUTPUTS 16
+#define OUTSTANDING 128 /* calls the server accepts before a worker has taken any */
+#define MAX_ID 256
+
+#define TF_FUNCTIONS(X)                                                                      \
+  X(TF_NewStatus) X(TF_NewSessionOptions) X(TF_SetConfig) X(TF_GetCode) X(TF_Message)       \
+  X(TF_NewGraph) X(TF_LoadSessionFromSavedModel) X(TF_GraphOperationByName)                 \
+  X(TF_AllocateTensor) X(TF_TensorData) X(TF_TensorType) X(TF_NumDims) X(TF_Dim)            \
+  X(TF_TensorByteSize) X(TF_SessionRun) X(TF_DeleteTensor)
+#define DECLARE(f) static __typeof__(f) *p_##f;
+TF_FUNCTIONS(DECLARE)
+
+typedef struct Call {
+  grpc_call *call;
+  gpr_timespec deadline;
+  grpc_metadata_array metadata;
+  grpc_byte_buffer *payload;
+  grpc_byte_buffer *reply;
+  int replying;
+  int cancelled;
+  char user[MAX_ID];
+  size_t user_len;
+  struct Call *next;
+} Call;
+
+static grpc_server *server;
+static grpc_completion_queue *cq;
+static void *predict_method;
+static TF_Session *session;
+static TF_Output input;
+static char *input_key;
+static int n_outputs;
+static TF_Output outputs[MAX_OUTPUTS];
+static char *output_keys[MAX_OUTPUTS];
+static char *model_name;
+static long model_version;
+static int max_batch;
+
+static pthread_mutex_t queue_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t queue_cv = PTHREAD_COND_INITIALIZER;
+static Call *queue_head, *queue_tail;
+
+static void die(const char *what, const char *detail) {
+  fprintf(stderr, "predictd: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+  exit(1);
+}
+
+static void load_tensorflow(void) {
+  const char *lib = getenv("TF_CC_LIB");
+  if (!lib) die("TF_CC_LIB must name libtensorflow_cc.so.2", NULL);
+  void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+  if (!h) die("dlopen", dlerror());
+#define RESOLVE(f) if (!(p_##f = dlsym(h, #f))) die("missing symbol", #f);
+  TF_FUNCTIONS(RESOLVE)
+}
+
+static void accept_next(void) {
+  Call *c = calloc(1, sizeof(Call));
+  grpc_metadata_array_init(&c->metadata);
+  if (grpc_server_request_registered_call(server, predict_method, &c->call, &c->deadline,
+                                          &c->metadata, &c->payload, cq, cq, c) != GRPC_CALL_OK)
+    die("grpc_server_request_registered_call failed", NULL);
+}
+
+static void reply(Call *c, grpc_byte_buffer *message, grpc_status_code code, const char *detail) {
+  grpc_op ops[4];
+  memset(ops, 0, sizeof ops);
+  int n = 0;
+  grpc_slice details = grpc_slice_from_copied_string(detail ? detail : "");
+  ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+  if (message) {
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = message;
+  }
+  ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  ops[n].data.send_status_from_server.status = code;
+  ops[n++].data.send_status_from_server.status_details = detail ? &details : NULL;
+  ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+  c->reply = message;
+  c->replying = 1;
+  if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK)
+    fprintf(stderr, "predictd: grpc_call_start_batch failed\n");
+  grpc_slice_unref(details);
+}
+
+/* The one user id of a PredictRequest, or 0 when the request is not of the one shape served. */
+static int parse(Call *c) {
+  grpc_byte_buffer_reader reader;
+  if (!c->payload || !grpc_byte_buffer_reader_init(&reader, c->payload)) return 0;
+  grpc_slice bytes = grpc_byte_buffer_reader_readall(&reader);
+  grpc_byte_buffer_reader_destroy(&reader);
+  Tensorflow__Serving__PredictRequest *request = tensorflow__serving__predict_request__unpack(
+      NULL, GRPC_SLICE_LENGTH(bytes), GRPC_SLICE_START_PTR(bytes));
+  grpc_slice_unref(bytes);
+  if (!request) return 0;
+  int ok = 0;
+  if (request->n_inputs == 1 && strcmp(request->inputs[0]->key, input_key) == 0) {
+    Tensorflow__TensorProto *t = request->inputs[0]->value;
+    if (t && t->dtype == TENSORFLOW__DATA_TYPE__DT_STRING && t->n_string_val == 1 &&
+        t->string_val[0].len < MAX_ID) {
+      memcpy(c->user, t->string_val[0].data, t->string_val[0].len);
+      c->user_len = t->string_val[0].len;
+      ok = 1;
+    }
+  }
+  tensorflow__serving__predict_request__free_unpacked(request, NULL);
+  return ok;
+}
+
+/* Row ``row`` of every output, as a serialized PredictResponse. */
+static grpc_byte_buffer *response(TF_Tensor **values, int rows, int row) {
+  Tensorflow__Serving__PredictResponse resp = TENSORFLOW__SERVING__PREDICT_RESPONSE__INIT;
+  Tensorflow__Serving__ModelSpec spec = TENSORFLOW__SERVING__MODEL_SPEC__INIT;
+  Google__Protobuf__Int64Value version = GOOGLE__PROTOBUF__INT64_VALUE__INIT;
+  Tensorflow__Serving__PredictResponse__OutputsEntry entries[MAX_OUTPUTS], *entry_ptrs[MAX_OUTPUTS];
+  Tensorflow__TensorProto tensors[MAX_OUTPUTS];
+  Tensorflow__TensorShapeProto shapes[MAX_OUTPUTS];
+  Tensorflow__TensorShapeProto__Dim dims[MAX_OUTPUTS][8], *dim_ptrs[MAX_OUTPUTS][8];
+  ProtobufCBinaryData *strings[MAX_OUTPUTS] = {0};
+  version.value = model_version;
+  spec.name = model_name;
+  spec.signature_name = "serving_default";
+  spec.version_choice_case = TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION;
+  spec.version = &version;
+  resp.model_spec = &spec;
+  for (int k = 0; k < n_outputs; k++) {
+    TF_Tensor *v = values[k];
+    int nd = p_TF_NumDims(v);
+    int64_t per_row = 1;
+    tensorflow__serving__predict_response__outputs_entry__init(&entries[k]);
+    tensorflow__tensor_proto__init(&tensors[k]);
+    tensorflow__tensor_shape_proto__init(&shapes[k]);
+    for (int d = 0; d < nd && d < 8; d++) {
+      tensorflow__tensor_shape_proto__dim__init(&dims[k][d]);
+      dims[k][d].size = d == 0 ? 1 : p_TF_Dim(v, d);
+      if (d) per_row *= dims[k][d].size;
+      dim_ptrs[k][d] = &dims[k][d];
+    }
+    shapes[k].n_dim = nd;
+    shapes[k].dim = dim_ptrs[k];
+    tensors[k].tensor_shape = &shapes[k];
+    tensors[k].dtype = (Tensorflow__DataType)p_TF_TensorType(v);
+    if (p_TF_TensorType(v) == TF_STRING) {
+      TF_TString *s = (TF_TString *)p_TF_TensorData(v) + row * per_row;
+      strings[k] = malloc(per_row * sizeof(ProtobufCBinaryData));
+      for (int64_t j = 0; j < per_row; j++) {
+        strings[k][j].data = (uint8_t *)TF_TString_GetDataPointer(&s[j]);
+        strings[k][j].len = TF_TString_GetSize(&s[j]);
+      }
+      tensors[k].n_string_val = per_row;
+      tensors[k].string_val = strings[k];
+    } else {
+      size_t row_bytes = p_TF_TensorByteSize(v) / rows;
+      tensors[k].tensor_content.data = (uint8_t *)p_TF_TensorData(v) + row * row_bytes;
+      tensors[k].tensor_content.len = row_bytes;
+    }
+    entries[k].key = output_keys[k];
+    entries[k].value = &tensors[k];
+    entry_ptrs[k] = &entries[k];
+  }
+  resp.n_outputs = n_outputs;
+  resp.outputs = entry_ptrs;
+  size_t len = tensorflow__serving__predict_response__get_packed_size(&resp);
+  grpc_slice slice = grpc_slice_malloc(len);
+  tensorflow__serving__predict_response__pack(&resp, GRPC_SLICE_START_PTR(slice));
+  grpc_byte_buffer *buffer = grpc_raw_byte_buffer_create(&slice, 1);
+  grpc_slice_unref(slice);
+  for (int k = 0; k < n_outputs; k++) free(strings[k]);
+  return buffer;
+}
+
+static void *worker(void *unused) {
+  (void)unused;
+  TF_Status *status = p_TF_NewStatus();
+  Call **batch = malloc(max_batch * sizeof(Call *));
+  for (;;) {
+    int n = 0;
+    pthread_mutex_lock(&queue_mu);
+    while (!queue_head) pthread_cond_wait(&queue_cv, &queue_mu);
+    while (queue_head && n < max_batch) {
+      batch[n++] = queue_head;
+      queue_head = queue_head->next;
+    }
+    if (!queue_head) queue_tail = NULL;
+    pthread_mutex_unlock(&queue_mu);
+    int64_t padded = 1;
+    while (padded < n) padded *= 2;
+    TF_Tensor *in = p_TF_AllocateTensor(TF_STRING, &padded, 1, padded * sizeof(TF_TString));
+    TF_TString *ids = (TF_TString *)p_TF_TensorData(in);
+    for (int64_t i = 0; i < padded; i++) {
+      Call *c = batch[i < n ? i : n - 1];
+      TF_TString_Init(&ids[i]);
+      TF_TString_Copy(&ids[i], c->user, c->user_len);
+    }
+    TF_Tensor *values[MAX_OUTPUTS] = {0};
+    p_TF_SessionRun(session, NULL, &input, &in, 1, outputs, values, n_outputs, NULL, 0, NULL,
+                    status);
+    p_TF_DeleteTensor(in);
+    if (p_TF_GetCode(status) != TF_OK) {
+      for (int i = 0; i < n; i++) reply(batch[i], NULL, GRPC_STATUS_INTERNAL, p_TF_Message(status));
+      continue;
+    }
+    for (int i = 0; i < n; i++) reply(batch[i], response(values, (int)padded, i), GRPC_STATUS_OK, NULL);
+    for (int k = 0; k < n_outputs; k++) p_TF_DeleteTensor(values[k]);
+  }
+  return NULL;
+}
+
+/* KEY=OP:INDEX */
+static char *parse_tensor(char *arg, TF_Graph *graph, TF_Output *out) {
+  char *eq = strchr(arg, '='), *colon = strrchr(arg, ':');
+  if (!eq || !colon || colon < eq) die("expected KEY=OP:INDEX, got", arg);
+  *eq = *colon = '\0';
+  out->oper = p_TF_GraphOperationByName(graph, eq + 1);
+  out->index = atoi(colon + 1);
+  if (!out->oper) die("no such operation in the SavedModel's graph", eq + 1);
+  return arg;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 9) die("usage: predictd PORT MODEL_DIR MODEL_NAME VERSION WORKERS MAX_BATCH IN OUT...", NULL);
+  load_tensorflow();
+  model_name = argv[3];
+  model_version = atol(argv[4]);
+  int workers = atoi(argv[5]);
+  max_batch = atoi(argv[6]);
+  n_outputs = argc - 8;
+  if (n_outputs > MAX_OUTPUTS) die("too many outputs", NULL);
+  TF_Status *status = p_TF_NewStatus();
+  TF_SessionOptions *options = p_TF_NewSessionOptions();
+  /* ConfigProto{intra_op_parallelism_threads: 1, inter_op_parallelism_threads: -1}, as the local
+   * server runs its sessions: each batch's ops run on the worker thread that runs the batch. */
+  static const unsigned char config[] = {0x10, 0x01, 0x28, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                         0xff, 0xff, 0xff, 0xff, 0x01};
+  p_TF_SetConfig(options, config, sizeof config, status);
+  if (p_TF_GetCode(status) != TF_OK) die("session config", p_TF_Message(status));
+  TF_Graph *graph = p_TF_NewGraph();
+  const char *tags[] = {"serve"};
+  session = p_TF_LoadSessionFromSavedModel(options, NULL, argv[2], tags, 1, graph, NULL, status);
+  if (p_TF_GetCode(status) != TF_OK) die("loading the SavedModel", p_TF_Message(status));
+  input_key = parse_tensor(argv[7], graph, &input);
+  for (int k = 0; k < n_outputs; k++) output_keys[k] = parse_tensor(argv[8 + k], graph, &outputs[k]);
+
+  grpc_init();
+  server = grpc_server_create(NULL, NULL);
+  cq = grpc_completion_queue_create_for_next(NULL);
+  grpc_server_register_completion_queue(server, cq, NULL);
+  predict_method = grpc_server_register_method(
+      server, "/tensorflow.serving.PredictionService/Predict", NULL,
+      GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+  char address[64];
+  snprintf(address, sizeof address, "127.0.0.1:%s", argv[1]);
+  grpc_server_credentials *credentials = grpc_insecure_server_credentials_create();
+  if (!grpc_server_add_http2_port(server, address, credentials)) die("cannot bind", address);
+  grpc_server_start(server);
+  for (int i = 0; i < OUTSTANDING; i++) accept_next();
+  for (int i = 0; i < workers; i++) {
+    pthread_t thread;
+    pthread_create(&thread, NULL, worker, NULL);
+  }
+  fprintf(stderr, "predictd: serving %s on %s\n", argv[2], address);
+  for (;;) {
+    grpc_event event = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (event.type != GRPC_OP_COMPLETE) continue;
+    Call *c = event.tag;
+    if (!c->replying) {
+      accept_next();
+      if (!event.success) {
+        free(c);
+      } else if (!parse(c)) {
+        reply(c, NULL, GRPC_STATUS_INVALID_ARGUMENT,
+              "predictd serves only one string tensor with one user id");
+      } else {
+        pthread_mutex_lock(&queue_mu);
+        c->next = NULL;
+        if (queue_tail) queue_tail->next = c; else queue_head = c;
+        queue_tail = c;
+        pthread_cond_signal(&queue_cv);
+        pthread_mutex_unlock(&queue_mu);
+      }
+    } else {
+      if (c->payload) grpc_byte_buffer_destroy(c->payload);
+      if (c->reply) grpc_byte_buffer_destroy(c->reply);
+      grpc_metadata_array_destroy(&c->metadata);
+      grpc_call_unref(c->call);
+      free(c);
+    }
+  }
+}
