@@ -5,7 +5,7 @@
 
 A diagnostic beside `make bench-serving`, not a replacement for the local server:
 ``native_predict/predictd.c`` answers TF Serving's Predict RPC for one model with gRPC's C core
-and TensorFlow's C API (one string input, batching as requests queue, padding to powers of two
+and TensorFlow's C API (one string input, batching as requests queue on two worker threads, padding to powers of two
 like ``allowed_batch_sizes``) and nothing else: no other RPC, no versions, labels, limits or
 reloads. It is built here from the installed protos (protoc-c) and TensorFlow's own C library.
 
@@ -132,14 +132,26 @@ def signature_tensors(export: Path) -> tuple[str, list[str]]:
     return f"{key}={tensor.name}", [f"{k}={t.name}" for k, t in sorted(sig.outputs.items())]
 
 
-def start_native(binary: Path, export: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_native(
+    binary: Path, export: Path, port: int, log: Path, workers: int
+) -> subprocess.Popen[bytes]:
     import grpc
     import tensorflow as tf
 
     tf_lib = Path(tf.__file__).parent / "libtensorflow_cc.so.2"
     env = dict(os.environ, TF_CC_LIB=str(tf_lib), LD_LIBRARY_PATH=str(tf_lib.parent))
     tensor_in, tensors_out = signature_tensors(export)
-    argv = [str(binary), str(port), str(export), MODEL, "1", "4", "64", tensor_in, *tensors_out]
+    argv = [
+        str(binary),
+        str(port),
+        str(export),
+        MODEL,
+        "1",
+        str(workers),
+        "64",
+        tensor_in,
+        *tensors_out,
+    ]
     process = subprocess.Popen(argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         try:
@@ -219,7 +231,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         f"- model: {result['model']}",
         f"- answers checked: {result['check']}",
         "- servers: `local` is recflow's model server as `make bench-serving` starts it; "
-        "`native` is bench/diagnostics/native_predict/predictd.c (Predict only, 4 workers, "
+        f"`native` is bench/diagnostics/native_predict/predictd.c (Predict only, {result['workers']} workers, "
         "batches up to 64 padded to powers of two, the same session threads)",
         "",
         "| server | in-process floor p50 (paired, median) | one-client p50 | gap (median of "
@@ -257,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seconds", type=float, default=6.0)
     p.add_argument("--gap-rounds", type=int, default=10)
+    # One per core: with 4 (the local server's num_batch_threads) predictd held 1,000 and then
+    # 750 req/s, with 2 it held 1,250 (one run each, 2026-12-04 12:38-12:50 UTC, this host):
+    # fewer threads than cores' worth of queue make larger batches, less CPU per request.
+    p.add_argument("--workers", type=int, default=2, help="predictd's model threads")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from serving_models import build as build_model
@@ -272,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         export, model = build_model(args.model, cache)
         users = model.pop("user_ids")
         native_port = free_port()
-        native = start_native(binary, export, native_port, work / "predictd.log")
+        native = start_native(binary, export, native_port, work / "predictd.log", args.workers)
         local_port = free_port()
         local, _, helper = serve(export, work / "local", local_port, parse_args([]))
         servers = {"local": (f"127.0.0.1:{local_port}", local.pid),
@@ -309,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "code": code_label(),
         "machine": info,
         "model": model,
+        "workers": args.workers,
         "check": check,
         "gap": gap,
         "sweep": rates,
