@@ -5,9 +5,9 @@
 
 A diagnostic beside `make bench-serving`, not a replacement for the local server:
 ``native_predict/predictd.c`` answers TF Serving's Predict RPC for one model with gRPC's C core
-and TensorFlow's C API (one string input, batching as requests queue on two worker threads, padding to powers of two
-like ``allowed_batch_sizes``) and nothing else: no other RPC, no versions, labels, limits or
-reloads. It is built here from the installed protos (protoc-c) and TensorFlow's own C library.
+and TensorFlow's C API (one string input, batching as requests queue on ``--workers`` threads,
+padding to powers of two like ``allowed_batch_sizes``) and nothing else: no other RPC, no
+versions, labels, limits or reloads. It is built here from the installed protos (protoc-c) and TensorFlow's own C library.
 
 The run, on the bench's own model (bench/serving_models.py) and with its own measurements:
 1. predictd's answers equal the in-process SavedModel's for the same users, one at a time and
