@@ -1,22 +1,27 @@
-"""What the local server's Python gRPC stack costs: the same model served without Python.
+"""What the local server's Python gRPC stack costs: Predict served without Python, in front of it.
 
     python bench/diagnostics/native_predict.py --out PREFIX [--model two_stage_50k]
     (make bench-serving-native: installs the Debian packages it builds with, then runs it)
 
-A diagnostic beside `make bench-serving`, not a replacement for the local server:
-``native_predict/predictd.c`` answers TF Serving's Predict RPC for one model with gRPC's C core
-and TensorFlow's C API (one string input, batching as requests queue on ``--workers`` threads,
-padding to powers of two like ``allowed_batch_sizes``) and nothing else: no other RPC, no
-versions, labels, limits or reloads. It is built here from the installed protos (protoc-c) and TensorFlow's own C library.
+A diagnostic beside `make bench-serving`, and a trial of one architecture for the local server:
+``native_predict/predictd.c`` (gRPC's C core and TensorFlow's C API) takes the public port,
+answers the common Predict itself (one model version, one user id, batched as requests queue
+on ``--workers`` threads, padded to powers of two like ``allowed_batch_sizes``) and forwards
+every other request and RPC unchanged to the local server behind it, whose answer it relays.
+It is built here from the installed protos (protoc-c) and TensorFlow's own C library. It has
+no reloads, versions beyond the one, or metrics of its own: not the product's server.
 
 The run, on the bench's own model (bench/serving_models.py) and with its own measurements:
-1. predictd's answers equal the in-process SavedModel's for the same users, one at a time and
-   64 at once (merged batches), or the run stops;
-2. the local server (as ``make bench-serving`` starts it) and predictd are both started; the
-   paired one-client gap (bench/serving_latency.paired_gap) is measured on each;
-3. open-loop rates in increasing order, the two servers alternating run by run (three runs each
-   per rate), each server's sweep ending at its first rate not held (median p99 < 20 ms, no
-   errors), as bench-serving counts rates.
+1. predictd's own answers equal the in-process SavedModel's for the same users, one at a time
+   and 64 at once (merged batches), or the run stops;
+2. what it forwards (other RPCs, a 3-user Predict, unknown model or label, a wrong input name)
+   gets the local server's answer byte for byte, and a request over the receive limit is
+   refused with the same code, or the run stops;
+3. the paired one-client gap (bench/serving_latency.paired_gap) against the local server
+   directly and through predictd;
+4. open-loop rates in increasing order, the two alternating run by run (three runs each per
+   rate), each sweep ending at its first rate not held (median p99 < 20 ms, no errors), as
+   bench-serving counts rates.
 
 Writes ``PREFIX.json`` and ``PREFIX.md``.
 """
@@ -133,33 +138,85 @@ def signature_tensors(export: Path) -> tuple[str, list[str]]:
 
 
 def start_native(
-    binary: Path, export: Path, port: int, log: Path, workers: int
+    binary: Path, export: Path, port: int, log: Path, workers: int, backend: str
 ) -> subprocess.Popen[bytes]:
+    """predictd on ``port`` in front of the local server at ``backend``, serving ``export`` as
+    the bench serves it (version 1, label stable), with the local server's receive limit."""
     import grpc
     import tensorflow as tf
+
+    from recflow.serving.limits import GRPC_DEFAULT_MAX_RECEIVE_BYTES
 
     tf_lib = Path(tf.__file__).parent / "libtensorflow_cc.so.2"
     env = dict(os.environ, TF_CC_LIB=str(tf_lib), LD_LIBRARY_PATH=str(tf_lib.parent))
     tensor_in, tensors_out = signature_tensors(export)
-    argv = [
-        str(binary),
-        str(port),
-        str(export),
-        MODEL,
-        "1",
-        str(workers),
-        "64",
-        tensor_in,
-        *tensors_out,
-    ]
+    argv = [str(binary), str(port), backend, str(GRPC_DEFAULT_MAX_RECEIVE_BYTES), str(export),
+            MODEL, "1", "stable", str(workers), "64", tensor_in, *tensors_out]  # fmt: skip
     process = subprocess.Popen(argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        try:
+        try:  # predictd binds its port once the model is loaded
             grpc.channel_ready_future(channel).result(timeout=120)
         except grpc.FutureTimeoutError:
             process.kill()
             raise SystemExit(f"native_predict: predictd did not start; see {log}") from None
     return process
+
+
+def _probes(users: list[str]) -> list[tuple[str, str, bytes]]:
+    """(what, method, serialized request): requests predictd must pass to the local server."""
+    from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+
+    status = get_model_status_pb2.GetModelStatusRequest()
+    status.model_spec.name = MODEL
+    metadata = get_model_metadata_pb2.GetModelMetadataRequest()
+    metadata.model_spec.name = MODEL
+    metadata.metadata_field.append("signature_def")
+    rows = make_request(users[0])
+    rows.inputs["user_id"].tensor_shape.dim[0].size = 3
+    rows.inputs["user_id"].string_val.extend([u.encode() for u in users[1:3]])
+    unknown_model = make_request(users[0])
+    unknown_model.model_spec.name = "no_such_model"
+    unknown_label = make_request(users[0], label="no_such_label")
+    wrong_input = make_request(users[0])
+    wrong_input.inputs["user"].CopyFrom(wrong_input.inputs.pop("user_id"))
+    too_large = make_request("x" * (5 * 2**20))
+    predict = "/tensorflow.serving.PredictionService/Predict"
+    return [
+        ("GetModelStatus", "/tensorflow.serving.ModelService/GetModelStatus",
+         status.SerializeToString()),
+        ("GetModelMetadata", "/tensorflow.serving.PredictionService/GetModelMetadata",
+         metadata.SerializeToString()),
+        ("Predict, 3 users", predict, rows.SerializeToString()),
+        ("Predict, unknown model", predict, unknown_model.SerializeToString()),
+        ("Predict, unknown label", predict, unknown_label.SerializeToString()),
+        ("Predict, wrong input name", predict, wrong_input.SerializeToString()),
+        ("Predict, 5 MiB request", predict, too_large.SerializeToString()),
+    ]  # fmt: skip
+
+
+def _ask(address: str, method: str, request: bytes) -> tuple[str, str, bytes]:
+    import grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            return "OK", "", channel.unary_unary(method)(request, timeout=30)
+        except grpc.RpcError as exc:
+            return exc.code().name, exc.details() or "", b""
+
+
+def check_forwarded(front: str, local: str, users: list[str]) -> list[dict[str, Any]]:
+    """Everything predictd does not serve itself gets the local server's own answer (status,
+    message and bytes); a request over the receive limit is refused by both with the same code
+    (the message is each gRPC build's own)."""
+    rows = []
+    for what, method, request in _probes(users):
+        got, want = _ask(front, method, request), _ask(local, method, request)
+        same = got == want or (what.endswith("MiB request") and got[0] == want[0] != "OK")
+        rows.append({"request": what, "local": want[:2], "through_predictd": got[:2],
+                     "same": same})  # fmt: skip
+        if not same:
+            raise SystemExit(f"native_predict: {what}: local {want[:2]}, predictd {got[:2]}")
+    return rows
 
 
 def check_answers(address: str, export: Path, users: list[str]) -> dict[str, Any]:
@@ -231,8 +288,9 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         f"- model: {result['model']}",
         f"- answers checked: {result['check']}",
         "- servers: `local` is recflow's model server as `make bench-serving` starts it; "
-        f"`native` is bench/diagnostics/native_predict/predictd.c (Predict only, {result['workers']} workers, "
-        "batches up to 64 padded to powers of two, the same session threads)",
+        "`native` is bench/diagnostics/native_predict/predictd.c in front of that local server "
+        f"(common Predicts served itself on {result['workers']} model threads, batches up to "
+        "64 padded to powers of two, the same session threads; everything else forwarded)",
         "",
         "| server | in-process floor p50 (paired, median) | one-client p50 | gap (median of "
         f"{result['gap']['local']['rounds']} paired rounds) | highest rate held |",
@@ -256,6 +314,12 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
             )
             held = "yes" if r["held"] else "**no**"
             lines.append(f"| {name} | {r['rate']:.0f} | {runs} | {r['median_p99_ms']} | {held} |")
+    lines += ["", "Forwarded through predictd (status and message; answers compared byte for byte):",
+              "", "| request | local server | through predictd |", "|---|---|---|"]  # fmt: skip
+    for f in result["forwarded"]:
+        lines.append(
+            f"| {f['request']} | {' '.join(f['local'])} | {' '.join(f['through_predictd'])} |"
+        )
     lines += ["", result["reading"], ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
@@ -287,15 +351,18 @@ def main(argv: list[str] | None = None) -> int:
         cache = Path(args.model_cache) if args.model_cache else work / "models"
         export, model = build_model(args.model, cache)
         users = model.pop("user_ids")
-        native_port = free_port()
-        native = start_native(binary, export, native_port, work / "predictd.log", args.workers)
         local_port = free_port()
         local, _, helper = serve(export, work / "local", local_port, parse_args([]))
+        native_port = free_port()
+        native = start_native(binary, export, native_port, work / "predictd.log", args.workers,
+                              f"127.0.0.1:{local_port}")  # fmt: skip
         servers = {"local": (f"127.0.0.1:{local_port}", local.pid),
                    "native": (f"127.0.0.1:{native_port}", native.pid)}  # fmt: skip
         try:
             check = check_answers(servers["native"][0], export, users)
             print(f"[native] answers: {check}", flush=True)
+            forwarded = check_forwarded(servers["native"][0], servers["local"][0], users)
+            print(f"[native] forwarded: {forwarded}", flush=True)
             gap = {}
             for name, (address, _) in servers.items():
                 gap[name] = paired_gap(export, address, users, args.gap_rounds, threads=THREADS)
@@ -309,13 +376,14 @@ def main(argv: list[str] | None = None) -> int:
             stop_server(local, helper, timeout=30)
             gc.unfreeze()
     reading = (
-        f"Reading: on the same model, host and load generator, the local server held "
-        f"{rates['local']['best']:.0f} req/s and predictd {rates['native']['best']:.0f} req/s; "
-        f"one-client gaps {gap['local']['median_gap_ms']} and {gap['native']['median_gap_ms']} ms "
-        "over the paired in-process floor (the load generator and the one client are Python "
-        "gRPC in both). predictd does less than the local server (Predict only, no limits, "
-        "labels or metrics), so its figures bound what a native request path could reach; "
-        "they are not the local server's."
+        f"Reading: same model, host and load generator: the local server held "
+        f"{rates['local']['best']:.0f} req/s, predictd in front of it "
+        f"{rates['native']['best']:.0f} req/s; one-client gaps {gap['local']['median_gap_ms']} "
+        f"and {gap['native']['median_gap_ms']} ms over the paired in-process floor (the load "
+        "generator and the one client are Python gRPC in both). What predictd serves itself "
+        "is the benchmark's whole load, so these figures say what a native request path could "
+        "reach with the local server kept for everything else; they are not the local "
+        "server's own."
     )
     result = {
         "date": started.isoformat(timespec="seconds"),
@@ -327,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": model,
         "workers": args.workers,
         "check": check,
+        "forwarded": forwarded,
         "gap": gap,
         "sweep": rates,
         "reading": reading,

@@ -3,13 +3,17 @@
  * builds and drives it to measure what the local server's Python gRPC stack costs against the
  * same model, batching and load generator.
  *
- * Handles only PredictRequest with one input tensor of strings (the serving contract's user_id)
- * and answers with every output of the signature; anything else is refused INVALID_ARGUMENT.
- * Concurrent requests are batched as they queue (a free worker takes everything waiting, up to
+ * Serves natively only the common request: Predict on MODEL_NAME (no version, VERSION, or one of
+ * LABELS), signature serving_default, one input tensor of one string (the serving contract's
+ * user_id), no output filter. Every other request, and every other RPC, is forwarded unchanged
+ * to BACKEND (the local model server) and its answer relayed, status and message included, so
+ * the local server stays the judge of everything unusual; BACKEND "-" refuses them instead.
+ * Requests larger than MAX_RECEIVE_BYTES are refused by gRPC itself, as the local server's are.
+ * Native requests are batched as they queue (a free worker takes everything waiting, up to
  * MAX_BATCH rows), padded to the next power of two as the server's allowed_batch_sizes do.
  *
- * usage: predictd PORT MODEL_DIR MODEL_NAME VERSION WORKERS MAX_BATCH INPUT_KEY=OP:INDEX
- *                 OUTPUT_KEY=OP:INDEX...
+ * usage: predictd PORT BACKEND MAX_RECEIVE_BYTES MODEL_DIR MODEL_NAME VERSION LABELS WORKERS
+ *                 MAX_BATCH INPUT_KEY=OP:INDEX OUTPUT_KEY=OP:INDEX...
  * TF_CC_LIB names TensorFlow's libtensorflow_cc.so.2. It is opened RTLD_LOCAL | RTLD_DEEPBIND
  * because it exports its own copy of gRPC's internals (grpc_core::...), which would otherwise
  * interpose on the system libgrpc this program links. */
@@ -39,14 +43,25 @@
 #define DECLARE(f) static __typeof__(f) *p_##f;
 TF_FUNCTIONS(DECLARE)
 
+/* One incoming call; it is also its own completion-queue tag, so ``state`` says which step of
+ * its life just completed. */
+enum State { ACCEPTED_PREDICT, ACCEPTED_OTHER, RECEIVED, FORWARDED, REPLIED };
+
 typedef struct Call {
+  enum State state;
   grpc_call *call;
   gpr_timespec deadline;
+  grpc_call_details details; /* the method of an ACCEPTED_OTHER call */
   grpc_metadata_array metadata;
   grpc_byte_buffer *payload;
   grpc_byte_buffer *reply;
-  int replying;
   int cancelled;
+  /* forwarding to the backend */
+  grpc_call *backend_call;
+  grpc_metadata_array backend_initial, backend_trailing;
+  grpc_status_code backend_status;
+  grpc_slice backend_details; /* also the details of a status predictd makes itself */
+  int other; /* accepted as an unregistered call: details to release */
   char user[MAX_ID];
   size_t user_len;
   struct Call *next;
@@ -55,6 +70,8 @@ typedef struct Call {
 static grpc_server *server;
 static grpc_completion_queue *cq;
 static void *predict_method;
+static const char *PREDICT = "/tensorflow.serving.PredictionService/Predict";
+static grpc_channel *backend; /* NULL: refuse what is not served natively */
 static TF_Session *session;
 static TF_Output input;
 static char *input_key;
@@ -63,6 +80,7 @@ static TF_Output outputs[MAX_OUTPUTS];
 static char *output_keys[MAX_OUTPUTS];
 static char *model_name;
 static long model_version;
+static char *labels; /* ",stable,canary," */
 static int max_batch;
 
 static pthread_mutex_t queue_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -83,19 +101,48 @@ static void load_tensorflow(void) {
   TF_FUNCTIONS(RESOLVE)
 }
 
-static void accept_next(void) {
+static void accept_predict(void) {
   Call *c = calloc(1, sizeof(Call));
+  c->state = ACCEPTED_PREDICT;
+  c->backend_details = grpc_empty_slice();
   grpc_metadata_array_init(&c->metadata);
   if (grpc_server_request_registered_call(server, predict_method, &c->call, &c->deadline,
                                           &c->metadata, &c->payload, cq, cq, c) != GRPC_CALL_OK)
     die("grpc_server_request_registered_call failed", NULL);
 }
 
-static void reply(Call *c, grpc_byte_buffer *message, grpc_status_code code, const char *detail) {
+static void accept_other(void) {
+  Call *c = calloc(1, sizeof(Call));
+  c->state = ACCEPTED_OTHER;
+  c->other = 1;
+  c->backend_details = grpc_empty_slice();
+  grpc_metadata_array_init(&c->metadata);
+  grpc_call_details_init(&c->details);
+  if (grpc_server_request_call(server, &c->call, &c->details, &c->metadata, cq, cq, c) !=
+      GRPC_CALL_OK)
+    die("grpc_server_request_call failed", NULL);
+}
+
+static void release(Call *c) {
+  if (c->payload) grpc_byte_buffer_destroy(c->payload);
+  if (c->reply) grpc_byte_buffer_destroy(c->reply);
+  grpc_metadata_array_destroy(&c->metadata);
+  if (c->other) grpc_call_details_destroy(&c->details);
+  if (c->backend_call) {
+    grpc_metadata_array_destroy(&c->backend_initial);
+    grpc_metadata_array_destroy(&c->backend_trailing);
+    grpc_call_unref(c->backend_call);
+  }
+  grpc_slice_unref(c->backend_details);
+  if (c->call) grpc_call_unref(c->call);
+  free(c);
+}
+
+static void reply_slice(Call *c, grpc_byte_buffer *message, grpc_status_code code,
+                        grpc_slice details, int has_details) {
   grpc_op ops[4];
   memset(ops, 0, sizeof ops);
   int n = 0;
-  grpc_slice details = grpc_slice_from_copied_string(detail ? detail : "");
   ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
   if (message) {
     ops[n].op = GRPC_OP_SEND_MESSAGE;
@@ -103,17 +150,83 @@ static void reply(Call *c, grpc_byte_buffer *message, grpc_status_code code, con
   }
   ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
   ops[n].data.send_status_from_server.status = code;
-  ops[n++].data.send_status_from_server.status_details = detail ? &details : NULL;
+  ops[n++].data.send_status_from_server.status_details = has_details ? &details : NULL;
   ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
   ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
   c->reply = message;
-  c->replying = 1;
+  c->state = REPLIED;
   if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK)
     fprintf(stderr, "predictd: grpc_call_start_batch failed\n");
-  grpc_slice_unref(details);
 }
 
-/* The one user id of a PredictRequest, or 0 when the request is not of the one shape served. */
+static void reply(Call *c, grpc_byte_buffer *message, grpc_status_code code, const char *detail) {
+  grpc_slice_unref(c->backend_details);
+  c->backend_details = grpc_slice_from_copied_string(detail ? detail : "");
+  reply_slice(c, message, code, c->backend_details, detail != NULL);
+}
+
+/* Sends the call's request to the backend, same method and deadline (cancelled with it). */
+static void forward(Call *c, grpc_slice method) {
+  if (!backend) {
+    reply(c, NULL, GRPC_STATUS_UNIMPLEMENTED, "predictd serves only one user id per Predict");
+    return;
+  }
+  c->backend_call = grpc_channel_create_call(backend, c->call, GRPC_PROPAGATE_DEFAULTS, cq, method,
+                                             NULL, c->deadline, NULL);
+  grpc_metadata_array_init(&c->backend_initial);
+  grpc_metadata_array_init(&c->backend_trailing);
+  grpc_op ops[6];
+  memset(ops, 0, sizeof ops);
+  int n = 0;
+  ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+  if (c->payload) {
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = c->payload;
+  }
+  ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[n++].data.recv_initial_metadata.recv_initial_metadata = &c->backend_initial;
+  ops[n].op = GRPC_OP_RECV_MESSAGE;
+  ops[n++].data.recv_message.recv_message = &c->reply;
+  ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[n].data.recv_status_on_client.trailing_metadata = &c->backend_trailing;
+  ops[n].data.recv_status_on_client.status = &c->backend_status;
+  ops[n++].data.recv_status_on_client.status_details = &c->backend_details;
+  c->state = FORWARDED;
+  if (grpc_call_start_batch(c->backend_call, ops, n, c, NULL) != GRPC_CALL_OK)
+    die("forwarding: grpc_call_start_batch failed", NULL);
+}
+
+static void receive(Call *c) {
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_RECV_MESSAGE;
+  op.data.recv_message.recv_message = &c->payload;
+  c->state = RECEIVED;
+  if (grpc_call_start_batch(c->call, &op, 1, c, NULL) != GRPC_CALL_OK)
+    die("receiving: grpc_call_start_batch failed", NULL);
+}
+
+static int served_version(Tensorflow__Serving__ModelSpec *spec) {
+  if (!spec || strcmp(spec->name, model_name) != 0) return 0;
+  if (spec->signature_name[0] && strcmp(spec->signature_name, "serving_default") != 0) return 0;
+  switch (spec->version_choice_case) {
+    case TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE__NOT_SET:
+      return 1;
+    case TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION:
+      return spec->version && spec->version->value == model_version;
+    case TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION_LABEL: {
+      char needle[MAX_ID + 3];
+      if (strlen(spec->version_label) > MAX_ID) return 0;
+      snprintf(needle, sizeof needle, ",%s,", spec->version_label);
+      return strstr(labels, needle) != NULL;
+    }
+    default:
+      return 0;
+  }
+}
+
+/* Whether the request is the one shape served natively; if so its user id is kept. */
 static int parse(Call *c) {
   grpc_byte_buffer_reader reader;
   if (!c->payload || !grpc_byte_buffer_reader_init(&reader, c->payload)) return 0;
@@ -124,10 +237,12 @@ static int parse(Call *c) {
   grpc_slice_unref(bytes);
   if (!request) return 0;
   int ok = 0;
-  if (request->n_inputs == 1 && strcmp(request->inputs[0]->key, input_key) == 0) {
+  if (served_version(request->model_spec) && request->n_output_filter == 0 &&
+      request->n_inputs == 1 && strcmp(request->inputs[0]->key, input_key) == 0) {
     Tensorflow__TensorProto *t = request->inputs[0]->value;
-    if (t && t->dtype == TENSORFLOW__DATA_TYPE__DT_STRING && t->n_string_val == 1 &&
-        t->string_val[0].len < MAX_ID) {
+    if (t && t->dtype == TENSORFLOW__DATA_TYPE__DT_STRING && t->tensor_shape &&
+        t->tensor_shape->n_dim == 1 && t->tensor_shape->dim[0]->size == 1 &&
+        t->n_string_val == 1 && t->string_val[0].len < MAX_ID && t->tensor_content.len == 0) {
       memcpy(c->user, t->string_val[0].data, t->string_val[0].len);
       c->user_len = t->string_val[0].len;
       ok = 1;
@@ -248,13 +363,20 @@ static char *parse_tensor(char *arg, TF_Graph *graph, TF_Output *out) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 9) die("usage: predictd PORT MODEL_DIR MODEL_NAME VERSION WORKERS MAX_BATCH IN OUT...", NULL);
+  if (argc < 12)
+    die("usage: predictd PORT BACKEND MAX_RECEIVE_BYTES MODEL_DIR MODEL_NAME VERSION LABELS "
+        "WORKERS MAX_BATCH INPUT OUTPUT...", NULL);
   load_tensorflow();
-  model_name = argv[3];
-  model_version = atol(argv[4]);
-  int workers = atoi(argv[5]);
-  max_batch = atoi(argv[6]);
-  n_outputs = argc - 8;
+  const char *backend_address = argv[2];
+  int max_receive = atoi(argv[3]);
+  const char *model_dir = argv[4];
+  model_name = argv[5];
+  model_version = atol(argv[6]);
+  labels = malloc(strlen(argv[7]) + 3);
+  sprintf(labels, ",%s,", argv[7]);
+  int workers = atoi(argv[8]);
+  max_batch = atoi(argv[9]);
+  n_outputs = argc - 11;
   if (n_outputs > MAX_OUTPUTS) die("too many outputs", NULL);
   TF_Status *status = p_TF_NewStatus();
   TF_SessionOptions *options = p_TF_NewSessionOptions();
@@ -266,54 +388,75 @@ int main(int argc, char **argv) {
   if (p_TF_GetCode(status) != TF_OK) die("session config", p_TF_Message(status));
   TF_Graph *graph = p_TF_NewGraph();
   const char *tags[] = {"serve"};
-  session = p_TF_LoadSessionFromSavedModel(options, NULL, argv[2], tags, 1, graph, NULL, status);
+  session = p_TF_LoadSessionFromSavedModel(options, NULL, model_dir, tags, 1, graph, NULL, status);
   if (p_TF_GetCode(status) != TF_OK) die("loading the SavedModel", p_TF_Message(status));
-  input_key = parse_tensor(argv[7], graph, &input);
-  for (int k = 0; k < n_outputs; k++) output_keys[k] = parse_tensor(argv[8 + k], graph, &outputs[k]);
+  input_key = parse_tensor(argv[10], graph, &input);
+  for (int k = 0; k < n_outputs; k++) output_keys[k] = parse_tensor(argv[11 + k], graph, &outputs[k]);
 
   grpc_init();
-  server = grpc_server_create(NULL, NULL);
+  if (strcmp(backend_address, "-") != 0) {
+    /* The backend's answers are relayed whatever their size: the limit is the client's. */
+    grpc_arg unlimited = {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = -1}};
+    grpc_channel_args backend_args = {1, &unlimited};
+    backend = grpc_channel_create(backend_address, grpc_insecure_credentials_create(), &backend_args);
+  }
+  grpc_arg limit = {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = max_receive}};
+  grpc_channel_args server_args = {1, &limit};
+  server = grpc_server_create(&server_args, NULL);
   cq = grpc_completion_queue_create_for_next(NULL);
   grpc_server_register_completion_queue(server, cq, NULL);
-  predict_method = grpc_server_register_method(
-      server, "/tensorflow.serving.PredictionService/Predict", NULL,
-      GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+  predict_method = grpc_server_register_method(server, PREDICT, NULL,
+                                               GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
   char address[64];
   snprintf(address, sizeof address, "127.0.0.1:%s", argv[1]);
   grpc_server_credentials *credentials = grpc_insecure_server_credentials_create();
   if (!grpc_server_add_http2_port(server, address, credentials)) die("cannot bind", address);
   grpc_server_start(server);
-  for (int i = 0; i < OUTSTANDING; i++) accept_next();
+  for (int i = 0; i < OUTSTANDING; i++) accept_predict();
+  for (int i = 0; i < OUTSTANDING / 8; i++) accept_other();
   for (int i = 0; i < workers; i++) {
     pthread_t thread;
     pthread_create(&thread, NULL, worker, NULL);
   }
-  fprintf(stderr, "predictd: serving %s on %s\n", argv[2], address);
+  fprintf(stderr, "predictd: serving %s on %s\n", model_dir, address);
+  grpc_slice predict = grpc_slice_from_static_string(PREDICT);
   for (;;) {
     grpc_event event = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     if (event.type != GRPC_OP_COMPLETE) continue;
     Call *c = event.tag;
-    if (!c->replying) {
-      accept_next();
-      if (!event.success) {
-        free(c);
-      } else if (!parse(c)) {
-        reply(c, NULL, GRPC_STATUS_INVALID_ARGUMENT,
-              "predictd serves only one string tensor with one user id");
-      } else {
-        pthread_mutex_lock(&queue_mu);
-        c->next = NULL;
-        if (queue_tail) queue_tail->next = c; else queue_head = c;
-        queue_tail = c;
-        pthread_cond_signal(&queue_cv);
-        pthread_mutex_unlock(&queue_mu);
+    switch (c->state) {
+      case ACCEPTED_PREDICT:
+        accept_predict();
+        if (!event.success) {
+          release(c);
+        } else if (!parse(c)) {
+          forward(c, predict);
+        } else {
+          pthread_mutex_lock(&queue_mu);
+          c->next = NULL;
+          if (queue_tail) queue_tail->next = c; else queue_head = c;
+          queue_tail = c;
+          pthread_cond_signal(&queue_cv);
+          pthread_mutex_unlock(&queue_mu);
+        }
+        break;
+      case ACCEPTED_OTHER:
+        accept_other();
+        c->deadline = c->details.deadline;
+        if (event.success) receive(c); else release(c);
+        break;
+      case RECEIVED: /* a request's message (NULL if the client sent none) */
+        if (event.success) forward(c, c->details.method); else release(c);
+        break;
+      case FORWARDED: { /* the backend's answer, relayed as it came */
+        grpc_byte_buffer *answer = c->reply;
+        c->reply = NULL;
+        reply_slice(c, answer, c->backend_status, c->backend_details, 1);
+        break;
       }
-    } else {
-      if (c->payload) grpc_byte_buffer_destroy(c->payload);
-      if (c->reply) grpc_byte_buffer_destroy(c->reply);
-      grpc_metadata_array_destroy(&c->metadata);
-      grpc_call_unref(c->call);
-      free(c);
+      case REPLIED:
+        release(c);
+        break;
     }
   }
 }
