@@ -1,0 +1,117 @@
+"""bench/diagnostics/native_predict.py: predictd's protos, the forwarding check and its report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH / "diagnostics"))
+
+import native_predict  # noqa: E402
+
+
+def _fields(files: Any) -> dict[str, list[tuple[str, int, int, int]]]:
+    def walk(prefix: str, messages: Any, out: dict[str, Any]) -> None:
+        for m in messages:
+            out[prefix + m.name] = [(f.name, f.number, f.type, f.label) for f in m.field]
+            walk(prefix + m.name + ".", m.nested_type, out)
+
+    out: dict[str, Any] = {}
+    for f in files:
+        walk(f.package + ".", f.message_type, out)
+    return out
+
+
+def test_the_protos_for_protoc_c_keep_every_field_and_drop_only_proto3_optional() -> None:
+    from google.protobuf import descriptor_pb2
+    from tensorflow_serving.apis import predict_pb2
+
+    stripped = descriptor_pb2.FileDescriptorSet.FromString(native_predict._descriptor_set()).file
+    names = [f.name for f in stripped]
+    assert names[-1] == "tensorflow_serving/apis/predict.proto"
+    for i, f in enumerate(stripped):  # every import comes before the file that imports it
+        assert set(f.dependency) <= set(names[:i])
+    original = descriptor_pb2.FileDescriptorProto()
+    predict_pb2.DESCRIPTOR.CopyToProto(original)
+    assert any(fd.proto3_optional for m in original.message_type for fd in m.field)
+
+    def optional_left(messages: Any) -> bool:
+        return any(
+            any(fd.proto3_optional for fd in m.field) or optional_left(m.nested_type)
+            for m in messages
+        )
+
+    assert not any(optional_left(f.message_type) for f in stripped)
+    # The wire format is the fields' names, numbers, types and labels: all unchanged.
+    assert _fields([stripped[-1]]) == _fields([original])
+
+
+def _answers(monkeypatch: pytest.MonkeyPatch, local: dict[str, Any], front: dict[str, Any]) -> None:
+    def ask(address: str, method: str, request: bytes) -> tuple[str, str, bytes]:
+        what = next(w for w, m, r in native_predict._probes(["u1", "u2", "u3"]) if r == request)
+        table = front if address == "front" else local
+        return table.get(what, ("OK", "", b"same bytes"))
+
+    monkeypatch.setattr(native_predict, "_ask", ask)
+
+
+def test_forwarded_answers_must_equal_the_local_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    _answers(monkeypatch, {}, {})
+    rows = native_predict.check_forwarded("front", "local", ["u1", "u2", "u3"])
+    assert [r["request"] for r in rows][:2] == ["GetModelStatus", "GetModelMetadata"]
+    assert all(r["same"] for r in rows)
+
+    _answers(monkeypatch, {}, {"Predict, 3 users": ("OK", "", b"other bytes")})
+    with pytest.raises(SystemExit, match="Predict, 3 users"):
+        native_predict.check_forwarded("front", "local", ["u1", "u2", "u3"])
+
+
+def test_an_oversized_request_needs_the_same_refusal_code_not_the_same_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    local = {"Predict, 5 MiB request": ("RESOURCE_EXHAUSTED", "SERVER: larger than max", b"")}
+    front = {"Predict, 5 MiB request": ("RESOURCE_EXHAUSTED", "larger than max", b"")}
+    _answers(monkeypatch, local, front)
+    rows = native_predict.check_forwarded("front", "local", ["u1", "u2", "u3"])
+    assert rows[-1]["same"]
+
+    _answers(monkeypatch, local, {"Predict, 5 MiB request": ("OK", "", b"answered")})
+    with pytest.raises(SystemExit, match="5 MiB"):
+        native_predict.check_forwarded("front", "local", ["u1", "u2", "u3"])
+
+
+def test_the_report_names_both_servers_rates_and_what_was_forwarded(tmp_path: Path) -> None:
+    def sweep(best: float) -> dict[str, Any]:
+        run = {"p99_ms": 9.5, "server_cpu_us_per_request": 1200, "client_cpu_us_per_request": 400}
+        return {"best": best, "rates": [{"rate": 250.0, "median_p99_ms": 9.5, "errors": 0,
+                                         "held": True, "runs": [run]}]}  # fmt: skip
+
+    gap = {"rounds": 2, "floor_p50_ms": [1.0, 1.2], "one_client_p50_ms": [2.0, 2.4],
+           "median_gap_ms": 1.1}  # fmt: skip
+    record = {
+        "date": "2026-12-04T12:57:32+00:00", "finished": "2026-12-04T13:01:12+00:00",
+        "command": "python bench/diagnostics/native_predict.py --out x", "code": "abc",
+        "machine": {"cpu": "AMD EPYC", "cores": 2}, "model": {"kind": "two_stage"},
+        "workers": 2, "check": {"users": 64}, "gap": {"local": gap, "native": gap},
+        "sweep": {"local": sweep(250.0), "native": sweep(1250.0)},
+        "forwarded": [{"request": "Predict, unknown label",
+                       "local": ["INVALID_ARGUMENT", "Unrecognized servable version label: x"],
+                       "through_predictd": ["INVALID_ARGUMENT",
+                                            "Unrecognized servable version label: x"]}],
+        "reading": "Reading: ...",
+    }  # fmt: skip
+    out = tmp_path / "serving-native.md"
+    native_predict.write_markdown(record, out)
+    text = out.read_text()
+    assert "| local | 1.100 ms | 2.200 ms | 1.100 ms | 250 req/s |" in text
+    assert "| native | 1.100 ms | 2.200 ms | 1.100 ms | 1250 req/s |" in text
+    assert "on 2 model threads" in text
+    assert (
+        "| Predict, unknown label | INVALID_ARGUMENT Unrecognized servable version label: x |"
+        in text
+    )
