@@ -14,7 +14,7 @@ export SCARF_ANALYTICS := false
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install server-deps system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality check-serving-compat compose-smoke bench-tf32 bench-soak bench-scale bench-unique bench-serving-native
+.PHONY: install server-deps system-deps demo demo-movielens airflow mlflow serve test test-unit lint typecheck clean bench-ope bench-serving bench-quality check-serving-compat compose-smoke bench-tf32 bench-soak bench-scale bench-unique bench-serving-native native-deps
 
 install: $(STAMP)
 
@@ -56,12 +56,24 @@ server-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2 >/dev/null; \
 	else echo ">> not root: not installing libjemalloc2 (the model server uses glibc's malloc)"; fi
 
-# Debian packages some tests need: docker-compose (validates the compose file without an engine),
-# chromium (the browser test) and postgresql (the server programs initdb/pg_ctl, found as
+# What bench/diagnostics/native_predict.py builds predictd with (its integration test builds it
+# too): installed when missing and we are root.
+NATIVE_DEBS := gcc libc6-dev libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
+native-deps:
+	@if [ -e /usr/include/grpc/grpc.h ] && command -v protoc-c >/dev/null && command -v gcc >/dev/null \
+	  && [ -e /usr/include/protobuf-c/protobuf-c.h ] && [ -e /usr/include/stdio.h ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo ">> installing Debian packages $(NATIVE_DEBS)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(NATIVE_DEBS) >/dev/null; \
+	else echo ">> not root: not installing $(NATIVE_DEBS) (the predictd test will skip;" \
+	  "under CI=true a skip fails the run)"; fi
+
+# Debian packages some tests need (besides native-deps): docker-compose (validates the compose
+# file without an engine), chromium (the browser test) and postgresql (the server programs initdb/pg_ctl, found as
 # tests/integration/pg.py finds them: PG_BIN_DIR, `pg_config --bindir`,
 # /usr/lib/postgresql/<ver>/bin). Installed when missing and we are root; otherwise those tests
 # skip and say why (under CI=true a skip fails the run: tests/_skip_guard.py).
-system-deps: server-deps
+system-deps: server-deps native-deps
 	@missing=""; command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	pgbin="$${PG_BIN_DIR:-$$(pg_config --bindir 2>/dev/null)}"; \
@@ -108,16 +120,9 @@ bench-serving: install server-deps
 	$(BIN)/python bench/serving.py --out bench/results
 
 # Diagnostic: the local server against the same model served by a C program with no Python on the
-# request path (bench/diagnostics/native_predict.py; Predict only, built here with Debian's gRPC
+# request path in front of it (bench/diagnostics/native_predict.py, built here with Debian's gRPC
 # and protobuf-c and TensorFlow's C library); writes bench/results/serving-native.{json,md}.
-NATIVE_DEBS := gcc libc6-dev libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
-bench-serving-native: install server-deps
-	@if [ ! -e /usr/include/grpc/grpc.h ] || ! command -v protoc-c >/dev/null || ! command -v gcc >/dev/null \
-	  || [ ! -e /usr/include/protobuf-c/protobuf-c.h ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo ">> installing Debian packages $(NATIVE_DEBS)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(NATIVE_DEBS) >/dev/null; \
-	  else echo ">> not root: install $(NATIVE_DEBS) first"; exit 1; fi; fi
+bench-serving-native: install server-deps native-deps
 	$(BIN)/python bench/diagnostics/native_predict.py --out bench/results/serving-native
 
 # Every model kind's SavedModel under the TF Serving release's TensorFlow (src/recflow/serving/
