@@ -53,7 +53,7 @@ from serving_report import P99_TARGET_MS, host_lines  # noqa: E402
 
 from recflow.ops.machine import code_label, summary  # noqa: E402
 
-SOURCE = Path(__file__).resolve().parent / "native_predict" / "predictd.c"
+SOURCES = Path(__file__).resolve().parent / "native_predict"
 DEBIAN = "gcc libc6-dev libgrpc-dev protobuf-c-compiler libprotobuf-c-dev"
 THREADS = (1, -1)  # the local server's session threads (intra, inter), as bench-serving runs it
 
@@ -119,8 +119,8 @@ def build(work: Path) -> Path:
                     f"--c_out={gen}", *names], check=True)  # fmt: skip
     binary = work / "predictd"
     include = Path(tf.__file__).parent / "include"
-    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(SOURCE),
-                    *map(str, sorted(gen.rglob("*.c"))), f"-I{gen}", f"-I{include}",
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), *map(str, sorted(SOURCES.glob("*.c"))),
+                    *map(str, sorted(gen.rglob("*.c"))), f"-I{gen}", f"-I{include}", f"-I{SOURCES}",
                     "-lgrpc", "-lgpr", "-lprotobuf-c", "-lpthread", "-ldl"], check=True)  # fmt: skip
     return binary
 
@@ -141,25 +141,54 @@ def start_native(
     binary: Path, export: Path, port: int, log: Path, workers: int, backend: str
 ) -> subprocess.Popen[bytes]:
     """predictd on ``port`` in front of the local server at ``backend``, serving ``export`` as
-    the bench serves it (version 1, label stable), with the local server's receive limit."""
-    import grpc
+    the bench serves it (version 1, label stable), with the local server's receive limit. It
+    runs while its standard input stays open."""
     import tensorflow as tf
 
     from recflow.serving.limits import GRPC_DEFAULT_MAX_RECEIVE_BYTES
 
     tf_lib = Path(tf.__file__).parent / "libtensorflow_cc.so.2"
     env = dict(os.environ, TF_CC_LIB=str(tf_lib), LD_LIBRARY_PATH=str(tf_lib.parent))
-    tensor_in, tensors_out = signature_tensors(export)
-    argv = [str(binary), str(port), backend, str(GRPC_DEFAULT_MAX_RECEIVE_BYTES), str(export),
-            MODEL, "1", "stable", str(workers), "64", tensor_in, *tensors_out]  # fmt: skip
-    process = subprocess.Popen(argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        try:  # predictd binds its port once the model is loaded
-            grpc.channel_ready_future(channel).result(timeout=120)
-        except grpc.FutureTimeoutError:
-            process.kill()
-            raise SystemExit(f"native_predict: predictd did not start; see {log}") from None
+    argv = [
+        str(binary),
+        str(port),
+        backend,
+        str(GRPC_DEFAULT_MAX_RECEIVE_BYTES),
+        str(workers),
+        "64",
+    ]
+    process = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=log.open("wb"))  # fmt: skip
+    answer = publish(process, [(MODEL, 1, export)], {(MODEL, "stable"): 1})
+    if not answer.startswith("ok"):
+        process.kill()
+        raise SystemExit(f"native_predict: predictd refused its table: {answer!r}; see {log}")
     return process
+
+
+def publish(
+    process: subprocess.Popen[bytes],
+    servables: list[tuple[str, int, Path]],
+    labels: dict[tuple[str, str], int],
+) -> str:
+    """Make ``servables`` (name, version, SavedModel) and ``labels`` predictd's whole table:
+    its answer, "ok ..." once requests see the new table or "error ..." with the old one kept."""
+    lines = []
+    for name, version, export in servables:
+        tensor_in, tensors_out = signature_tensors(export)
+        lines.append(
+            "\t".join(["servable", name, str(version), str(export), tensor_in, *tensors_out])
+        )
+    lines += [f"label\t{name}\t{label}\t{version}" for (name, label), version in labels.items()]
+    return commit(process, lines)
+
+
+def commit(process: subprocess.Popen[bytes], lines: list[str]) -> str:
+    """Send table ``lines`` and ``commit`` to predictd; its one-line answer."""
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(("\n".join([*lines, "commit"]) + "\n").encode())
+    process.stdin.flush()
+    return process.stdout.readline().decode().strip()
 
 
 def _probes(users: list[str]) -> list[tuple[str, str, bytes]]:

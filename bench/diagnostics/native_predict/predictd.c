@@ -1,23 +1,19 @@
 /* A diagnostic, not the product's server: TF Serving's Predict RPC served by gRPC's C core and
- * TensorFlow's C API, with no Python on the request path. bench/diagnostics/native_predict.py
- * builds and drives it to measure what the local server's Python gRPC stack costs against the
- * same model, batching and load generator.
+ * TensorFlow's C API, with no Python on the request path, in front of the local model server.
+ * bench/diagnostics/native_predict.py builds and drives it.
  *
- * Serves natively only the common request: Predict on MODEL_NAME (no version, VERSION, or one of
- * LABELS), signature serving_default, one input tensor of one string (the serving contract's
- * user_id), no output filter. Every other request, and every other RPC, is forwarded unchanged
- * to BACKEND (the local model server) and its answer relayed, status and message included, so
- * the local server stays the judge of everything unusual; BACKEND "-" refuses them instead.
- * Requests larger than MAX_RECEIVE_BYTES are refused by gRPC itself, as the local server's are.
- * Native requests are batched as they queue (a free worker takes everything waiting, up to
- * MAX_BATCH rows), padded to the next power of two as the server's allowed_batch_sizes do.
+ * Serves natively only the common request: Predict on a servable of its table (servables.h:
+ * standard input sets it), by name and version, label or none (the latest), signature
+ * serving_default, one input tensor of one string (the serving contract's user_id), no output
+ * filter. Every other request, and every other RPC, is forwarded unchanged to BACKEND (the local
+ * model server) and its answer relayed, status and message included, so the local server stays
+ * the judge of everything unusual; BACKEND "-" refuses them instead. Requests larger than
+ * MAX_RECEIVE_BYTES are refused by gRPC itself, as the local server's are. Native requests are
+ * batched as they queue (a free worker takes the oldest and everything waiting for the same
+ * servable, up to MAX_BATCH rows), padded to the next power of two as the local server's
+ * allowed_batch_sizes do.
  *
- * usage: predictd PORT BACKEND MAX_RECEIVE_BYTES MODEL_DIR MODEL_NAME VERSION LABELS WORKERS
- *                 MAX_BATCH INPUT_KEY=OP:INDEX OUTPUT_KEY=OP:INDEX...
- * TF_CC_LIB names TensorFlow's libtensorflow_cc.so.2. It is opened RTLD_LOCAL | RTLD_DEEPBIND
- * because it exports its own copy of gRPC's internals (grpc_core::...), which would otherwise
- * interpose on the system libgrpc this program links. */
-#include <dlfcn.h>
+ * usage: predictd PORT BACKEND MAX_RECEIVE_BYTES WORKERS MAX_BATCH  (then the table on stdin) */
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
@@ -27,21 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tensorflow/c/c_api.h"
-#include "tensorflow/c/tf_tstring.h"
+#include "servables.h"
 #include "tensorflow_serving/apis/predict.pb-c.h"
 
-#define MAX_OUTPUTS 16
 #define OUTSTANDING 128 /* calls the server accepts before a worker has taken any */
 #define MAX_ID 256
-
-#define TF_FUNCTIONS(X)                                                                      \
-  X(TF_NewStatus) X(TF_NewSessionOptions) X(TF_SetConfig) X(TF_GetCode) X(TF_Message)       \
-  X(TF_NewGraph) X(TF_LoadSessionFromSavedModel) X(TF_GraphOperationByName)                 \
-  X(TF_AllocateTensor) X(TF_TensorData) X(TF_TensorType) X(TF_NumDims) X(TF_Dim)            \
-  X(TF_TensorByteSize) X(TF_SessionRun) X(TF_DeleteTensor)
-#define DECLARE(f) static __typeof__(f) *p_##f;
-TF_FUNCTIONS(DECLARE)
 
 /* One incoming call; it is also its own completion-queue tag, so ``state`` says which step of
  * its life just completed. */
@@ -62,6 +48,7 @@ typedef struct Call {
   grpc_status_code backend_status;
   grpc_slice backend_details; /* also the details of a status predictd makes itself */
   int other; /* accepted as an unregistered call: details to release */
+  Servable *servable; /* a natively served call's, referenced */
   char user[MAX_ID];
   size_t user_len;
   struct Call *next;
@@ -72,34 +59,11 @@ static grpc_completion_queue *cq;
 static void *predict_method;
 static const char *PREDICT = "/tensorflow.serving.PredictionService/Predict";
 static grpc_channel *backend; /* NULL: refuse what is not served natively */
-static TF_Session *session;
-static TF_Output input;
-static char *input_key;
-static int n_outputs;
-static TF_Output outputs[MAX_OUTPUTS];
-static char *output_keys[MAX_OUTPUTS];
-static char *model_name;
-static long model_version;
-static char *labels; /* ",stable,canary," */
 static int max_batch;
 
 static pthread_mutex_t queue_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t queue_cv = PTHREAD_COND_INITIALIZER;
 static Call *queue_head, *queue_tail;
-
-static void die(const char *what, const char *detail) {
-  fprintf(stderr, "predictd: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
-  exit(1);
-}
-
-static void load_tensorflow(void) {
-  const char *lib = getenv("TF_CC_LIB");
-  if (!lib) die("TF_CC_LIB must name libtensorflow_cc.so.2", NULL);
-  void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
-  if (!h) die("dlopen", dlerror());
-#define RESOLVE(f) if (!(p_##f = dlsym(h, #f))) die("missing symbol", #f);
-  TF_FUNCTIONS(RESOLVE)
-}
 
 static void accept_predict(void) {
   Call *c = calloc(1, sizeof(Call));
@@ -134,6 +98,7 @@ static void release(Call *c) {
     grpc_call_unref(c->backend_call);
   }
   grpc_slice_unref(c->backend_details);
+  if (c->servable) servable_unref(c->servable);
   if (c->call) grpc_call_unref(c->call);
   free(c);
 }
@@ -207,26 +172,7 @@ static void receive(Call *c) {
     die("receiving: grpc_call_start_batch failed", NULL);
 }
 
-static int served_version(Tensorflow__Serving__ModelSpec *spec) {
-  if (!spec || strcmp(spec->name, model_name) != 0) return 0;
-  if (spec->signature_name[0] && strcmp(spec->signature_name, "serving_default") != 0) return 0;
-  switch (spec->version_choice_case) {
-    case TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE__NOT_SET:
-      return 1;
-    case TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION:
-      return spec->version && spec->version->value == model_version;
-    case TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION_LABEL: {
-      char needle[MAX_ID + 3];
-      if (strlen(spec->version_label) > MAX_ID) return 0;
-      snprintf(needle, sizeof needle, ",%s,", spec->version_label);
-      return strstr(labels, needle) != NULL;
-    }
-    default:
-      return 0;
-  }
-}
-
-/* Whether the request is the one shape served natively; if so its user id is kept. */
+/* Whether the request is the one shape served natively; if so its servable and user id are kept. */
 static int parse(Call *c) {
   grpc_byte_buffer_reader reader;
   if (!c->payload || !grpc_byte_buffer_reader_init(&reader, c->payload)) return 0;
@@ -236,24 +182,29 @@ static int parse(Call *c) {
       NULL, GRPC_SLICE_LENGTH(bytes), GRPC_SLICE_START_PTR(bytes));
   grpc_slice_unref(bytes);
   if (!request) return 0;
-  int ok = 0;
-  if (served_version(request->model_spec) && request->n_output_filter == 0 &&
-      request->n_inputs == 1 && strcmp(request->inputs[0]->key, input_key) == 0) {
+  const Tensorflow__Serving__ModelSpec *spec = request->model_spec;
+  Servable *s = NULL;
+  if (spec && (!spec->signature_name[0] || strcmp(spec->signature_name, "serving_default") == 0) &&
+      request->n_output_filter == 0 && request->n_inputs == 1)
+    s = servable_find(spec);
+  if (s && strcmp(request->inputs[0]->key, s->input_key) == 0) {
     Tensorflow__TensorProto *t = request->inputs[0]->value;
     if (t && t->dtype == TENSORFLOW__DATA_TYPE__DT_STRING && t->tensor_shape &&
         t->tensor_shape->n_dim == 1 && t->tensor_shape->dim[0]->size == 1 &&
         t->n_string_val == 1 && t->string_val[0].len < MAX_ID && t->tensor_content.len == 0) {
       memcpy(c->user, t->string_val[0].data, t->string_val[0].len);
       c->user_len = t->string_val[0].len;
-      ok = 1;
+      c->servable = s;
+      s = NULL;
     }
   }
+  if (s) servable_unref(s);
   tensorflow__serving__predict_request__free_unpacked(request, NULL);
-  return ok;
+  return c->servable != NULL;
 }
 
 /* Row ``row`` of every output, as a serialized PredictResponse. */
-static grpc_byte_buffer *response(TF_Tensor **values, int rows, int row) {
+static grpc_byte_buffer *response(const Servable *sv, TF_Tensor **values, int rows, int row) {
   Tensorflow__Serving__PredictResponse resp = TENSORFLOW__SERVING__PREDICT_RESPONSE__INIT;
   Tensorflow__Serving__ModelSpec spec = TENSORFLOW__SERVING__MODEL_SPEC__INIT;
   Google__Protobuf__Int64Value version = GOOGLE__PROTOBUF__INT64_VALUE__INIT;
@@ -262,13 +213,13 @@ static grpc_byte_buffer *response(TF_Tensor **values, int rows, int row) {
   Tensorflow__TensorShapeProto shapes[MAX_OUTPUTS];
   Tensorflow__TensorShapeProto__Dim dims[MAX_OUTPUTS][8], *dim_ptrs[MAX_OUTPUTS][8];
   ProtobufCBinaryData *strings[MAX_OUTPUTS] = {0};
-  version.value = model_version;
-  spec.name = model_name;
+  version.value = sv->version;
+  spec.name = sv->name;
   spec.signature_name = "serving_default";
   spec.version_choice_case = TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION;
   spec.version = &version;
   resp.model_spec = &spec;
-  for (int k = 0; k < n_outputs; k++) {
+  for (int k = 0; k < sv->n_outputs; k++) {
     TF_Tensor *v = values[k];
     int nd = p_TF_NumDims(v);
     int64_t per_row = 1;
@@ -299,19 +250,41 @@ static grpc_byte_buffer *response(TF_Tensor **values, int rows, int row) {
       tensors[k].tensor_content.data = (uint8_t *)p_TF_TensorData(v) + row * row_bytes;
       tensors[k].tensor_content.len = row_bytes;
     }
-    entries[k].key = output_keys[k];
+    entries[k].key = sv->output_keys[k];
     entries[k].value = &tensors[k];
     entry_ptrs[k] = &entries[k];
   }
-  resp.n_outputs = n_outputs;
+  resp.n_outputs = sv->n_outputs;
   resp.outputs = entry_ptrs;
   size_t len = tensorflow__serving__predict_response__get_packed_size(&resp);
   grpc_slice slice = grpc_slice_malloc(len);
   tensorflow__serving__predict_response__pack(&resp, GRPC_SLICE_START_PTR(slice));
   grpc_byte_buffer *buffer = grpc_raw_byte_buffer_create(&slice, 1);
   grpc_slice_unref(slice);
-  for (int k = 0; k < n_outputs; k++) free(strings[k]);
+  for (int k = 0; k < sv->n_outputs; k++) free(strings[k]);
   return buffer;
+}
+
+/* Takes the oldest queued call and every other queued call for its servable, up to max_batch. */
+static int take_batch(Call **batch) {
+  int n = 0;
+  pthread_mutex_lock(&queue_mu);
+  while (!queue_head) pthread_cond_wait(&queue_cv, &queue_mu);
+  Servable *s = queue_head->servable;
+  Call **link = &queue_head;
+  queue_tail = NULL;
+  while (*link) {
+    Call *c = *link;
+    if (c->servable == s && n < max_batch) {
+      batch[n++] = c;
+      *link = c->next;
+    } else {
+      queue_tail = c;
+      link = &c->next;
+    }
+  }
+  pthread_mutex_unlock(&queue_mu);
+  return n;
 }
 
 static void *worker(void *unused) {
@@ -319,15 +292,8 @@ static void *worker(void *unused) {
   TF_Status *status = p_TF_NewStatus();
   Call **batch = malloc(max_batch * sizeof(Call *));
   for (;;) {
-    int n = 0;
-    pthread_mutex_lock(&queue_mu);
-    while (!queue_head) pthread_cond_wait(&queue_cv, &queue_mu);
-    while (queue_head && n < max_batch) {
-      batch[n++] = queue_head;
-      queue_head = queue_head->next;
-    }
-    if (!queue_head) queue_tail = NULL;
-    pthread_mutex_unlock(&queue_mu);
+    int n = take_batch(batch);
+    Servable *s = batch[0]->servable;
     int64_t padded = 1;
     while (padded < n) padded *= 2;
     TF_Tensor *in = p_TF_AllocateTensor(TF_STRING, &padded, 1, padded * sizeof(TF_TString));
@@ -338,60 +304,26 @@ static void *worker(void *unused) {
       TF_TString_Copy(&ids[i], c->user, c->user_len);
     }
     TF_Tensor *values[MAX_OUTPUTS] = {0};
-    p_TF_SessionRun(session, NULL, &input, &in, 1, outputs, values, n_outputs, NULL, 0, NULL,
-                    status);
+    p_TF_SessionRun(s->session, NULL, &s->input, &in, 1, s->outputs, values, s->n_outputs, NULL,
+                    0, NULL, status);
     p_TF_DeleteTensor(in);
     if (p_TF_GetCode(status) != TF_OK) {
       for (int i = 0; i < n; i++) reply(batch[i], NULL, GRPC_STATUS_INTERNAL, p_TF_Message(status));
       continue;
     }
-    for (int i = 0; i < n; i++) reply(batch[i], response(values, (int)padded, i), GRPC_STATUS_OK, NULL);
-    for (int k = 0; k < n_outputs; k++) p_TF_DeleteTensor(values[k]);
+    for (int i = 0; i < n; i++) reply(batch[i], response(s, values, (int)padded, i), GRPC_STATUS_OK, NULL);
+    for (int k = 0; k < s->n_outputs; k++) p_TF_DeleteTensor(values[k]);
   }
   return NULL;
 }
 
-/* KEY=OP:INDEX */
-static char *parse_tensor(char *arg, TF_Graph *graph, TF_Output *out) {
-  char *eq = strchr(arg, '='), *colon = strrchr(arg, ':');
-  if (!eq || !colon || colon < eq) die("expected KEY=OP:INDEX, got", arg);
-  *eq = *colon = '\0';
-  out->oper = p_TF_GraphOperationByName(graph, eq + 1);
-  out->index = atoi(colon + 1);
-  if (!out->oper) die("no such operation in the SavedModel's graph", eq + 1);
-  return arg;
-}
-
 int main(int argc, char **argv) {
-  if (argc < 12)
-    die("usage: predictd PORT BACKEND MAX_RECEIVE_BYTES MODEL_DIR MODEL_NAME VERSION LABELS "
-        "WORKERS MAX_BATCH INPUT OUTPUT...", NULL);
+  if (argc != 6) die("usage: predictd PORT BACKEND MAX_RECEIVE_BYTES WORKERS MAX_BATCH", NULL);
   load_tensorflow();
   const char *backend_address = argv[2];
   int max_receive = atoi(argv[3]);
-  const char *model_dir = argv[4];
-  model_name = argv[5];
-  model_version = atol(argv[6]);
-  labels = malloc(strlen(argv[7]) + 3);
-  sprintf(labels, ",%s,", argv[7]);
-  int workers = atoi(argv[8]);
-  max_batch = atoi(argv[9]);
-  n_outputs = argc - 11;
-  if (n_outputs > MAX_OUTPUTS) die("too many outputs", NULL);
-  TF_Status *status = p_TF_NewStatus();
-  TF_SessionOptions *options = p_TF_NewSessionOptions();
-  /* ConfigProto{intra_op_parallelism_threads: 1, inter_op_parallelism_threads: -1}, as the local
-   * server runs its sessions: each batch's ops run on the worker thread that runs the batch. */
-  static const unsigned char config[] = {0x10, 0x01, 0x28, 0xff, 0xff, 0xff, 0xff, 0xff,
-                                         0xff, 0xff, 0xff, 0xff, 0x01};
-  p_TF_SetConfig(options, config, sizeof config, status);
-  if (p_TF_GetCode(status) != TF_OK) die("session config", p_TF_Message(status));
-  TF_Graph *graph = p_TF_NewGraph();
-  const char *tags[] = {"serve"};
-  session = p_TF_LoadSessionFromSavedModel(options, NULL, model_dir, tags, 1, graph, NULL, status);
-  if (p_TF_GetCode(status) != TF_OK) die("loading the SavedModel", p_TF_Message(status));
-  input_key = parse_tensor(argv[10], graph, &input);
-  for (int k = 0; k < n_outputs; k++) output_keys[k] = parse_tensor(argv[11 + k], graph, &outputs[k]);
+  int workers = atoi(argv[4]);
+  max_batch = atoi(argv[5]);
 
   grpc_init();
   if (strcmp(backend_address, "-") != 0) {
@@ -418,7 +350,9 @@ int main(int argc, char **argv) {
     pthread_t thread;
     pthread_create(&thread, NULL, worker, NULL);
   }
-  fprintf(stderr, "predictd: serving %s on %s\n", model_dir, address);
+  fprintf(stderr, "predictd: listening on %s\n", address);
+  pthread_t control; /* started once the port listens: its first answer means "ready" */
+  pthread_create(&control, NULL, control_loop, NULL);
   grpc_slice predict = grpc_slice_from_static_string(PREDICT);
   for (;;) {
     grpc_event event = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
