@@ -5,11 +5,12 @@
 
 A diagnostic beside `make bench-serving`, and a trial of one architecture for the local server:
 ``native_predict/predictd.c`` (gRPC's C core and TensorFlow's C API) takes the public port,
-answers the common Predict itself (one model version, one user id, batched as requests queue
-on ``--workers`` threads, padded to powers of two like ``allowed_batch_sizes``) and forwards
-every other request and RPC unchanged to the local server behind it, whose answer it relays.
-It is built here from the installed protos (protoc-c) and TensorFlow's own C library. It has
-no reloads, versions beyond the one, or metrics of its own: not the product's server.
+answers the common Predict itself (a servable of the table its standard input sets, here the
+bench's one version; one user id; batched as requests queue on ``--workers`` threads, padded
+to powers of two like ``allowed_batch_sizes``) and forwards every other request and RPC
+unchanged to the local server behind it, whose answer it relays. It is built here from the
+installed protos (protoc-c) and TensorFlow's own C library. Nothing keeps its table in step
+with the local server's models and it keeps no metrics: not the product's server.
 
 The run, on the bench's own model (bench/serving_models.py) and with its own measurements:
 1. predictd's own answers equal the in-process SavedModel's for the same users, one at a time
