@@ -36,10 +36,6 @@ if TYPE_CHECKING:
     from tensorflow.core.framework.tensor_pb2 import TensorProto
     from tensorflow.core.protobuf.meta_graph_pb2 import TensorInfo
 
-if TYPE_CHECKING:
-    from tensorflow.core.framework.tensor_pb2 import TensorProto
-    from tensorflow.core.protobuf.meta_graph_pb2 import TensorInfo
-
 GRPC_DEFAULT_MAX_RECEIVE_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_REQUEST_ROWS = 64  # as serving/batching_parameters.txt's max_batch_size
 MAX_RECEIVE = "grpc.max_receive_message_length"
