@@ -84,10 +84,11 @@ def _paced_lines(pairs: dict[str, Any]) -> list[str]:
     ]
 
 
-def write_markdown(result: dict[str, Any], path: Path) -> None:
+def header_lines(result: dict[str, Any], title: str) -> list[str]:
+    """Title, date, command and code, machine and load, software and host costs of a record."""
     m = result["machine"]
-    lines = [
-        "# Serving latency: top-10 Predict over gRPC",
+    return [
+        f"# {title}",
         "",
         f"- date: {result['date']} (finished {result['finished']})",
         f"- command: `{result['command']}`"
@@ -97,6 +98,12 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "(other jobs share this machine)",
         f"- software: Python {m['python']}, TensorFlow {m['tensorflow']}, grpcio {m['grpcio']}",
         *host_lines(m),
+    ]
+
+
+def write_markdown(result: dict[str, Any], path: Path) -> None:
+    lines = [
+        *header_lines(result, "Serving latency: top-10 Predict over gRPC"),
         f"- open loop: {result['seconds_per_run']} s per run, {result['repeats']} runs per rate "
         "(median p99), rates in increasing order until the first rate not held",
     ]

@@ -50,9 +50,9 @@ sys.path.insert(0, str(BENCH))
 from loadgen import machine, stop_server  # noqa: E402 (bench/loadgen.py)
 from serving import open_loop, parse_args, serve  # noqa: E402 (bench/serving.py)
 from serving_latency import MODEL, in_process, make_request, paired_gap  # noqa: E402
-from serving_report import P99_TARGET_MS, host_lines  # noqa: E402
+from serving_report import P99_TARGET_MS, header_lines  # noqa: E402
 
-from recflow.ops.machine import code_label, summary  # noqa: E402
+from recflow.ops.machine import code_label  # noqa: E402
 
 SOURCES = Path(__file__).resolve().parent / "native_predict"
 DEBIAN = "gcc libc6-dev libgrpc-dev protobuf-c-compiler libprotobuf-c-dev"
@@ -307,14 +307,8 @@ def sweep(servers: dict[str, tuple[str, int]], users: list[str], args: Any) -> d
 
 
 def write_markdown(result: dict[str, Any], path: Path) -> None:
-    m = result["machine"]
     lines = [
-        "# Diagnostic: the local server against the same model served without Python",
-        "",
-        f"- date: {result['date']} (finished {result['finished']})",
-        f"- command: `{result['command']}`, code {result['code']}",
-        f"- machine: {summary(m)}",
-        *host_lines(m),
+        *header_lines(result, "Diagnostic: the local server and predictd in front of it"),
         f"- model: {result['model']}",
         f"- answers checked: {result['check']}",
         "- servers: `local` is recflow's model server as `make bench-serving` starts it; "
@@ -422,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "code": code_label(),
         "machine": info,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "model": model,
         "workers": args.workers,
         "check": check,

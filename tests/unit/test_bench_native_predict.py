@@ -96,7 +96,9 @@ def test_the_report_names_both_servers_rates_and_what_was_forwarded(tmp_path: Pa
     record = {
         "date": "2026-12-04T12:57:32+00:00", "finished": "2026-12-04T13:01:12+00:00",
         "command": "python bench/diagnostics/native_predict.py --out x", "code": "abc",
-        "machine": {"cpu": "AMD EPYC", "cores": 2}, "model": {"kind": "two_stage"},
+        "machine": {"cpu": "AMD EPYC", "cores": 2, "python": "3.11.7", "tensorflow": "2.21.0",
+                    "grpcio": "1.85.3", "load_average_at_start": [0.5, 0.5, 0.5]},
+        "load_average_at_end": [1.0, 0.6, 0.5], "model": {"kind": "two_stage"},
         "workers": 2, "check": {"users": 64}, "gap": {"local": gap, "native": gap},
         "sweep": {"local": sweep(250.0), "native": sweep(1250.0)},
         "forwarded": [{"request": "Predict, unknown label",
@@ -111,6 +113,7 @@ def test_the_report_names_both_servers_rates_and_what_was_forwarded(tmp_path: Pa
     assert "| local | 1.100 ms | 2.200 ms | 1.100 ms | 250 req/s |" in text
     assert "| native | 1.100 ms | 2.200 ms | 1.100 ms | 1250 req/s |" in text
     assert "on 2 model threads" in text
+    assert "load average at start [0.5, 0.5, 0.5], at end [1.0, 0.6, 0.5]" in text
     assert (
         "| Predict, unknown label | INVALID_ARGUMENT Unrecognized servable version label: x |"
         in text
