@@ -55,7 +55,6 @@ from serving_report import P99_TARGET_MS, header_lines  # noqa: E402
 from recflow.ops.machine import code_label  # noqa: E402
 
 SOURCES = Path(__file__).resolve().parent / "native_predict"
-DEBIAN = "gcc libc6-dev libgrpc-dev protobuf-c-compiler libprotobuf-c-dev"
 THREADS = (1, -1)  # the local server's session threads (intra, inter), as bench-serving runs it
 
 
@@ -105,17 +104,18 @@ def build(work: Path) -> Path:
                 if not Path(h).exists()]  # fmt: skip
     if missing:
         raise SystemExit(
-            f"native_predict: missing {', '.join(missing)}; run `make bench-serving-native` "
-            f"(it installs the Debian packages {DEBIAN}) or install them yourself"
+            f"native_predict: missing {', '.join(missing)}; run `make native-deps` (as root: it "
+            "installs the Debian packages predictd builds with, listed there)"
         )
     import tensorflow as tf
 
     gen = work / "gen"
     gen.mkdir(parents=True, exist_ok=True)
-    (work / "protos.pb").write_bytes(_descriptor_set())
+    protos = _descriptor_set()
+    (work / "protos.pb").write_bytes(protos)
     from google.protobuf import descriptor_pb2
 
-    names = [f.name for f in descriptor_pb2.FileDescriptorSet.FromString(_descriptor_set()).file]
+    names = [f.name for f in descriptor_pb2.FileDescriptorSet.FromString(protos).file]
     subprocess.run(["protoc-c", f"--descriptor_set_in={work / 'protos.pb'}",
                     f"--c_out={gen}", *names], check=True)  # fmt: skip
     binary = work / "predictd"
