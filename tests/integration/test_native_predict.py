@@ -54,15 +54,19 @@ def predictd_in_front(start_server: Any, model_sources: dict[str, Path], tmp_pat
 
 
 def test_predictd_answers_as_the_savedmodel_does(predictd_in_front: Any) -> None:
+    import native_checks
+
     native_predict, front, _, export, _ = predictd_in_front
-    check = native_predict.check_answers(front, export, USERS)
+    check = native_checks.check_answers(front, export, USERS)
     assert check["users"] == len(USERS)
     assert check["max_abs_score_difference"] <= 1e-6
 
 
 def test_everything_else_gets_the_local_servers_own_answer(predictd_in_front: Any) -> None:
+    import native_checks
+
     native_predict, front, local, _, _ = predictd_in_front
-    rows = native_predict.check_forwarded(front, local, USERS)
+    rows = native_checks.check_forwarded(front, local, USERS)
     assert all(r["same"] for r in rows)
     refused = {r["request"]: r["through_predictd"][0] for r in rows}
     assert refused["Predict, unknown label"] == "INVALID_ARGUMENT"
@@ -74,13 +78,14 @@ def test_a_new_table_changes_what_is_served_natively_at_once(
     predictd_in_front: Any, model_sources: dict[str, Path], tmp_path: Path
 ) -> None:
     import grpc
+    import native_checks
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     native_predict, front, local, export_a, process = predictd_in_front
     export_b = publish_version(model_sources["B"], tmp_path / "other", 2)
 
     def request(label: str | None = None, version: int | None = None) -> Any:
-        message = native_predict.make_request("u1", label=label or "")
+        message = native_checks.make_request("u1", label=label or "")
         message.model_spec.ClearField("version_label")
         if label is not None:
             message.model_spec.version_label = label
@@ -114,7 +119,7 @@ def test_a_new_table_changes_what_is_served_natively_at_once(
     assert native_predict.publish(process, both[:1], {(model, "stable"): 1}) == "ok 1 1"
     method = "/tensorflow.serving.PredictionService/Predict"
     forwarded = request(version=2).SerializeToString()
-    assert native_predict._ask(front, method, forwarded) == native_predict._ask(
+    assert native_checks._ask(front, method, forwarded) == native_checks._ask(
         local, method, forwarded
     )
     # Served natively again from version 1: the same answer as the local server's (a map's
@@ -122,7 +127,7 @@ def test_a_new_table_changes_what_is_served_natively_at_once(
     from tensorflow_serving.apis import predict_pb2
 
     served = request("stable").SerializeToString()
-    answers = [native_predict._ask(a, method, served) for a in (front, local)]
+    answers = [native_checks._ask(a, method, served) for a in (front, local)]
     assert [a[0] for a in answers] == ["OK", "OK"]
     parsed = [predict_pb2.PredictResponse.FromString(a[2]) for a in answers]
     assert parsed[0] == parsed[1]

@@ -12,6 +12,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH / "diagnostics"))
 
+import native_checks  # noqa: E402
 import native_predict  # noqa: E402
 
 
@@ -53,22 +54,22 @@ def test_the_protos_for_protoc_c_keep_every_field_and_drop_only_proto3_optional(
 
 def _answers(monkeypatch: pytest.MonkeyPatch, local: dict[str, Any], front: dict[str, Any]) -> None:
     def ask(address: str, method: str, request: bytes) -> tuple[str, str, bytes]:
-        what = next(w for w, m, r in native_predict._probes(["u1", "u2", "u3"]) if r == request)
+        what = next(w for w, m, r in native_checks._probes(["u1", "u2", "u3"]) if r == request)
         table = front if address == "front" else local
         return table.get(what, ("OK", "", b"same bytes"))
 
-    monkeypatch.setattr(native_predict, "_ask", ask)
+    monkeypatch.setattr(native_checks, "_ask", ask)
 
 
 def test_forwarded_answers_must_equal_the_local_servers(monkeypatch: pytest.MonkeyPatch) -> None:
     _answers(monkeypatch, {}, {})
-    rows = native_predict.check_forwarded("front", "local", ["u1", "u2", "u3"])
+    rows = native_checks.check_forwarded("front", "local", ["u1", "u2", "u3"])
     assert [r["request"] for r in rows][:2] == ["GetModelStatus", "GetModelMetadata"]
     assert all(r["same"] for r in rows)
 
     _answers(monkeypatch, {}, {"Predict, 3 users": ("OK", "", b"other bytes")})
     with pytest.raises(SystemExit, match="Predict, 3 users"):
-        native_predict.check_forwarded("front", "local", ["u1", "u2", "u3"])
+        native_checks.check_forwarded("front", "local", ["u1", "u2", "u3"])
 
 
 def test_an_oversized_request_needs_the_same_refusal_code_not_the_same_message(
@@ -77,12 +78,12 @@ def test_an_oversized_request_needs_the_same_refusal_code_not_the_same_message(
     local = {"Predict, 5 MiB request": ("RESOURCE_EXHAUSTED", "SERVER: larger than max", b"")}
     front = {"Predict, 5 MiB request": ("RESOURCE_EXHAUSTED", "larger than max", b"")}
     _answers(monkeypatch, local, front)
-    rows = native_predict.check_forwarded("front", "local", ["u1", "u2", "u3"])
+    rows = native_checks.check_forwarded("front", "local", ["u1", "u2", "u3"])
     assert rows[-1]["same"]
 
     _answers(monkeypatch, local, {"Predict, 5 MiB request": ("OK", "", b"answered")})
     with pytest.raises(SystemExit, match="5 MiB"):
-        native_predict.check_forwarded("front", "local", ["u1", "u2", "u3"])
+        native_checks.check_forwarded("front", "local", ["u1", "u2", "u3"])
 
 
 def test_the_report_names_both_servers_rates_and_what_was_forwarded(tmp_path: Path) -> None:
