@@ -47,14 +47,18 @@ mlflow: install
 serve: install server-deps
 	$(BIN)/python -m recflow.dev.launch serve --port $(SERVE_PORT)
 
+# $(call apt_install,PACKAGES,WHAT HAPPENS WITHOUT THEM): a shell step installing Debian
+# PACKAGES when we are root and have apt-get, else saying what will happen without them.
+apt_install = if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo ">> installing Debian packages $(1)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+	else echo ">> not root: not installing $(1) ($(2))"; fi
+
 # The local model server's allocator (recflow.serving.server.allocator): jemalloc from Debian when
 # missing and we are root; without it the server runs on glibc's malloc and says so in its log.
 server-deps:
 	@ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1 && exit 0; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo ">> installing Debian package libjemalloc2"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2 >/dev/null; \
-	else echo ">> not root: not installing libjemalloc2 (the model server uses glibc's malloc)"; fi
+	$(call apt_install,libjemalloc2,the model server uses glibc's malloc)
 
 # What bench/diagnostics/native_predict.py builds predictd with (its integration test builds it
 # too): installed when missing and we are root.
@@ -62,15 +66,11 @@ NATIVE_DEBS := gcc libc6-dev libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
 native-deps:
 	@if [ -e /usr/include/grpc/grpc.h ] && command -v protoc-c >/dev/null && command -v gcc >/dev/null \
 	  && [ -e /usr/include/protobuf-c/protobuf-c.h ] && [ -e /usr/include/stdio.h ]; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo ">> installing Debian packages $(NATIVE_DEBS)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(NATIVE_DEBS) >/dev/null; \
-	else echo ">> not root: not installing $(NATIVE_DEBS) (the predictd test will skip;" \
-	  "under CI=true a skip fails the run)"; fi
+	$(call apt_install,$(NATIVE_DEBS),the predictd test will skip; under CI=true a skip fails the run)
 
 # Debian packages some tests need (besides native-deps): docker-compose (validates the compose
-# file without an engine), chromium (the browser test) and postgresql (the server programs initdb/pg_ctl, found as
-# tests/integration/pg.py finds them: PG_BIN_DIR, `pg_config --bindir`,
+# file without an engine), chromium (the browser test) and postgresql (the server programs
+# initdb/pg_ctl, found as tests/integration/pg.py finds them: PG_BIN_DIR, `pg_config --bindir`,
 # /usr/lib/postgresql/<ver>/bin). Installed when missing and we are root; otherwise those tests
 # skip and say why (under CI=true a skip fails the run: tests/_skip_guard.py).
 system-deps: server-deps native-deps
@@ -80,10 +80,7 @@ system-deps: server-deps native-deps
 	{ [ -n "$$pgbin" ] && [ -x "$$pgbin/initdb" ]; } || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 	  || missing="$$missing postgresql"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo ">> installing Debian packages:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	else echo ">> not root: not installing$$missing (the tests that need them will skip; under CI=true a skip fails the run)"; fi
+	$(call apt_install,$$missing,the tests that need them will skip; under CI=true a skip fails the run)
 
 # Lint and types first: they fail in seconds where the tests take minutes. Two workers, one per
 # core (TEST_WORKERS=0 runs in one process); --dist loadfile keeps each file on one worker, in

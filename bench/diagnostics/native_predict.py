@@ -47,9 +47,9 @@ import numpy as np
 BENCH = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BENCH))
 from loadgen import machine, stop_server  # noqa: E402 (bench/loadgen.py)
-from serving import open_loop, parse_args, serve  # noqa: E402 (bench/serving.py)
+from serving import open_loop, parse_args, rate_record, serve  # noqa: E402 (bench/serving.py)
 from serving_latency import MODEL, paired_gap  # noqa: E402
-from serving_report import P99_TARGET_MS, header_lines  # noqa: E402
+from serving_report import header_lines  # noqa: E402
 
 from recflow.ops.machine import code_label  # noqa: E402
 
@@ -139,6 +139,15 @@ def signature_tensors(export: Path) -> tuple[str, list[str]]:
     return f"{key}={tensor.name}", [f"{k}={t.name}" for k, t in sorted(sig.outputs.items())]
 
 
+def max_batch_rows() -> int:
+    """Rows one merged batch may gather, from the batching file the local server ships with."""
+    from recflow.serving.batching import BatchingOptions
+    from recflow.serving.tfs_protos import read_batching_parameters
+
+    params = read_batching_parameters(parse_args([]).batching_file)
+    return BatchingOptions.from_proto(params).max_execution_rows
+
+
 def start_native(
     binary: Path, export: Path, port: int, log: Path, workers: int, backend: str
 ) -> subprocess.Popen[bytes]:
@@ -151,14 +160,8 @@ def start_native(
 
     tf_lib = Path(tf.__file__).parent / "libtensorflow_cc.so.2"
     env = dict(os.environ, TF_CC_LIB=str(tf_lib), LD_LIBRARY_PATH=str(tf_lib.parent))
-    argv = [
-        str(binary),
-        str(port),
-        backend,
-        str(GRPC_DEFAULT_MAX_RECEIVE_BYTES),
-        str(workers),
-        "64",
-    ]
+    argv = [str(binary), str(port), backend, str(GRPC_DEFAULT_MAX_RECEIVE_BYTES), str(workers),
+            str(max_batch_rows())]  # fmt: skip
     process = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=log.open("wb"))  # fmt: skip
     answer = publish(process, [(MODEL, 1, export)], {(MODEL, "stable"): 1})
@@ -208,12 +211,9 @@ def sweep(servers: dict[str, tuple[str, int]], users: list[str], args: Any) -> d
                 print(f"[native] {name} {rate}/s: {r}", flush=True)
                 runs[name].append(r)
         for name in live:
-            p99 = float(np.median([r["p99_ms"] for r in runs[name]]))
-            errors = sum(r["errors"] for r in runs[name])
-            held = p99 < P99_TARGET_MS and errors == 0
-            out[name]["rates"].append({"rate": rate, "median_p99_ms": round(p99, 3),
-                                       "errors": errors, "held": held, "runs": runs[name]})  # fmt: skip
-            if held:
+            record = rate_record(rate, runs[name])
+            out[name]["rates"].append(record)
+            if record["held"]:
                 out[name]["best"] = rate
             else:
                 out[name]["open"] = False
@@ -228,7 +228,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "- servers: `local` is recflow's model server as `make bench-serving` starts it; "
         "`native` is bench/diagnostics/native_predict/predictd.c in front of that local server "
         f"(common Predicts served itself on {result['workers']} model threads, batches up to "
-        "64 padded to powers of two, the same session threads; everything else forwarded)",
+        f"{result['max_batch_rows']} rows padded to powers of two, the same session threads; "
+        "everything else forwarded)",
         "",
         "| server | in-process floor p50 (paired, median) | one-client p50 | gap (median of "
         f"{result['gap']['local']['rounds']} paired rounds) | highest rate held |",
@@ -333,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "model": model,
         "workers": args.workers,
+        "max_batch_rows": max_batch_rows(),
         "check": check,
         "forwarded": forwarded,
         "gap": gap,

@@ -100,7 +100,7 @@ def test_the_report_names_both_servers_rates_and_what_was_forwarded(tmp_path: Pa
         "machine": {"cpu": "AMD EPYC", "cores": 2, "python": "3.11.7", "tensorflow": "2.21.0",
                     "grpcio": "1.85.3", "load_average_at_start": [0.5, 0.5, 0.5]},
         "load_average_at_end": [1.0, 0.6, 0.5], "model": {"kind": "two_stage"},
-        "workers": 2, "check": {"users": 64}, "gap": {"local": gap, "native": gap},
+        "workers": 2, "max_batch_rows": 64, "check": {"users": 64}, "gap": {"local": gap, "native": gap},
         "sweep": {"local": sweep(250.0), "native": sweep(1250.0)},
         "forwarded": [{"request": "Predict, unknown label",
                        "local": ["INVALID_ARGUMENT", "Unrecognized servable version label: x"],
