@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import gc
 import json
@@ -96,10 +97,21 @@ async def _open_loop(address: str, users: list[str], rate: float, seconds: float
     }
 
 
+def child_pids(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (Linux /proc; the native front end is one)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), to report CPU cost per request."""
+    """User + system CPU time of a process and its live children (Linux /proc), to report
+    CPU cost per request; predictd runs as the server's child."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(process_cpu_seconds(child) for child in child_pids(pid))
 
 
 def open_loop(
@@ -125,6 +137,8 @@ def server_flags(config: Path, args: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
     if args.batching:
         flags += ["--enable_batching", f"--batching_parameters_file={args.batching_file}"]
+    if args.native_frontend:
+        flags.append("--native_frontend")
     return flags
 
 
@@ -249,6 +263,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # of the 50k model in process (1 and 4 users, 2026-12-02 19:50 UTC).
     p.add_argument("--tf-inter-op", type=int, default=-1, help="0 = TensorFlow's default")
     p.add_argument("--batching", action=argparse.BooleanOptionalAction, default=True)
+    # The local server's fastest request path: predictd on the public port, the Python server
+    # behind it (recflow.serving.native); --no-native-frontend measures Python's gRPC alone
+    # (bench/diagnostics/native_predict.py compares the two).
+    p.add_argument("--native-frontend", action=argparse.BooleanOptionalAction, default=True)
     # As shipped: jemalloc (make server-deps installs it). The server refuses to start without
     # it rather than quietly measuring glibc's malloc; --malloc=auto or system to compare.
     p.add_argument("--malloc", choices=("auto", "jemalloc", "system"), default="jemalloc")

@@ -1,4 +1,4 @@
-"""bench/diagnostics/native_predict.py: predictd's protos, the forwarding check and its report."""
+"""bench/diagnostics/native_predict.py: the forwarding check and its report."""
 
 from __future__ import annotations
 
@@ -14,42 +14,6 @@ sys.path.insert(0, str(BENCH / "diagnostics"))
 
 import native_checks  # noqa: E402
 import native_predict  # noqa: E402
-
-
-def _fields(files: Any) -> dict[str, list[tuple[str, int, int, int]]]:
-    def walk(prefix: str, messages: Any, out: dict[str, Any]) -> None:
-        for m in messages:
-            out[prefix + m.name] = [(f.name, f.number, f.type, f.label) for f in m.field]
-            walk(prefix + m.name + ".", m.nested_type, out)
-
-    out: dict[str, Any] = {}
-    for f in files:
-        walk(f.package + ".", f.message_type, out)
-    return out
-
-
-def test_the_protos_for_protoc_c_keep_every_field_and_drop_only_proto3_optional() -> None:
-    from google.protobuf import descriptor_pb2
-    from tensorflow_serving.apis import predict_pb2
-
-    stripped = descriptor_pb2.FileDescriptorSet.FromString(native_predict._descriptor_set()).file
-    names = [f.name for f in stripped]
-    assert names[-1] == "tensorflow_serving/apis/predict.proto"
-    for i, f in enumerate(stripped):  # every import comes before the file that imports it
-        assert set(f.dependency) <= set(names[:i])
-    original = descriptor_pb2.FileDescriptorProto()
-    predict_pb2.DESCRIPTOR.CopyToProto(original)
-    assert any(fd.proto3_optional for m in original.message_type for fd in m.field)
-
-    def optional_left(messages: Any) -> bool:
-        return any(
-            any(fd.proto3_optional for fd in m.field) or optional_left(m.nested_type)
-            for m in messages
-        )
-
-    assert not any(optional_left(f.message_type) for f in stripped)
-    # The wire format is the fields' names, numbers, types and labels: all unchanged.
-    assert _fields([stripped[-1]]) == _fields([original])
 
 
 def _answers(monkeypatch: pytest.MonkeyPatch, local: dict[str, Any], front: dict[str, Any]) -> None:
@@ -100,7 +64,7 @@ def test_the_report_names_both_servers_rates_and_what_was_forwarded(tmp_path: Pa
         "machine": {"cpu": "AMD EPYC", "cores": 2, "python": "3.11.7", "tensorflow": "2.21.0",
                     "grpcio": "1.85.3", "load_average_at_start": [0.5, 0.5, 0.5]},
         "load_average_at_end": [1.0, 0.6, 0.5], "model": {"kind": "two_stage"},
-        "workers": 2, "max_batch_rows": 64, "check": {"users": 64}, "gap": {"local": gap, "native": gap},
+        "check": {"users": 64}, "gap": {"local": gap, "native": gap},
         "sweep": {"local": sweep(250.0), "native": sweep(1250.0)},
         "forwarded": [{"request": "Predict, unknown label",
                        "local": ["INVALID_ARGUMENT", "Unrecognized servable version label: x"],
@@ -113,7 +77,7 @@ def test_the_report_names_both_servers_rates_and_what_was_forwarded(tmp_path: Pa
     text = out.read_text()
     assert "| local | 1.100 ms | 2.200 ms | 1.100 ms | 250 req/s |" in text
     assert "| native | 1.100 ms | 2.200 ms | 1.100 ms | 1250 req/s |" in text
-    assert "on 2 model threads" in text
+    assert "with it (predictd on the public port" in text
     assert "load average at start [0.5, 0.5, 0.5], at end [1.0, 0.6, 0.5]" in text
     assert (
         "| Predict, unknown label | INVALID_ARGUMENT Unrecognized servable version label: x |"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 OTHER = "_other"  # the model_name label of every name not in the current config
 
@@ -65,6 +65,18 @@ class Histogram:
         self.total += 1
         self.sum += value
 
+    def add(self, bucket_counts: Sequence[int], total_sum: float) -> None:
+        """Observations made elsewhere on the same bounds: a count per bucket, then the count
+        above the last bound."""
+        if len(bucket_counts) != len(self.bounds) + 1:
+            raise ValueError(
+                f"expected {len(self.bounds) + 1} bucket counts, found {len(bucket_counts)}"
+            )
+        for i, n in enumerate(bucket_counts[:-1]):
+            self.counts[i] += n
+        self.total += sum(bucket_counts)
+        self.sum += total_sum
+
     def lines(self, name: str, labels: Sequence[tuple[str, str]]) -> list[str]:
         out, cumulative = [], 0
         for bound, count in zip(self.bounds, self.counts, strict=True):
@@ -87,6 +99,7 @@ class ServingMetrics:
         self._latency: dict[tuple[str, str], Histogram] = {}
         self._batch_sizes = Histogram(BATCH_SIZE_BUCKETS)
         self._batch_requests = 0
+        self._sources: list[Callable[[ServingMetrics], None]] = []
 
     def set_models(self, names: Iterable[str]) -> None:
         """The model names of the current config; series of models no longer listed go."""
@@ -105,12 +118,45 @@ class ServingMetrics:
                 hist = self._latency[key] = Histogram(LATENCY_BUCKETS_US)
             hist.observe(seconds * 1e6)
 
+    def add_counts(self, model: str, api: str, status: str, n: int) -> None:
+        """``n`` requests counted elsewhere (the native front end), as ``observe`` counts them."""
+        with self._lock:
+            self._counts[(model if model in self._models else OTHER, api, status)] += n
+
+    def add_latency(
+        self, model: str, api: str, bucket_counts: Sequence[int], sum_us: float
+    ) -> None:
+        """Latencies observed elsewhere on LATENCY_BUCKETS_US: one count per bucket, then the
+        count above the last bound."""
+        with self._lock:
+            key = (model if model in self._models else OTHER, api)
+            hist = self._latency.get(key)
+            if hist is None:
+                hist = self._latency[key] = Histogram(LATENCY_BUCKETS_US)
+            hist.add(bucket_counts, sum_us)
+
+    def add_batches(self, rows: int, batches: int) -> None:
+        """``batches`` batches of ``rows`` one-row requests run elsewhere."""
+        with self._lock:
+            for _ in range(batches):
+                self._batch_sizes.observe(rows)
+            self._batch_requests += rows * batches
+
+    def add_source(self, pull: Callable[[ServingMetrics], None]) -> None:
+        """``pull(self)`` adds what another component counted before every read."""
+        self._sources.append(pull)
+
+    def _pull(self) -> None:
+        for pull in self._sources:
+            pull(self)
+
     def observe_batch(self, requests: int, rows: int) -> None:
         with self._lock:
             self._batch_sizes.observe(rows)
             self._batch_requests += requests
 
     def counts(self) -> Counter[tuple[str, str, str]]:
+        self._pull()
         with self._lock:
             return Counter(self._counts)
 
@@ -121,6 +167,7 @@ class ServingMetrics:
 
     def text(self, snapshot: Mapping[str, Mapping[int, int]]) -> str:
         """Prometheus text exposition format 0.0.4 (``snapshot``: model -> version -> state)."""
+        self._pull()
         with self._lock:
             models = self._models
             counts = sorted(self._counts.items())

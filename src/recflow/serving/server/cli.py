@@ -178,6 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
         "shape and hot swap (recflow.serving.server.onednn)",
     )
     p.add_argument(
+        "--native_frontend",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="recflow only: answer the common Predict (one user id, serving_default) in "
+        "predictd, a C front end on --port with no Python on the request path, batched by the "
+        "same parameters; every other request goes to the Python server behind it on a "
+        "loopback port (recflow.serving.native; needs `make native-deps`)",
+    )
+    p.add_argument(
         "--tensorflow_intra_op_parallelism",
         type=int,
         default=0,
@@ -264,6 +275,8 @@ def server_from_args(args: argparse.Namespace) -> LocalModelServer:
         limits=limits,
         grpc_options=grpc_options,
         loader=loader,
+        native_frontend=args.native_frontend,
+        session_threads=threads,
     )
 
 
@@ -368,9 +381,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.freeze()
     shutdown = threading.Event()
     with _signals_set(shutdown):
-        while not shutdown.wait(0.5):  # a timeout keeps the main thread responsive to signals
+        # A timeout keeps the main thread responsive to signals.
+        while not shutdown.wait(0.5) and server.failure is None:
             pass
         server.stop()
+    if server.failure is not None:
+        log.error("recflow-model-server stopped: %s", server.failure)
+        return 1
     log.info("recflow-model-server stopped")
     return 0
 

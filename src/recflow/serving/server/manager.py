@@ -33,6 +33,8 @@ _VERSION_DIR = re.compile(r"^\d+$")
 START, LOADING, AVAILABLE, UNLOADING, END = 10, 20, 30, 40, 50
 
 Loader = Callable[[str, int, Path], Servable]
+# Told every servable AVAILABLE and every label after each reload or poll, before it returns.
+ChangeListener = Callable[[list[Servable], dict[str, dict[str, int]]], None]
 
 
 @dataclasses.dataclass
@@ -85,6 +87,7 @@ class ModelManager:
         self._blocked: set[tuple[str, int]] = set()  # failed loads, not retried while aspired
         self._missing_logged: set[str] = set()
         self.metrics = ServingMetrics()
+        self._listener: ChangeListener | None = None
 
     @property
     def requests(self) -> Counter[tuple[str, str, str]]:
@@ -118,6 +121,7 @@ class ModelManager:
                 self._labels = labels
             self.metrics.set_models(m.name for m in new.model_config_list.config)
             self._sync()
+            self._tell_listener()
             self._raise_if_new_models_failed(
                 [m.name for m in new.model_config_list.config if m.name not in old_names]
             )
@@ -185,6 +189,29 @@ class ModelManager:
         """One pass over every base path: load newly aspired versions, unload the others."""
         with self._apply_lock:
             self._sync()
+            self._tell_listener()
+
+    def table(self) -> tuple[list[Servable], dict[str, dict[str, int]]]:
+        """Every loaded servable and every label (model -> label -> version)."""
+        with self._lock:
+            servables = [
+                r.servable
+                for recs in self._records.values()
+                for r in recs.values()
+                if r.servable is not None
+            ]
+            return servables, {name: dict(v) for name, v in self._labels.items()}
+
+    def set_listener(self, listener: ChangeListener | None) -> None:
+        """Tell ``listener`` the current table now and after every later change; serialised
+        with reloads and polls, so no change falls between the two."""
+        with self._apply_lock:
+            self._listener = listener
+            self._tell_listener()
+
+    def _tell_listener(self) -> None:
+        if self._listener is not None:
+            self._listener(*self.table())
 
     def _sync(self) -> None:
         config = self.config

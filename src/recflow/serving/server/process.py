@@ -26,11 +26,14 @@ if TYPE_CHECKING:
     import grpc
     from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
 
+    from recflow.serving.native import NativeFrontend
+
 log = logging.getLogger("recflow.serving.server")
 
 # The local server answers on this machine only unless told otherwise (--bind_address);
 # TF Serving binds every interface, which a container needs and a laptop should not do.
 DEFAULT_BIND_ADDRESS = "127.0.0.1"
+LOOPBACK = "127.0.0.1"
 
 
 class LocalModelServer:
@@ -58,6 +61,8 @@ class LocalModelServer:
         limits: RequestLimits | None = None,
         grpc_options: Sequence[tuple[str, int | str]] | None = None,
         loader: Loader = load_servable,
+        native_frontend: bool = False,
+        session_threads: tuple[int, int] = (0, 0),
     ) -> None:
         self.manager = ModelManager(
             allow_version_labels_for_unavailable_models=allow_version_labels_for_unavailable_models,
@@ -83,6 +88,11 @@ class LocalModelServer:
         if receive != self.limits.max_receive_bytes:
             self.limits = dataclasses.replace(self.limits, max_receive_bytes=receive)
         self._grpc_options = options
+        self._native = native_frontend
+        self._session_threads = session_threads
+        self._frontend: NativeFrontend | None = None
+        self.failure: str | None = None  # why the server stopped on its own, if it did
+        self.backend_port = 0  # the Python gRPC server's port behind the native front end
         self._stop = threading.Event()
         self._grpc: grpc.aio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -126,19 +136,16 @@ class LocalModelServer:
         self._loop = loop
         self._loop_thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
         self._loop_thread.start()
+        # Behind the native front end the Python server listens on loopback only, at a port
+        # of the system's choice; predictd takes the public address.
+        host, port = (LOOPBACK, 0) if self._native else (self.host, self._port)
         try:
-            self.port = asyncio.run_coroutine_threadsafe(self._start_grpc(), loop).result()
+            self.port = asyncio.run_coroutine_threadsafe(
+                self._start_grpc(host, port), loop
+            ).result()
         except BaseException:
             self._close_loop()
             raise
-        log.info("Running gRPC ModelServer at %s ...", host_port(self.host, self.port))
-        log.info(
-            "Request limits: %d rows (%s), %d bytes per message (%s)",
-            self.limits.max_rows,
-            self.limits.rows_from,
-            self.limits.max_receive_bytes,
-            MAX_RECEIVE,
-        )
         if self._rest_port > 0 and self._metrics_path:
             self._http = start_metrics(self.manager, self.host, self._rest_port, self._metrics_path)
             log.info(
@@ -148,9 +155,51 @@ class LocalModelServer:
             )
         self._poller = threading.Thread(target=self._poll_loop, name="poll", daemon=True)
         self._poller.start()
+        if self._native:  # last: once its public port answers, everything else is up
+            try:
+                self._start_frontend()
+            except BaseException:
+                self.stop()
+                raise
+        log.info("Running gRPC ModelServer at %s ...", host_port(self.host, self.port))
+        log.info(
+            "Request limits: %d rows (%s), %d bytes per message (%s)",
+            self.limits.max_rows,
+            self.limits.rows_from,
+            self.limits.max_receive_bytes,
+            MAX_RECEIVE,
+        )
         return self
 
-    async def _start_grpc(self) -> int:
+    def _start_frontend(self) -> None:
+        from recflow.serving.native import NativeFrontend
+
+        self.backend_port = self.port
+        frontend = NativeFrontend(
+            host_port(self.host, self._port),
+            host_port(LOOPBACK, self.backend_port),
+            max_receive_bytes=self.limits.max_receive_bytes,
+            batching=self.batching,
+            threads=self._max_workers,
+            session_threads=self._session_threads,
+            on_exit=self._frontend_exited,
+        )
+        self._frontend = frontend
+        self.port = frontend.start()
+        # Until its first table predictd forwards every request, which is correct, only slower.
+        self.manager.set_listener(frontend.publish)
+        self.manager.metrics.add_source(frontend.drain_into)
+        log.info(
+            "Native front end (predictd) at %s; the Python server behind it at %s",
+            host_port(self.host, self.port),
+            host_port(LOOPBACK, self.backend_port),
+        )
+
+    def _frontend_exited(self, message: str) -> None:
+        self.failure = message
+        self._stop.set()
+
+    async def _start_grpc(self, host: str, port: int) -> int:
         import grpc
 
         assert self._model_pool is not None and self._admin_pool is not None
@@ -161,17 +210,17 @@ class LocalModelServer:
             server, self.manager, self._model_pool, self._admin_pool, self.batching, self.limits
         )
         try:
-            port = server.add_insecure_port(host_port(self.host, self._port))
+            bound = server.add_insecure_port(host_port(host, port))
         except RuntimeError:  # grpcio raises where older versions returned 0
-            port = 0
-        if port == 0:
+            bound = 0
+        if bound == 0:
             raise OSError(
-                f"could not bind gRPC to {host_port(self.host, self._port)}; is another server "
+                f"could not bind gRPC to {host_port(host, port)}; is another server "
                 "using the port, or is the address not one of this machine's?"
             )
         await server.start()
         self._grpc = server
-        return int(port)
+        return int(bound)
 
     def _close_loop(self) -> None:
         if self._loop is not None:
@@ -220,6 +269,10 @@ class LocalModelServer:
 
     def stop(self, grace: float = 5.0) -> None:
         self._stop.set()
+        self.manager.set_listener(None)
+        if self._frontend is not None:
+            self._frontend.stop()
+            self._frontend = None
         if self._grpc is not None and self._loop is not None:
             asyncio.run_coroutine_threadsafe(self._grpc.stop(grace), self._loop).result()
             self._grpc = None

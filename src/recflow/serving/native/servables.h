@@ -41,11 +41,17 @@ void servable_unref(Servable *s);
 
 /* Reads table updates from standard input until it closes, then exits the process:
  *   servable<TAB>NAME<TAB>VERSION<TAB>DIR<TAB>INPUT_KEY=OP:INDEX<TAB>OUTPUT_KEY=OP:INDEX...
+ *   servable<TAB>NAME<TAB>VERSION<TAB>-      (a version served by the backend only)
  *   label<TAB>NAME<TAB>LABEL<TAB>VERSION
  *   commit
+ *   stats                                     (answered as stats.h says)
  * ``commit`` makes the lines since the previous commit the whole table (loading versions not
  * loaded yet, keeping the sessions of those that are) and answers "ok SERVABLES LABELS" on
- * standard output once requests see it, or "error MESSAGE" with the previous table kept. */
+ * standard output once requests see it, or "error MESSAGE" with the previous table kept. A
+ * version that fails to load stays in the table as backend-only, with a "warning MESSAGE" line
+ * before the answer: requests for it, or for the latest version when it is the latest, are then
+ * forwarded, never answered by an older version. A servable whose ``session`` is NULL is such a
+ * backend-only version. */
 void *control_loop(void *unused);
 
 #endif

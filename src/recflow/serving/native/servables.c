@@ -1,8 +1,10 @@
 /* predictd's servables: TensorFlow's C API loaded privately, and the table of SavedModels that
  * standard input replaces as a whole (servables.h). */
 #include "servables.h"
+#include "stats.h"
 
 #include <dlfcn.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,11 +50,13 @@ void load_tensorflow(void) {
 
 static void release_locked(Servable *s) {
   if (--s->refs > 0) return;
-  TF_Status *status = p_TF_NewStatus();
-  p_TF_CloseSession(s->session, status);
-  p_TF_DeleteSession(s->session, status);
-  p_TF_DeleteStatus(status);
-  p_TF_DeleteGraph(s->graph);
+  if (s->session) {
+    TF_Status *status = p_TF_NewStatus();
+    p_TF_CloseSession(s->session, status);
+    p_TF_DeleteSession(s->session, status);
+    p_TF_DeleteStatus(status);
+  }
+  if (s->graph) p_TF_DeleteGraph(s->graph);
   for (int k = 0; k < s->n_outputs; k++) free(s->output_keys[k]);
   free(s->input_key);
   free(s->name);
@@ -118,24 +122,54 @@ static int parse_tensor(const char *arg, TF_Graph *graph, char **key, TF_Output 
   return out->oper != NULL;
 }
 
-/* A new servable from a "servable" line's fields, or NULL with ``error`` filled. */
+static size_t put_varint(unsigned char *out, uint64_t value) {
+  size_t n = 0;
+  do {
+    out[n] = value & 0x7f;
+    value >>= 7;
+    if (value) out[n] |= 0x80;
+    n++;
+  } while (value);
+  return n;
+}
+
+/* A serialized ConfigProto with the Python server's session threads, from
+ * PREDICTD_SESSION_THREADS="INTRA,INTER" (its rule: both unset when neither is positive). */
+static size_t session_config(unsigned char *out) {
+  const char *threads = getenv("PREDICTD_SESSION_THREADS");
+  int intra = 0, inter = 0;
+  if (!threads || sscanf(threads, "%d,%d", &intra, &inter) != 2 || (intra <= 0 && inter <= 0))
+    return 0;
+  size_t n = 0;
+  out[n++] = 0x10; /* field 2, intra_op_parallelism_threads */
+  n += put_varint(out + n, (uint64_t)(int64_t)intra);
+  out[n++] = 0x28; /* field 5, inter_op_parallelism_threads */
+  n += put_varint(out + n, (uint64_t)(int64_t)inter);
+  return n;
+}
+
+static Servable *backend_only(const char *name, long version) {
+  Servable *s = calloc(1, sizeof(Servable));
+  s->name = strdup(name);
+  s->version = version;
+  s->dir = strdup("-");
+  s->refs = 1;
+  return s;
+}
+
+/* A new servable from a "servable" line's fields (n >= 6), or NULL with ``error`` filled. */
 static Servable *load(char **fields, int n, char *error, size_t error_size) {
-  if (n < 6 || n - 5 > MAX_OUTPUTS) {
-    snprintf(error, error_size, "a servable line has NAME VERSION DIR INPUT OUTPUT...");
+  if (n - 5 > MAX_OUTPUTS) {
+    snprintf(error, error_size, "more than %d outputs", MAX_OUTPUTS);
     return NULL;
   }
-  Servable *s = calloc(1, sizeof(Servable));
-  s->name = strdup(fields[1]);
-  s->version = atol(fields[2]);
+  Servable *s = backend_only(fields[1], atol(fields[2]));
+  free(s->dir);
   s->dir = strdup(fields[3]);
-  s->refs = 1;
   TF_Status *status = p_TF_NewStatus();
   TF_SessionOptions *options = p_TF_NewSessionOptions();
-  /* ConfigProto{intra_op_parallelism_threads: 1, inter_op_parallelism_threads: -1}, as the
-   * local server runs its sessions: each batch's ops run on the worker thread that runs it. */
-  static const unsigned char config[] = {0x10, 0x01, 0x28, 0xff, 0xff, 0xff, 0xff, 0xff,
-                                         0xff, 0xff, 0xff, 0xff, 0x01};
-  p_TF_SetConfig(options, config, sizeof config, status);
+  unsigned char config[32];
+  p_TF_SetConfig(options, config, session_config(config), status);
   s->graph = p_TF_NewGraph();
   const char *tags[] = {"serve"};
   if (p_TF_GetCode(status) == TF_OK)
@@ -155,16 +189,9 @@ static Servable *load(char **fields, int n, char *error, size_t error_size) {
       ok = 0;
     }
   if (ok) return s;
-  if (s->session) {
-    pthread_mutex_lock(&table_mu);
-    release_locked(s);
-    pthread_mutex_unlock(&table_mu);
-  } else {
-    p_TF_DeleteGraph(s->graph);
-    free(s->name);
-    free(s->dir);
-    free(s);
-  }
+  pthread_mutex_lock(&table_mu);
+  release_locked(s);
+  pthread_mutex_unlock(&table_mu);
   return NULL;
 }
 
@@ -195,17 +222,36 @@ void *control_loop(void *unused) {
   while (fgets(line, sizeof line, stdin)) {
     int n = split(line, fields, MAX_OUTPUTS + 6);
     if (n == 0) continue;
-    if (strcmp(fields[0], "servable") == 0 && !error[0]) {
+    if (strcmp(fields[0], "stats") == 0) {
+      stats_drain(stdout);
+    } else if (strcmp(fields[0], "servable") == 0 && !error[0]) {
       if (staged.n_servables == MAX_SERVABLES) {
         snprintf(error, sizeof error, "more than %d servables", MAX_SERVABLES);
         continue;
       }
-      pthread_mutex_lock(&table_mu); /* a version already loaded keeps its session */
-      Servable *s = n >= 3 ? find_locked(&current, fields[1], atol(fields[2])) : NULL;
-      if (s) s->refs++;
-      pthread_mutex_unlock(&table_mu);
-      if (!s) s = load(fields, n, error, sizeof error);
-      if (s) staged.servables[staged.n_servables++] = s;
+      if (n != 4 && n < 6) {
+        snprintf(error, sizeof error, "a servable line has NAME VERSION - or NAME VERSION DIR "
+                 "INPUT OUTPUT...");
+        continue;
+      }
+      Servable *s = NULL;
+      if (n >= 6) { /* a version already loaded from the same directory keeps its session */
+        pthread_mutex_lock(&table_mu);
+        s = find_locked(&current, fields[1], atol(fields[2]));
+        if (s && (!s->session || strcmp(s->dir, fields[3]) != 0)) s = NULL;
+        if (s) s->refs++;
+        pthread_mutex_unlock(&table_mu);
+        if (!s) {
+          char failure[1024];
+          s = load(fields, n, failure, sizeof failure);
+          if (!s) {
+            printf("warning version %s of %s is served by the backend only: %s\n", fields[2],
+                   fields[1], failure);
+          }
+        }
+      }
+      if (!s) s = backend_only(fields[1], atol(fields[2]));
+      staged.servables[staged.n_servables++] = s;
     } else if (strcmp(fields[0], "label") == 0 && n == 4 && !error[0]) {
       if (staged.n_labels == MAX_LABELS) {
         snprintf(error, sizeof error, "more than %d labels", MAX_LABELS);

@@ -1,6 +1,6 @@
-/* A diagnostic, not the product's server: TF Serving's Predict RPC served by gRPC's C core and
- * TensorFlow's C API, with no Python on the request path, in front of the local model server.
- * bench/diagnostics/native_predict.py builds and drives it.
+/* The local model server's native front end (``--native_frontend``): TF Serving's Predict RPC
+ * served by gRPC's C core and TensorFlow's C API, with no Python on the request path, in front of
+ * the Python server. recflow.serving.native builds it, starts it and keeps its table in step.
  *
  * Serves natively only the common request: Predict on a servable of its table (servables.h:
  * standard input sets it), by name and version, label or none (the latest), signature
@@ -10,10 +10,14 @@
  * the judge of everything unusual; BACKEND "-" refuses them instead. Requests larger than
  * MAX_RECEIVE_BYTES are refused by gRPC itself, as the local server's are. Native requests are
  * batched as they queue (a free worker takes the oldest and everything waiting for the same
- * servable, up to MAX_BATCH rows), padded to the next power of two as the local server's
- * allowed_batch_sizes do.
+ * servable, up to MAX_BATCH rows), padded to the smallest of PAD_SIZES holding them ("-": no
+ * padding), as the local server's allowed_batch_sizes do; more than MAX_QUEUED waiting calls are
+ * refused with UNAVAILABLE, as its batch queue refuses them. Request counts and latencies (on
+ * LATENCY_BOUNDS microseconds) are kept for the Python server's metrics (stats.h).
  *
- * usage: predictd PORT BACKEND MAX_RECEIVE_BYTES WORKERS MAX_BATCH  (then the table on stdin) */
+ * usage: predictd ADDRESS BACKEND MAX_RECEIVE_BYTES WORKERS MAX_BATCH MAX_QUEUED PAD_SIZES
+ *        LATENCY_BOUNDS; prints "listening PORT" once it listens, then reads its table from
+ *        standard input (servables.h). */
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
@@ -22,12 +26,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "servables.h"
+#include "stats.h"
 #include "tensorflow_serving/apis/predict.pb-c.h"
 
 #define OUTSTANDING 128 /* calls the server accepts before a worker has taken any */
 #define MAX_ID 256
+#define MAX_PAD_SIZES 32
 
 /* One incoming call; it is also its own completion-queue tag, so ``state`` says which step of
  * its life just completed. */
@@ -49,6 +56,7 @@ typedef struct Call {
   grpc_slice backend_details; /* also the details of a status predictd makes itself */
   int other; /* accepted as an unregistered call: details to release */
   Servable *servable; /* a natively served call's, referenced */
+  double started_us; /* when the call was accepted, for its latency */
   char user[MAX_ID];
   size_t user_len;
   struct Call *next;
@@ -59,11 +67,26 @@ static grpc_completion_queue *cq;
 static void *predict_method;
 static const char *PREDICT = "/tensorflow.serving.PredictionService/Predict";
 static grpc_channel *backend; /* NULL: refuse what is not served natively */
-static int max_batch;
+static int max_batch, max_queued, n_pad_sizes;
+static int pad_sizes[MAX_PAD_SIZES];
 
 static pthread_mutex_t queue_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t queue_cv = PTHREAD_COND_INITIALIZER;
 static Call *queue_head, *queue_tail;
+static int queued; /* calls in the queue; guarded by queue_mu */
+
+static double now_us(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1e6 + t.tv_nsec / 1e3;
+}
+
+/* The smallest allowed size holding ``n`` rows; ``n`` itself above the largest or without any. */
+static int64_t padded_rows(int n) {
+  for (int i = 0; i < n_pad_sizes; i++)
+    if (pad_sizes[i] >= n) return pad_sizes[i];
+  return n;
+}
 
 static void accept_predict(void) {
   Call *c = calloc(1, sizeof(Call));
@@ -130,6 +153,13 @@ static void reply(Call *c, grpc_byte_buffer *message, grpc_status_code code, con
   reply_slice(c, message, code, c->backend_details, detail != NULL);
 }
 
+/* The answer to a natively served call, counted in the metrics. */
+static void reply_native(Call *c, grpc_byte_buffer *message, grpc_status_code code,
+                         const char *detail) {
+  stats_request(c->servable->name, code, now_us() - c->started_us);
+  reply(c, message, code, detail);
+}
+
 /* Sends the call's request to the backend, same method and deadline (cancelled with it). */
 static void forward(Call *c, grpc_slice method) {
   if (!backend) {
@@ -187,7 +217,7 @@ static int parse(Call *c) {
   if (spec && (!spec->signature_name[0] || strcmp(spec->signature_name, "serving_default") == 0) &&
       request->n_output_filter == 0 && request->n_inputs == 1)
     s = servable_find(spec);
-  if (s && strcmp(request->inputs[0]->key, s->input_key) == 0) {
+  if (s && s->session && strcmp(request->inputs[0]->key, s->input_key) == 0) {
     Tensorflow__TensorProto *t = request->inputs[0]->value;
     if (t && t->dtype == TENSORFLOW__DATA_TYPE__DT_STRING && t->tensor_shape &&
         t->tensor_shape->n_dim == 1 && t->tensor_shape->dim[0]->size == 1 &&
@@ -278,6 +308,7 @@ static int take_batch(Call **batch) {
     if (c->servable == s && n < max_batch) {
       batch[n++] = c;
       *link = c->next;
+      queued--;
     } else {
       queue_tail = c;
       link = &c->next;
@@ -294,8 +325,8 @@ static void *worker(void *unused) {
   for (;;) {
     int n = take_batch(batch);
     Servable *s = batch[0]->servable;
-    int64_t padded = 1;
-    while (padded < n) padded *= 2;
+    int64_t padded = padded_rows(n);
+    stats_batch(n);
     TF_Tensor *in = p_TF_AllocateTensor(TF_STRING, &padded, 1, padded * sizeof(TF_TString));
     TF_TString *ids = (TF_TString *)p_TF_TensorData(in);
     for (int64_t i = 0; i < padded; i++) {
@@ -308,22 +339,52 @@ static void *worker(void *unused) {
                     0, NULL, status);
     p_TF_DeleteTensor(in);
     if (p_TF_GetCode(status) != TF_OK) {
-      for (int i = 0; i < n; i++) reply(batch[i], NULL, GRPC_STATUS_INTERNAL, p_TF_Message(status));
+      for (int i = 0; i < n; i++) reply_native(batch[i], NULL, GRPC_STATUS_INTERNAL, p_TF_Message(status));
       continue;
     }
-    for (int i = 0; i < n; i++) reply(batch[i], response(s, values, (int)padded, i), GRPC_STATUS_OK, NULL);
+    for (int i = 0; i < n; i++)
+      reply_native(batch[i], response(s, values, (int)padded, i), GRPC_STATUS_OK, NULL);
     for (int k = 0; k < s->n_outputs; k++) p_TF_DeleteTensor(values[k]);
   }
   return NULL;
 }
 
+static void enqueue(Call *c) {
+  char message[256];
+  pthread_mutex_lock(&queue_mu);
+  int full = queued >= max_queued && queue_head;
+  if (full) {
+    snprintf(message, sizeof message,
+             "The batch scheduling queue is full (%d rows waiting, limit "
+             "max_enqueued_batches*max_batch_size = %d); retry later or add capacity",
+             queued, max_queued);
+  } else {
+    c->next = NULL;
+    if (queue_tail) queue_tail->next = c; else queue_head = c;
+    queue_tail = c;
+    queued++;
+    pthread_cond_signal(&queue_cv);
+  }
+  pthread_mutex_unlock(&queue_mu);
+  if (full) reply_native(c, NULL, GRPC_STATUS_UNAVAILABLE, message);
+}
+
 int main(int argc, char **argv) {
-  if (argc != 6) die("usage: predictd PORT BACKEND MAX_RECEIVE_BYTES WORKERS MAX_BATCH", NULL);
+  if (argc != 9)
+    die("usage: predictd ADDRESS BACKEND MAX_RECEIVE_BYTES WORKERS MAX_BATCH MAX_QUEUED "
+        "PAD_SIZES LATENCY_BOUNDS", NULL);
   load_tensorflow();
   const char *backend_address = argv[2];
   int max_receive = atoi(argv[3]);
   int workers = atoi(argv[4]);
   max_batch = atoi(argv[5]);
+  max_queued = atoi(argv[6]);
+  if (strcmp(argv[7], "-") != 0)
+    for (char *save = NULL, *f = strtok_r(argv[7], ",", &save); f && n_pad_sizes < MAX_PAD_SIZES;
+         f = strtok_r(NULL, ",", &save))
+      pad_sizes[n_pad_sizes++] = atoi(f);
+  stats_init(argv[8]);
+  if (workers < 1 || max_batch < 1 || max_queued < 1) die("WORKERS, MAX_BATCH and MAX_QUEUED must be >= 1", NULL);
 
   grpc_init();
   if (strcmp(backend_address, "-") != 0) {
@@ -339,10 +400,10 @@ int main(int argc, char **argv) {
   grpc_server_register_completion_queue(server, cq, NULL);
   predict_method = grpc_server_register_method(server, PREDICT, NULL,
                                                GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-  char address[64];
-  snprintf(address, sizeof address, "127.0.0.1:%s", argv[1]);
+  const char *address = argv[1];
   grpc_server_credentials *credentials = grpc_insecure_server_credentials_create();
-  if (!grpc_server_add_http2_port(server, address, credentials)) die("cannot bind", address);
+  int port = grpc_server_add_http2_port(server, address, credentials);
+  if (!port) die("cannot bind", address);
   grpc_server_start(server);
   for (int i = 0; i < OUTSTANDING; i++) accept_predict();
   for (int i = 0; i < OUTSTANDING / 8; i++) accept_other();
@@ -350,8 +411,9 @@ int main(int argc, char **argv) {
     pthread_t thread;
     pthread_create(&thread, NULL, worker, NULL);
   }
-  fprintf(stderr, "predictd: listening on %s\n", address);
-  pthread_t control; /* started once the port listens: its first answer means "ready" */
+  printf("listening %d\n", port); /* the only line before the control loop's answers */
+  fflush(stdout);
+  pthread_t control;
   pthread_create(&control, NULL, control_loop, NULL);
   grpc_slice predict = grpc_slice_from_static_string(PREDICT);
   for (;;) {
@@ -361,17 +423,13 @@ int main(int argc, char **argv) {
     switch (c->state) {
       case ACCEPTED_PREDICT:
         accept_predict();
+        c->started_us = now_us();
         if (!event.success) {
           release(c);
         } else if (!parse(c)) {
           forward(c, predict);
         } else {
-          pthread_mutex_lock(&queue_mu);
-          c->next = NULL;
-          if (queue_tail) queue_tail->next = c; else queue_head = c;
-          queue_tail = c;
-          pthread_cond_signal(&queue_cv);
-          pthread_mutex_unlock(&queue_mu);
+          enqueue(c);
         }
         break;
       case ACCEPTED_OTHER:
