@@ -3,7 +3,8 @@ and time. After every case the champion (label `stable`) still answers correctly
 server's RSS stays within RSS_BOUND_MB of its warmed-up level.
 
 The server runs with the shipped CPU batching file (max_batch_size 64), a monitoring config and
-the default limits (gRPC's 4 MiB receive limit).
+the default limits (gRPC's 4 MiB receive limit), once as it is and once with its native front
+end (predictd answers the one-id Predicts; everything else passes through it).
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ RSS_BOUND_MB = 100.0
 
 
 def rss_mb(pid: int) -> float:
+    """RSS of the server and its children (the native front end runs as one)."""
+    children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                for c in (task / "children").read_text().split()]  # fmt: skip
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+            return int(line.split()[1]) / 1024 + sum(rss_mb(c) for c in children)
     raise AssertionError("no VmRSS in /proc status")
 
 
@@ -97,8 +101,19 @@ class Harness:
         return str(urllib.request.urlopen(url, timeout=10).read().decode())
 
 
-@pytest.fixture()
-def harness(start_server: Any, model_sources: dict[str, Path], tmp_path: Path) -> Any:
+def warm_up(h: Harness) -> None:
+    """Every path a well-formed request takes, up to the largest allowed request."""
+    for rows in (1, 8, 64):
+        h.predict(request(["u1"] * rows), timeout=10)
+
+
+@pytest.fixture(params=[False, True], ids=["python", "native_frontend"])
+def harness(
+    request: pytest.FixtureRequest,
+    start_server: Any,
+    model_sources: dict[str, Path],
+    tmp_path: Path,
+) -> Any:
     from conftest import free_port
 
     base = tmp_path / "models" / MODEL
@@ -116,12 +131,10 @@ def harness(start_server: Any, model_sources: dict[str, Path], tmp_path: Path) -
         "--model_config_file", str(config), "--allow_version_labels_for_unavailable_models",
         "--enable_batching", f"--batching_parameters_file={ROOT / 'serving' / 'batching_parameters.txt'}",
         f"--rest_api_port={rest_port}", f"--monitoring_config_file={monitoring}",
-        "--file_system_poll_wait_seconds=0",
+        "--file_system_poll_wait_seconds=0", *(["--native_frontend"] if request.param else []),
     )  # fmt: skip
     h = Harness(server, rest_port, to_proto(entries))
-    # Warm up every path a well-formed request takes, up to the largest allowed request.
-    for rows in (1, 8, 64):
-        h.predict(request(["u1"] * rows), timeout=10)
+    warm_up(h)
     h.baseline = rss_mb(h.pid)
     h.champion_answers()
     yield h

@@ -239,10 +239,11 @@ def test_a_version_predictd_cannot_load_is_forwarded_never_answered_by_another(
     broken = load_servable(MODEL, 2, publish_version(model_sources["B"], tmp_path / "m", 2))
     broken.path = tmp_path / "gone"  # predictd's own load of it fails
     frontend = NativeFrontend("127.0.0.1:0", "-", max_receive_bytes=2**22, batching=None, threads=2)
-    address = f"127.0.0.1:{frontend.start()}"
+    frontend.start()
     try:
         with caplog.at_level(logging.WARNING, logger="recflow.serving.native"):
             frontend.publish([version_1, broken], {MODEL: {"stable": 1, "canary": 2}})
+        address = f"127.0.0.1:{frontend.listen()}"
         assert "version 2 of recommender is served by the backend only" in caplog.text
         assert titles(address, version=1) == [t for _, t in expected("A", "u1")]
         assert titles(address, label="stable") == [t for _, t in expected("A", "u1")]

@@ -123,8 +123,8 @@ class NativeFrontend:
         return [str(binary), self._address, self._backend, str(self._max_receive), str(workers),
                 str(rows), str(queued), pad, bounds]  # fmt: skip
 
-    def start(self) -> int:
-        """Start predictd; returns the port it listens on. ConfigError if it cannot start."""
+    def start(self) -> None:
+        """Start predictd, not yet listening: ``publish`` its first table, then ``listen``."""
         binary = self._binary or predictd_binary()
         library = tensorflow_library()
         env = dict(os.environ, TF_CC_LIB=str(library), LD_LIBRARY_PATH=str(library.parent))
@@ -135,20 +135,20 @@ class NativeFrontend:
         env.pop("LD_PRELOAD", None)
         intra, inter = self._session_threads
         env["PREDICTD_SESSION_THREADS"] = f"{intra},{inter}"
-        process = subprocess.Popen(self.argv(binary), env=env, stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, text=True, bufsize=1)  # fmt: skip
-        assert process.stdout is not None
-        first = process.stdout.readline().split()
-        if len(first) != 2 or first[0] != "listening":
-            process.kill()
-            process.wait()
-            raise ConfigError(
-                f"predictd did not start on {self._address} (exit {process.returncode}); its "
-                "message is in the server log above. Is the port in use?"
-            )
-        self._process = process
-        self.port = int(first[1])
+        self._process = subprocess.Popen(self.argv(binary), env=env, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, text=True, bufsize=1)  # fmt: skip
         threading.Thread(target=self._watch, name="predictd-watch", daemon=True).start()
+
+    def listen(self) -> int:
+        """Open the public address; returns its port. ConfigError if it cannot be bound."""
+        with self._lock:
+            answer = self._command(["listen"], _is_answer_or_listening)[-1]
+        if not answer.startswith("listening"):
+            raise ConfigError(
+                f"predictd could not listen on {self._address} ({answer}); is another server "
+                "using the port, or is the address not one of this machine's?"
+            )
+        self.port = int(answer.split()[1])
         return self.port
 
     def _watch(self) -> None:
@@ -228,6 +228,10 @@ class NativeFrontend:
 
 def _is_answer(line: str) -> bool:
     return line.startswith(("ok", "error"))
+
+
+def _is_answer_or_listening(line: str) -> bool:
+    return line.startswith(("listening", "error"))
 
 
 def _exchange(

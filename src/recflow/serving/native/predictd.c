@@ -16,8 +16,8 @@
  * LATENCY_BOUNDS microseconds) are kept for the Python server's metrics (stats.h).
  *
  * usage: predictd ADDRESS BACKEND MAX_RECEIVE_BYTES WORKERS MAX_BATCH MAX_QUEUED PAD_SIZES
- *        LATENCY_BOUNDS; prints "listening PORT" once it listens, then reads its table from
- *        standard input (servables.h). */
+ *        LATENCY_BOUNDS; then commands on standard input (servables.h): its table, and
+ *        "listen" once the table is set, so the port opens ready to serve it. */
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
@@ -349,6 +349,30 @@ static void *worker(void *unused) {
   return NULL;
 }
 
+static const char *address;
+static pthread_mutex_t listen_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t listen_cv = PTHREAD_COND_INITIALIZER;
+static int listening;
+
+/* The control loop's "listen" (servables.h): bind ADDRESS and start serving. The calls the
+ * server accepts are requested once it has started, by main. */
+int listen_now(void) {
+  pthread_mutex_lock(&listen_mu);
+  int port = 0;
+  if (!listening) {
+    grpc_server_credentials *credentials = grpc_insecure_server_credentials_create();
+    port = grpc_server_add_http2_port(server, address, credentials);
+    grpc_server_credentials_release(credentials);
+    if (port) {
+      grpc_server_start(server);
+      listening = port;
+      pthread_cond_signal(&listen_cv);
+    }
+  }
+  pthread_mutex_unlock(&listen_mu);
+  return port;
+}
+
 static void enqueue(Call *c) {
   char message[256];
   pthread_mutex_lock(&queue_mu);
@@ -400,21 +424,18 @@ int main(int argc, char **argv) {
   grpc_server_register_completion_queue(server, cq, NULL);
   predict_method = grpc_server_register_method(server, PREDICT, NULL,
                                                GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-  const char *address = argv[1];
-  grpc_server_credentials *credentials = grpc_insecure_server_credentials_create();
-  int port = grpc_server_add_http2_port(server, address, credentials);
-  if (!port) die("cannot bind", address);
-  grpc_server_start(server);
-  for (int i = 0; i < OUTSTANDING; i++) accept_predict();
-  for (int i = 0; i < OUTSTANDING / 8; i++) accept_other();
+  address = argv[1];
   for (int i = 0; i < workers; i++) {
     pthread_t thread;
     pthread_create(&thread, NULL, worker, NULL);
   }
-  printf("listening %d\n", port); /* the only line before the control loop's answers */
-  fflush(stdout);
   pthread_t control;
   pthread_create(&control, NULL, control_loop, NULL);
+  pthread_mutex_lock(&listen_mu);
+  while (!listening) pthread_cond_wait(&listen_cv, &listen_mu);
+  pthread_mutex_unlock(&listen_mu);
+  for (int i = 0; i < OUTSTANDING; i++) accept_predict();
+  for (int i = 0; i < OUTSTANDING / 8; i++) accept_other();
   grpc_slice predict = grpc_slice_from_static_string(PREDICT);
   for (;;) {
     grpc_event event = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);

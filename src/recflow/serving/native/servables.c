@@ -224,6 +224,10 @@ void *control_loop(void *unused) {
     if (n == 0) continue;
     if (strcmp(fields[0], "stats") == 0) {
       stats_drain(stdout);
+    } else if (strcmp(fields[0], "listen") == 0) {
+      int port = listen_now();
+      if (port) printf("listening %d\n", port); else printf("error cannot bind the address\n");
+      fflush(stdout);
     } else if (strcmp(fields[0], "servable") == 0 && !error[0]) {
       if (staged.n_servables == MAX_SERVABLES) {
         snprintf(error, sizeof error, "more than %d servables", MAX_SERVABLES);

@@ -45,6 +45,7 @@ void servable_unref(Servable *s);
  *   label<TAB>NAME<TAB>LABEL<TAB>VERSION
  *   commit
  *   stats                                     (answered as stats.h says)
+ *   listen                                    (bind ADDRESS: "listening PORT" or "error ...")
  * ``commit`` makes the lines since the previous commit the whole table (loading versions not
  * loaded yet, keeping the sessions of those that are) and answers "ok SERVABLES LABELS" on
  * standard output once requests see it, or "error MESSAGE" with the previous table kept. A
@@ -53,5 +54,8 @@ void servable_unref(Servable *s);
  * forwarded, never answered by an older version. A servable whose ``session`` is NULL is such a
  * backend-only version. */
 void *control_loop(void *unused);
+
+/* Binds the server's address and starts it; the bound port, 0 if it cannot bind. */
+int listen_now(void);
 
 #endif

@@ -185,9 +185,9 @@ class LocalModelServer:
             on_exit=self._frontend_exited,
         )
         self._frontend = frontend
-        self.port = frontend.start()
-        # Until its first table predictd forwards every request, which is correct, only slower.
+        frontend.start()
         self.manager.set_listener(frontend.publish)
+        self.port = frontend.listen()  # with its table: from the first request on, as fast
         self.manager.metrics.add_source(frontend.drain_into)
         log.info(
             "Native front end (predictd) at %s; the Python server behind it at %s",
