@@ -60,13 +60,13 @@ server-deps:
 	@ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1 && exit 0; \
 	$(call apt_install,libjemalloc2,the model server uses glibc's malloc)
 
-# What bench/diagnostics/native_predict.py builds predictd with (its integration test builds it
-# too): installed when missing and we are root.
+# What the local server's native front end (--native_frontend, recflow.serving.native) builds
+# predictd with on first use: installed when missing and we are root.
 NATIVE_DEBS := gcc libc6-dev libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
 native-deps:
 	@if [ -e /usr/include/grpc/grpc.h ] && command -v protoc-c >/dev/null && command -v gcc >/dev/null \
 	  && [ -e /usr/include/protobuf-c/protobuf-c.h ] && [ -e /usr/include/stdio.h ]; then exit 0; fi; \
-	$(call apt_install,$(NATIVE_DEBS),the predictd test will skip; under CI=true a skip fails the run)
+	$(call apt_install,$(NATIVE_DEBS),--native_frontend will refuse to start and say so)
 
 # Debian packages some tests need (besides native-deps): docker-compose (validates the compose
 # file without an engine), chromium (the browser test) and postgresql (the server programs
@@ -113,12 +113,11 @@ bench-tf32: install
 	$(BIN)/python bench/tf32_tolerance.py --out bench/results
 
 # Top-10 Predict latency over gRPC (one client, open-loop rates); writes bench/results/serving.{json,md}
-bench-serving: install server-deps
+bench-serving: install server-deps native-deps
 	$(BIN)/python bench/serving.py --out bench/results
 
-# Diagnostic: the local server against the same model served by a C program with no Python on the
-# request path in front of it (bench/diagnostics/native_predict.py, built here with Debian's gRPC
-# and protobuf-c and TensorFlow's C library); writes bench/results/serving-native.{json,md}.
+# Diagnostic: the local server with and without its native front end, side by side on the 50k
+# model (bench/diagnostics/native_predict.py); writes bench/results/serving-native.{json,md}.
 bench-serving-native: install server-deps native-deps
 	$(BIN)/python bench/diagnostics/native_predict.py --out bench/results/serving-native
 

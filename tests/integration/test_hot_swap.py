@@ -1,4 +1,5 @@
-"""Promotion and rollback under load: requests by label `stable` never fail during swaps."""
+"""Promotion and rollback under load: requests by label `stable` never fail during swaps, with
+the server as it is and with its native front end (which must follow every swap at once)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 from _savedmodel_fixture import publish_version
 
 from recflow.contract import INPUT_USER_ID
@@ -99,7 +101,10 @@ class LoadGenerator:
         self.wait_for(f"{n} more answers", lambda: self.total() >= target)
 
 
-def test_promote_and_roll_back_under_load(model_sources: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("native", [False, True], ids=["python", "native_frontend"])
+def test_promote_and_roll_back_under_load(
+    native: bool, model_sources: dict[str, Path], tmp_path: Path
+) -> None:
     base = tmp_path / "models"
     publish_version(model_sources["A"], base / MODEL, 1)
     config = tmp_path / "models.config"
@@ -117,6 +122,7 @@ def test_promote_and_roll_back_under_load(model_sources: dict[str, Path], tmp_pa
         f"--batching_parameters_file={ROOT / 'serving' / 'batching_parameters.txt'}",
         f"--rest_api_port={rest_port}",
         f"--monitoring_config_file={monitoring}",
+        *(["--native_frontend"] if native else []),
     )
     with ModelServerProcess(
         config, port=port, log_file=tmp_path / "server.log", poll_seconds=1, extra_args=flags

@@ -20,7 +20,7 @@ def _answers(monkeypatch: pytest.MonkeyPatch, local: dict[str, Any], front: dict
     def ask(address: str, method: str, request: bytes) -> tuple[str, str, bytes]:
         what = next(w for w, m, r in native_checks._probes(["u1", "u2", "u3"]) if r == request)
         table = front if address == "front" else local
-        return table.get(what, ("OK", "", b"same bytes"))
+        return table.get(what, ("OK", "", b""))  # an empty answer of each type
 
     monkeypatch.setattr(native_checks, "_ask", ask)
 
@@ -31,7 +31,11 @@ def test_forwarded_answers_must_equal_the_local_servers(monkeypatch: pytest.Monk
     assert [r["request"] for r in rows][:2] == ["GetModelStatus", "GetModelMetadata"]
     assert all(r["same"] for r in rows)
 
-    _answers(monkeypatch, {}, {"Predict, 3 users": ("OK", "", b"other bytes")})
+    from tensorflow_serving.apis import predict_pb2
+
+    other = predict_pb2.PredictResponse()
+    other.model_spec.name = "another"
+    _answers(monkeypatch, {}, {"Predict, 3 users": ("OK", "", other.SerializeToString())})
     with pytest.raises(SystemExit, match="Predict, 3 users"):
         native_checks.check_forwarded("front", "local", ["u1", "u2", "u3"])
 

@@ -28,7 +28,8 @@ The package follows the server's layers, each usable alone:
 * ``manager``: every model's versions, the version policy, labels and reloads;
 * ``grpc_services``: PredictionService and ModelService on asyncio;
   ``metrics_http``: the Prometheus text over the REST port;
-* ``process``: ``LocalModelServer``, the threads, event loop and pollers;
+* ``process``: ``LocalModelServer``, the threads, event loop and pollers, and with
+  ``--native_frontend`` the native front end (``recflow.serving.native``) on the public port;
 * ``cli``: TF Serving's flags and ``main`` (``python -m recflow.serving.server``).
 """
 

@@ -43,6 +43,8 @@ class LocalModelServer:
     > 0) or a ModelServerConfig. ``start()`` loads the initial config before opening the port,
     as TF Serving does; it raises ServableError if that fails. ``loader`` loads one version
     (``load_servable``; ``--load_delay_seconds`` wraps it, tests pass fakes).
+    ``native_frontend``: predictd takes ``host:port`` and this server listens behind it on a
+    loopback port (``backend_port``); ``session_threads`` are its sessions' (intra, inter).
     """
 
     def __init__(
