@@ -13,8 +13,8 @@ The run, on the bench's own model (bench/serving_models.py) and with its own mea
 1. the native server's answers equal the in-process SavedModel's for the same users, one at a
    time and 64 at once (merged batches), or the run stops;
 2. what it forwards (other RPCs, a 3-user Predict, unknown model or label, a wrong input name)
-   gets the Python server's answer byte for byte, and a request over the receive limit is
-   refused with the same code, or the run stops;
+   gets the Python server's own answer (status, message, the answer as a message), and a
+   request over the receive limit is refused with the same code, or the run stops;
 3. the paired one-client gap (bench/serving_latency.paired_gap) of each;
 4. open-loop rates in increasing order, the two alternating run by run (three runs each per
    rate), each sweep ending at its first rate not held (median p99 < 20 ms, no errors), as
@@ -77,7 +77,7 @@ def sweep(servers: dict[str, tuple[str, int]], users: list[str], args: Any) -> d
 
 def write_markdown(result: dict[str, Any], path: Path) -> None:
     lines = [
-        *header_lines(result, "Diagnostic: the local server and predictd in front of it"),
+        *header_lines(result, "Diagnostic: the local server with and without its native front end"),
         f"- model: {result['model']}",
         f"- answers checked: {result['check']}",
         "- servers: `local` is recflow's model server as `make bench-serving` starts it, but "
@@ -107,8 +107,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
             )
             held = "yes" if r["held"] else "**no**"
             lines.append(f"| {name} | {r['rate']:.0f} | {runs} | {r['median_p99_ms']} | {held} |")
-    lines += ["", "Forwarded through predictd (status and message; answers compared byte for byte):",
-              "", "| request | local server | through predictd |", "|---|---|---|"]  # fmt: skip
+    lines += ["", "Forwarded by predictd to the Python server (status and message; answers compared "
+              "as messages):", "", "| request | `local` | `native` |", "|---|---|---|"]  # fmt: skip
     for f in result["forwarded"]:
         lines.append(
             f"| {f['request']} | {' '.join(f['local'])} | {' '.join(f['through_predictd'])} |"
