@@ -163,9 +163,9 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "request waited in the load generator is included (its Python garbage collector is",
         "paused during each run, so its own full collections are not counted as server time).",
         "The in-process floor loads the model with the server's session threads. The load",
-        "generator, the server and",
-        "TensorFlow's threads share the same cores, with whatever else runs on the machine (see",
-        "the load averages); CPU columns are the server process's and the load generator's CPU",
+        "generator, the server and TensorFlow's threads share the same cores, with whatever",
+        "else runs on the machine (see the load averages); CPU columns are the server's (its",
+        "process and children: with --native_frontend, predictd) and the load generator's CPU",
         "time during each run, divided by its requests (in-process rows: the benchmark",
         "process's CPU time per call, TensorFlow's threads included).",
     ]
