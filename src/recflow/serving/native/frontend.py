@@ -83,7 +83,9 @@ class NativeFrontend:
     With ``batching`` its native requests are merged as the Python server's batcher merges them
     (``num_batch_threads`` batches at a time, up to the largest allowed size, padded to the
     allowed sizes, ``max_enqueued_batches * max_batch_size`` waiting); without, each runs alone
-    on one of ``threads`` threads. ``on_exit`` is called if predictd ends on its own.
+    on one of ``threads`` threads. ``session_threads``: (intra, inter) op threads of its
+    sessions, by TF Serving's rule as the Python server's (``session_threads`` of
+    recflow.serving.server.cli). ``on_exit`` is called if predictd ends on its own.
     """
 
     def __init__(
@@ -94,7 +96,7 @@ class NativeFrontend:
         max_receive_bytes: int,
         batching: BatchingOptions | None,
         threads: int,
-        session_threads: tuple[int, int] = (1, -1),
+        session_threads: tuple[int, int] = (0, 0),
         binary: Path | None = None,
         on_exit: Callable[[str], None] | None = None,
     ) -> None:
@@ -137,7 +139,9 @@ class NativeFrontend:
         env["PREDICTD_SESSION_THREADS"] = f"{intra},{inter}"
         self._process = subprocess.Popen(self.argv(binary), env=env, stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, text=True, bufsize=1)  # fmt: skip
-        threading.Thread(target=self._watch, name="predictd-watch", daemon=True).start()
+        threading.Thread(
+            target=self._watch, args=(self._process,), name="predictd-watch", daemon=True
+        ).start()
 
     def listen(self) -> int:
         """Open the public address; returns its port. ConfigError if it cannot be bound."""
@@ -151,9 +155,8 @@ class NativeFrontend:
         self.port = int(answer.split()[1])
         return self.port
 
-    def _watch(self) -> None:
-        assert self._process is not None
-        code = self._process.wait()
+    def _watch(self, process: subprocess.Popen[str]) -> None:
+        code = process.wait()
         if not self._stopping:
             message = f"predictd exited on its own (exit {code}); the public port is closed"
             log.error(message)
