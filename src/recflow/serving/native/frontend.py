@@ -20,6 +20,7 @@ from typing import IO, TYPE_CHECKING
 from recflow.errors import ConfigError
 from recflow.serving.metrics import LATENCY_BUCKETS_US
 from recflow.serving.native.build import predictd_binary, tensorflow_library
+from recflow.serving.server.servable import DEFAULT_SIGNATURE
 
 if TYPE_CHECKING:
     from recflow.serving.batching import BatchingOptions
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("recflow.serving.native")
 
-DEFAULT_SIGNATURE = "serving_default"
 MAX_OUTPUTS = 16  # servables.h
 DT_STRING = 7  # tensorflow.DataType
 
