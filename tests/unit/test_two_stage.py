@@ -1,5 +1,6 @@
 """two_stage: towers retrieve N candidates, the ranking MLP orders them; N = catalogue ranks like
-ranking_mlp; the towers' step touches only the batch's rows; the gate's retrieval floor."""
+ranking_mlp; the towers' step touches only the batch's rows and its loss over distinct items equals
+the masked in-batch softmax; the gate's retrieval floor."""
 
 from __future__ import annotations
 
@@ -146,6 +147,48 @@ def test_tower_step_changes_only_the_rows_of_the_batch() -> None:
         for v, old in zip(tables.variables, before, strict=True)
     ]
     assert changed == [[1, 4], [0, 2, 3], [0, 2, 3]]  # users, items, item bias
+
+
+def test_in_batch_loss_over_distinct_items_equals_the_masked_batch_softmax() -> None:
+    """The loss over the batch's distinct items, and its gradients, equal the B x B in-batch
+    softmax with each positive's other copies masked out (the formulation it replaced)."""
+    import tensorflow as tf
+
+    from recflow.models.two_stage.towers import TowerTables, in_batch_softmax_loss
+
+    tables = TowerTables.create(7, 6, 4, np.random.default_rng(1))
+    tables.item_bias.embeddings.assign(np.linspace(-1.0, 1.0, 6, dtype=np.float32)[:, None])
+    log_q = tf.constant(np.log(np.array([0.4, 0.2, 0.1, 0.1, 0.1, 0.1], np.float32)))
+    # Item 2 three times, item 0 twice (one of them with the same user), the rest once.
+    users = tf.constant([0, 1, 2, 3, 4, 5, 6, 0], tf.int32)
+    items = tf.constant([2, 0, 2, 5, 2, 0, 3, 1], tf.int32)
+    temperature = 0.3
+
+    def masked() -> tf.Tensor:
+        u = tf.math.l2_normalize(tables.users(users), axis=1)
+        v = tf.math.l2_normalize(tables.items(items), axis=1)
+        logits = tf.matmul(u, v, transpose_b=True) / temperature
+        logits += tf.transpose(tables.item_bias(items)) - tf.gather(log_q, items)[None, :]
+        copy = tf.equal(items[:, None], items[None, :]) & ~tf.eye(8, dtype=tf.bool)
+        logits = tf.where(copy, -1e9, logits)
+        return tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.range(8), logits=logits)
+        )
+
+    results = []
+    for loss_fn in (
+        masked,
+        lambda: in_batch_softmax_loss(users, items, tables, log_q, temperature),
+    ):
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, tables.variables)]
+        results.append((float(loss), [g.numpy() for g in grads]))
+    (expected, expected_grads), (found, found_grads) = results
+    assert found == pytest.approx(expected, rel=1e-5)
+    for want, got in zip(expected_grads, found_grads, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert np.abs(expected_grads[1]).sum() > 0  # the item table does get a gradient
 
 
 def test_retrieval_check_needs_the_floor_and_popularity() -> None:

@@ -8,7 +8,13 @@ Training is an in-batch softmax over the distinct training (user, item) pairs (Y
 positive's negatives are the other items of its batch, with the logQ correction (subtract the
 log of each item's share of training pairs, its probability of showing up as an in-batch
 negative), so the towers learn the full softmax rather than one biased against popular items.
-Copies of the positive item elsewhere in the batch are masked out of its negatives.
+Copies of the positive item elsewhere in the batch are not among its negatives.
+
+The logits are computed against the batch's distinct items only (:func:`in_batch_softmax_loss`):
+an item present m times counts m times in each denominator (log m added to its logit) and a
+positive's own other copies are taken out of its row in closed form. That is the same loss as
+the B x B logits with the copies masked, computed at the size of the distinct items and without
+the B x B mask (timed against it by bench/diagnostics/tower_step.py).
 
 The tables are ``RowEmbedding`` layers trained by ``LazyAdam`` (:mod:`recflow.models.sparse_adam`:
 only the rows a batch touched move, with their own moments), so a step costs the batch, not the
@@ -84,6 +90,38 @@ def _table(values: np.ndarray, name: str) -> keras.layers.Embedding:
     return layer
 
 
+def in_batch_softmax_loss(
+    users: tf.Tensor,
+    items: tf.Tensor,
+    tables: TowerTables,
+    log_q: tf.Tensor,
+    temperature: float,
+) -> tf.Tensor:
+    """Mean in-batch softmax loss of (user, item) pairs (module docstring).
+
+    Row r's logit for item j is cos(u_r, v_j) / T + bias_j - logQ_j. Its denominator is its
+    positive p once plus every other pair's item (a copy of p excluded). With the distinct
+    items as columns and m_j the count of j in the batch, that is
+    ``sum_j m_j exp(l_rj) - (m_p - 1) exp(l_rp)``; with ``d = logsumexp_j(l_rj + log m_j) - l_rp``
+    (>= log m_p) the loss is ``d + log1p(-(m_p - 1) exp(-d))``, whose log1p argument stays
+    above -1.
+    """
+    import tensorflow as tf
+
+    columns, column_of_row = tf.unique(items)
+    copies = tf.math.unsorted_segment_sum(
+        tf.ones_like(items, tf.float32), column_of_row, tf.shape(columns)[0]
+    )
+    u = tf.math.l2_normalize(tables.users(users), axis=1) / temperature
+    v = tf.math.l2_normalize(tables.items(columns), axis=1)
+    column_term = tf.squeeze(tables.item_bias(columns), axis=1) - tf.gather(log_q, columns)
+    logits = tf.matmul(u, v, transpose_b=True) + column_term[None, :]  # [B, distinct items]
+    log_denominator = tf.reduce_logsumexp(logits + tf.math.log(copies)[None, :], axis=1)
+    d = log_denominator - tf.gather(logits, column_of_row, batch_dims=1)
+    other_copies = tf.gather(copies, column_of_row) - 1.0
+    return tf.reduce_mean(d + tf.math.log1p(-other_copies * tf.exp(-d)))
+
+
 def tower_step(
     tables: TowerTables,
     optimizer: keras.optimizers.Optimizer,
@@ -100,18 +138,7 @@ def tower_step(
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)])
     def step(users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
-            u = tf.math.l2_normalize(tables.users(users), axis=1)
-            i = tf.math.l2_normalize(tables.items(items), axis=1)
-            logits = tf.matmul(u, i, transpose_b=True) / temperature
-            logits += tf.transpose(tables.item_bias(items))  # [1, B]
-            logits -= tf.gather(log_q_t, items)[None, :]
-            same = tf.equal(items[:, None], items[None, :])
-            off_diag = tf.logical_not(tf.eye(tf.shape(items)[0], dtype=tf.bool))
-            logits = tf.where(tf.logical_and(same, off_diag), -1e9, logits)
-            labels = tf.range(tf.shape(items)[0])
-            loss = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-            )
+            loss = in_batch_softmax_loss(users, items, tables, log_q_t, temperature)
         optimizer.apply(tape.gradient(loss, variables), variables)
         return loss
 
