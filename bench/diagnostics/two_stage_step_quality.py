@@ -6,7 +6,7 @@ the paired difference, on both outer splits of bench/PROTOCOL.md.
 
 The two steps compute the same loss (tests/unit/test_two_stage.py), so the trainings differ by
 floating-point rounding only; this shows what that does to quality. Same seeds, same splits,
-same ranking network settings (the config defaults, as bench/results/two_stage/quality.md).
+same settings (quality_lib.base_config, as the quality benchmark's zoo rows).
 Nothing is chosen from the test split here. Writes
 bench/results/two_stage/step-quality.{json,md}.
 """
