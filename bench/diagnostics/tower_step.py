@@ -1,6 +1,8 @@
 """Time of one two_stage towers step: the in-batch softmax over the batch's distinct items
 (``recflow.models.two_stage.towers.tower_step``) against the B x B logits with each
-positive's copies masked (the step it replaced, kept here as the reference).
+positive's copies masked (the step it replaced, kept here as the reference), one batch per
+compiled call (the loop before) and ``--per-call`` batches per call (the loop now,
+``steps_per_execution``).
 
     python bench/diagnostics/tower_step.py [--users 600000 --items 50000 --batch 1024]
 
@@ -33,13 +35,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def masked_step(tables: Any, optimizer: Any, log_q: np.ndarray, temperature: float) -> Callable:
-    """The step before: B x B logits, a positive's other copies masked to -1e9."""
+    """The step before: B x B logits, a positive's other copies masked to -1e9 (compiled
+    with ``compile_steps``, the convention of ``tower_step``: [S, B] in, summed loss out)."""
     import tensorflow as tf
+
+    from recflow.models.two_stage.towers import compile_steps
 
     log_q_t = tf.constant(log_q)
     variables = tables.variables
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)])
     def step(users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             u = tf.math.l2_normalize(tables.users(users), axis=1)
@@ -57,16 +61,19 @@ def masked_step(tables: Any, optimizer: Any, log_q: np.ndarray, temperature: flo
         optimizer.apply(tape.gradient(loss, variables), variables)
         return loss
 
-    return step
+    return compile_steps(step, optimizer, variables)
 
 
-def time_steps(step: Callable, users: np.ndarray, items: np.ndarray, warmup: int) -> float:
-    """ms per step as the training loop runs it (one loss read back per step)."""
+def time_steps(
+    step: Callable, users: np.ndarray, items: np.ndarray, warmup: int, per_call: int
+) -> float:
+    """ms per step as the training loop runs it: ``per_call`` batches per compiled call, one
+    loss read back per call."""
     for k in range(warmup):
-        float(step(users[k], items[k]))
+        float(step(users[k : k + 1], items[k : k + 1]))
     t0 = time.perf_counter()
-    for k in range(warmup, users.shape[0]):
-        float(step(users[k], items[k]))
+    for k in range(warmup, users.shape[0], per_call):
+        float(step(users[k : k + per_call], items[k : k + per_call]))
     return 1000 * (time.perf_counter() - t0) / (users.shape[0] - warmup)
 
 
@@ -78,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--per-call", type=int, default=16, help="steps_per_execution's default")
     parser.add_argument("--out", default="bench/results/tower-step")
     args = parser.parse_args(argv)
 
@@ -105,15 +113,17 @@ def main(argv: list[str] | None = None) -> int:
         # logQ as training computes it: each item's share of the pairs.
         counts = np.bincount(items.ravel(), minlength=args.items).astype(np.float64)
         log_q = np.log(np.maximum(counts, 1.0) / items.size).astype(np.float32)
-        times: dict[str, list[float]] = {"masked B x B (before)": [], "distinct items (now)": []}
+        variants = {
+            "masked B x B, 1 batch per call": (masked_step, 1),
+            "distinct items, 1 batch per call": (tower_step, 1),
+            f"distinct items, {args.per_call} batches per call": (tower_step, args.per_call),
+        }
+        times: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(args.rounds):
-            for name, make in (
-                ("masked B x B (before)", masked_step),
-                ("distinct items (now)", tower_step),
-            ):
+            for name, (make, per_call) in variants.items():
                 tables = TowerTables.create(args.users, args.items, 32, np.random.default_rng(1))
                 step = make(tables, lazy_adam(0.01, epsilon=1e-8), log_q, 0.2)
-                times[name].append(time_steps(step, users, items, warmup=20))
+                times[name].append(time_steps(step, users, items, 20, per_call))
         for name, values in times.items():
             row = {
                 "items drawn": draw,
@@ -136,13 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         "items": args.items,
         "batch": args.batch,
         "steps": args.steps,
+        "per_call": args.per_call,
         "loadavg_end": Path("/proc/loadavg").read_text().split()[:3],
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     lines = [
-        "# two_stage towers: one training step, distinct-item softmax vs masked B x B",
+        "# two_stage towers: one training step, distinct-item softmax vs masked B x B, one or "
+        f"{args.per_call} batches per compiled call",
         "",
         f"{meta['date']}, {meta['machine']}, `{meta['command']}`",
         "",

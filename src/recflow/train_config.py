@@ -119,7 +119,7 @@ class TrainConfig(Settings):
     steps_per_execution: int = setting(
         16,
         "Steps per execution",
-        "model=ranking_mlp/neumf: batches run per call of the compiled train step (same updates, less per-step overhead).",
+        "model=ranking_mlp/neumf/two_stage (both its networks): batches run per call of the compiled train step (same updates, less per-step overhead).",
         ge=1,
         le=1024,
     )

@@ -141,12 +141,52 @@ def test_tower_step_changes_only_the_rows_of_the_batch() -> None:
     tables = TowerTables.create(6, 5, 3, np.random.default_rng(0))
     step = tower_step(tables, lazy_adam(0.1, epsilon=1e-8), np.zeros(5, np.float32), 0.5)
     before = [v.numpy().copy() for v in tables.variables]
-    step(tf.constant([4, 1, 4], tf.int32), tf.constant([0, 2, 3], tf.int32))
+    step(tf.constant([[4, 1, 4]], tf.int32), tf.constant([[0, 2, 3]], tf.int32))
     changed = [
         np.flatnonzero((v.numpy() != old).any(axis=1)).tolist()
         for v, old in zip(tables.variables, before, strict=True)
     ]
     assert changed == [[1, 4], [0, 2, 3], [0, 2, 3]]  # users, items, item bias
+
+
+def test_epoch_batches_cover_every_pair_once_in_order() -> None:
+    from recflow.models.two_stage.towers import epoch_batches
+
+    pairs = np.arange(23)
+    blocks = list(epoch_batches(pairs, pairs + 100, 4, 2))
+    assert [b[0].shape for b in blocks] == [(2, 4), (2, 4), (1, 4), (1, 3)]
+    assert np.concatenate([b[0].ravel() for b in blocks]).tolist() == pairs.tolist()
+    assert all((i == u + 100).all() for u, i in blocks)
+    # a last batch of one pair has no in-batch negative: dropped
+    assert [b[0].shape for b in epoch_batches(np.arange(9), np.arange(9), 4, 8)] == [(2, 4)]
+
+
+def test_several_batches_per_call_train_the_towers_as_one_batch_per_call(data) -> None:
+    """``steps_per_execution`` changes how batches reach the compiled step, not the updates:
+    the same batches in the same order, the same tables and losses (to float rounding)."""
+    from recflow.models.two_stage.towers import train_towers
+
+    _, f = data
+    runs = [
+        train_towers(
+            f,
+            dim=8,
+            epochs=3,
+            batch_size=48,
+            learning_rate=0.05,
+            temperature=0.2,
+            seed=4,
+            steps_per_execution=per_call,
+            progress=lambda _: None,
+        )
+        for per_call in (1, 4)
+    ]
+    assert np.unique(f.train_user_idx.astype(np.int64) * f.n_items + f.train_item_idx).size % 48
+    one, several = runs
+    np.testing.assert_allclose(several.users, one.users, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(several.items, one.items, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(several.history["tower_loss"], one.history["tower_loss"], rtol=1e-5)
+    assert one.history["tower_loss"][-1] < one.history["tower_loss"][0]
 
 
 def test_in_batch_loss_over_distinct_items_equals_the_masked_batch_softmax() -> None:

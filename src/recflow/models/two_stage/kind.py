@@ -66,7 +66,9 @@ def fit(
         learning_rate=cfg.two_stage.tower_learning_rate,
         temperature=cfg.two_stage.tower_temperature,
         seed=cfg.seed,
+        steps_per_execution=cfg.steps_per_execution,
         progress=progress,
+        progress_seconds=cfg.progress_seconds,
     )
     metrics = recall_metrics(towers, features, split, cfg.two_stage.candidates)
     for name, value in metrics.items():

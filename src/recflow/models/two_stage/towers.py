@@ -28,13 +28,14 @@ approximate-nearest-neighbour ops, and at 50k items x 32 dims the matmul is 1.6 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recflow.errors import TrainingError
+from recflow.progress import DEFAULT_INTERVAL_SECONDS, Progress
 from recflow.types import Features
 
 if TYPE_CHECKING:
@@ -128,21 +129,50 @@ def tower_step(
     log_q: np.ndarray,
     temperature: float,
 ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-    """One compiled step of the in-batch softmax (module docstring) over a batch of
-    (user, item) pairs: the loss, then a lazy Adam update of the rows the batch looked up."""
+    """Compiled steps of the in-batch softmax (module docstring): given [S, B] users and items,
+    S batches in turn, each a loss then a lazy Adam update of the rows it looked up; returns the
+    sum of the S losses."""
     import tensorflow as tf
 
     log_q_t = tf.constant(log_q)
     variables = tables.variables
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)])
-    def step(users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+    def one_step(users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             loss = in_batch_softmax_loss(users, items, tables, log_q_t, temperature)
         optimizer.apply(tape.gradient(loss, variables), variables)
         return loss
 
-    return step  # type: ignore[no-any-return]
+    return compile_steps(one_step, optimizer, variables)
+
+
+def compile_steps(
+    one_step: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+    optimizer: keras.optimizers.Optimizer,
+    variables: list[keras.Variable],
+) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """``one_step`` (users [B], items [B] -> loss) run over the rows of [S, B] inputs in one
+    compiled call, returning the summed loss: the same updates in the same order as S calls,
+    without S calls' Python and dispatch overhead (Keras' ``steps_per_execution`` for this
+    loop). The optimizer's slots are built first: variables cannot be created inside the loop.
+    """
+    import tensorflow as tf
+
+    optimizer.build(variables)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None], tf.int32),
+            tf.TensorSpec([None, None], tf.int32),
+        ]
+    )
+    def steps(users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+        total = tf.constant(0.0)
+        for k in tf.range(tf.shape(users)[0]):
+            total += one_step(users[k], items[k])
+        return total
+
+    return steps  # type: ignore[no-any-return]
 
 
 def train_towers(
@@ -154,19 +184,31 @@ def train_towers(
     learning_rate: float,
     temperature: float,
     seed: int,
+    steps_per_execution: int = 1,
     progress: Callable[[str], None] = print,
+    progress_seconds: float = DEFAULT_INTERVAL_SECONDS,
 ) -> Towers:
-    """Fit both towers on ``features``' distinct training pairs (see the module docstring)."""
+    """Fit both towers on ``features``' distinct training pairs (see the module docstring),
+    ``steps_per_execution`` batches per compiled call (:func:`compile_steps`); a progress line
+    with pairs/s and ETA every ``progress_seconds`` inside an epoch."""
     import tensorflow as tf
 
     from recflow.models.pointwise import unique_positives
     from recflow.models.sparse_adam import lazy_adam
 
-    if dim < 1 or epochs < 1 or batch_size < 2 or learning_rate <= 0 or temperature <= 0:
+    if (
+        dim < 1
+        or epochs < 1
+        or batch_size < 2
+        or learning_rate <= 0
+        or temperature <= 0
+        or steps_per_execution < 1
+    ):
         raise TrainingError(
             "two_stage towers: expected dim >= 1, epochs >= 1, batch_size >= 2, learning_rate "
-            f"> 0 and temperature > 0, found {dim}, {epochs}, {batch_size}, {learning_rate}, "
-            f"{temperature}; fix the two_stage_tower_* settings"
+            f"> 0, temperature > 0 and steps_per_execution >= 1, found {dim}, {epochs}, "
+            f"{batch_size}, {learning_rate}, {temperature}, {steps_per_execution}; fix the "
+            "two_stage_tower_* settings or steps_per_execution"
         )
     pos_u, pos_i = unique_positives(features)
     if pos_u.size < 2:
@@ -179,19 +221,28 @@ def train_towers(
     tf.random.set_seed(seed)
     rng = np.random.default_rng(seed)
     tables = TowerTables.create(features.n_users, features.n_items, dim, rng)
-    train_step = tower_step(tables, lazy_adam(learning_rate, epsilon=_EPSILON), log_q, temperature)
+    train_steps = tower_step(tables, lazy_adam(learning_rate, epsilon=_EPSILON), log_q, temperature)
 
     history: dict[str, list[float]] = {"tower_loss": [], "tower_seconds": []}
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         order = rng.permutation(pos_u.size)
-        losses = []
-        for start in range(0, order.size, batch_size):
-            batch = order[start : start + batch_size]
-            if batch.size < 2:
-                continue
-            losses.append(float(train_step(pos_u[batch], pos_i[batch])))
-        loss = float(np.mean(losses))
+        meter = Progress(
+            f"towers epoch {epoch}/{epochs}",
+            order.size,
+            progress,
+            unit="pairs",
+            interval=progress_seconds,
+        )
+        total, batches = 0.0, 0
+        for users, items in epoch_batches(
+            pos_u[order], pos_i[order], batch_size, steps_per_execution
+        ):
+            total += float(train_steps(users, items))
+            batches += users.shape[0]
+            meter.advance(users.size)
+        meter.finish()
+        loss = total / batches
         if not np.isfinite(loss):
             raise TrainingError(
                 f"two_stage towers: expected a finite loss, found {loss} at epoch {epoch}; "
@@ -213,6 +264,21 @@ def train_towers(
         items=np.hstack([items, tables.item_bias.embeddings.numpy()]).astype(np.float32),
         history=history,
     )
+
+
+def epoch_batches(
+    users: np.ndarray, items: np.ndarray, batch_size: int, per_call: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One epoch's pairs (already in training order) as [S, batch_size] blocks of up to
+    ``per_call`` consecutive batches, then the last short batch as a [1, rest] block; a
+    last batch of one pair is dropped (an in-batch softmax needs another pair)."""
+    full = users.size // batch_size
+    for start in range(0, full, per_call):
+        stop = min(full, start + per_call)
+        rows = slice(start * batch_size, stop * batch_size)
+        yield users[rows].reshape(-1, batch_size), items[rows].reshape(-1, batch_size)
+    if users.size - full * batch_size >= 2:
+        yield users[full * batch_size :][None], items[full * batch_size :][None]
 
 
 def retrieve(
