@@ -25,11 +25,10 @@ from typing import Any
 
 from recflow.ops.machine import (
     code_label,
-    describe,
     host_costs,
     loadavg,
+    results_header,
     same_host,
-    summary,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -205,7 +204,6 @@ def main(argv: list[str] | None = None) -> int:
     from recflow.config import TrainConfig
     from recflow.settings import flat_values
 
-    host = describe("tensorflow")
     defaults = TrainConfig()
     flat = flat_values(defaults)
     recipe = {
@@ -234,10 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [s for s in args.sizes.split(",") if s]
     models = [m for m in args.models.split(",") if m]
     doc: dict[str, Any] = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": summary(host),
-        "machine_info": host,
+        **results_header("tensorflow"),
         "recipe": recipe,
         "overrides": extra,
         "seed": args.seed,
@@ -249,11 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     carried: dict[str, dict[str, Any]] = {}  # size -> its earlier results, for other models' rows
     if args.merge and previous.is_file():
         old = json.loads(previous.read_text())
-        if not same_host(old.get("machine_info"), host):
+        if not same_host(old.get("machine_info"), doc["machine_info"]):
             # Growth ratios between sizes measured on different CPUs say nothing about growth.
             parser.error(
                 f"--merge: {previous} was recorded on '{old.get('machine')}', this host is "
-                f"'{summary(host)}'; ratios between sizes are only meaningful from one host. "
+                f"'{doc['machine']}'; ratios between sizes are only meaningful from one host. "
                 "Run every size here without --merge, or write to another --out."
             )
         recorded = {**old, "seed": old.get("seed", _seed_in(old.get("command", "")))}

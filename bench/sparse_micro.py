@@ -11,15 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from recflow.ops.machine import describe, summary
+from recflow.ops.machine import results_header
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -93,12 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    host = describe("tensorflow")
     meta = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": summary(host),
-        "machine_info": host,
+        **results_header("tensorflow"),
         "examples": args.examples,
         "batch": args.batch,
     }

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from recflow.arrays import sorted_unique
-from recflow.ops.machine import code_label, describe, summary
+from recflow.ops.machine import code_label, results_header
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale_results import SIZES  # noqa: E402 (bench/scale_results.py: the sizes of bench-scale)
@@ -71,13 +71,10 @@ def main(argv: list[str] | None = None) -> int:
                **measure(keys(events, users, items), args.repeats)}  # fmt: skip
         print(json.dumps(row), flush=True)
         rows.append(row)
-    host = describe("numpy")
     doc = {
-        "command": " ".join(["python", "bench/unique_cost.py", *(argv or sys.argv[1:])]),
+        **results_header("numpy", argv=["bench/unique_cost.py", *(argv or sys.argv[1:])]),
         "date": started,
         "code": code_label(),
-        "machine": summary(host),
-        "machine_info": host,
         "numpy": np.__version__,
         "rows": rows,
     }

@@ -20,16 +20,14 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from recflow.ops.machine import describe, summary
+from recflow.ops.machine import results_header
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -136,12 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
             rows.append(row)
 
-    host = describe("tensorflow")
     meta = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": summary(host),
-        "machine_info": host,
+        **results_header("tensorflow"),
         "users": args.users,
         "items": args.items,
         "batch": args.batch,

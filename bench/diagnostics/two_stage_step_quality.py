@@ -18,7 +18,6 @@ import json
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from quality_lib import NDCG, base_config, load_dataset, zoo_scorer  # noqa: E40
 from quality_rows import _score, outer_fold  # noqa: E402
 from tower_step import masked_step  # noqa: E402
 
-from recflow.ops.machine import describe, summary  # noqa: E402
+from recflow.ops.machine import results_header  # noqa: E402
 
 STEPS = {"masked B x B (before)": masked_step, "distinct items (now)": None}
 
@@ -103,12 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                 "users": diff.users,
             }
         )
-    host = describe("tensorflow")
     meta = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": summary(host),
-        "machine_info": host,
+        **results_header("tensorflow"),
         "seeds": seeds,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }

@@ -5,12 +5,15 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import numpy as np
+
 from recflow.ops.machine import (
     code_label,
     cpu_identity,
     describe,
     host_costs,
     kernel_identity,
+    results_header,
     same_host,
     summary,
 )
@@ -120,3 +123,11 @@ def test_code_label_names_the_commit_and_any_uncommitted_tracked_file(tmp_path: 
 
 def test_code_label_outside_a_checkout_is_unknown(tmp_path: Path) -> None:
     assert code_label(tmp_path) == "unknown"
+
+
+def test_results_header_names_the_command_date_and_machine() -> None:
+    header = results_header("numpy", argv=["bench/x.py", "--out", "r"])
+    assert header["command"] == "python bench/x.py --out r"
+    assert header["date"].endswith("+00:00")  # UTC, seconds
+    assert header["machine_info"]["numpy"] == np.__version__
+    assert header["machine"] == summary(header["machine_info"])

@@ -19,8 +19,11 @@ import importlib.metadata as md
 import os
 import platform
 import statistics
+import sys
 import threading
 import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +110,20 @@ def summary(info: dict[str, Any]) -> str:
         parts.append(f"Python {info['python']}")
     host = f"{info['host']}: " if info.get("host") else ""
     return host + ", ".join(parts)
+
+
+def results_header(*packages: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """The fields a benchmark's results file opens with: ``command`` (``python`` and ``argv``,
+    by default this process's), ``date`` (UTC, now), ``machine`` (:func:`summary`) and
+    ``machine_info`` (:func:`describe` with ``packages``' versions)."""
+    host = describe(*packages)
+    args = sys.argv if argv is None else argv
+    return {
+        "command": " ".join(["python", *args]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": summary(host),
+        "machine_info": host,
+    }
 
 
 def kernel_identity(sys_root: Path = SYS) -> dict[str, Any]:
