@@ -177,6 +177,7 @@ def test_several_batches_per_call_train_the_towers_as_one_batch_per_call(data) -
             temperature=0.2,
             seed=4,
             steps_per_execution=per_call,
+            progress_seconds=0,
             progress=lambda _: None,
         )
         for per_call in (1, 4)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from recflow.errors import TrainingError
-from recflow.progress import DEFAULT_INTERVAL_SECONDS, Progress
+from recflow.progress import Progress
 from recflow.types import Features
 
 if TYPE_CHECKING:
@@ -184,13 +184,14 @@ def train_towers(
     learning_rate: float,
     temperature: float,
     seed: int,
-    steps_per_execution: int = 1,
+    steps_per_execution: int,
+    progress_seconds: float,
     progress: Callable[[str], None] = print,
-    progress_seconds: float = DEFAULT_INTERVAL_SECONDS,
 ) -> Towers:
     """Fit both towers on ``features``' distinct training pairs (see the module docstring),
     ``steps_per_execution`` batches per compiled call (:func:`compile_steps`); a progress line
-    with pairs/s and ETA every ``progress_seconds`` inside an epoch."""
+    with pairs/s and ETA every ``progress_seconds`` inside an epoch (both: the TrainConfig
+    settings of the same names, declared there)."""
     import tensorflow as tf
 
     from recflow.models.pointwise import unique_positives
