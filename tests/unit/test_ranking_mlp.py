@@ -12,6 +12,7 @@ from recflow.models.pointwise import (
     row_batches,
     sample_negatives,
     seen_pairs,
+    training_batches,
     unique_positives,
 )
 from recflow.models.ranking_mlp.training import score_users, train_ranking_mlp
@@ -246,6 +247,22 @@ def test_row_batches_are_the_batches_of_tf_data_batch(rows):
     reference = tf.data.Dataset.from_tensor_slices(((users, items), labels)).batch(512)
     expected = list(reference.as_numpy_iterator())
     assert len(ours) == len(expected) == -(-rows // 512)
+    for ((u, i), y), ((eu, ei), ey) in zip(ours, expected, strict=True):
+        np.testing.assert_array_equal(u, eu)
+        np.testing.assert_array_equal(i, ei)
+        np.testing.assert_array_equal(y, ey)
+
+
+def test_training_batches_are_row_batches_with_the_autotuner_off():
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 100, 1300).astype(np.int32)
+    items = rng.integers(0, 50, 1300).astype(np.int32)
+    labels = rng.random(1300).astype(np.float32)
+    data = training_batches(users, items, labels, 512)
+    assert data.options().autotune.enabled is False
+    ours = list(data.as_numpy_iterator())
+    expected = list(row_batches(users, items, labels, 512).as_numpy_iterator())
+    assert len(ours) == len(expected) == 3
     for ((u, i), y), ((eu, ei), ey) in zip(ours, expected, strict=True):
         np.testing.assert_array_equal(u, eu)
         np.testing.assert_array_equal(i, ei)

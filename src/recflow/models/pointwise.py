@@ -121,20 +121,38 @@ def fit_epoch(
     what: str,
 ) -> keras.callbacks.History:
     """One epoch of ``model.fit`` over the given (already shuffled) rows, streamed by tf.data
-    (:func:`row_batches`, no per-epoch copy into Keras' own adapter); a progress line
+    (:func:`training_batches`, no per-epoch copy into Keras' own adapter); a progress line
     (examples/s, ETA) goes to ``say`` every ``cfg.progress_seconds``.
     """
-    import tensorflow as tf
-
     from recflow.progress import Progress, keras_callback
 
-    data = row_batches(users, items, labels, cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+    data = training_batches(users, items, labels, cfg.batch_size)
     meter = Progress(what, users.size, say, interval=cfg.progress_seconds)
     fit = model.fit(
         data, epochs=1, shuffle=False, verbose=0, callbacks=[keras_callback(meter, cfg.batch_size)]
     )
     meter.finish()
     return fit
+
+
+def training_batches(
+    users: np.ndarray, items: np.ndarray, labels: np.ndarray, batch_size: int
+) -> tf.data.Dataset:
+    """:func:`row_batches` as ``fit`` reads them: prefetched, with tf.data's model-based
+    autotuner off.
+
+    With the autotuner on, whole ``fit`` calls of the ranking network at the 20M sizes ran at
+    one fixed lower rate (321k examples/s, to three digits, in about a third of the rounds,
+    with one core idle) and the others at ~450k; with it off, no round fell to that rate
+    (bench/diagnostics/ranking_input.py). The batches are slices of arrays already in memory:
+    there is nothing for it to tune. The prefetch buffer keeps its own simple sizing.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    data = row_batches(users, items, labels, batch_size).with_options(options)
+    return data.prefetch(tf.data.AUTOTUNE)
 
 
 def row_batches(
