@@ -16,10 +16,9 @@ from recflow.model_settings import (
     DpSettings,
     EaseSettings,
     MultvaeSettings,
-    SasrecSettings,
-    SqnSettings,
     TwoStageSettings,
 )
+from recflow.sasrec_settings import SasrecSettings, SqnSettings
 from recflow.settings import Settings, block, setting
 
 __all__ = [
