@@ -235,6 +235,13 @@ def test_head_dropout_regularises_training_only(planted):
     assert not [layer for layer in plain.layers if layer.name.startswith("dropout_")]
 
 
+def assert_same_batches(ours, expected):
+    for ((u, i), y), ((eu, ei), ey) in zip(ours, expected, strict=True):
+        np.testing.assert_array_equal(u, eu)
+        np.testing.assert_array_equal(i, ei)
+        np.testing.assert_array_equal(y, ey)
+
+
 @pytest.mark.parametrize("rows", [0, 5, 512, 1024, 1300])
 def test_row_batches_are_the_batches_of_tf_data_batch(rows):
     import tensorflow as tf
@@ -247,10 +254,7 @@ def test_row_batches_are_the_batches_of_tf_data_batch(rows):
     reference = tf.data.Dataset.from_tensor_slices(((users, items), labels)).batch(512)
     expected = list(reference.as_numpy_iterator())
     assert len(ours) == len(expected) == -(-rows // 512)
-    for ((u, i), y), ((eu, ei), ey) in zip(ours, expected, strict=True):
-        np.testing.assert_array_equal(u, eu)
-        np.testing.assert_array_equal(i, ei)
-        np.testing.assert_array_equal(y, ey)
+    assert_same_batches(ours, expected)
 
 
 def test_training_batches_are_row_batches_with_the_autotuner_off():
@@ -263,7 +267,4 @@ def test_training_batches_are_row_batches_with_the_autotuner_off():
     ours = list(data.as_numpy_iterator())
     expected = list(row_batches(users, items, labels, 512).as_numpy_iterator())
     assert len(ours) == len(expected) == 3
-    for ((u, i), y), ((eu, ei), ey) in zip(ours, expected, strict=True):
-        np.testing.assert_array_equal(u, eu)
-        np.testing.assert_array_equal(i, ei)
-        np.testing.assert_array_equal(y, ey)
+    assert_same_batches(ours, expected)

@@ -145,7 +145,7 @@ def training_batches(
     one fixed lower rate (321k examples/s, to three digits, in about a third of the rounds,
     with one core idle) and the others at ~450k; with it off, no round fell to that rate
     (bench/diagnostics/ranking_input.py). The batches are slices of arrays already in memory:
-    there is nothing for it to tune. The prefetch buffer keeps its own simple sizing.
+    there is nothing for it to tune.
     """
     import tensorflow as tf
 
