@@ -150,4 +150,4 @@ bench-unique: install
 # SASRec, EASE) with the default recipe (SASRec stops early on validation);
 # writes bench/results/scale.{json,md}. Hours on 2 cores: SIZES=1M,5M runs the smaller ones.
 bench-scale: install
-	$(BIN)/python bench/scale.py --sizes $(or $(SIZES),1M,5M,20M) --models $(or $(MODELS),ranking_mlp,two_stage,sasrec,ease) --out bench/results
+	$(BIN)/python bench/scale.py $(if $(SIZES),--sizes $(SIZES)) $(if $(MODELS),--models $(MODELS)) --out bench/results

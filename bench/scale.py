@@ -44,6 +44,8 @@ from scale_results import (  # noqa: E402 (bench/scale_results.py, same folder)
 DAG_ID = "recsys_training"
 RUN_ID = "scale"
 DEFAULT_SEED = 7
+# every kind the goals name; EASE refuses the sizes its items x items matrix cannot hold
+MODEL_KINDS = ("ranking_mlp", "two_stage", "sasrec", "ease")
 
 
 def _params(
@@ -161,8 +163,8 @@ def _carry(earlier: dict[str, Any], size: dict[str, Any], models: list[str]) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="1M,5M,20M")
-    parser.add_argument("--models", default="ranking_mlp,sasrec,ease")
+    parser.add_argument("--sizes", default="1M,5M,20M", help="names in SIZES (also smoke)")
+    parser.add_argument("--models", default=",".join(MODEL_KINDS))
     parser.add_argument("--work", default="var/bench-scale", help="scratch folder")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--sasrec-epochs", type=int, help="override (recorded) for time")
