@@ -150,15 +150,35 @@ def _seed_in(command: str) -> int:
     return int(words[words.index("--seed") + 1]) if "--seed" in words else DEFAULT_SEED
 
 
+def _carried_rows(earlier: dict[str, Any], models: list[str]) -> dict[str, dict[str, Any]]:
+    """An earlier run's rows of the models this run does not train, each naming (``run``) the
+    date of the run that measured it: rows carried twice keep their first run. Files written
+    before rows named their run are read as the earlier run's own rows only when it carried
+    none; otherwise which run measured which row is unknown, and refused."""
+    rows = {k: v for k, v in earlier["stages"].items() if model_of(k) not in (None, *models)}
+    untagged = sorted(k for k, v in rows.items() if "run" not in v)
+    if untagged and earlier.get("carried_from"):
+        raise ValueError(
+            f"rows {', '.join(untagged)} do not name the run that measured them, and the file "
+            "joins several runs; re-run those models (list them in --models) or write to "
+            "another --out"
+        )
+    own = earlier.get("run", {}).get("date")
+    return {k: v if "run" in v else {**v, "run": own} for k, v in rows.items()}
+
+
 def _carry(earlier: dict[str, Any], size: dict[str, Any], models: list[str]) -> None:
     """Keep an earlier run's rows for the models this run does not train (same host, recipe
-    and log, checked by the caller), so a size's models can run in separate sessions."""
-    rows = {k: v for k, v in earlier["stages"].items() if model_of(k) not in (None, *models)}
-    if not rows:
-        return
+    and log, checked by the caller), so a size's models can run in separate sessions. The
+    runs listed as carried are those whose rows are still in the file."""
+    rows = _carried_rows(earlier, models)
     size["stages"].update(rows)
-    earlier_run = {**earlier.get("run", {}), "models": sorted({model_of(k) for k in rows})}
-    size["carried_from"] = [earlier_run, *earlier.get("carried_from", [])]
+    runs = [earlier.get("run", {}), *earlier.get("carried_from", [])]
+    size["carried_from"] = [
+        {**run, "models": sorted({model_of(k) for k, v in rows.items() if v["run"] == date})}
+        for run in runs
+        if (date := run.get("date")) and any(v["run"] == date for v in rows.values())
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
         doc["sizes"] = {k: v for k, v in old.get("sizes", {}).items() if k not in sizes}
         carried = {k: v for k, v in old.get("sizes", {}).items() if k in sizes}
+        for name, earlier in carried.items():
+            try:
+                _carried_rows(earlier, models)
+            except ValueError as err:
+                parser.error(f"--merge: {previous} at {name}: {err}")
         doc["earlier_runs"] = [
             *old.get("earlier_runs", []),
             {k: old.get(k) for k in ("command", "date", "overrides") if k in old},
@@ -307,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[bench-scale] {name} {key} (loadavg {load})", flush=True)
             result = _run_stage(stage, _params(data_dir, work, model, extra, run_id), log)
             result["loadavg"] = load
+            result["run"] = size["run"]["date"]
             if result.get("seconds"):
                 result["events_per_s"] = round(events / result["seconds"])
             size["stages"][key] = result

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
@@ -38,8 +40,8 @@ def test_carry_keeps_other_models_rows_and_orders_them_after_the_data_stages() -
     # Items, not the dict: dict equality ignores order, and the order is what is checked here.
     assert list(scale_results.in_stage_order(size["stages"]).items()) == [
         ("ingest", _row(3)),  # this run's data stage, not the earlier one
-        ("ranking_mlp.train", _row(10)),
-        ("ranking_mlp.evaluate", _row(2)),
+        ("ranking_mlp.train", {**_row(10), "run": "d1"}),  # an untagged row: its file's run
+        ("ranking_mlp.evaluate", {**_row(2), "run": "d1"}),
         ("sasrec.train", _row(30)),  # this run's model replaces the earlier rows
     ]
     assert list(size["stages"])[0] != "ingest"  # before ordering, the carried rows came first
@@ -51,6 +53,40 @@ def test_carry_keeps_other_models_rows_and_orders_them_after_the_data_stages() -
     assert "Rows carried from the run (models: ranking_mlp): d1" in scale_results.markdown(
         {**doc, "date": "d2", "machine": "m", "command": "c", "recipe": {}}
     )
+
+
+def test_carried_rows_keep_the_run_that_measured_them_and_replaced_runs_drop_out() -> None:
+    # d1 measured ranking_mlp; d2 ran two_stage and carried d1's rows; d3 re-runs ranking_mlp.
+    d1 = {"date": "d1", "code": "c1"}
+    d2 = {"date": "d2", "code": "c2"}
+    earlier = {
+        "stages": {
+            "ranking_mlp.train": {**_row(10), "run": "d1"},
+            "two_stage.train": {**_row(20), "run": "d2"},
+        },
+        "run": d2,
+        "carried_from": [{**d1, "models": ["ranking_mlp"]}],
+    }
+    kept_both: dict[str, Any] = {"stages": {}}
+    scale._carry(earlier, kept_both, ["sasrec"])
+    assert kept_both["carried_from"] == [
+        {**d2, "models": ["two_stage"]},  # not ranking_mlp: d2 did not measure it
+        {**d1, "models": ["ranking_mlp"]},
+    ]
+    replaced: dict[str, Any] = {"stages": {}}
+    scale._carry(earlier, replaced, ["ranking_mlp"])
+    assert replaced["carried_from"] == [{**d2, "models": ["two_stage"]}]
+    assert replaced["stages"] == {"two_stage.train": {**_row(20), "run": "d2"}}
+
+
+def test_untagged_rows_of_a_joined_file_are_refused() -> None:
+    earlier = {
+        "stages": {"ranking_mlp.train": _row(10), "two_stage.train": _row(20)},
+        "run": {"date": "d2"},
+        "carried_from": [{"date": "d1", "models": ["ranking_mlp"]}],
+    }
+    with pytest.raises(ValueError, match="ranking_mlp.train, two_stage.train do not name the run"):
+        scale._carry(earlier, {"stages": {}}, ["sasrec"])
 
 
 def test_a_run_line_gives_the_host_costs_measured_at_its_start_when_recorded() -> None:
