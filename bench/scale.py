@@ -152,9 +152,9 @@ def _seed_in(command: str) -> int:
 
 def _carried_rows(earlier: dict[str, Any], models: list[str]) -> dict[str, dict[str, Any]]:
     """An earlier run's rows of the models this run does not train, each naming (``run``) the
-    date of the run that measured it: rows carried twice keep their first run. Files written
-    before rows named their run are read as the earlier run's own rows only when it carried
-    none; otherwise which run measured which row is unknown, and refused."""
+    date of the run that measured it, which a row keeps however many merges carry it. Rows
+    written before rows named their run are the earlier run's own only when it carried none;
+    otherwise which run measured them is unknown, and they are refused."""
     rows = {k: v for k, v in earlier["stages"].items() if model_of(k) not in (None, *models)}
     untagged = sorted(k for k, v in rows.items() if "run" not in v)
     if untagged and earlier.get("carried_from"):

@@ -56,7 +56,8 @@ def test_carry_keeps_other_models_rows_and_orders_them_after_the_data_stages() -
 
 
 def test_carried_rows_keep_the_run_that_measured_them_and_replaced_runs_drop_out() -> None:
-    # d1 measured ranking_mlp; d2 ran two_stage and carried d1's rows; d3 re-runs ranking_mlp.
+    # d1 measured ranking_mlp; d2 ran two_stage and carried d1's rows; then a run of sasrec
+    # carries both, and a run of ranking_mlp carries d2's rows only.
     d1 = {"date": "d1", "code": "c1"}
     d2 = {"date": "d2", "code": "c2"}
     earlier = {
